@@ -1,0 +1,3 @@
+from embedgen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,388 @@
+"""The ``embedgen`` command: one subcommand per step, progress bars, one-line errors.
+
+Exit codes: 0 success, 2 bad input (one line on stderr saying what and where), 1 a bug
+(one line; ``--debug`` shows the traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from embedgen import __version__
+
+log = logging.getLogger("embedgen")
+
+
+class _Bar:
+    """A tqdm bar driven by ``progress(done, total)`` callbacks."""
+
+    def __init__(self, desc: str, enabled: bool) -> None:
+        self.desc = desc
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None or self.bar.total != total:
+            from tqdm import tqdm
+
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(total=total, desc=self.desc, unit="batch", leave=False, file=sys.stderr)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextlib.contextmanager
+def _progress(desc: str, args: argparse.Namespace) -> Iterator[_Bar]:
+    bar = _Bar(desc, enabled=not args.quiet and sys.stderr.isatty() or args.progress)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _cancel_on_ctrl_c() -> Iterator[threading.Event]:
+    """First Ctrl-C asks the work to stop after the current batch; a second one aborts."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nStopping after the current batch (Ctrl-C again to abort)...", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# Subcommands
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from embedgen.data import prepare, read_table
+    from embedgen.finetune import FinetuneConfig, RunStatus, finetune
+    from embedgen.models import load_encoder
+    from embedgen.runs import default_run_dir, mark_running, save_run, write_failure
+
+    header = {"auto": None, "yes": True, "no": False}[args.header]
+    table = read_table(args.data, header=header, sheet=args.sheet)
+    data = prepare(table, args.text_col, args.label_col)
+    if data.dropped:
+        _say(args, f"{table.name}: {data.dropped_summary()}")
+    config = FinetuneConfig(
+        strategy=args.strategy,
+        dim=args.dim,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        head_learning_rate=args.head_lr,
+        top_k=args.top_k,
+        train_embeddings=args.train_embeddings,
+        max_length=args.max_length,
+        patience=args.patience,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=args.device,
+    )
+    encoder = load_encoder(args.model, trust_remote_code=args.trust_remote_code)
+    out = Path(args.out) if args.out else default_run_dir(table.name, str(config.strategy))
+    mark_running(out, config, encoder.info.as_dict(), data.summary())
+    _say(
+        args,
+        f"Training {config.strategy} on {len(data)} rows, {data.num_classes} classes "
+        f"({encoder.info.model_id}, device {config.device}) -> {out}",
+    )
+
+    def on_epoch(m: Any) -> None:
+        _say(
+            args,
+            f"epoch {m.epoch}: train loss {m.train_loss:.4f}  val loss {m.val_loss:.4f}  "
+            f"val acc {m.val_accuracy:.4f}  val macro-F1 {m.val_macro_f1:.4f}",
+        )
+
+    try:
+        with _cancel_on_ctrl_c() as cancel, _progress("train", args) as bar:
+            run = finetune(encoder, data, config, progress=bar, cancel=cancel, on_epoch=on_epoch)
+    except BaseException as exc:
+        write_failure(out, exc)
+        raise
+    save_run(run, out)
+    best = run.best
+    summary = f"{run.status}: {run.message} " if run.message else f"{run.status}: "
+    if best is not None:
+        summary += (
+            f"best epoch {best.epoch}, val acc {best.val_accuracy:.4f}, "
+            f"val macro-F1 {best.val_macro_f1:.4f}. "
+        )
+    print(summary + f"Run saved to {out}")
+    return 0 if run.status is RunStatus.FINISHED else 3
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from embedgen.export import save_matrix
+    from embedgen.matrix import MatrixOptions, build_matrix
+    from embedgen.models import load_encoder
+    from embedgen.postprocess import PostProcess
+    from embedgen.runs import is_run_folder, load_run
+
+    source: Any
+    if is_run_folder(args.source):
+        source = load_run(args.source)
+    else:
+        source = load_encoder(args.source, trust_remote_code=args.trust_remote_code)
+    options = MatrixOptions(
+        method=args.method,
+        layer=args.layer,
+        through_projection=not args.no_projection,
+        drop_special=not args.keep_special,
+        cjk_only=args.cjk_only,
+        drop_continuation=args.drop_continuation,
+        postprocess=PostProcess(
+            center=args.center, abtt=args.abtt, zscore=args.zscore, pca_dims=args.pca, l2=args.l2
+        ),
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    if args.out:
+        out = Path(args.out)
+    elif is_run_folder(args.source):
+        name = str(options.method) + (f"-layer{args.layer}" if args.layer is not None else "")
+        out = Path(args.source) / "matrices" / name
+    else:
+        raise _usage("matrix: --out OUT_DIR is needed when the source is a model, not a run")
+    with _cancel_on_ctrl_c() as cancel, _progress("matrix", args) as bar:
+        matrix = build_matrix(source, options, progress=bar, cancel=cancel)
+    save_matrix(matrix, out, dtype=args.dtype)
+    rows, dims = matrix.shape
+    print(f"{matrix.method} matrix {rows} x {dims} ({args.dtype}) written to {out}")
+    return 0
+
+
+def cmd_neighbors(args: argparse.Namespace) -> int:
+    from embedgen.export import load_matrix
+    from embedgen.neighbors import NeighbourIndex
+
+    index = NeighbourIndex(load_matrix(args.matrix))
+    if args.pair:
+        a, b = args.pair
+        print(f"cosine({a}, {b}) = {index.similarity(a, b):.4f}")
+        return 0
+    if args.analogy:
+        a, b, c = args.analogy
+        results = index.analogy(a, b, c, k=args.k)
+        title = f"{a} : {b} :: {c} : ?"
+    else:
+        lookup = index.lookup(args.word)
+        results = index.top_k(args.word, k=args.k)
+        title = args.word
+        if lookup.pooled:
+            title += f"  (not in vocabulary: mean of {' + '.join(lookup.pieces)})"
+    if args.json:
+        print(
+            json.dumps([{"token": n.token, "score": n.score} for n in results], ensure_ascii=False)
+        )
+        return 0
+    print(title)
+    for rank, n in enumerate(results, 1):
+        print(f"{rank:>3}  {n.token}\t{n.score:.4f}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from embedgen.export import ExportFormat, export, load_matrix
+
+    matrix = load_matrix(args.matrix)
+    path = export(matrix, ExportFormat(args.format), Path(args.out))
+    print(f"{args.format} export of {matrix.shape[0]} x {matrix.shape[1]} written to {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from embedgen.models import list_cached_models
+
+    models = list_cached_models()
+    if not models:
+        print(
+            "No models in the local Hugging Face cache. Give a local folder with --model instead."
+        )
+        return 0
+    for m in models:
+        print(f"{m.model_id}\t{m.revision[:12]}\t{m.size_bytes / 1e6:.0f} MB\t{m.path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from embedgen.export import ExportFormat
+    from embedgen.finetune import Strategy
+    from embedgen.matrix import Method
+    from embedgen.models import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(
+        prog="embedgen",
+        description="Turn a pretrained transformer into a word-embedding matrix shaped by your "
+        "own labelled text.",
+    )
+    parser.add_argument("--version", action="version", version=f"embedgen {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", "-q", action="store_true", help="only print the result")
+    common.add_argument("--progress", action="store_true", help="progress bar even when piped")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", parents=[common], help="fine-tune a head on a labelled table")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder")
+    p.add_argument("--data", required=True, help="CSV, TSV or XLSX file")
+    p.add_argument("--text-col", required=True, help="text column: name or 1-based number")
+    p.add_argument("--label-col", required=True, help="label column: name or 1-based number")
+    p.add_argument(
+        "--out", help="run folder (default: $EMBEDGEN_HOME/runs/<time>_<data>_<strategy>)"
+    )
+    p.add_argument("--strategy", default="head", choices=[s.value for s in Strategy])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--dim", type=int, default=128, help="projection size d")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-5, help="encoder learning rate (top-k, full)")
+    p.add_argument("--head-lr", type=float, default=5e-3, help="head learning rate")
+    p.add_argument("--top-k", type=int, default=2, help="layers to unfreeze for top-k")
+    p.add_argument("--train-embeddings", action="store_true", help="full: also tune embeddings")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--patience", type=int, default=3, help="early stopping; 0 = off")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--header", default="auto", choices=["auto", "yes", "no"])
+    p.add_argument("--sheet", default=None, help="xlsx sheet name (default: the first)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's code")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("matrix", parents=[common], help="build an embedding matrix")
+    p.add_argument("source", metavar="RUN_DIR_OR_MODEL")
+    p.add_argument("--method", default="input", choices=[m.value for m in Method])
+    p.add_argument("--layer", type=int, default=None, help="contextual: 0..layers (default last)")
+    p.add_argument("--out", help="output folder (default for runs: RUN_DIR/matrices/<method>)")
+    p.add_argument("--no-projection", action="store_true", help="contextual: skip the projection")
+    p.add_argument("--keep-special", action="store_true", help="keep [CLS], [unused1], ...")
+    p.add_argument("--cjk-only", action="store_true", help="keep CJK-character tokens only")
+    p.add_argument("--drop-continuation", action="store_true", help="drop ##-pieces")
+    p.add_argument("--center", action="store_true", help="subtract the mean vector")
+    p.add_argument("--abtt", type=int, default=0, help="remove N top principal directions")
+    p.add_argument("--zscore", action="store_true", help="standardise each dimension")
+    p.add_argument("--pca", type=int, default=None, metavar="DIMS", help="reduce to DIMS with PCA")
+    p.add_argument("--l2", action="store_true", help="unit-length rows")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("neighbors", parents=[common], help="nearest tokens, similarity, analogy")
+    p.add_argument("matrix", metavar="MATRIX_DIR")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--word", help="token to find neighbours of")
+    what.add_argument("--pair", nargs=2, metavar=("A", "B"), help="cosine similarity of A and B")
+    what.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="A : B :: C : ?")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_neighbors)
+
+    p = sub.add_parser("export", parents=[common], help="write word2vec, projector or zip files")
+    p.add_argument("matrix", metavar="MATRIX_DIR")
+    p.add_argument("--format", required=True, choices=[f.value for f in ExportFormat])
+    p.add_argument("--out", required=True, help="output file (folder for projector)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", parents=[common], help="list models in the local HF cache")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if not args.debug:
+        for noisy in ("transformers", "huggingface_hub", "urllib3", "filelock", "jieba"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        with contextlib.suppress(Exception):
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``embedgen`` command; return its exit code."""
+    from embedgen.errors import EmbedgenError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except EmbedgenError as exc:
+        if args.debug:
+            raise
+        print(f"embedgen {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except _UsageError as exc:
+        parser.error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        print("embedgen: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line unless --debug
+        if args.debug:
+            raise
+        print(
+            f"embedgen {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run again with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

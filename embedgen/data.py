@@ -1,0 +1,524 @@
+"""Labelled text in: read a CSV/TSV/TXT/XLSX table, map its columns, validate, split.
+
+The path is ``read_table`` (bytes or a path, any common encoding) -> :class:`Table` ->
+``prepare`` (text and label column chosen, rows checked) -> :class:`LabelledData` -> ``split``.
+Every message names the file, the column and the row numbers a user sees in Excel, and says
+what to do next.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import logging
+import os
+import re
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embedgen.errors import BadConfig, BadTable
+
+logger = logging.getLogger(__name__)
+
+DELIMITERS = (",", "\t", ";", "|")
+SAVE_AS_UTF8 = "Save it as UTF-8 CSV from Excel: File → Save As → CSV UTF-8."
+_LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "标签", "类别", "分类", "情感")
+_TEXT_NAMES = ("text", "review", "content", "sentence", "title", "comment", "文本", "内容", "评论")
+_KNOWN_NAMES = frozenset(_LABEL_NAMES + _TEXT_NAMES + ("id", "target", "tag", "句子", "标题"))
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# Encodings charset-normalizer may pick as a last resort; its guesses for other (single-byte)
+# encodings on bytes that are not text are too often wrong to trust.
+_FALLBACK_ENCODINGS = ("big5", "cp950", "big5hkscs", "shift_jis", "cp932", "euc_jp", "euc_kr")
+
+
+def _is_number(value: str) -> bool:
+    return _NUMBER.fullmatch(value.strip()) is not None
+
+
+def _rows_text(rows: Sequence[int], limit: int = 10) -> str:
+    """Return "row 5" / "rows 5, 9" / "rows 1, ..., 10 and 3 more"."""
+    shown = ", ".join(str(r) for r in rows[:limit])
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """A table as read from a file: every cell a string, missing cells ``""``."""
+
+    frame: pd.DataFrame
+    name: str
+    sha256: str
+    encoding: str
+    delimiter: str | None
+    has_header: bool
+
+    @property
+    def columns(self) -> list[str]:
+        """Return the column names ("column 1", ... when the file has no header)."""
+        return [str(c) for c in self.frame.columns]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def row_number(self, i: int) -> int:
+        """Return the spreadsheet row number (as Excel shows it) of frame row ``i``."""
+        return i + 2 if self.has_header else i + 1
+
+
+def read_table(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    name: str | None = None,
+    header: bool | None = None,
+    sheet: str | int | None = None,
+) -> Table:
+    """Return the table in ``source`` (a path, or the bytes of an upload called ``name``).
+
+    ``header=None`` guesses whether the first row holds column names. ``sheet`` picks an
+    .xlsx sheet by name or 0-based position (default: the first).
+    """
+    if isinstance(source, bytes | bytearray):
+        raw, name = bytes(source), name or "upload"
+    else:
+        path = Path(source)
+        name = name or path.name
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise BadTable(f"{name}: no such file ({path}). Check the path.") from None
+        except OSError as exc:
+            raise BadTable(f"{name}: cannot read the file ({exc.strerror}).") from None
+    sha256 = hashlib.sha256(raw).hexdigest()
+    suffix = Path(name).suffix.lower()
+    if suffix == ".xls":
+        raise BadTable(f"{name} is an old Excel .xls file; save it as .xlsx or as CSV UTF-8.")
+    if raw.startswith(b"PK\x03\x04") or suffix in (".xlsx", ".xlsm"):
+        grid, encoding, delimiter = _read_xlsx(raw, name, sheet), "xlsx", None
+    else:
+        text, encoding = _decode(raw, name)
+        delimiter = "\t" if suffix == ".tsv" else _sniff_delimiter(text)
+        grid = _parse_delimited(text, delimiter, name)
+    while grid and not any(c.strip() for c in grid[-1]):
+        grid.pop()
+    if not grid:
+        raise BadTable(f"{name} is empty: it holds no rows. Choose a file with labelled texts.")
+    has_header = _guess_header(grid) if header is None else header
+    frame = _frame(grid, has_header, name, delimiter)
+    logger.info(
+        "Read %s: %d rows x %d columns (%s, delimiter %r, %s)",
+        name,
+        len(frame),
+        frame.shape[1],
+        encoding,
+        delimiter,
+        "header row" if has_header else "no header row",
+    )
+    return Table(frame, name, sha256, encoding, delimiter, has_header)
+
+
+def _decode(raw: bytes, name: str) -> tuple[str, str]:
+    """Return the text and the encoding that decoded it: UTF-8 (BOM or not), GB18030, ..."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode Text" is UTF-16
+        try:
+            return raw.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            pass
+    try:
+        if raw.startswith(b"\xef\xbb\xbf"):
+            return raw.decode("utf-8")[1:], "utf-8-sig"  # decoded whole so offsets count the BOM
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        utf8_error = exc
+    try:
+        return raw.decode("gb18030"), "gb18030"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    if best is not None and best.encoding in _FALLBACK_ENCODINGS:
+        return str(best), best.encoding
+    raise BadTable(
+        f"{name}: cannot read the text; the byte at offset {utf8_error.start} "
+        f"(0x{raw[utf8_error.start]:02x}) is neither UTF-8 nor GB18030/GBK. {SAVE_AS_UTF8}"
+    )
+
+
+def _sniff_delimiter(text: str) -> str:
+    """Return the delimiter that splits the first lines into equally many fields."""
+    sample = text[:32768]
+    if len(text) > len(sample) and "\n" in sample:
+        sample = sample[: sample.rindex("\n")]
+
+    def consistency(delimiter: str) -> tuple[float, int]:
+        counts = [len(r) for r in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)]
+        counts = [c for c in counts if c] or [1]
+        mode, hits = Counter(counts).most_common(1)[0]
+        return (hits / len(counts) if mode > 1 else 0.0), mode
+
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
+    except csv.Error:
+        sniffed = None
+    if sniffed in DELIMITERS and consistency(sniffed)[0] >= 0.9:
+        return sniffed
+    scores = {d: consistency(d)[0] for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: scores[d])  # ties go to the earlier, commoner one
+    return best if scores[best] > 0 else ","
+
+
+def _parse_delimited(text: str, delimiter: str, name: str) -> list[list[str]]:
+    """Return the records of ``text``; quoted fields may hold delimiters and newlines."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return [list(record) for record in reader]
+    except csv.Error as exc:
+        raise BadTable(
+            f"{name}: cannot split line {reader.line_num} into fields ({exc}). {SAVE_AS_UTF8}"
+        ) from None
+
+
+def _read_xlsx(raw: bytes, name: str, sheet: str | int | None) -> list[list[str]]:
+    """Return the cells of one sheet of an .xlsx workbook as strings."""
+    try:
+        book = pd.ExcelFile(io.BytesIO(raw), engine="openpyxl")
+    except Exception as exc:  # openpyxl raises several unrelated types for a broken file
+        raise BadTable(f"{name} is not a readable .xlsx workbook ({exc}). {SAVE_AS_UTF8}") from None
+    sheets = [str(s) for s in book.sheet_names]
+    chosen = 0 if sheet is None else sheet
+    if (isinstance(chosen, int) and not 0 <= chosen < len(sheets)) or (
+        isinstance(chosen, str) and chosen not in sheets
+    ):
+        raise BadTable(f"{name} has no sheet {chosen!r}. Sheets: {', '.join(sheets)}.")
+    frame = pd.read_excel(book, sheet_name=chosen, header=None, dtype=str).fillna("")
+    if sheet is None and len(sheets) > 1:
+        logger.info("%s has %d sheets; reading the first, %r", name, len(sheets), sheets[0])
+    return [[str(c) for c in row] for row in frame.itertuples(index=False)]
+
+
+def _guess_header(grid: list[list[str]]) -> bool:
+    """Return whether the first row looks like column names rather than data."""
+    first, body = [c.strip() for c in grid[0]], grid[1:]
+    if not any(first):
+        return False
+    if any(c.lower() in _KNOWN_NAMES for c in first):
+        return True
+    if any(_is_number(c) for c in first if c):
+        return False
+    columns = [
+        [r[j].strip() for r in body if j < len(r) and r[j].strip()] for j in range(len(first))
+    ]
+    if any(c and c in set(values) for c, values in zip(first, columns, strict=True)):
+        return False  # a first-row value that recurs below it is data, e.g. a label
+    for c, values in zip(first, columns, strict=True):
+        if c and values and sum(map(_is_number, values)) >= 0.8 * len(values):
+            return True  # a word above a numeric column
+    if not all(first) or len(set(first)) < len(first) or max(map(len, first)) > 30:
+        return False
+    # short names above long texts
+    return any(
+        values and 2 * len(c) < statistics.median(map(len, values))
+        for c, values in zip(first, columns, strict=True)
+    )
+
+
+def _frame(
+    grid: list[list[str]], has_header: bool, name: str, delimiter: str | None
+) -> pd.DataFrame:
+    """Return the grid as a string DataFrame; rows with the wrong number of fields are an error."""
+    if has_header:
+        names = [c.strip() for c in grid[0]]
+        while len(names) > 1 and not names[-1]:
+            names.pop()
+        body, first_row = grid[1:], 2
+        if not body:
+            raise BadTable(f"{name} has a header row but no data rows. Add rows of labelled texts.")
+    else:
+        body, first_row = grid, 1
+        names = [""] * Counter(len(r) for r in body if r).most_common(1)[0][0]
+    width, rows, bad = len(names), [], []
+    for i, record in enumerate(body):
+        record = list(record) or [""] * width  # a blank line is an empty row, as in Excel
+        while len(record) > width and not record[-1].strip():
+            record.pop()
+        if len(record) != width:
+            bad.append((first_row + i, len(record)))
+        rows.append(record + [""] * (width - len(record)))
+    if bad:
+        where = "the header has" if has_header else "most rows have"
+        quoted = f"A text containing {delimiter!r} must be in double quotes; " if delimiter else ""
+        raise BadTable(
+            f"{name}: {_rows_text([r for r, _ in bad])} {'has' if len(bad) == 1 else 'have'} "
+            f"{bad[0][1]} fields but {where} {width}. {quoted}fix "
+            f"{'that row' if len(bad) == 1 else 'those rows'} or save the file again from Excel "
+            f"as CSV UTF-8."
+        )
+    seen: Counter[str] = Counter()
+    columns = []
+    for j, column in enumerate(names):
+        column = column or f"column {j + 1}"
+        seen[column] += 1
+        columns.append(column if seen[column] == 1 else f"{column} ({seen[column]})")
+    return pd.DataFrame(rows, columns=columns, dtype=str)
+
+
+def resolve_column(table: Table, spec: str | int) -> str:
+    """Return the column name that ``spec`` means: a name, or a 1-based column number."""
+    columns = table.columns
+    listing = f"Columns: {', '.join(columns)}."
+    if isinstance(spec, str):
+        if spec in columns:
+            return spec
+        matches = [c for c in columns if c.strip().lower() == spec.strip().lower()]
+        if len(matches) == 1:
+            return matches[0]
+        if not spec.strip().isdigit():
+            close = difflib.get_close_matches(spec, columns, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise BadTable(f"{table.name} has no column '{spec}'{hint}. {listing}")
+    number = int(spec)
+    if not 1 <= number <= len(columns):
+        raise BadTable(
+            f"{table.name} has no column number {number}; it has {len(columns)}. {listing}"
+        )
+    return columns[number - 1]
+
+
+def guess_columns(table: Table) -> tuple[str | None, str | None]:
+    """Return the (text column, label column) to pre-select; ``None`` where nothing fits."""
+    stats = {}
+    for column in table.columns:
+        values = [v.strip() for v in table.frame[column] if v.strip()]
+        if values:
+            numeric = sum(map(_is_number, values)) / len(values)
+            stats[column] = (values, numeric, statistics.median(map(len, values)))
+    texts = [c for c, (_, numeric, _) in stats.items() if numeric < 0.5]
+    text = max(texts, key=lambda c: stats[c][2], default=None)
+    labels = []
+    for column, (values, _, median_length) in stats.items():
+        distinct = len(set(values))
+        if column != text and 2 <= distinct <= 50 and distinct <= 0.5 * len(values):
+            if median_length <= 30:
+                preferred = column.strip().lower() in _LABEL_NAMES
+                labels.append((not preferred, distinct, column))
+    return text, (min(labels)[2] if labels else None)
+
+
+@dataclass(frozen=True)
+class DroppedRow:
+    """A row left out of the data, and why."""
+
+    row: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """Texts with class labels; ``labels[i]`` indexes ``label_names``, ``rows[i]`` is its row."""
+
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+    label_names: tuple[str, ...]
+    rows: tuple[int, ...]
+    dropped: tuple[DroppedRow, ...]
+    text_column: str
+    label_column: str
+    source_name: str
+    source_sha256: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def num_classes(self) -> int:
+        """Return the number of classes (including any without rows in this subset)."""
+        return len(self.label_names)
+
+    def class_counts(self) -> dict[str, int]:
+        """Return the number of rows of each class, in label order."""
+        counts = Counter(self.labels)
+        return {name: counts[i] for i, name in enumerate(self.label_names)}
+
+    def dropped_summary(self) -> str:
+        """Return one line on the dropped rows: "2 rows dropped: empty text in rows 5, 9"."""
+        if not self.dropped:
+            return "No rows dropped."
+        by_reason: dict[str, list[int]] = {}
+        for d in self.dropped:
+            by_reason.setdefault(d.reason, []).append(d.row)
+        n = len(self.dropped)
+        parts = [f"{reason} in {_rows_text(rows)}" for reason, rows in by_reason.items()]
+        return f"{n} row{'s' if n > 1 else ''} dropped: {'; '.join(parts)}"
+
+    def summary(self) -> dict[str, Any]:
+        """Return a JSON-ready description for manifests (label_map keys are strings)."""
+        return {
+            "source": self.source_name,
+            "sha256": self.source_sha256,
+            "text_column": self.text_column,
+            "label_column": self.label_column,
+            "rows_total": len(self) + len(self.dropped),
+            "rows_used": len(self),
+            "rows_dropped": len(self.dropped),
+            "dropped_reasons": dict(Counter(d.reason for d in self.dropped)),
+            "label_map": {str(i): name for i, name in enumerate(self.label_names)},
+            "class_counts": self.class_counts(),
+        }
+
+    def subset(self, indices: Iterable[int]) -> LabelledData:
+        """Return the examples at ``indices``, with the same label names and dropped rows."""
+        picked = [int(i) for i in indices]
+        return replace(
+            self,
+            texts=tuple(self.texts[i] for i in picked),
+            labels=tuple(self.labels[i] for i in picked),
+            rows=tuple(self.rows[i] for i in picked),
+        )
+
+
+def prepare(
+    table: Table, text_column: str | int, label_column: str | int, *, min_per_class: int = 2
+) -> LabelledData:
+    """Return the labelled examples of ``table``, dropping rows with an empty text or label."""
+    if min_per_class < 1:
+        raise BadConfig(f"min_per_class must be at least 1, got {min_per_class}.")
+    text_col, label_col = resolve_column(table, text_column), resolve_column(table, label_column)
+    name = table.name
+    if text_col == label_col:
+        raise BadConfig(
+            f"{name}: column '{text_col}' was chosen as both text and label; choose two different "
+            f"columns. Columns: {', '.join(table.columns)}."
+        )
+    texts = [t.strip() for t in table.frame[text_col]]
+    raw_labels = [v.strip() for v in table.frame[label_col]]
+    for column, values, kind in ((text_col, texts, "texts"), (label_col, raw_labels, "labels")):
+        if not any(values):
+            raise BadTable(
+                f"{name}: column '{column}' is empty in every row; choose the column that holds "
+                f"the {kind}. Columns: {', '.join(table.columns)}."
+            )
+    kept: list[tuple[str, str, int]] = []
+    dropped: list[DroppedRow] = []
+    for i, (text, label) in enumerate(zip(texts, raw_labels, strict=True)):
+        if not text:
+            dropped.append(DroppedRow(table.row_number(i), "empty text"))
+        elif not label:
+            dropped.append(DroppedRow(table.row_number(i), "empty label"))
+        else:
+            kept.append((text, _canonical(label), table.row_number(i)))
+    if not kept:
+        raise BadTable(f"{name}: no row has both a text and a label. Fill in the labels.")
+    label_names = _check_labels([label for _, label, _ in kept], name, label_col)
+    index = {label: i for i, label in enumerate(label_names)}
+    rows_of: dict[str, list[int]] = {}
+    for _, label, row in kept:
+        rows_of.setdefault(label, []).append(row)
+    small = [(label, rows) for label, rows in rows_of.items() if len(rows) < min_per_class]
+    if small:
+        listed = "; ".join(
+            f"'{label}' has {len(rows)} ({_rows_text(rows)})" for label, rows in small
+        )
+        which = "that class" if len(small) == 1 else "those classes"
+        raise BadTable(
+            f"{name}: column '{label_col}' needs at least {min_per_class} rows per class, but "
+            f"class {listed}. Add examples of {which}, remove those rows, or merge {which} into "
+            f"another class."
+        )
+    data = LabelledData(
+        texts=tuple(text for text, _, _ in kept),
+        labels=tuple(index[label] for _, label, _ in kept),
+        label_names=label_names,
+        rows=tuple(row for _, _, row in kept),
+        dropped=tuple(dropped),
+        text_column=text_col,
+        label_column=label_col,
+        source_name=name,
+        source_sha256=table.sha256,
+    )
+    reasons = ", ".join(f"{n} {r}" for r, n in Counter(d.reason for d in dropped).items())
+    logger.info(
+        "Read %d rows, kept %d, dropped %d%s; %d classes",
+        len(table),
+        len(data),
+        len(dropped),
+        f" ({reasons})" if reasons else "",
+        data.num_classes,
+    )
+    return data
+
+
+def _canonical(label: str) -> str:
+    """Return ``label`` with integral numbers written one way ("1.0" and "1" are one class)."""
+    if _is_number(label):
+        value = float(label)
+        if value.is_integer():
+            return str(int(value))
+    return label
+
+
+def _check_labels(labels: list[str], name: str, column: str) -> tuple[str, ...]:
+    """Return the sorted class names, after checking the column holds classes at all."""
+    distinct = sorted(set(labels))
+    numbers = [float(v) for v in labels if _is_number(v)]
+    many = len(distinct) > 50 and len(distinct) > 0.2 * len(labels)
+    if len(numbers) >= 0.9 * len(labels):
+        fractional = any(not v.is_integer() for v in numbers)
+        if many or (fractional and len(distinct) > 10):
+            raise BadTable(
+                f"{name}: column '{column}' looks like a continuous score ({len(distinct)} "
+                f"different numbers in {len(labels)} rows), not classes. Bin it into a few classes "
+                f"(e.g. low/medium/high) or choose another label column."
+            )
+    elif many and len(distinct) > 0.5 * len(labels):
+        raise BadTable(
+            f"{name}: column '{column}' has {len(distinct)} different values in {len(labels)} "
+            f"rows; it looks like text, not class labels. Choose another label column."
+        )
+    if len(distinct) < 2:
+        raise BadTable(
+            f"{name}: column '{column}' has only one class ({distinct[0]}); fine-tuning needs "
+            f"at least two. Choose another label column."
+        )
+    if all(_is_number(v) for v in distinct):
+        return tuple(sorted(distinct, key=float))
+    return tuple(distinct)
+
+
+def split(
+    data: LabelledData, *, val_fraction: float = 0.1, seed: int = 0
+) -> tuple[LabelledData, LabelledData]:
+    """Return (train, validation), stratified by class; the same seed gives the same split."""
+    if not 0 < val_fraction <= 0.5:
+        raise BadConfig(f"val_fraction must be in (0, 0.5], got {val_fraction}.")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(data.labels)
+    train: list[int] = []
+    val: list[int] = []
+    for class_index, class_name in enumerate(data.label_names):
+        members = np.flatnonzero(labels == class_index)
+        if len(members) == 0:
+            continue
+        if len(members) < 2:
+            raise BadTable(
+                f"{data.source_name}: class '{class_name}' has only 1 row "
+                f"({_rows_text([data.rows[members[0]]])}); it cannot be in both training and "
+                f"validation. Add examples of it or remove that row."
+            )
+        n_val = min(max(round(len(members) * val_fraction), 1), len(members) - 1)
+        shuffled = rng.permutation(members)
+        val.extend(shuffled[:n_val].tolist())
+        train.extend(shuffled[n_val:].tolist())
+    logger.info(
+        "Split %d rows: %d train, %d validation (seed %d)", len(data), len(train), len(val), seed
+    )
+    return data.subset(sorted(train)), data.subset(sorted(val))

@@ -1,0 +1,260 @@
+"""Load an encoder (model + tokenizer + facts about it) from a hub id or a local folder."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+
+from embedgen.errors import ModelNotAvailable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "bert-base-chinese"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about a loaded encoder, shown to users and written into manifests."""
+
+    model_id: str  # what the user asked for: hub id or folder
+    source: str  # "local folder" or "hub cache" or "hub download"
+    path: str  # folder the files were read from
+    revision: str  # hub commit hash, or sha256 of the weights for a folder
+    architecture: str
+    model_type: str
+    vocab_size: int  # rows of the token-embedding matrix
+    tokenizer_size: int
+    hidden_size: int
+    num_layers: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A transformer encoder with its tokenizer; the model is never mutated in place."""
+
+    model: PreTrainedModel
+    tokenizer: Any
+    info: ModelInfo
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache folder, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
+
+
+def _not_available(spec: str, why: str) -> ModelNotAvailable:
+    return ModelNotAvailable(
+        f"Model '{spec}' cannot be loaded: {why}. To use it offline, download it on a machine "
+        f"with internet (`hf download {spec} --local-dir {Path(spec).name}`), copy that folder "
+        "here and give its path instead of the id; or choose a model from the local cache "
+        "(`embedgen models`)."
+    )
+
+
+def _weights_digest(folder: Path) -> str:
+    """Hub snapshot hash when the folder is a cache snapshot, else sha256 of the weight file."""
+    if folder.parent.name == "snapshots":
+        return folder.name
+    for name in WEIGHT_FILES:
+        f = folder / name
+        if f.exists():
+            h = hashlib.sha256()
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+            return "sha256:" + h.hexdigest()
+    return "unknown"
+
+
+def _resolve_folder(spec: str, allow_download: bool) -> tuple[Path, str]:
+    """Return the local folder holding the model's files and where it came from."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotAvailable(
+                f"Folder '{spec}' has no config.json, so it is not a saved model. Point to the "
+                "folder written by save_pretrained() (it holds config.json, model.safetensors "
+                "and the tokenizer files)."
+            )
+        return path, "local folder"
+    if path.suffix or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise _not_available(spec, "no such folder")
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]
+    try:
+        folder = snapshot_download(
+            spec, local_files_only=True, allow_patterns=patterns, cache_dir=hub_cache_dir()
+        )
+        return Path(folder), "hub cache"
+    except Exception as cache_miss:  # noqa: BLE001 - any miss means "not cached"
+        log.debug("'%s' not in the local cache (%s)", spec, type(cache_miss).__name__)
+    if not allow_download or _offline():
+        raise _not_available(
+            spec, "it is not in the local Hugging Face cache and downloads are off"
+        )
+    if not _hub_reachable():
+        raise _not_available(
+            spec,
+            "it is not in the local Hugging Face cache and the Hugging Face hub cannot be reached",
+        )
+    try:
+        folder = snapshot_download(spec, allow_patterns=patterns, cache_dir=hub_cache_dir())
+    except Exception as exc:  # noqa: BLE001
+        raise _not_available(spec, f"download failed ({type(exc).__name__}: {exc})") from exc
+    if not any(
+        Path(folder, w).exists() for w in ("model.safetensors", "model.safetensors.index.json")
+    ):
+        # Older repos ship only pickled weights; fetch them explicitly, still never remote code.
+        folder = snapshot_download(
+            spec, allow_patterns=[*patterns, "pytorch_model.bin"], cache_dir=hub_cache_dir()
+        )
+    return Path(folder), "hub download"
+
+
+def load_encoder(
+    spec: str = DEFAULT_MODEL,
+    *,
+    allow_download: bool = True,
+    trust_remote_code: bool = False,
+    device: torch.device | str | None = None,
+) -> Encoder:
+    """Load the encoder named by ``spec`` (hub id or local folder), preferring safetensors weights.
+
+    Remote code in a model repository never runs unless ``trust_remote_code`` is set.
+    """
+    spec = str(spec).strip()
+    if not spec:
+        raise ModelNotAvailable(
+            "No model given. Enter a hub id such as bert-base-chinese or a folder."
+        )
+    folder, source = _resolve_folder(spec, allow_download)
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        use_safetensors = (
+            True
+            if (folder / "model.safetensors").exists()
+            or (folder / "model.safetensors.index.json").exists()
+            else None
+        )
+        model = AutoModel.from_pretrained(
+            folder,
+            config=config,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=use_safetensors,
+        )
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise ModelNotAvailable(
+                f"Model '{spec}' needs its own code from the repository to run. embedgen does not "
+                "run remote code unless you allow it (--trust-remote-code / the checkbox on the "
+                "Model page). Only allow it for repositories you trust."
+            ) from exc
+        raise ModelNotAvailable(f"Model '{spec}' cannot be loaded: {exc}") from exc
+    except (OSError, KeyError) as exc:
+        raise ModelNotAvailable(
+            f"Model '{spec}' cannot be loaded from {folder}: {exc}. Check that the folder holds "
+            "the model's config, weights and tokenizer files."
+        ) from exc
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embeddings is None or not hasattr(embeddings, "weight"):
+        raise ModelNotAvailable(
+            f"Model '{spec}' ({type(model).__name__}) has no token-embedding layer, so it cannot "
+            "give a word-embedding matrix. Choose a text encoder such as BERT, RoBERTa or XLM-R."
+        )
+    model.eval()
+    if device is not None:
+        model.to(device)
+    info = ModelInfo(
+        model_id=spec,
+        source=source,
+        path=str(folder),
+        revision=_weights_digest(folder),
+        architecture=type(model).__name__,
+        model_type=str(getattr(config, "model_type", "unknown")),
+        vocab_size=int(embeddings.weight.shape[0]),
+        tokenizer_size=len(tokenizer),
+        hidden_size=int(getattr(config, "hidden_size", embeddings.weight.shape[1])),
+        num_layers=int(getattr(config, "num_hidden_layers", 0)),
+    )
+    log.info(
+        "Loaded %s (%s, %d tokens, hidden %d, %d layers) from %s",
+        spec,
+        info.architecture,
+        info.vocab_size,
+        info.hidden_size,
+        info.num_layers,
+        source,
+    )
+    return Encoder(model=model, tokenizer=tokenizer, info=info)
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    """A model found in the local Hugging Face cache."""
+
+    model_id: str
+    revision: str
+    size_bytes: int
+    path: str
+
+
+def list_cached_models(cache_dir: str | os.PathLike[str] | None = None) -> list[CachedModel]:
+    """Return the models in the local Hugging Face cache that have a config.json, by id."""
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        info = scan_cache_dir(cache_dir or hub_cache_dir())
+    except Exception as exc:  # noqa: BLE001 - a missing or unreadable cache means "none"
+        log.info("No usable Hugging Face cache: %s", exc)
+        return []
+    found = []
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        for rev in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+            if any(f.file_name == "config.json" for f in rev.files):
+                found.append(
+                    CachedModel(
+                        repo.repo_id, rev.commit_hash, rev.size_on_disk, str(rev.snapshot_path)
+                    )
+                )
+                break
+    return sorted(found, key=lambda m: m.model_id)

@@ -1,0 +1,234 @@
+"""Post-processing of embedding matrices: centring, all-but-the-top, z-score, PCA, L2.
+
+Pure numpy; every function takes a 2-D array (rows are tokens) and returns a new float32 array.
+Static vectors taken from transformers are anisotropic (they share a large common direction), and
+these steps are the usual cures. :func:`apply` runs the chosen ones in a fixed order and returns
+records of what it did, for the matrix manifest.
+
+Principal directions are the right singular vectors of the centred data. They are computed from
+the ``dims x dims`` Gram matrix (accumulated in float64, then ``eigh``), which gives the same
+vectors and singular values as an SVD of the ``rows x dims`` data and is an order of magnitude
+faster for vocabularies of 100k+ rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from embedgen.errors import BadConfig
+
+logger = logging.getLogger(__name__)
+
+Matrix = npt.NDArray[np.float32]
+
+# Rows per block when accumulating the Gram matrix in float64 (bounds the temporary memory).
+_GRAM_BLOCK_ROWS = 16384
+
+
+def _as_matrix(x: npt.ArrayLike) -> Matrix:
+    """Return ``x`` as a 2-D float32 array (a copy only when needed)."""
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix (rows x dims), got shape {arr.shape}")
+    return arr
+
+
+def _check_components(n: int, x: Matrix, what: str) -> None:
+    most = min(x.shape)
+    if n > most:
+        raise BadConfig(
+            f"{what} = {n} is too large for a {x.shape[0]} x {x.shape[1]} matrix; "
+            f"the most it can be is {most} (the smaller of rows and dims)."
+        )
+
+
+def _principal_axes(xc: Matrix) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return (axes as columns, variances) of centred ``xc``, largest variance first.
+
+    Each axis's sign is fixed so that its largest-magnitude entry is positive, so results do not
+    depend on the LAPACK build.
+    """
+    dims = xc.shape[1]
+    gram = np.zeros((dims, dims), dtype=np.float64)
+    for start in range(0, xc.shape[0], _GRAM_BLOCK_ROWS):
+        block = xc[start : start + _GRAM_BLOCK_ROWS].astype(np.float64)
+        gram += block.T @ block
+    variances, axes = np.linalg.eigh(gram)
+    order = np.argsort(variances)[::-1]
+    variances = np.clip(variances[order], 0.0, None)
+    axes = axes[:, order]
+    signs = np.sign(axes[np.argmax(np.abs(axes), axis=0), np.arange(dims)])
+    signs[signs == 0] = 1.0
+    return axes * signs, variances
+
+
+def center(x: npt.ArrayLike) -> Matrix:
+    """Return ``x`` minus its column means (every dimension then has mean 0)."""
+    arr = _as_matrix(x)
+    if arr.shape[0] == 0:
+        return arr.copy()
+    return (arr - arr.mean(axis=0, dtype=np.float64).astype(np.float32)).astype(np.float32)
+
+
+def _all_but_the_top(x: Matrix, n_components: int) -> tuple[Matrix, float]:
+    """all_but_the_top, also returning the fraction of variance removed."""
+    if n_components < 0:
+        raise BadConfig(f"abtt = {n_components}: the number of directions to remove must be >= 0.")
+    _check_components(n_components, x, "abtt")
+    xc = center(x)
+    if n_components == 0:
+        return xc, 0.0
+    axes, variances = _principal_axes(xc)
+    top = axes[:, :n_components].astype(np.float32)
+    removed = xc - (xc @ top) @ top.T
+    total = float(variances.sum())
+    share = float(variances[:n_components].sum() / total) if total > 0 else 0.0
+    return removed.astype(np.float32), share
+
+
+def all_but_the_top(x: npt.ArrayLike, n_components: int) -> Matrix:
+    """Return ``x`` centred, with its projections on the top ``n_components`` directions removed.
+
+    Mu & Viswanath (2018), "All-but-the-Top": the first few principal directions of word vectors
+    carry frequency, not meaning; a common choice is ``dims // 100``.
+    """
+    return _all_but_the_top(_as_matrix(x), n_components)[0]
+
+
+def zscore(x: npt.ArrayLike) -> Matrix:
+    """Return ``x`` with each dimension scaled to mean 0 and standard deviation 1.
+
+    Constant dimensions (standard deviation 0) become 0 instead of NaN.
+    """
+    arr = _as_matrix(x)
+    if arr.shape[0] == 0:
+        return arr.copy()
+    mean = arr.mean(axis=0, dtype=np.float64)
+    std = arr.std(axis=0, dtype=np.float64)
+    std[std == 0] = 1.0
+    return ((arr - mean) / std).astype(np.float32)
+
+
+def _pca(x: Matrix, dims: int) -> tuple[Matrix, float]:
+    """pca, also returning the fraction of variance the kept dimensions explain."""
+    if dims < 1:
+        raise BadConfig(f"pca_dims = {dims}: PCA needs at least 1 output dimension.")
+    _check_components(dims, x, "pca_dims")
+    xc = center(x)
+    axes, variances = _principal_axes(xc)
+    projected = (xc @ axes[:, :dims].astype(np.float32)).astype(np.float32)
+    total = float(variances.sum())
+    explained = float(variances[:dims].sum() / total) if total > 0 else 1.0
+    return projected, explained
+
+
+def pca(x: npt.ArrayLike, dims: int, seed: int = 0) -> Matrix:
+    """Return ``x`` centred and projected on its top ``dims`` principal directions (rows x dims).
+
+    Column ``j`` is the coordinate on the ``j``-th largest direction, so column variances
+    decrease. The solver is exact and deterministic; ``seed`` is kept in the signature (and in
+    the manifest record) so that a randomized solver for very large matrices can be added
+    without changing callers.
+    """
+    del seed  # the exact solver needs no randomness
+    return _pca(_as_matrix(x), dims)[0]
+
+
+def l2_normalize(x: npt.ArrayLike) -> Matrix:
+    """Return ``x`` with every row scaled to length 1; all-zero rows stay zero (no NaN)."""
+    arr = _as_matrix(x)
+    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64))
+    norms[norms == 0] = 1.0
+    return (arr / norms[:, None]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """Which post-processing steps to run; :func:`apply` runs them in the order of the fields.
+
+    ``abtt`` is the number of top directions to remove (0: none); ``pca_dims`` the number of
+    dimensions to keep (None: no PCA). The default runs nothing.
+    """
+
+    center: bool = False
+    abtt: int = 0
+    zscore: bool = False
+    pca_dims: int | None = None
+    l2: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.abtt, bool) or not isinstance(self.abtt, int) or self.abtt < 0:
+            raise BadConfig(
+                f"abtt = {self.abtt!r}: give the number of top directions to remove, "
+                "a whole number >= 0 (0 removes none; dims // 100 is a common choice)."
+            )
+        if self.pca_dims is not None and (
+            isinstance(self.pca_dims, bool)
+            or not isinstance(self.pca_dims, int)
+            or self.pca_dims < 1
+        ):
+            raise BadConfig(
+                f"pca_dims = {self.pca_dims!r}: give the number of dimensions to keep, "
+                "a whole number >= 1, or None for no PCA."
+            )
+
+    @property
+    def is_identity(self) -> bool:
+        """True when no step is chosen."""
+        return not (self.center or self.abtt or self.zscore or self.pca_dims or self.l2)
+
+
+def apply(vectors: npt.ArrayLike, options: PostProcess) -> tuple[Matrix, list[dict[str, Any]]]:
+    """Return the post-processed vectors and one JSON-ready record per step done.
+
+    The order is fixed: center -> abtt -> zscore -> pca -> l2. Centring is implied by all-but-
+    the-top and by PCA, so it is recorded only when asked for. Records look like
+    ``{"step": "pca", "dims": 64, "explained_variance": 0.83}``.
+    """
+    x = _as_matrix(vectors)
+    records: list[dict[str, Any]] = []
+    if options.center:
+        x = center(x)
+        records.append({"step": "center"})
+        logger.info("Centred %d x %d vectors", *x.shape)
+    if options.abtt:
+        x, removed = _all_but_the_top(x, options.abtt)
+        records.append(
+            {"step": "abtt", "components": options.abtt, "removed_variance": round(removed, 6)}
+        )
+        logger.info(
+            "Removed the top %d directions (%.1f%% of the variance)", options.abtt, 100 * removed
+        )
+    if options.zscore:
+        x = zscore(x)
+        records.append({"step": "zscore"})
+        logger.info("Z-scored %d dimensions", x.shape[1])
+    if options.pca_dims is not None:
+        before = x.shape[1]
+        x, explained = _pca(x, options.pca_dims)
+        records.append(
+            {
+                "step": "pca",
+                "dims": options.pca_dims,
+                "from_dims": before,
+                "explained_variance": round(explained, 6),
+            }
+        )
+        logger.info(
+            "PCA %d -> %d dims keeps %.1f%% of the variance",
+            before,
+            options.pca_dims,
+            100 * explained,
+        )
+    if options.l2:
+        x = l2_normalize(x)
+        records.append({"step": "l2"})
+        logger.info("L2-normalised %d rows", x.shape[0])
+    if not records:
+        x = x.copy()  # never hand back the caller's own array
+    return x, records

@@ -1,0 +1,145 @@
+"""Fixtures: tiny models and labelled tables built here, loaded through the real loading code."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# Never reach for a model hub from tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Characters whose presence decides the label in the synthetic set.
+POSITIVE = "好美棒赞优爽香甜"
+NEGATIVE = "坏差烂糟劣臭苦慢"
+FILLER = (
+    "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说"
+    "产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使"
+    "点从业本去把性应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看"
+    "原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象"
+    "员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几"
+    "九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油"
+    "思术极交受联什认六共权收证改清己"
+)
+LATIN = ["the", "food", "good", "bad", "##s", "##ing", "12", "3"]
+
+
+def cjk_vocab() -> dict[str, int]:
+    """A WordPiece vocabulary: specials, unused slots, CJK characters, a few ## pieces, Latin."""
+    chars = list(dict.fromkeys(POSITIVE + NEGATIVE + FILLER + "，。！？"))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused1]", "[unused2]"]
+    tokens += chars + ["##" + c for c in chars[:40]] + LATIN
+    return {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+
+
+def build_tiny_bert(folder: Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Save a random-init BERT with a CJK WordPiece tokenizer to ``folder``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    vocab = cjk_vocab()
+    tokenizer = BertTokenizerFast(vocab=vocab)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=160,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_xlmr(folder: Path, *, hidden: int = 16, seed: int = 0) -> Path:
+    """Save a random-init XLM-R with a SentencePiece-style Unigram tokenizer ("▁" word starts)."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    torch.manual_seed(seed)
+    chars = list(dict.fromkeys(POSITIVE + NEGATIVE + FILLER[:60]))
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("\u2581" + c, -2.0) for c in chars] + [(c, -3.0) for c in chars]
+    pieces += [("\u2581中国", -1.0), ("\u2581", -4.0), ("<mask>", 0.0)]
+    tokenizer = XLMRobertaTokenizerFast(vocab=pieces)
+    config = XLMRobertaConfig(
+        vocab_size=len(pieces),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=160,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    XLMRobertaModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir: Path):
+    """Loaded once per session through load_encoder; tests must not change it."""
+    from embedgen.models import load_encoder
+
+    return load_encoder(str(tiny_model_dir), allow_download=False, device="cpu")
+
+
+def synthetic_rows(n: int = 240, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, label) pairs where one POSITIVE or NEGATIVE character decides the label."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "正面" if i % 2 == 0 else "负面"
+        cue = rng.choice(POSITIVE if label == "正面" else NEGATIVE)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(6, 14))]
+        words.insert(rng.randrange(len(words) + 1), cue)
+        if rng.random() < 0.5:  # a second cue makes the signal stronger without changing it
+            words.insert(
+                rng.randrange(len(words) + 1), rng.choice(POSITIVE if label == "正面" else NEGATIVE)
+            )
+        rows.append(("".join(words), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], *, encoding: str = "utf-8") -> Path:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(["text", "label"])
+    w.writerows(rows)
+    path.write_bytes(buf.getvalue().encode(encoding))
+    return path
+
+
+@pytest.fixture()
+def synthetic_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "reviews.csv", synthetic_rows())
+
+
+@pytest.fixture()
+def synthetic_data(synthetic_csv: Path):
+    from embedgen.data import prepare, read_table
+
+    return prepare(read_table(synthetic_csv), "text", "label")
+
+
+@pytest.fixture()
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"../shared/data not present at {SHARED_DATA}: real-data tests need it")
+    return SHARED_DATA

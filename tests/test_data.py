@@ -1,0 +1,477 @@
+"""embedgen.data: reading the tables Chinese analysts have, validating labels, splitting."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from embedgen.data import (
+    DroppedRow,
+    LabelledData,
+    Table,
+    guess_columns,
+    prepare,
+    read_table,
+    resolve_column,
+    split,
+)
+from embedgen.errors import BadConfig, BadTable
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "classification"
+
+REVIEWS = [
+    ("这家店的菜很好吃", "1"),
+    ("送餐太慢了，菜都凉了", "0"),
+    ("味道不错，下次还点", "1"),
+    ("难吃，再也不点了", "0"),
+    ("服务态度很好", "1"),
+    ("量太少，不值这个价", "0"),
+]
+
+
+def csv_text(rows, header=("label", "review"), sep=",", newline="\n") -> str:
+    lines = [sep.join(header)] if header else []
+    lines += [sep.join((label, text)) for text, label in rows]
+    return newline.join(lines) + newline
+
+
+def write(tmp_path: Path, name: str, data: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def labelled(n_per_class: dict[str, int]) -> LabelledData:
+    texts, labels, rows = [], [], []
+    names = tuple(n_per_class)
+    for index, (name, n) in enumerate(n_per_class.items()):
+        for k in range(n):
+            texts.append(f"{name} 的第{k}条评论")
+            labels.append(index)
+            rows.append(len(rows) + 2)
+    return LabelledData(
+        texts=tuple(texts),
+        labels=tuple(labels),
+        label_names=names,
+        rows=tuple(rows),
+        dropped=(DroppedRow(99, "empty text"),),
+        text_column="review",
+        label_column="label",
+        source_name="reviews.csv",
+        source_sha256="0" * 64,
+    )
+
+
+# --- reading: encodings ---------------------------------------------------------------------
+
+
+def test_utf8_csv_is_read_with_header_and_string_cells(tmp_path):
+    table = read_table(write(tmp_path, "reviews.csv", csv_text(REVIEWS)))
+    assert isinstance(table, Table)
+    assert table.encoding == "utf-8"
+    assert table.delimiter == ","
+    assert table.has_header
+    assert table.columns == ["label", "review"]
+    assert table.frame["review"].tolist()[0] == "这家店的菜很好吃"
+    assert table.frame["label"].tolist()[:2] == ["1", "0"]
+
+
+def test_utf8_with_bom_is_read_and_bom_is_not_in_the_first_column_name(tmp_path):
+    raw = b"\xef\xbb\xbf" + csv_text(REVIEWS).encode("utf-8")
+    table = read_table(write(tmp_path, "bom.csv", raw))
+    assert table.encoding == "utf-8-sig"
+    assert table.columns == ["label", "review"]
+
+
+def test_gbk_bytes_from_chinese_excel_are_decoded_as_gb18030(tmp_path):
+    raw = csv_text(REVIEWS, header=("标签", "评论")).encode("gbk")
+    table = read_table(write(tmp_path, "gbk.csv", raw))
+    assert table.encoding == "gb18030"
+    assert table.columns == ["标签", "评论"]
+    assert table.frame["评论"].tolist()[1] == "送餐太慢了，菜都凉了"
+
+
+def test_gb18030_only_characters_are_decoded(tmp_path):
+    text = csv_text([*REVIEWS, ("罕见字𠀀也能读", "1")])
+    with pytest.raises(UnicodeEncodeError):
+        text.encode("gbk")
+    table = read_table(write(tmp_path, "gb18030.csv", text.encode("gb18030")))
+    assert table.encoding == "gb18030"
+    assert table.frame["review"].tolist()[-1] == "罕见字𠀀也能读"
+
+
+def test_undecodable_bytes_raise_bad_table_naming_file_offset_and_fix(tmp_path):
+    raw = b"label,review\n1,abc\x80\xff\x80\xff\n0,def\n"
+    with pytest.raises(BadTable) as error:
+        read_table(write(tmp_path, "broken.csv", raw))
+    message = str(error.value)
+    assert "broken.csv" in message
+    assert "offset 18" in message
+    assert "CSV UTF-8" in message
+
+
+def test_excel_unicode_text_utf16_with_tabs_is_read(tmp_path):
+    raw = csv_text(REVIEWS, sep="\t", newline="\r\n").encode("utf-16")
+    table = read_table(write(tmp_path, "unicode.txt", raw))
+    assert table.encoding == "utf-16"
+    assert table.delimiter == "\t"
+    assert table.columns == ["label", "review"]
+
+
+# --- reading: layout ------------------------------------------------------------------------
+
+
+def test_crlf_line_ends_are_read(tmp_path):
+    table = read_table(write(tmp_path, "crlf.csv", csv_text(REVIEWS, newline="\r\n")))
+    assert len(table) == len(REVIEWS)
+    assert table.frame["review"].tolist()[-1] == "量太少，不值这个价"
+
+
+def test_quoted_field_may_hold_newline_and_comma(tmp_path):
+    raw = 'label,review\r\n1,"好吃, 真的\r\n下次再来"\r\n0,难吃\r\n'
+    table = read_table(write(tmp_path, "quoted.csv", raw))
+    assert table.frame["review"].tolist() == ["好吃, 真的\r\n下次再来", "难吃"]
+    assert table.row_number(1) == 3
+
+
+def test_tsv_uses_tab_even_when_texts_hold_commas(tmp_path):
+    rows = [("好吃,便宜", "1"), ("难吃,贵", "0"), ("一般,还行", "1")]
+    table = read_table(write(tmp_path, "reviews.tsv", csv_text(rows, sep="\t")))
+    assert table.delimiter == "\t"
+    assert table.frame["review"].tolist()[0] == "好吃,便宜"
+
+
+def test_semicolon_delimiter_is_sniffed(tmp_path):
+    table = read_table(write(tmp_path, "semi.csv", csv_text(REVIEWS, sep=";")))
+    assert table.delimiter == ";"
+    assert table.columns == ["label", "review"]
+
+
+def test_tab_delimited_txt_is_sniffed(tmp_path):
+    table = read_table(write(tmp_path, "reviews.txt", csv_text(REVIEWS, sep="\t")))
+    assert table.delimiter == "\t"
+
+
+def test_first_row_of_data_is_not_taken_as_header(tmp_path):
+    table = read_table(write(tmp_path, "noheader.csv", csv_text(REVIEWS, header=None)))
+    assert not table.has_header
+    assert table.columns == ["column 1", "column 2"]
+    assert len(table) == len(REVIEWS)
+    assert table.row_number(0) == 1
+
+
+def test_unknown_header_names_above_numeric_labels_are_taken_as_header(tmp_path):
+    table = read_table(write(tmp_path, "h.csv", csv_text(REVIEWS, header=("y", "评价内容"))))
+    assert table.has_header
+    assert table.columns == ["y", "评价内容"]
+
+
+def test_explicit_header_false_keeps_the_first_row_as_data(tmp_path):
+    table = read_table(write(tmp_path, "h.csv", csv_text(REVIEWS)), header=False)
+    assert table.columns == ["column 1", "column 2"]
+    assert table.frame.iloc[0].tolist() == ["label", "review"]
+
+
+def test_blank_line_is_an_empty_row_so_later_row_numbers_match_excel(tmp_path):
+    raw = "label,review\n1,好吃\n\n0,难吃\n1,好\n0,差\n"
+    data = prepare(read_table(write(tmp_path, "blank.csv", raw)), "review", "label")
+    assert data.rows == (2, 4, 5, 6)
+    assert data.dropped == (DroppedRow(3, "empty text"),)
+
+
+def test_missing_cells_are_empty_strings_not_nan(tmp_path):
+    table = read_table(write(tmp_path, "gaps.csv", "label,review\n1,\n,好吃\n"))
+    assert table.frame.values.tolist() == [["1", ""], ["", "好吃"]]
+
+
+def test_xlsx_is_read_with_header(tmp_path):
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["评论", "标签"])
+    for text, label in REVIEWS:
+        sheet.append([text, int(label)])
+    book.save(tmp_path / "reviews.xlsx")
+    table = read_table(tmp_path / "reviews.xlsx")
+    assert table.encoding == "xlsx"
+    assert table.delimiter is None
+    assert table.columns == ["评论", "标签"]
+    assert table.frame["标签"].tolist()[:2] == ["1", "0"]
+
+
+def test_unknown_xlsx_sheet_lists_the_sheets(tmp_path):
+    book = openpyxl.Workbook()
+    book.active.title = "数据"
+    book.active.append(["text", "label"])
+    book.save(tmp_path / "book.xlsx")
+    with pytest.raises(BadTable, match=r"book.xlsx has no sheet 'Sheet2'. Sheets: 数据"):
+        read_table(tmp_path / "book.xlsx", sheet="Sheet2")
+
+
+def test_bytes_upload_uses_name_for_format_and_messages():
+    raw = csv_text(REVIEWS, sep="\t").encode("utf-8")
+    table = read_table(raw, name="upload.tsv")
+    assert table.name == "upload.tsv"
+    assert table.delimiter == "\t"
+    assert len(table.sha256) == 64
+
+
+def test_empty_file_raises_bad_table_naming_it(tmp_path):
+    with pytest.raises(BadTable, match="empty.csv is empty"):
+        read_table(write(tmp_path, "empty.csv", b""))
+
+
+def test_header_without_rows_raises_bad_table(tmp_path):
+    with pytest.raises(BadTable, match="only_header.csv has a header row but no data rows"):
+        read_table(write(tmp_path, "only_header.csv", "label,review\n"))
+
+
+def test_ragged_row_raises_bad_table_naming_the_row(tmp_path):
+    raw = "label,review\n1,好吃\n0,难吃,还贵\n1,不错\n"
+    with pytest.raises(BadTable) as error:
+        read_table(write(tmp_path, "ragged.csv", raw))
+    message = str(error.value)
+    assert "ragged.csv: row 3 has 3 fields but the header has 2" in message
+    assert "double quotes" in message
+
+
+def test_missing_file_raises_bad_table(tmp_path):
+    with pytest.raises(BadTable, match="nothere.csv: no such file"):
+        read_table(tmp_path / "nothere.csv")
+
+
+# --- columns --------------------------------------------------------------------------------
+
+
+def test_guess_columns_picks_longest_text_and_small_label_column(tmp_path):
+    rows = [f"{i},{text},{label},门店{i}" for i, (text, label) in enumerate(REVIEWS)]
+    raw = "id,review,label,shop\n" + "\n".join(rows) + "\n"
+    table = read_table(write(tmp_path, "wide.csv", raw))
+    assert guess_columns(table) == ("review", "label")
+
+
+def test_resolve_column_accepts_name_or_one_based_number(tmp_path):
+    table = read_table(write(tmp_path, "noheader.csv", csv_text(REVIEWS, header=None)))
+    assert resolve_column(table, 2) == "column 2"
+    assert resolve_column(table, "1") == "column 1"
+    assert resolve_column(table, "column 2") == "column 2"
+
+
+def test_resolve_column_unknown_name_suggests_close_match_and_lists_columns(tmp_path):
+    table = read_table(write(tmp_path, "waimai.csv", csv_text(REVIEWS)))
+    with pytest.raises(BadTable) as error:
+        resolve_column(table, "lable")
+    message = str(error.value)
+    assert message.startswith("waimai.csv has no column 'lable'")
+    assert "did you mean 'label'?" in message
+    assert "Columns: label, review." in message
+
+
+def test_resolve_column_number_out_of_range_raises_bad_table(tmp_path):
+    table = read_table(write(tmp_path, "waimai.csv", csv_text(REVIEWS)))
+    with pytest.raises(BadTable, match="no column number 3; it has 2"):
+        resolve_column(table, 3)
+
+
+# --- prepare --------------------------------------------------------------------------------
+
+
+def test_prepare_maps_labels_and_records_rows(tmp_path):
+    table = read_table(write(tmp_path, "waimai.csv", csv_text(REVIEWS)))
+    data = prepare(table, "review", "label")
+    assert data.label_names == ("0", "1")
+    assert data.labels[:2] == (1, 0)
+    assert data.rows == (2, 3, 4, 5, 6, 7)
+    assert data.num_classes == 2
+    assert data.class_counts() == {"0": 3, "1": 3}
+    assert (data.text_column, data.label_column) == ("review", "label")
+
+
+def test_numeric_labels_sort_numerically(tmp_path):
+    rows = [(f"评论{i}", label) for i, label in enumerate(["10", "2", "1", "10", "2", "1"])]
+    data = prepare(read_table(write(tmp_path, "n.csv", csv_text(rows))), "review", "label")
+    assert data.label_names == ("1", "2", "10")
+
+
+def test_integral_float_labels_join_their_integer_class(tmp_path):
+    rows = [("好", "1.0"), ("好吃", "1"), ("差", "0"), ("难吃", "0.0")]
+    data = prepare(read_table(write(tmp_path, "f.csv", csv_text(rows))), "review", "label")
+    assert data.class_counts() == {"0": 2, "1": 2}
+
+
+def test_chinese_text_labels_are_kept_and_sorted(tmp_path):
+    rows = [(t, "正面" if label == "1" else "负面") for t, label in REVIEWS]
+    data = prepare(read_table(write(tmp_path, "c.csv", csv_text(rows))), 2, 1)
+    assert data.label_names == tuple(sorted(["正面", "负面"]))
+    assert data.class_counts() == {"正面": 3, "负面": 3}
+
+
+def test_empty_texts_and_labels_are_dropped_and_reported_by_row(tmp_path, caplog):
+    raw = csv_text(REVIEWS) + "1,   \n,没有标签\n0,\n"
+    table = read_table(write(tmp_path, "gaps.csv", raw))
+    with caplog.at_level(logging.INFO, logger="embedgen.data"):
+        data = prepare(table, "review", "label")
+    assert len(data) == 6
+    assert data.dropped == (
+        DroppedRow(8, "empty text"),
+        DroppedRow(9, "empty label"),
+        DroppedRow(10, "empty text"),
+    )
+    assert data.dropped_summary() == (
+        "3 rows dropped: empty text in rows 8, 10; empty label in row 9"
+    )
+    assert "Read 9 rows, kept 6, dropped 3" in caplog.text
+
+
+def test_dropped_summary_abbreviates_long_row_lists():
+    data = labelled({"0": 2, "1": 2})
+    many = tuple(DroppedRow(r, "empty text") for r in range(10, 25))
+    summary = LabelledData(**{**data.__dict__, "dropped": many}).dropped_summary()
+    assert summary == (
+        "15 rows dropped: empty text in rows 10, 11, 12, 13, 14, 15, 16, 17, 18, 19 and 5 more"
+    )
+
+
+def test_texts_are_stripped_of_surrounding_whitespace(tmp_path):
+    raw = 'label,review\n1,"  好吃 "\n0,难吃\n1,好\n0,差\n'
+    data = prepare(read_table(write(tmp_path, "s.csv", raw)), "review", "label")
+    assert data.texts[0] == "好吃"
+
+
+def test_summary_is_json_ready_for_manifests(tmp_path):
+    raw = csv_text(REVIEWS) + ",没有标签\n"
+    table = read_table(write(tmp_path, "waimai.csv", raw))
+    summary = prepare(table, "review", "label").summary()
+    assert json.loads(json.dumps(summary, ensure_ascii=False)) == summary
+    assert summary["source"] == "waimai.csv"
+    assert summary["sha256"] == table.sha256
+    assert summary["rows_total"] == 7
+    assert summary["rows_used"] == 6
+    assert summary["rows_dropped"] == 1
+    assert summary["dropped_reasons"] == {"empty label": 1}
+    assert summary["label_map"] == {"0": "0", "1": "1"}
+    assert summary["class_counts"] == {"0": 3, "1": 3}
+
+
+def test_same_text_and_label_column_is_bad_config(tmp_path):
+    table = read_table(write(tmp_path, "waimai.csv", csv_text(REVIEWS)))
+    with pytest.raises(BadConfig, match="waimai.csv: column 'review' was chosen as both"):
+        prepare(table, "review", 2)
+
+
+def test_unknown_column_in_prepare_names_file_and_columns(tmp_path):
+    table = read_table(write(tmp_path, "waimai.csv", csv_text(REVIEWS)))
+    with pytest.raises(BadTable, match=r"waimai.csv has no column 'txt'.*Columns: label, review"):
+        prepare(table, "txt", "label")
+
+
+def test_empty_text_column_is_bad_table(tmp_path):
+    raw = "label,review,note\n" + "\n".join(f"{lab},,{t}" for t, lab in REVIEWS) + "\n"
+    table = read_table(write(tmp_path, "waimai.csv", raw))
+    with pytest.raises(BadTable, match="waimai.csv: column 'review' is empty in every row"):
+        prepare(table, "review", "label")
+
+
+def test_single_class_is_bad_table_naming_the_class(tmp_path):
+    rows = [(t, "1") for t, _ in REVIEWS]
+    table = read_table(write(tmp_path, "waimai.csv", csv_text(rows)))
+    with pytest.raises(BadTable) as error:
+        prepare(table, "review", "label")
+    assert str(error.value) == (
+        "waimai.csv: column 'label' has only one class (1); fine-tuning needs at least two. "
+        "Choose another label column."
+    )
+
+
+def test_continuous_score_column_is_bad_table(tmp_path):
+    rows = [(f"评论{i}", f"{i * 0.37:.2f}") for i in range(60)]
+    table = read_table(write(tmp_path, "scores.csv", csv_text(rows, header=("score", "review"))))
+    with pytest.raises(BadTable, match="scores.csv: column 'score' looks like a continuous score"):
+        prepare(table, "review", "score")
+
+
+def test_text_like_label_column_is_bad_table(tmp_path):
+    rows = [(f"评论{i}", f"第{i}家店") for i in range(80)]
+    table = read_table(write(tmp_path, "shops.csv", csv_text(rows, header=("shop", "review"))))
+    with pytest.raises(BadTable, match="column 'shop' has 80 different values in 80 rows"):
+        prepare(table, "review", "shop")
+
+
+def test_class_below_min_per_class_names_class_count_rows_and_fix(tmp_path):
+    table = read_table(write(tmp_path, "waimai.csv", csv_text([*REVIEWS, ("一般般", "2")])))
+    with pytest.raises(BadTable) as error:
+        prepare(table, "review", "label")
+    message = str(error.value)
+    assert message.startswith("waimai.csv: column 'label' needs at least 2 rows per class")
+    assert "'2' has 1 (row 8)" in message
+    assert "Add examples" in message
+    assert "merge" in message
+
+
+def test_min_per_class_can_be_raised(tmp_path):
+    table = read_table(write(tmp_path, "waimai.csv", csv_text(REVIEWS)))
+    with pytest.raises(BadTable, match="'0' has 3 \\(rows 3, 5, 7\\)"):
+        prepare(table, "review", "label", min_per_class=4)
+
+
+# --- split ----------------------------------------------------------------------------------
+
+
+def test_split_is_stratified_with_every_class_in_both_parts():
+    data = labelled({"体育": 50, "财经": 30, "游戏": 2})
+    train, val = split(data, val_fraction=0.2, seed=0)
+    assert val.class_counts() == {"体育": 10, "财经": 6, "游戏": 1}
+    assert train.class_counts() == {"体育": 40, "财经": 24, "游戏": 1}
+    assert sorted(train.rows + val.rows) == sorted(data.rows)
+
+
+def test_split_parts_keep_label_names_and_dropped_rows():
+    data = labelled({"0": 5, "1": 5})
+    train, val = split(data)
+    assert train.label_names == val.label_names == data.label_names
+    assert train.dropped == val.dropped == data.dropped
+    assert train.texts[0] == data.texts[train.rows[0] - 2]
+
+
+def test_split_is_deterministic_per_seed_and_changes_with_seed():
+    data = labelled({"0": 40, "1": 40})
+    assert split(data, seed=1)[1].rows == split(data, seed=1)[1].rows
+    assert split(data, seed=1)[1].rows != split(data, seed=2)[1].rows
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.6, -0.1])
+def test_split_rejects_val_fraction_outside_zero_to_half(fraction):
+    with pytest.raises(BadConfig, match="val_fraction"):
+        split(labelled({"0": 4, "1": 4}), val_fraction=fraction)
+
+
+# --- the real files in ../shared/data ------------------------------------------------------
+
+
+def test_real_waimai_file_reads_with_header_and_two_classes():
+    path = SHARED / "waimai_10k.csv"
+    if not path.exists():
+        pytest.skip(f"../shared/data not present: {path}")
+    table = read_table(path)
+    assert table.has_header
+    assert table.columns == ["label", "review"]
+    assert len(table) == 11987
+    assert guess_columns(table) == ("review", "label")
+    data = prepare(table, "review", "label")
+    assert data.class_counts() == {"0": 7987, "1": 4000}
+
+
+def test_real_thucnews_file_has_no_header_and_ten_classes():
+    path = SHARED / "THUCNews" / "test.txt"
+    if not path.exists():
+        pytest.skip(f"../shared/data not present: {path}")
+    table = read_table(path)
+    assert not table.has_header
+    assert table.delimiter == "\t"
+    assert len(table) == 10000
+    assert guess_columns(table) == ("column 1", "column 2")
+    data = prepare(table, "column 1", "column 2")
+    assert data.class_counts() == {str(i): 1000 for i in range(10)}

@@ -1,0 +1,221 @@
+"""Fine-tuning: strategies, metrics, early stopping, progress, cancel, out-of-memory recovery."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from embedgen.errors import BadConfig
+from embedgen.finetune import (
+    FinetuneConfig,
+    RunStatus,
+    Strategy,
+    finetune,
+    macro_f1,
+    transformer_layers,
+)
+
+FAST = {"dim": 8, "batch_size": 32, "patience": 0}
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("epochs", 0, "epochs"),
+        ("dim", 0, "dim"),
+        ("batch_size", 0, "batch size"),
+        ("learning_rate", 0.0, "learning rate"),
+        ("dropout", 1.0, "dropout"),
+        ("val_fraction", 0.9, "validation fraction"),
+        ("strategy", "everything", "Strategies"),
+    ],
+)
+def test_bad_settings_are_named(field: str, value: object, named: str) -> None:
+    with pytest.raises(BadConfig, match=named):
+        FinetuneConfig(**{field: value})
+
+
+def test_head_training_learns_the_cue_characters(tiny_encoder, synthetic_data) -> None:
+    run = finetune(
+        tiny_encoder, synthetic_data, FinetuneConfig(epochs=40, head_learning_rate=2e-2, **FAST)
+    )
+    assert run.status is RunStatus.FINISHED
+    assert len(run.history) == 40
+    assert run.history[-1].train_loss < run.history[0].train_loss - 0.1
+    assert run.best.val_accuracy >= 0.7, run.best
+    assert not run.encoder_changed
+    assert run.label_names == ("正面", "负面")
+    assert run.data_summary["rows_train"] + run.data_summary["rows_validation"] == 240
+    assert np.array(run.confusion).sum() == run.data_summary["rows_validation"]
+
+
+def test_head_strategy_uses_the_encoder_as_it_is(tiny_encoder, synthetic_data) -> None:
+    run = finetune(tiny_encoder, synthetic_data, FinetuneConfig(epochs=1, **FAST))
+    assert run.encoder.model is tiny_encoder.model
+
+
+@pytest.mark.parametrize("strategy", [Strategy.TOP_K, Strategy.FULL])
+def test_tuning_strategies_never_change_the_loaded_model(
+    tiny_encoder, synthetic_data, strategy
+) -> None:
+    before = _weights(tiny_encoder.model)
+    run = finetune(
+        tiny_encoder,
+        synthetic_data,
+        FinetuneConfig(strategy=strategy, epochs=2, learning_rate=1e-3, top_k=1, **FAST),
+    )
+    assert run.encoder_changed
+    assert run.encoder.model is not tiny_encoder.model
+    after = _weights(tiny_encoder.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_top_k_trains_only_the_top_layers(tiny_encoder, synthetic_data) -> None:
+    cfg = FinetuneConfig(strategy="top-k", top_k=1, epochs=2, learning_rate=1e-3, **FAST)
+    run = finetune(tiny_encoder, synthetic_data, cfg)
+    old = transformer_layers(tiny_encoder.model)
+    new = transformer_layers(run.encoder.model)
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))  # noqa: E731
+
+    assert same(old[0], new[0]), "layer 0 is below the top 1 and must stay frozen"
+    assert not same(old[1], new[1]), "the top layer must have trained"
+
+
+def test_full_keeps_input_embeddings_unless_asked(tiny_encoder, synthetic_data) -> None:
+    def embeddings(run):
+        return run.encoder.model.get_input_embeddings().weight
+
+    frozen = finetune(
+        tiny_encoder,
+        synthetic_data,
+        FinetuneConfig(strategy="full", epochs=1, learning_rate=1e-3, **FAST),
+    )
+    original = tiny_encoder.model.get_input_embeddings().weight
+    assert torch.equal(embeddings(frozen), original)
+    tuned = finetune(
+        tiny_encoder,
+        synthetic_data,
+        FinetuneConfig(
+            strategy="full", epochs=1, learning_rate=1e-3, train_embeddings=True, **FAST
+        ),
+    )
+    assert not torch.equal(embeddings(tuned), original)
+
+
+def test_top_k_larger_than_the_model_is_refused(tiny_encoder, synthetic_data) -> None:
+    with pytest.raises(BadConfig, match="has 2"):
+        finetune(tiny_encoder, synthetic_data, FinetuneConfig(strategy="top-k", top_k=5, **FAST))
+
+
+def test_same_seed_same_run_other_seed_other_run(tiny_encoder, synthetic_data) -> None:
+    def head(seed: int) -> torch.Tensor:
+        run = finetune(tiny_encoder, synthetic_data, FinetuneConfig(epochs=3, seed=seed, **FAST))
+        return run.head.projection.weight.detach()
+
+    assert torch.equal(head(0), head(0))
+    assert not torch.equal(head(0), head(1))
+
+
+def test_progress_reaches_the_total_in_order(tiny_encoder, synthetic_data) -> None:
+    calls: list[tuple[int, int]] = []
+    finetune(
+        tiny_encoder,
+        synthetic_data,
+        FinetuneConfig(epochs=2, **FAST),
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    done = [d for d, _ in calls]
+    assert done == sorted(done)
+    assert calls[-1][0] == calls[-1][1] > 0
+
+
+def test_epoch_callback_sees_every_epoch(tiny_encoder, synthetic_data) -> None:
+    seen = []
+    run = finetune(
+        tiny_encoder, synthetic_data, FinetuneConfig(epochs=3, **FAST), on_epoch=seen.append
+    )
+    assert [m.epoch for m in seen] == [1, 2, 3] == [m.epoch for m in run.history]
+    assert all(0.0 <= m.val_accuracy <= 1.0 and 0.0 <= m.val_macro_f1 <= 1.0 for m in seen)
+
+
+def test_cancel_stops_within_one_batch(tiny_encoder, synthetic_data) -> None:
+    cancel = threading.Event()
+    calls: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        if done == 3:
+            cancel.set()
+
+    cfg = FinetuneConfig(strategy="top-k", top_k=1, epochs=5, batch_size=16, dim=8, patience=0)
+    run = finetune(tiny_encoder, synthetic_data, cfg, progress=progress, cancel=cancel)
+    assert run.status is RunStatus.CANCELLED
+    assert calls[-1] == 3, "no batch may run after cancel was set"
+    assert "Cancelled" in run.message
+
+
+def test_cancel_after_an_epoch_keeps_the_trained_head(tiny_encoder, synthetic_data) -> None:
+    cancel = threading.Event()
+    run = finetune(
+        tiny_encoder,
+        synthetic_data,
+        FinetuneConfig(epochs=10, **FAST),
+        cancel=cancel,
+        on_epoch=lambda m: cancel.set(),
+    )
+    assert run.status is RunStatus.CANCELLED
+    assert len(run.history) == 1 and run.best_epoch == 1
+
+
+def test_early_stopping_after_patience_without_improvement(tiny_encoder, synthetic_data) -> None:
+    cfg = FinetuneConfig(epochs=20, dim=8, patience=2, head_learning_rate=1e-12, dropout=0.0)
+    run = finetune(tiny_encoder, synthetic_data, cfg)
+    assert len(run.history) == 3, [m.val_macro_f1 for m in run.history]
+    assert run.best_epoch == 1
+    assert "Stopped early" in run.message
+
+
+def test_out_of_memory_halves_the_batch_and_carries_on(tiny_encoder, synthetic_data) -> None:
+    """A GPU out-of-memory error for batches above 4 rows, raised where CUDA would raise it."""
+
+    def too_big(module, args, kwargs):  # noqa: ANN001
+        if kwargs["input_ids"].shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = tiny_encoder.model.register_forward_pre_hook(too_big, with_kwargs=True)
+    try:
+        run = finetune(tiny_encoder, synthetic_data, FinetuneConfig(epochs=2, batch_size=32, dim=8))
+    finally:
+        hook.remove()
+    assert run.status is RunStatus.FINISHED
+    assert run.batch_size_used == 4
+    assert len(run.history) == 2
+
+
+def test_out_of_memory_at_batch_one_is_a_clear_error(tiny_encoder, synthetic_data) -> None:
+    def always(module, args, kwargs):  # noqa: ANN001
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    hook = tiny_encoder.model.register_forward_pre_hook(always, with_kwargs=True)
+    try:
+        with pytest.raises(BadConfig, match="batch size 1"):
+            finetune(tiny_encoder, synthetic_data, FinetuneConfig(epochs=1, batch_size=4, dim=8))
+    finally:
+        hook.remove()
+
+
+def test_macro_f1_matches_scikit_learn() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    assert macro_f1(y, p, 4) == pytest.approx(f1_score(y, p, average="macro"))

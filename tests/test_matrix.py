@@ -1,0 +1,203 @@
+"""Building embedding matrices: input, projected, contextual, filters, and tuning reaching them."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from embedgen.errors import BadConfig, Cancelled
+from embedgen.finetune import FinetuneConfig, finetune
+from embedgen.matrix import EmbeddingMatrix, MatrixOptions, build_matrix, is_cjk_token
+from embedgen.neighbors import NeighbourIndex
+from embedgen.postprocess import PostProcess
+from tests.conftest import NEGATIVE, POSITIVE
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A head run and a top-k run on the synthetic set, trained once for this module."""
+    from embedgen.data import prepare, read_table
+    from embedgen.models import load_encoder
+    from tests.conftest import synthetic_rows, write_csv
+
+    encoder = load_encoder(str(tiny_model_dir), allow_download=False)
+    csv = write_csv(tmp_path_factory.mktemp("data") / "cues.csv", synthetic_rows(400))
+    data = prepare(read_table(csv), "text", "label")
+    head = finetune(
+        encoder, data, FinetuneConfig(epochs=40, dim=16, head_learning_rate=1e-2, patience=0)
+    )
+    top = finetune(
+        encoder,
+        data,
+        FinetuneConfig(
+            strategy="top-k",
+            top_k=1,
+            epochs=10,
+            dim=16,
+            learning_rate=1e-3,
+            head_learning_rate=1e-2,
+            patience=0,
+        ),
+    )
+    return encoder, head, top
+
+
+def test_input_matrix_is_the_token_embedding_table(tiny_encoder) -> None:
+    m = build_matrix(tiny_encoder, MatrixOptions(method="input"))
+    weight = tiny_encoder.model.get_input_embeddings().weight.detach().numpy()
+    vocab = tiny_encoder.tokenizer.get_vocab()
+    rows = [vocab[t] for t in m.vocab]
+    np.testing.assert_array_equal(m.vectors, weight[rows])
+    assert m.vectors.dtype == np.float32
+    assert m.manifest["method"] == "input" and m.manifest["layer"] is None
+    assert m.manifest["model"]["architecture"] == "BertModel"
+
+
+def test_special_and_unused_tokens_are_dropped_and_counted(tiny_encoder) -> None:
+    m = build_matrix(tiny_encoder, MatrixOptions())
+    assert not {"[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]", "[unused1]"} & set(m.vocab)
+    removed = m.manifest["selection"]["removed"]
+    assert removed["special"] == 5 and removed["unused"] == 2
+    assert m.shape[0] == len(tiny_encoder.tokenizer) - 7
+    kept = build_matrix(tiny_encoder, MatrixOptions(drop_special=False))
+    assert kept.shape[0] == len(tiny_encoder.tokenizer)
+
+
+def test_cjk_only_and_continuation_filters(tiny_encoder) -> None:
+    cjk = build_matrix(tiny_encoder, MatrixOptions(cjk_only=True))
+    assert all(is_cjk_token(t) for t in cjk.vocab)
+    assert "the" not in cjk.vocab and "##好" in cjk.vocab
+    no_pieces = build_matrix(tiny_encoder, MatrixOptions(cjk_only=True, drop_continuation=True))
+    assert not any(t.startswith("##") for t in no_pieces.vocab)
+    assert "好" in no_pieces.vocab
+
+
+def test_projected_needs_a_run(tiny_encoder) -> None:
+    with pytest.raises(BadConfig, match="needs a fine-tuning run"):
+        build_matrix(tiny_encoder, MatrixOptions(method="projected"))
+
+
+def test_unknown_method_is_named() -> None:
+    with pytest.raises(BadConfig, match="Unknown method 'static'"):
+        MatrixOptions(method="static")
+
+
+def test_projected_rows_are_input_vectors_through_the_projection(trained) -> None:
+    encoder, run, _ = trained
+    m = build_matrix(run, MatrixOptions(method="projected"))
+    assert m.shape == (len(encoder.tokenizer) - 7, 16)
+    vocab = encoder.tokenizer.get_vocab()
+    e = encoder.model.get_input_embeddings().weight[vocab["好"]]
+    with torch.no_grad():
+        expected = run.head.projection(e).numpy()
+    np.testing.assert_allclose(m.vectors[m.vocab.index("好")], expected, rtol=1e-5, atol=1e-6)
+    assert m.manifest["run"]["strategy"] == "head"
+    assert m.manifest["run"]["label_map"] == {"0": "正面", "1": "负面"}
+    assert m.manifest["through_projection"] is True
+
+
+def test_contextual_layers(tiny_encoder) -> None:
+    last = build_matrix(tiny_encoder, MatrixOptions(method="contextual"))
+    first = build_matrix(tiny_encoder, MatrixOptions(method="contextual", layer=0))
+    minus_one = build_matrix(tiny_encoder, MatrixOptions(method="contextual", layer=-1))
+    assert last.manifest["layer"] == 2 and first.manifest["layer"] == 0
+    np.testing.assert_array_equal(last.vectors, minus_one.vectors)
+    assert not np.allclose(last.vectors, first.vectors)
+    assert last.shape == (len(tiny_encoder.tokenizer) - 7, 32)
+
+
+def test_contextual_does_not_depend_on_batch_size(tiny_encoder) -> None:
+    a = build_matrix(tiny_encoder, MatrixOptions(method="contextual", batch_size=7))
+    b = build_matrix(tiny_encoder, MatrixOptions(method="contextual", batch_size=500))
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+
+
+def test_layer_out_of_range_names_the_range(tiny_encoder) -> None:
+    with pytest.raises(BadConfig, match="layers 0 \\(embeddings\\) to 2"):
+        build_matrix(tiny_encoder, MatrixOptions(method="contextual", layer=3))
+
+
+def test_contextual_from_a_tuned_run_uses_the_tuned_encoder(trained) -> None:
+    encoder, _, top = trained
+    plain = build_matrix(encoder, MatrixOptions(method="contextual"))
+    tuned = build_matrix(top, MatrixOptions(method="contextual", through_projection=False))
+    assert tuned.shape == plain.shape
+    assert not np.allclose(tuned.vectors, plain.vectors, atol=1e-4)
+    assert tuned.manifest["run"]["encoder_changed"] is True
+    projected = build_matrix(top, MatrixOptions(method="contextual"))
+    assert projected.shape[1] == 16 and projected.manifest["through_projection"] is True
+
+
+def test_cancel_stops_a_contextual_matrix(tiny_encoder) -> None:
+    cancel = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        cancel.set()
+
+    with pytest.raises(Cancelled):
+        build_matrix(
+            tiny_encoder,
+            MatrixOptions(method="contextual", batch_size=16),
+            progress=progress,
+            cancel=cancel,
+        )
+    assert tiny_encoder.model.training is False
+
+
+def test_postprocess_is_applied_and_recorded(tiny_encoder) -> None:
+    options = MatrixOptions(postprocess=PostProcess(center=True, pca_dims=8, l2=True))
+    m = build_matrix(tiny_encoder, options)
+    assert m.shape[1] == 8
+    np.testing.assert_allclose(np.linalg.norm(m.vectors, axis=1), 1.0, atol=1e-5)
+    assert [s["step"] for s in m.manifest["postprocess"]] == ["center", "pca", "l2"]
+
+
+def test_sentencepiece_encoders_work_too(tmp_path: Path) -> None:
+    from embedgen.models import load_encoder
+    from tests.conftest import build_tiny_xlmr
+
+    enc = load_encoder(str(build_tiny_xlmr(tmp_path / "xlmr")), allow_download=False)
+    assert enc.info.architecture == "XLMRobertaModel"
+    m = build_matrix(enc, MatrixOptions(method="contextual", cjk_only=True))
+    assert "\u2581中国" in m.vocab and "<s>" not in m.vocab
+    assert m.shape[1] == 16 and np.isfinite(m.vectors).all()
+    index = NeighbourIndex(m)
+    assert index.lookup("中国").pieces == ("\u2581中国",)
+
+
+def _cue_separation(m: EmbeddingMatrix) -> float:
+    """Mean cosine within the cue groups minus mean cosine across them."""
+    v = m.vectors / np.linalg.norm(m.vectors, axis=1, keepdims=True)
+    row = {t: i for i, t in enumerate(m.vocab)}
+    p = v[[row[c] for c in POSITIVE]]
+    n = v[[row[c] for c in NEGATIVE]]
+    return float((np.mean(p @ p.T) + np.mean(n @ n.T)) / 2 - np.mean(p @ n.T))
+
+
+def _cue_purity(m: EmbeddingMatrix, k: int = 7) -> float:
+    """Share of each cue character's k nearest neighbours that are cues of the same label."""
+    index = NeighbourIndex(m)
+    hits = 0
+    for group in (POSITIVE, NEGATIVE):
+        for c in group:
+            hits += sum(n.token in group for n in index.top_k(c, k=k))
+    return hits / (k * len(POSITIVE + NEGATIVE))
+
+
+def test_fine_tuning_moves_label_cues_together(trained) -> None:
+    """The whole point: matrices from a run reflect the labels; the input matrix does not."""
+    encoder, head, top = trained
+    centred = PostProcess(center=True)
+    baseline = build_matrix(encoder, MatrixOptions(postprocess=centred))
+    base_sep, base_purity = _cue_separation(baseline), _cue_purity(baseline)
+    for run in (head, top):
+        for method in ("projected", "contextual"):
+            m = build_matrix(run, MatrixOptions(method=method, postprocess=centred))
+            sep, purity = _cue_separation(m), _cue_purity(m)
+            label = f"{run.config.strategy}/{method}"
+            assert sep > base_sep + 0.3, f"{label}: separation {sep:.3f} vs input {base_sep:.3f}"
+            assert purity > base_purity, f"{label}: purity {purity:.3f} vs input {base_purity:.3f}"
