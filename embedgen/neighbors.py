@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedgen.errors import BadConfig, NotInVocabulary
-from embedgen.matrix import EmbeddingMatrix
+from embedgen.matrix import EmbeddingMatrix, is_cjk_char, strip_marker
 from embedgen.postprocess import l2_normalize
 
 logger = logging.getLogger(__name__)
@@ -59,28 +59,6 @@ class Neighbour:
     score: float
 
 
-def _is_cjk(char: str) -> bool:
-    """True for CJK ideographs (the ranges BERT's tokenizer splits into single characters)."""
-    cp = ord(char)
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2A6DF
-        or 0x2A700 <= cp <= 0x2CEAF
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x2F800 <= cp <= 0x2FA1F
-    )
-
-
-def _bare(token: str) -> str:
-    """The text a token covers, without its word-start or continuation marker."""
-    if token.startswith(CONTINUATION) and len(token) > len(CONTINUATION):
-        return token[len(CONTINUATION) :]
-    if token.startswith(WORD_START) and len(token) > len(WORD_START):
-        return token[len(WORD_START) :]
-    return token
-
-
 def _unit(vector: npt.NDArray[np.floating]) -> Vector:
     """``vector`` scaled to length 1 (float32); a zero vector stays zero."""
     v = np.asarray(vector, dtype=np.float32)
@@ -107,7 +85,7 @@ class NeighbourIndex:
                 "%d tokens appear more than once in the vocabulary; lookups use the first row",
                 len(self._more_rows),
             )
-        self._longest_piece = max((len(_bare(t)) for t in self._row), default=0)
+        self._longest_piece = max((len(strip_marker(t)) for t in self._row), default=0)
 
     def __len__(self) -> int:
         return len(self.matrix.vocab)
@@ -170,7 +148,7 @@ class NeighbourIndex:
     def _known_piece(self, text: str, *, first: bool) -> str | None:
         if first:
             candidates = (text, WORD_START + text)
-        elif _is_cjk(text[0]):
+        elif is_cjk_char(text[0]):
             candidates = (text, CONTINUATION + text)
         else:
             candidates = (CONTINUATION + text, text)
