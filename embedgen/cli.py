@@ -149,12 +149,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from embedgen.errors import BadConfig
     from embedgen.export import save_matrix
     from embedgen.matrix import MatrixOptions, build_matrix
     from embedgen.models import load_encoder
     from embedgen.postprocess import PostProcess
     from embedgen.runs import is_run_folder, load_run
 
+    if not args.out and not is_run_folder(args.source):
+        raise BadConfig(
+            "--out OUT_DIR is needed when the source is a model, not a run folder "
+            "(matrices of a run go to RUN_DIR/matrices/<method> by default)."
+        )
     source: Any
     if is_run_folder(args.source):
         source = load_run(args.source)
@@ -175,11 +181,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     )
     if args.out:
         out = Path(args.out)
-    elif is_run_folder(args.source):
+    else:
         name = str(options.method) + (f"-layer{args.layer}" if args.layer is not None else "")
         out = Path(args.source) / "matrices" / name
-    else:
-        raise _usage("matrix: --out OUT_DIR is needed when the source is a model, not a run")
     with _cancel_on_ctrl_c() as cancel, _progress("matrix", args) as bar:
         matrix = build_matrix(source, options, progress=bar, cancel=cancel)
     save_matrix(matrix, out, dtype=args.dtype)
@@ -244,14 +248,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
-
-
-class _UsageError(Exception):
-    pass
-
-
-def _usage(message: str) -> _UsageError:
-    return _UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,9 +362,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"embedgen {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except _UsageError as exc:
-        parser.error(str(exc))
         return 2
     except KeyboardInterrupt:
         print("embedgen: interrupted", file=sys.stderr)

@@ -165,6 +165,10 @@ def load_encoder(
             "No model given. Enter a hub id such as bert-base-chinese or a folder."
         )
     folder, source = _resolve_folder(spec, allow_download)
+    if source == "local folder":
+        # Runs record this id; an absolute path keeps them usable from any working directory.
+        spec = str(folder.resolve())
+        folder = Path(spec)
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)

@@ -8,21 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import NEGATIVE, POSITIVE
 
 from embedgen.errors import BadConfig, Cancelled
 from embedgen.finetune import FinetuneConfig, finetune
 from embedgen.matrix import EmbeddingMatrix, MatrixOptions, build_matrix, is_cjk_token
 from embedgen.neighbors import NeighbourIndex
 from embedgen.postprocess import PostProcess
-from tests.conftest import NEGATIVE, POSITIVE
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """A head run and a top-k run on the synthetic set, trained once for this module."""
+    from conftest import synthetic_rows, write_csv
+
     from embedgen.data import prepare, read_table
     from embedgen.models import load_encoder
-    from tests.conftest import synthetic_rows, write_csv
 
     encoder = load_encoder(str(tiny_model_dir), allow_download=False)
     csv = write_csv(tmp_path_factory.mktemp("data") / "cues.csv", synthetic_rows(400))
@@ -157,8 +158,9 @@ def test_postprocess_is_applied_and_recorded(tiny_encoder) -> None:
 
 
 def test_sentencepiece_encoders_work_too(tmp_path: Path) -> None:
+    from conftest import build_tiny_xlmr
+
     from embedgen.models import load_encoder
-    from tests.conftest import build_tiny_xlmr
 
     enc = load_encoder(str(build_tiny_xlmr(tmp_path / "xlmr")), allow_download=False)
     assert enc.info.architecture == "XLMRobertaModel"

@@ -24,7 +24,7 @@ def test_local_folder_loads_with_facts_about_the_model(tiny_model_dir: Path) -> 
 
 
 def test_revision_changes_when_weights_change(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from tests.conftest import build_tiny_bert
+    from conftest import build_tiny_bert
 
     other = build_tiny_bert(tmp_path / "other", seed=1)
     a = load_encoder(str(tiny_model_dir), allow_download=False).info.revision

@@ -1,0 +1,528 @@
+"""The ``embedgen`` command: what a user types, what lands on disk, and how bad input is refused.
+
+Every test runs the real command in-process (``main(argv)``) on the tiny model from conftest, with
+real training (``--epochs 2 --dim 8``); one runs the installed entry point in a subprocess.
+Bad input always ends the same way: exit code 2 and one line on stderr,
+``embedgen <command>: error: <what, where, what to do>``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import NEGATIVE, POSITIVE, synthetic_rows, write_csv
+
+from embedgen.cli import main
+
+DIM = 8
+SUBCOMMANDS = ("train", "matrix", "neighbors", "export", "models")
+LABELS = {"正面", "负面"}
+GOOD, BAD, BEAUTIFUL = POSITIVE[0], NEGATIVE[0], POSITIVE[1]  # 好, 坏, 美
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> Result:
+    """Run ``embedgen argv`` in-process; return its exit code and what it printed.
+
+    argparse ends bad usage with SystemExit; its code is the exit code a user sees.
+    """
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
+
+
+def cli_for_fixture(*argv: object) -> Result:
+    """Like :func:`cli`, for module fixtures (which cannot use capsys)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def train_args(model: object, data: object, out: object, *extra: object) -> list[object]:
+    """``embedgen train`` as a user scripts it, with settings small enough for a test."""
+    return [
+        "train",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--text-col",
+        "text",
+        "--label-col",
+        "label",
+        "--out",
+        out,
+        "--epochs",
+        2,
+        "--dim",
+        DIM,
+        *extra,
+    ]
+
+
+def refusal(result: Result, command: str) -> str:
+    """Check the bad-input contract (exit 2, one stderr line, no traceback); return that line."""
+    assert result.code == 2, f"bad input should exit 2, got {result.code}; stderr:\n{result.err}"
+    assert "Traceback" not in result.err, f"a traceback reached the user:\n{result.err}"
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.err}"
+    prefix = f"embedgen {command}: error: "
+    assert lines[0].startswith(prefix), f"stderr should start with {prefix!r}: {lines[0]!r}"
+    return lines[0]
+
+
+def succeeded(result: Result) -> str:
+    return f"exit code {result.code}; stderr:\n{result.err}"
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text("utf-8"))
+
+
+def ranked_lines(out: str) -> list[tuple[int, str, float]]:
+    """The "  1  token\\t0.1234" lines of ``neighbors`` output as (rank, token, score)."""
+    rows = []
+    for line in out.splitlines()[1:]:
+        rank, token, score = line.split()
+        rows.append((int(rank), token, float(score)))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Shared work: one head run and the matrices built from it, trained once for this file
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reviews_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", synthetic_rows())
+
+
+@pytest.fixture(scope="module")
+def head_train(tiny_model_dir, reviews_csv, tmp_path_factory) -> tuple[Path, Result]:
+    """``embedgen train`` with the default strategy (head): the run folder and the result."""
+    run = tmp_path_factory.mktemp("head") / "RUN"
+    return run, cli_for_fixture(*train_args(tiny_model_dir, reviews_csv, run))
+
+
+@pytest.fixture(scope="module")
+def head_run(head_train) -> Path:
+    run, result = head_train
+    assert result.code == 0, f"training the shared head run failed: {succeeded(result)}"
+    return run
+
+
+@pytest.fixture(scope="module")
+def projected(head_run, tmp_path_factory) -> Path:
+    """``embedgen matrix RUN --method projected --out M``: the matrix folder."""
+    out = tmp_path_factory.mktemp("projected") / "M"
+    result = cli_for_fixture("matrix", head_run, "--method", "projected", "--out", out)
+    assert result.code == 0, f"building the projected matrix failed: {succeeded(result)}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def contextual_layer_1(head_run, tmp_path_factory) -> Path:
+    """``embedgen matrix RUN --method contextual --layer 1 --out M2``: the matrix folder."""
+    out = tmp_path_factory.mktemp("contextual") / "M2"
+    result = cli_for_fixture(
+        "matrix", head_run, "--method", "contextual", "--layer", 1, "--out", out
+    )
+    assert result.code == 0, f"building the contextual matrix failed: {succeeded(result)}"
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------------
+
+
+def test_console_entry_point_help_lists_every_subcommand():
+    done = subprocess.run(
+        [sys.executable, "-m", "embedgen", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"`python -m embedgen --help` failed:\n{done.stderr}"
+    missing = [c for c in SUBCOMMANDS if c not in done.stdout]
+    assert not missing, f"--help does not list {missing}:\n{done.stdout}"
+
+
+# --------------------------------------------------------------------------------------------
+# train (strategy head)
+# --------------------------------------------------------------------------------------------
+
+
+def test_train_exits_0_and_says_where_the_run_was_saved(head_train):
+    run, result = head_train
+    assert result.code == 0, succeeded(result)
+    assert str(run) in result.out, f"stdout does not name the run folder:\n{result.out}"
+
+
+def test_train_marks_the_run_finished_in_run_json(head_run):
+    assert read_json(head_run / "run.json")["status"] == "finished"
+
+
+def test_train_label_map_holds_both_classes(head_run):
+    label_map = read_json(head_run / "run.json")["label_map"]
+    assert set(label_map.values()) == LABELS, f"label_map is {label_map}"
+
+
+def test_train_history_has_one_entry_per_epoch(head_run):
+    # --epochs 2 with the default patience of 3 cannot stop early: both epochs run.
+    history = read_json(head_run / "run.json")["history"]
+    assert [m["epoch"] for m in history] == [1, 2], f"history is {history}"
+
+
+def test_head_strategy_saves_the_head_and_no_encoder_folder(head_run):
+    assert (head_run / "head.safetensors").is_file(), "head.safetensors is missing"
+    assert not (head_run / "encoder").exists(), "strategy head must not save an encoder/ folder"
+
+
+# --------------------------------------------------------------------------------------------
+# matrix
+# --------------------------------------------------------------------------------------------
+
+
+def test_projected_matrix_has_dim_columns(projected):
+    assert np.load(projected / "matrix.npy").shape[1] == DIM
+
+
+def test_projected_vocab_has_one_line_per_matrix_row(projected):
+    rows = np.load(projected / "matrix.npy").shape[0]
+    lines = (projected / "vocab.txt").read_text("utf-8").splitlines()
+    assert len(lines) == rows, f"{len(lines)} vocab lines for {rows} matrix rows"
+
+
+def test_projected_manifest_records_the_method(projected):
+    assert read_json(projected / "manifest.json")["method"] == "projected"
+
+
+def test_contextual_matrix_from_a_run_has_a_row_per_token_and_dim_columns(
+    contextual_layer_1, projected
+):
+    rows = np.load(projected / "matrix.npy").shape[0]
+    assert np.load(contextual_layer_1 / "matrix.npy").shape == (rows, DIM)
+
+
+def test_contextual_manifest_records_the_layer(contextual_layer_1):
+    manifest = read_json(contextual_layer_1 / "manifest.json")
+    assert (manifest["method"], manifest["layer"]) == ("contextual", 1)
+
+
+def test_input_matrix_from_a_model_folder_has_hidden_size_columns(capsys, tiny_model_dir, tmp_path):
+    hidden = read_json(tiny_model_dir / "config.json")["hidden_size"]
+    result = cli(capsys, "matrix", tiny_model_dir, "--method", "input", "--out", tmp_path / "M3")
+    assert result.code == 0, succeeded(result)
+    assert np.load(tmp_path / "M3" / "matrix.npy").shape[1] == hidden
+
+
+# --------------------------------------------------------------------------------------------
+# neighbors
+# --------------------------------------------------------------------------------------------
+
+
+def test_neighbors_word_prints_k_ranked_lines(capsys, projected):
+    result = cli(capsys, "neighbors", projected, "--word", GOOD, "--k", 5)
+    assert result.code == 0, succeeded(result)
+    assert [rank for rank, _, _ in ranked_lines(result.out)] == [1, 2, 3, 4, 5], result.out
+
+
+def test_neighbors_word_leaves_out_the_word_itself(capsys, projected):
+    result = cli(capsys, "neighbors", projected, "--word", GOOD, "--k", 5)
+    tokens = [token for _, token, _ in ranked_lines(result.out)]
+    assert GOOD not in tokens, f"{GOOD} is listed as its own neighbour: {tokens}"
+
+
+def test_neighbors_pair_prints_the_cosine_of_the_two_rows(capsys, projected):
+    vocab = (projected / "vocab.txt").read_text("utf-8").splitlines()
+    vectors = np.load(projected / "matrix.npy")
+    a, b = vectors[vocab.index(GOOD)], vectors[vocab.index(BAD)]
+    expected = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    result = cli(capsys, "neighbors", projected, "--pair", GOOD, BAD)
+    assert result.code == 0, succeeded(result)
+    printed = float(result.out.strip().rsplit("=", 1)[1])
+    assert printed == pytest.approx(expected, abs=1e-4), result.out
+
+
+def test_neighbors_analogy_lists_k_answers_without_its_three_words(capsys, projected):
+    result = cli(capsys, "neighbors", projected, "--analogy", GOOD, BAD, BEAUTIFUL, "--k", 5)
+    assert result.code == 0, succeeded(result)
+    tokens = [token for _, token, _ in ranked_lines(result.out)]
+    assert len(tokens) == 5 and not {GOOD, BAD, BEAUTIFUL} & set(tokens), result.out
+
+
+def test_neighbors_json_is_k_tokens_with_descending_scores(capsys, projected):
+    result = cli(capsys, "neighbors", projected, "--word", GOOD, "--k", 5, "--json")
+    answers = json.loads(result.out)
+    scores = [a["score"] for a in answers]
+    assert len(answers) == 5 and scores == sorted(scores, reverse=True), answers
+
+
+# --------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------
+
+
+def test_export_word2vec_loads_in_gensim_with_the_matrix_shape(capsys, projected, tmp_path):
+    keyed_vectors = pytest.importorskip("gensim.models").KeyedVectors
+    result = cli(capsys, "export", projected, "--format", "word2vec", "--out", tmp_path / "f.txt")
+    assert result.code == 0, succeeded(result)
+    loaded = keyed_vectors.load_word2vec_format(str(tmp_path / "f.txt"), binary=False)
+    assert loaded.vectors.shape == np.load(projected / "matrix.npy").shape
+
+
+def test_export_projector_writes_one_line_per_row_in_both_tsvs(capsys, projected, tmp_path):
+    rows = np.load(projected / "matrix.npy").shape[0]
+    result = cli(capsys, "export", projected, "--format", "projector", "--out", tmp_path / "p")
+    assert result.code == 0, succeeded(result)
+    counts = {
+        name: len((tmp_path / "p" / name).read_text("utf-8").splitlines())
+        for name in ("vectors.tsv", "metadata.tsv")
+    }
+    assert counts == {"vectors.tsv": rows, "metadata.tsv": rows}
+
+
+def test_export_zip_bundles_the_matrix_word2vec_and_projector_files(capsys, projected, tmp_path):
+    result = cli(capsys, "export", projected, "--format", "zip", "--out", tmp_path / "m.zip")
+    assert result.code == 0, succeeded(result)
+    names = set(zipfile.ZipFile(tmp_path / "m.zip").namelist())
+    expected = {"matrix.npy", "vocab.txt", "manifest.json", "vectors.word2vec.txt"}
+    assert expected | {"vectors.tsv", "metadata.tsv"} <= names, sorted(names)
+
+
+# --------------------------------------------------------------------------------------------
+# Strategies that tune the encoder
+# --------------------------------------------------------------------------------------------
+
+TUNING = [("top-k", "--top-k", "1"), ("full",)]
+
+
+@pytest.fixture(scope="module", params=TUNING, ids=[t[0] for t in TUNING])
+def tuned_run(request, tiny_model_dir, reviews_csv, tmp_path_factory) -> Path:
+    strategy, *extra = request.param
+    run = tmp_path_factory.mktemp(strategy) / "RUN"
+    result = cli_for_fixture(
+        *train_args(tiny_model_dir, reviews_csv, run, "--strategy", strategy, *extra)
+    )
+    assert result.code == 0, f"training with strategy {strategy} failed: {succeeded(result)}"
+    return run
+
+
+def test_tuning_strategy_saves_the_tuned_encoder(tuned_run):
+    assert (tuned_run / "encoder" / "config.json").is_file(), "no encoder/ saved in the run"
+
+
+def test_contextual_matrix_of_a_tuned_run_differs_from_the_untuned_model(
+    capsys, tuned_run, tiny_model_dir, tmp_path
+):
+    # top-k 1 tunes only the last layer, so read the last layer (2 of the tiny model).
+    same = ("--method", "contextual", "--layer", 2, "--no-projection")
+    tuned = cli(capsys, "matrix", tuned_run, *same, "--out", tmp_path / "tuned")
+    untuned = cli(capsys, "matrix", tiny_model_dir, *same, "--out", tmp_path / "untuned")
+    assert (tuned.code, untuned.code) == (0, 0), f"{succeeded(tuned)}\n{succeeded(untuned)}"
+    a, b = np.load(tmp_path / "tuned" / "matrix.npy"), np.load(tmp_path / "untuned" / "matrix.npy")
+    assert a.shape == b.shape, f"tuned {a.shape} vs untuned {b.shape}"
+    gap = float(np.abs(a - b).max())
+    assert gap > 1e-4, f"the tuned encoder did not reach the matrix (max difference {gap:.2e})"
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: exit 2, one line naming the problem
+# --------------------------------------------------------------------------------------------
+
+
+def test_missing_data_file_is_refused_naming_the_file(capsys, tiny_model_dir, tmp_path):
+    result = cli(capsys, *train_args(tiny_model_dir, tmp_path / "nowhere.csv", tmp_path / "RUN"))
+    assert "nowhere.csv" in refusal(result, "train")
+
+
+def test_unknown_label_column_is_refused_listing_the_columns(
+    capsys, tiny_model_dir, synthetic_csv, tmp_path
+):
+    args = train_args(tiny_model_dir, synthetic_csv, tmp_path / "RUN")
+    args[args.index("--label-col") + 1] = "sentiment"
+    line = refusal(cli(capsys, *args), "train")
+    assert "'sentiment'" in line and "Columns: text, label" in line, line
+
+
+def test_single_class_csv_is_refused_naming_the_class(capsys, tiny_model_dir, tmp_path):
+    one_class = [(text, "正面") for text, _ in synthetic_rows(40)]
+    data = write_csv(tmp_path / "one.csv", one_class)
+    line = refusal(cli(capsys, *train_args(tiny_model_dir, data, tmp_path / "RUN")), "train")
+    assert "only one class" in line and "正面" in line, line
+
+
+def test_uncached_model_id_is_refused_saying_how_to_get_it(capsys, synthetic_csv, tmp_path):
+    model = "no-such-org/no-such-model"
+    result = cli(capsys, *train_args(model, synthetic_csv, tmp_path / "RUN"))
+    line = refusal(result, "train")
+    assert f"hf download {model}" in line, line
+
+
+def test_uncached_model_id_fails_within_seconds(capsys, synthetic_csv, tmp_path):
+    started = time.monotonic()
+    result = cli(capsys, *train_args("no-such-org/no-such-model", synthetic_csv, tmp_path / "RUN"))
+    seconds = time.monotonic() - started
+    assert result.code == 2, succeeded(result)
+    assert seconds < 10, f"an uncached model took {seconds:.1f} s to be refused"
+
+
+def test_model_folder_without_config_json_is_refused(capsys, synthetic_csv, tmp_path):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("[PAD]\n", "utf-8")
+    line = refusal(cli(capsys, *train_args(folder, synthetic_csv, tmp_path / "RUN")), "train")
+    assert "config.json" in line and "not-a-model" in line, line
+
+
+def test_projected_matrix_of_a_plain_model_is_refused(capsys, tiny_model_dir, tmp_path):
+    result = cli(capsys, "matrix", tiny_model_dir, "--method", "projected", "--out", tmp_path / "M")
+    line = refusal(result, "matrix")
+    assert "'projected'" in line and "run" in line, line
+
+
+def test_contextual_layer_out_of_range_is_refused_naming_the_layer(capsys, head_run, tmp_path):
+    result = cli(
+        capsys,
+        "matrix",
+        head_run,
+        "--method",
+        "contextual",
+        "--layer",
+        99,
+        "--out",
+        tmp_path / "M",
+    )
+    assert "Layer 99" in refusal(result, "matrix")
+
+
+def test_neighbors_of_an_unknown_word_is_refused_naming_it(capsys, projected):
+    line = refusal(cli(capsys, "neighbors", projected, "--word", "☃"), "neighbors")
+    assert "☃" in line, line
+
+
+def test_neighbors_on_a_folder_that_is_not_a_matrix_is_refused(capsys, tmp_path):
+    folder = tmp_path / "holiday-photos"
+    folder.mkdir()
+    (folder / "beach.jpg").write_bytes(b"\xff\xd8")
+    line = refusal(cli(capsys, "neighbors", folder, "--word", GOOD), "neighbors")
+    assert "holiday-photos" in line and "matrix.npy" in line, line
+
+
+def test_matrix_of_a_run_whose_process_died_says_it_was_interrupted(capsys, tmp_path):
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    run = tmp_path / "RUN"
+    run.mkdir()
+    record = {
+        "format": 1,
+        "status": "running",
+        "pid": finished.pid,
+        "host": socket.gethostname(),
+        "started": "2025-01-01T00:00:00+00:00",
+    }
+    (run / "run.json").write_text(json.dumps(record), "utf-8")
+    result = cli(capsys, "matrix", run, "--method", "projected", "--out", tmp_path / "M")
+    assert "interrupted" in refusal(result, "matrix")
+
+
+def test_train_into_a_folder_holding_a_run_is_refused(
+    capsys, head_run, tiny_model_dir, synthetic_csv, tmp_path
+):
+    run = shutil.copytree(head_run, tmp_path / "RUN")
+    line = refusal(cli(capsys, *train_args(tiny_model_dir, synthetic_csv, run)), "train")
+    assert "already holds a run" in line, line
+
+
+@pytest.mark.parametrize("setting", ["epochs", "dim"])
+def test_zero_setting_is_refused_naming_it(
+    capsys, setting, tiny_model_dir, synthetic_csv, tmp_path
+):
+    args = train_args(tiny_model_dir, synthetic_csv, tmp_path / "RUN")
+    args[args.index(f"--{setting}") + 1] = 0
+    line = refusal(cli(capsys, *args), "train")
+    assert setting in line, line
+
+
+# --------------------------------------------------------------------------------------------
+# Data files as users have them
+# --------------------------------------------------------------------------------------------
+
+
+def test_gbk_csv_trains_with_its_labels_intact(capsys, tiny_model_dir, tmp_path):
+    data = write_csv(tmp_path / "gbk.csv", synthetic_rows(), encoding="gbk")
+    result = cli(capsys, *train_args(tiny_model_dir, data, tmp_path / "RUN"))
+    assert result.code == 0, succeeded(result)
+    assert set(read_json(tmp_path / "RUN" / "run.json")["label_map"].values()) == LABELS
+
+
+def with_empty_texts(tmp_path: Path) -> Path:
+    """reviews.csv whose data rows 4 and 11 (spreadsheet rows 5 and 12) have no text."""
+    rows = synthetic_rows()
+    for i in (3, 10):
+        rows[i] = ("  ", rows[i][1])
+    return write_csv(tmp_path / "gaps.csv", rows)
+
+
+def test_train_skips_rows_with_empty_text_and_still_finishes(capsys, tiny_model_dir, tmp_path):
+    result = cli(capsys, *train_args(tiny_model_dir, with_empty_texts(tmp_path), tmp_path / "RUN"))
+    assert result.code == 0, succeeded(result)
+
+
+def test_train_reports_dropped_rows_by_row_number(capsys, tiny_model_dir, tmp_path):
+    result = cli(capsys, *train_args(tiny_model_dir, with_empty_texts(tmp_path), tmp_path / "RUN"))
+    assert "2 rows dropped: empty text in rows 5, 12" in result.err, result.err
+
+
+# --------------------------------------------------------------------------------------------
+# Runs and matrices wherever the command is run from
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def run_from_relative_model_path(tiny_model_dir, reviews_csv, tmp_path, monkeypatch) -> Path:
+    """A head run trained with ``--model tiny``, a folder relative to the working directory."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_model_dir, work / "tiny")
+    monkeypatch.chdir(work)
+    result = cli_for_fixture(*train_args("tiny", reviews_csv, tmp_path / "RUN"))
+    assert result.code == 0, f"training from a relative model path failed: {succeeded(result)}"
+    return tmp_path / "RUN"
+
+
+def test_run_trained_from_a_relative_model_path_works_from_another_directory(
+    capsys, run_from_relative_model_path, tmp_path, monkeypatch
+):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli(
+        capsys, "matrix", run_from_relative_model_path, "--method", "projected", "--out", "M"
+    )
+    assert result.code == 0, succeeded(result)
+
+
+def test_matrix_of_a_model_without_out_is_refused_in_one_line(capsys, tiny_model_dir):
+    line = refusal(cli(capsys, "matrix", tiny_model_dir, "--method", "input"), "matrix")
+    assert "--out" in line, line
