@@ -90,9 +90,9 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from embedgen.data import prepare, read_table
-    from embedgen.finetune import FinetuneConfig, RunStatus, finetune
+    from embedgen.finetune import FinetuneConfig, RunStatus
     from embedgen.models import load_encoder
-    from embedgen.runs import default_run_dir, mark_running, save_run, write_failure
+    from embedgen.runs import default_run_dir, train_and_save
 
     header = {"auto": None, "yes": True, "no": False}[args.header]
     table = read_table(args.data, header=header, sheet=args.sheet)
@@ -116,7 +116,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     encoder = load_encoder(args.model, trust_remote_code=args.trust_remote_code)
     out = Path(args.out) if args.out else default_run_dir(table.name, str(config.strategy))
-    mark_running(out, config, encoder.info.as_dict(), data.summary())
     _say(
         args,
         f"Training {config.strategy} on {len(data)} rows, {data.num_classes} classes "
@@ -130,13 +129,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"val acc {m.val_accuracy:.4f}  val macro-F1 {m.val_macro_f1:.4f}",
         )
 
-    try:
-        with _cancel_on_ctrl_c() as cancel, _progress("train", args) as bar:
-            run = finetune(encoder, data, config, progress=bar, cancel=cancel, on_epoch=on_epoch)
-    except BaseException as exc:
-        write_failure(out, exc)
-        raise
-    save_run(run, out)
+    with _cancel_on_ctrl_c() as cancel, _progress("train", args) as bar:
+        run = train_and_save(
+            encoder, data, config, out, progress=bar, cancel=cancel, on_epoch=on_epoch
+        )
     best = run.best
     summary = f"{run.status}: {run.message} " if run.message else f"{run.status}: "
     if best is not None:

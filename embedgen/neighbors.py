@@ -243,3 +243,12 @@ class NeighbourIndex:
         scores = to_b * to_c / (to_a + np.float32(epsilon))
         excluded = self._rows_of(pa + pb + pc)
         return self._best(scores, k, excluded)
+
+    def highlight(self, query: str, k: int = 10) -> dict[int, str]:
+        """Rows to mark on a map for ``query``: its own token(s) and its ``k`` neighbours."""
+        found = self.lookup(query)
+        rows = {self._row[p]: p for p in found.pieces}
+        if k > 0:
+            for n in self.top_k(query, k=k):
+                rows[self._row[n.token]] = n.token
+        return rows

@@ -19,6 +19,8 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +31,17 @@ from safetensors.torch import load_file, save_file
 
 from embedgen import __version__
 from embedgen.atomic import atomic_path, write_json
+from embedgen.data import LabelledData
 from embedgen.errors import BadRun, ModelNotAvailable
-from embedgen.finetune import EpochMetrics, FinetuneConfig, Head, Run, RunStatus
+from embedgen.finetune import (
+    EpochMetrics,
+    FinetuneConfig,
+    Head,
+    ProgressFn,
+    Run,
+    RunStatus,
+    finetune,
+)
 from embedgen.models import Encoder, load_encoder
 
 log = logging.getLogger(__name__)
@@ -156,6 +167,52 @@ def save_run(run: Run, folder: str | os.PathLike[str]) -> Path:
     run.folder = str(folder)
     log.info("Saved run to %s", folder)
     return folder
+
+
+def train_and_save(
+    encoder: Encoder,
+    data: LabelledData,
+    config: FinetuneConfig,
+    folder: str | os.PathLike[str],
+    *,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+) -> Run:
+    """Fine-tune and keep the run folder truthful throughout: running, then saved or failed.
+
+    The CLI and the app both train through here, so a run started in one opens in the other.
+    """
+    folder = mark_running(folder, config, encoder.info.as_dict(), data.summary())
+    try:
+        run = finetune(encoder, data, config, progress=progress, cancel=cancel, on_epoch=on_epoch)
+    except BaseException as exc:
+        write_failure(folder, exc)
+        raise
+    save_run(run, folder)
+    return run
+
+
+def list_runs(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Records of the run folders under ``root`` (default ``$EMBEDGEN_HOME/runs``), newest first.
+
+    Each record is run.json with "folder" added; damaged folders are skipped with a warning.
+    """
+    root = Path(root) if root is not None else embedgen_home() / "runs"
+    if not root.is_dir():
+        return []
+    records = []
+    for folder in root.iterdir():
+        if not is_run_folder(folder):
+            continue
+        try:
+            record = read_run_record(folder)
+        except BadRun as exc:
+            log.warning("Skipping %s: %s", folder, exc)
+            continue
+        record["folder"] = str(folder)
+        records.append(record)
+    return sorted(records, key=lambda r: r.get("started") or r.get("updated") or "", reverse=True)
 
 
 def _pid_alive(pid: int) -> bool:
