@@ -2,11 +2,50 @@
 
 import streamlit as st
 
+from embedgen import __version__
+from embedgen.ui import common as ui
+
+PAGES = [
+    ("pages/1_Model.py", "Model", ":material/neurology:", "1 · Model"),
+    ("pages/2_Data.py", "Data", ":material/table:", "2 · Data"),
+    ("pages/3_Train.py", "Train", ":material/model_training:", "3 · Train"),
+    ("pages/4_Matrix.py", "Matrix", ":material/grid_on:", "4 · Matrix"),
+    ("pages/5_Explore.py", "Explore", ":material/travel_explore:", "5 · Explore"),
+    ("pages/6_Export.py", "Export", ":material/download:", "6 · Export"),
+]
+
+
+def start() -> None:
+    """The start page: the path through the app and where this session stands on it."""
+    ui.init_state()
+    st.title("embedgen")
+    st.markdown(
+        "Turn a pretrained transformer into a word-embedding matrix shaped by your own labelled "
+        "text. Follow the steps in order; each one is also a command (`embedgen --help`)."
+    )
+    encoder = ui.current_encoder()
+    data = st.session_state[ui.DATA_LABELLED]
+    run = st.session_state[ui.TRAIN_RUN]
+    matrices = st.session_state[ui.MATRICES]
+    where = [
+        encoder.info.model_id if encoder else "not loaded",
+        f"{data.source_name}: {len(data):,} rows, {data.num_classes} classes" if data else "none",
+        f"{run.status}, macro-F1 {run.best.val_macro_f1:.3f}" if run and run.best else "no run",
+        f"{len(matrices)} built" if matrices else "none built",
+        "neighbours, similarity, analogy, UMAP",
+        ".npy + vocab.txt, word2vec, projector, zip",
+    ]
+    for (path, _, icon, label), state in zip(PAGES, where, strict=True):
+        c1, c2 = st.columns([1, 3])
+        with c1:
+            st.page_link(path, label=label, icon=icon)
+        c2.caption(state)
+    st.caption(f"embedgen {__version__}")
+
+
 st.set_page_config(page_title="embedgen", page_icon="🔤", layout="wide")
-st.title("embedgen")
-st.markdown(
-    "Turn a pretrained transformer into a word-embedding matrix shaped by your own "
-    "labelled text.\n\n"
-    "The pages follow the path of the data: **Model → Data → Train → Matrix → Explore → Export**. "
-    "Every step is also a command: `embedgen --help`."
+navigation = st.navigation(
+    [st.Page(start, title="Start", icon=":material/home:", default=True)]
+    + [st.Page(path, title=title, icon=icon) for path, title, icon, _ in PAGES]
 )
+navigation.run()

@@ -1,0 +1,159 @@
+"""Session state, cached loaders and the pieces every page draws the same way."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from embedgen.device import DeviceInfo, device_info
+from embedgen.errors import EmbedgenError
+from embedgen.matrix import EmbeddingMatrix
+from embedgen.models import Encoder, load_encoder
+from embedgen.ui.jobs import Job, JobState
+
+log = logging.getLogger(__name__)
+
+# Session keys, by page. Values are set with setdefault in init_state().
+MODEL_SPEC = "model_spec"
+MODEL_REMOTE = "model_trust_remote_code"
+MODEL_LOADED = "model_loaded"  # (spec, trust_remote_code) of the loaded encoder
+DATA_TABLE = "data_table"
+DATA_LABELLED = "data_labelled"
+DATA_VAL_FRACTION = "data_val_fraction"
+TRAIN_JOB = "train_job"
+TRAIN_RUN = "train_run"
+MATRIX_JOB = "matrix_job"
+MATRICES = "matrices"  # name -> MatrixEntry
+PROJECTION_JOB = "explore_projection_job"
+
+DEFAULTS: dict[str, Any] = {
+    MODEL_SPEC: "bert-base-chinese",
+    MODEL_REMOTE: False,
+    MODEL_LOADED: None,
+    DATA_TABLE: None,
+    DATA_LABELLED: None,
+    TRAIN_JOB: None,
+    TRAIN_RUN: None,
+    MATRIX_JOB: None,
+    PROJECTION_JOB: None,
+}
+
+
+@dataclass(frozen=True)
+class MatrixEntry:
+    """A matrix the user built in this session, and the folder it was saved to."""
+
+    name: str
+    matrix: EmbeddingMatrix
+    folder: str
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> "1.5 KiB"."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def init_state() -> None:
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    st.session_state.setdefault(MATRICES, {})
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def cached_encoder(spec: str, trust_remote_code: bool = False) -> Encoder:
+    """One loaded encoder per (spec, remote-code choice) for the whole server; never mutated."""
+    from embedgen.device import resolve_device
+
+    return load_encoder(spec, trust_remote_code=trust_remote_code, device=resolve_device("auto"))
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def cached_device_info() -> DeviceInfo:
+    return device_info("auto")
+
+
+def current_encoder() -> Encoder | None:
+    """The encoder chosen on the Model page, or None when none is loaded."""
+    loaded = st.session_state.get(MODEL_LOADED)
+    if loaded is None:
+        return None
+    try:
+        return cached_encoder(*loaded)
+    except EmbedgenError:
+        return None
+
+
+def require(value: Any, message: str, page: str | None = None) -> Any:
+    """Return ``value``, or show what to do first and stop the page."""
+    if value is None:
+        st.info(message)
+        if page:
+            st.page_link(page, label=f"Go to {Path(page).stem.split('_', 1)[-1]}", icon=":material/arrow_forward:")
+        st.stop()
+    return value
+
+
+def show_error(exc: BaseException) -> None:
+    """Our errors as they are; anything else as a short note (the traceback goes to the log)."""
+    if isinstance(exc, EmbedgenError):
+        st.error(str(exc))
+    else:
+        log.exception("Unexpected error in a page", exc_info=exc)
+        st.error(
+            f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the "
+            "server log; please report it."
+        )
+
+
+def attempt(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; on failure show the error and stop the page."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - shown to the user, logged when it is a bug
+        show_error(exc)
+        st.stop()
+
+
+def job_panel(job: Job, render: Callable[[Job], None], *, key: str) -> None:
+    """Draw ``render(job)`` and, while the job is active, redraw it every half second.
+
+    When the job ends the whole page reruns once, so everything that depends on its result
+    (tables, buttons) appears without a click.
+    """
+    polling = job.active
+
+    @st.fragment(run_every=0.5 if polling else None)
+    def panel() -> None:
+        render(job)
+        if polling and not job.active:
+            st.rerun(scope="app")
+        if polling and st.button("Cancel", key=f"{key}_cancel", disabled=job.cancel.is_set()):
+            job.request_cancel()
+            st.toast("Stopping after the current batch…")
+
+    panel()
+
+
+def job_status(job: Job) -> None:
+    """A progress bar with the stage and elapsed time; messages when it ended badly."""
+    label = f"{job.name}: {job.state}"
+    if job.stage and job.active:
+        label += f" ({job.stage})"
+    label += f" · {job.elapsed:.0f} s"
+    if job.total:
+        label += f" · {job.done}/{job.total}"
+    st.progress(job.fraction if job.state is not JobState.DONE else 1.0, text=label)
+    if job.state is JobState.FAILED:
+        st.error(job.error or f"{job.name} failed.")
+    elif job.state is JobState.CANCELLED:
+        st.warning(job.error or f"{job.name} was cancelled.")

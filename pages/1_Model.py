@@ -1,0 +1,72 @@
+"""Model: choose the encoder whose vocabulary becomes the matrix rows."""
+
+import streamlit as st
+
+from embedgen.models import DEFAULT_MODEL, list_cached_models
+from embedgen.ui import common as ui
+
+st.set_page_config(page_title="Model · embedgen", layout="wide")
+ui.init_state()
+st.title("1 · Model")
+st.caption(
+    "Any Hugging Face encoder with a token-embedding layer: BERT, RoBERTa, MacBERT, XLM-R… "
+    "Give a hub id, pick one from this machine's cache, or point to a folder."
+)
+
+cached = list_cached_models()
+choice = st.radio(
+    "Where is the model?",
+    ["Hub id", "Local cache", "Folder on this machine"],
+    horizontal=True,
+    key="model_source",
+)
+if choice == "Hub id":
+    spec = st.text_input("Hub id", value=DEFAULT_MODEL, key="model_hub_id")
+elif choice == "Local cache":
+    if not cached:
+        st.info("The local Hugging Face cache holds no models. Use a hub id or a folder.")
+        spec = ""
+    else:
+        labels = {f"{m.model_id} ({m.size_bytes / 1e6:.0f} MB)": m.model_id for m in cached}
+        spec = labels[st.selectbox("Cached models", list(labels), key="model_cached")]
+else:
+    spec = st.text_input(
+        "Folder", placeholder="/path/to/model (holds config.json)", key="model_folder"
+    )
+trust = st.checkbox(
+    "Allow this model's own code to run (only for repositories you trust)",
+    key="model_remote",
+    help="Some models ship Python code. embedgen never runs it unless you tick this.",
+)
+
+if st.button("Load model", type="primary", disabled=not spec.strip()):
+    with st.spinner(f"Loading {spec}…"):
+        try:
+            ui.cached_encoder(spec.strip(), trust)
+            st.session_state[ui.MODEL_LOADED] = (spec.strip(), trust)
+        except Exception as exc:  # noqa: BLE001 - shown; the model loaded before stays
+            ui.show_error(exc)
+
+encoder = ui.current_encoder()
+device = ui.cached_device_info()
+st.divider()
+if encoder is None:
+    st.info("No model loaded yet.")
+    st.caption(f"Work will run on: {device.describe()}")
+    st.stop()
+
+info = encoder.info
+st.subheader(info.model_id)
+cols = st.columns(5)
+cols[0].metric("Architecture", info.architecture)
+cols[1].metric("Vocabulary", f"{info.vocab_size:,}")
+cols[2].metric("Hidden size", info.hidden_size)
+cols[3].metric("Layers", info.num_layers)
+cols[4].metric("Device", device.device.upper())
+st.caption(
+    f"{device.describe()} · loaded from {info.source} · revision {info.revision[:19]} · "
+    f"tokenizer {info.tokenizer_size:,} tokens"
+)
+sample = encoder.tokenizer.tokenize("这家店的牛肉面很好吃")
+st.write("Tokenizer sample:", " · ".join(sample))
+st.page_link("pages/2_Data.py", label="Next: labelled data", icon=":material/arrow_forward:")

@@ -1,0 +1,132 @@
+"""Data: a labelled table in, validated examples out."""
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from embedgen.data import guess_columns, prepare, read_table, split
+from embedgen.ui import common as ui
+
+SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"
+
+st.set_page_config(page_title="Data · embedgen", layout="wide")
+ui.init_state()
+st.title("2 · Data")
+st.caption(
+    "CSV, TSV or XLSX; UTF-8, UTF-8 with BOM or GBK/GB18030 (what Excel writes on Chinese "
+    "Windows). One column of text, one of labels."
+)
+
+source = st.radio(
+    "Data",
+    ["Upload a file", "Sample dataset (400 Chinese sentences, 4 topics)"],
+    horizontal=True,
+    key="data_source",
+)
+header_choice = st.radio("Header row", ["Detect", "Yes", "No"], horizontal=True, key="data_header")
+header = {"Detect": None, "Yes": True, "No": False}[header_choice]
+
+table = None
+if source.startswith("Upload"):
+    upload = st.file_uploader(
+        "Labelled table", type=["csv", "tsv", "txt", "xlsx"], key="data_upload"
+    )
+    if upload is not None:
+        raw = upload.getvalue()
+        try:
+            table = read_table(raw, name=upload.name, header=header)
+        except Exception as exc:  # noqa: BLE001 - shown; the previous table is forgotten
+            st.session_state[ui.DATA_TABLE] = None
+            st.session_state[ui.DATA_LABELLED] = None
+            ui.show_error(exc)
+            st.stop()
+    elif st.session_state[ui.DATA_TABLE] is not None:
+        # The uploader forgets its file when the user visits another page; the table stays.
+        table = st.session_state[ui.DATA_TABLE]
+        st.caption(f"Using **{table.name}**, uploaded earlier. Upload another file to replace it.")
+else:
+    table = ui.attempt(lambda: read_table(SAMPLE, header=header))
+
+if table is None:
+    st.session_state[ui.DATA_LABELLED] = None
+    st.info("Upload a file or choose the sample dataset.")
+    st.stop()
+st.session_state[ui.DATA_TABLE] = table
+
+st.caption(
+    f"**{table.name}** · {len(table):,} rows · {len(table.columns)} columns · "
+    f"encoding {table.encoding} · "
+    + (f"delimiter {table.delimiter!r} · " if table.delimiter else "")
+    + ("header row" if table.has_header else "no header row")
+)
+st.dataframe(table.frame.head(20), width="stretch", height=260)
+
+text_guess, label_guess = guess_columns(table)
+previous = st.session_state.get("data_columns")
+if previous and previous[0] == table.sha256:
+    text_guess, label_guess = previous[1], previous[2]
+columns = table.columns
+cols = st.columns(2)
+text_col = cols[0].selectbox(
+    "Text column",
+    columns,
+    index=columns.index(text_guess) if text_guess in columns else 0,
+    key=f"data_text_col_{table.sha256[:8]}",
+)
+label_col = cols[1].selectbox(
+    "Label column",
+    columns,
+    index=columns.index(label_guess) if label_guess in columns else min(1, len(columns) - 1),
+    key=f"data_label_col_{table.sha256[:8]}",
+)
+
+try:
+    data = prepare(table, text_col, label_col)
+except Exception as exc:  # noqa: BLE001 - every problem is shown, nothing else breaks
+    st.session_state[ui.DATA_LABELLED] = None
+    ui.show_error(exc)
+    st.stop()
+st.session_state[ui.DATA_LABELLED] = data
+st.session_state["data_columns"] = (table.sha256, text_col, label_col)
+
+if data.dropped:
+    st.warning(data.dropped_summary())
+    with st.expander(f"Dropped rows ({len(data.dropped)})"):
+        st.dataframe(
+            pd.DataFrame([{"row": d.row, "reason": d.reason} for d in data.dropped]),
+            hide_index=True,
+        )
+else:
+    st.success(f"All {len(data):,} rows are usable.")
+
+counts = data.class_counts()
+val_fraction = st.slider(
+    "Validation share",
+    0.05,
+    0.5,
+    st.session_state.get(ui.DATA_VAL_FRACTION, 0.1),
+    0.05,
+    help="Held out, stratified by label, to measure accuracy and macro-F1 after each epoch.",
+)
+st.session_state[ui.DATA_VAL_FRACTION] = val_fraction
+try:
+    train, val = split(data, val_fraction=val_fraction, seed=0)
+except Exception as exc:  # noqa: BLE001
+    ui.show_error(exc)
+    st.stop()
+
+left, right = st.columns([3, 2])
+fig = px.bar(
+    x=list(counts),
+    y=list(counts.values()),
+    labels={"x": label_col, "y": "rows"},
+    title=f"{data.num_classes} classes",
+)
+fig.update_layout(height=320, margin={"t": 40, "b": 0})
+left.plotly_chart(fig, width="stretch")
+right.metric("Training rows", f"{len(train):,}")
+right.metric("Validation rows", f"{len(val):,}")
+right.caption("Split with seed 0; the same split every time for the same file.")
+st.page_link("pages/3_Train.py", label="Next: fine-tune", icon=":material/arrow_forward:")

@@ -1,0 +1,154 @@
+"""Train: fine-tune a projection head (and optionally encoder layers) with live progress."""
+
+import streamlit as st
+
+from embedgen.finetune import FinetuneConfig, Strategy
+from embedgen.runs import default_run_dir, list_runs, load_run, train_and_save
+from embedgen.ui import common as ui
+from embedgen.ui import plots
+from embedgen.ui.jobs import Job, JobState, start_job
+
+st.set_page_config(page_title="Train · embedgen", layout="wide")
+ui.init_state()
+st.title("3 · Train")
+
+STRATEGY_HELP = {
+    Strategy.HEAD: "Encoder frozen: the texts are encoded once, then only the head trains "
+    "(fast, many epochs).",
+    Strategy.TOP_K: "The top k transformer layers train with the head.",
+    Strategy.FULL: "The whole encoder trains (except the input embeddings unless ticked).",
+}
+
+
+def render(job: Job) -> None:
+    ui.job_status(job)
+    if job.events and job.active:  # once it ends, the result below shows the curves
+        st.plotly_chart(plots.training_curves(job.events), width="stretch", key="train_live")
+
+
+def show_run(run) -> None:  # noqa: ANN001 - a Run
+    best = run.best
+    st.subheader("Result")
+    if run.message:
+        st.caption(run.message)
+    if best is None:
+        st.warning("No epoch finished, so there is no trained head.")
+        return
+    cols = st.columns(4)
+    cols[0].metric("Best epoch", f"{best.epoch} / {len(run.history)}")
+    cols[1].metric("Validation accuracy", f"{best.val_accuracy:.3f}")
+    cols[2].metric("Validation macro-F1", f"{best.val_macro_f1:.3f}")
+    cols[3].metric("Status", str(run.status))
+    st.plotly_chart(plots.training_curves(run.history), width="stretch", key="train_final")
+    if run.confusion:
+        left, _ = st.columns([1, 1])
+        left.markdown(f"**Validation confusion matrix** at epoch {best.epoch}, the best")
+        left.plotly_chart(plots.confusion_figure(run.confusion, run.label_names), width="stretch")
+    st.caption(
+        f"Run folder: `{run.folder}` (open it from the CLI with `embedgen matrix {run.folder}`)"
+    )
+    st.page_link(
+        "pages/4_Matrix.py", label="Next: build the matrix", icon=":material/arrow_forward:"
+    )
+
+
+with st.expander("Open a saved run"):
+    runs = [r for r in list_runs() if r.get("status") in ("finished", "cancelled")]
+    if not runs:
+        st.caption("No saved runs yet.")
+    else:
+        labels = {
+            f"{r['folder'].rsplit('/', 1)[-1]} · {r['status']} · "
+            f"F1 {(r.get('best') or {}).get('val_macro_f1', 0):.3f}": r["folder"]
+            for r in runs
+        }
+        picked = st.selectbox("Saved runs", list(labels), key="train_saved_pick")
+        if st.button("Open run"):
+            with st.spinner("Loading run…"):
+                st.session_state[ui.TRAIN_RUN] = ui.attempt(lambda: load_run(labels[picked]))
+            st.session_state[ui.TRAIN_JOB] = None
+
+encoder = ui.current_encoder()
+data = st.session_state[ui.DATA_LABELLED]
+job: Job | None = st.session_state[ui.TRAIN_JOB]
+busy = job is not None and job.active
+
+if encoder is None or data is None:
+    if st.session_state[ui.TRAIN_RUN] is not None:
+        show_run(st.session_state[ui.TRAIN_RUN])
+        st.stop()
+    ui.require(encoder, "Load a model first.", "pages/1_Model.py")
+    ui.require(data, "Choose labelled data first.", "pages/2_Data.py")
+
+st.caption(
+    f"{encoder.info.model_id} · {data.source_name}: {len(data):,} rows, {data.num_classes} classes"
+)
+with st.form("train_form"):
+    c1, c2, c3 = st.columns(3)
+    strategy = c1.selectbox(
+        "Strategy",
+        [s.value for s in Strategy],
+        key="train_strategy",
+        help="\n\n".join(f"**{k}**: {v}" for k, v in STRATEGY_HELP.items()),
+    )
+    dim = c2.number_input("Projection size d", 2, 4096, 128, key="train_dim")
+    epochs = c3.number_input("Epochs", 1, 500, 10, key="train_epochs")
+    c1, c2, c3 = st.columns(3)
+    batch_size = c1.number_input("Batch size", 1, 4096, 32, key="train_batch")
+    head_lr = c2.number_input(
+        "Head learning rate", 1e-6, 1.0, 5e-3, format="%.0e", key="train_head_lr"
+    )
+    lr = c3.number_input("Encoder learning rate", 1e-7, 1e-2, 2e-5, format="%.0e", key="train_lr")
+    c1, c2, c3 = st.columns(3)
+    top_k = c1.number_input(
+        "Layers to tune (top-k)",
+        1,
+        max(1, encoder.info.num_layers),
+        min(2, max(1, encoder.info.num_layers)),
+        key="train_top_k",
+    )
+    patience = c2.number_input("Early-stopping patience (0 = off)", 0, 100, 3, key="train_patience")
+    max_length = c3.number_input("Max tokens per text", 8, 512, 128, key="train_max_length")
+    train_embeddings = st.checkbox("full: also tune the input embeddings", key="train_embeddings")
+    start = st.form_submit_button("Start training", type="primary", disabled=busy)
+
+if start:
+    config = ui.attempt(
+        lambda: FinetuneConfig(
+            strategy=strategy,
+            dim=int(dim),
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            learning_rate=float(lr),
+            head_learning_rate=float(head_lr),
+            top_k=int(top_k),
+            patience=int(patience),
+            max_length=int(max_length),
+            train_embeddings=train_embeddings,
+            val_fraction=st.session_state.get(ui.DATA_VAL_FRACTION, 0.1),
+        )
+    )
+    folder = default_run_dir(data.source_name, str(config.strategy))
+
+    def work(job: Job, encoder=encoder, data=data, config=config, folder=folder):  # noqa: ANN001
+        return train_and_save(
+            encoder,
+            data,
+            config,
+            folder,
+            progress=job.report,
+            cancel=job.cancel,
+            on_epoch=job.events.append,
+        )
+
+    st.session_state[ui.TRAIN_RUN] = None
+    job = st.session_state[ui.TRAIN_JOB] = start_job("Training", work)
+
+if job is not None:
+    ui.job_panel(job, render, key="train")
+    if job.state in (JobState.DONE, JobState.CANCELLED) and job.result is not None:
+        st.session_state[ui.TRAIN_RUN] = job.result
+
+run = st.session_state[ui.TRAIN_RUN]
+if run is not None and (job is None or not job.active):
+    show_run(run)

@@ -1,0 +1,206 @@
+"""The app's pages, driven through Streamlit's AppTest with a tiny model and real training."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_rows
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 60
+
+
+@pytest.fixture()
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def go(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"pages/{page}.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    button = next(b for b in at.button if b.label == label)
+    button.click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> list[str]:  # noqa: ANN001
+    return [str(e.value) for e in elements]
+
+
+def csv_bytes(rows: list[tuple[str, str]], encoding: str = "utf-8") -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["text", "label"])
+    writer.writerows(rows)
+    return buf.getvalue().encode(encoding)
+
+
+def load_model(at: AppTest, folder: Path) -> AppTest:
+    go(at, "1_Model")
+    at.radio(key="model_source").set_value("Folder on this machine").run()
+    at.text_input(key="model_folder").input(str(folder)).run()
+    return click(at, "Load model")
+
+
+def upload(at: AppTest, name: str, content: bytes) -> AppTest:
+    go(at, "2_Data")
+    at.get("file_uploader")[0].upload(name, content, "text/csv")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def wait_for(at: AppTest, key: str) -> AppTest:
+    job = at.session_state[key]
+    assert job.wait(TIMEOUT), f"{job.name} did not finish in {TIMEOUT} s"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+# -- Model ----------------------------------------------------------------------------------
+
+
+def test_model_page_shows_what_was_loaded(app: AppTest, tiny_model_dir: Path) -> None:
+    load_model(app, tiny_model_dir)
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Architecture"] == "BertModel"
+    assert metrics["Layers"] == "2" and metrics["Hidden size"] == "32"
+    assert metrics["Device"] == "CPU"
+    assert not app.error
+
+
+def test_model_that_cannot_be_had_says_why_and_what_to_do(app: AppTest) -> None:
+    go(app, "1_Model")
+    app.text_input(key="model_hub_id").input("no-such-org/no-such-model").run()
+    click(app, "Load model")
+    message = " ".join(texts(app.error))
+    assert "no-such-org/no-such-model" in message and "download" in message
+    assert "No model loaded yet." in texts(app.info)
+
+
+# -- Data -----------------------------------------------------------------------------------
+
+
+def test_gbk_upload_is_read_and_validated(app: AppTest) -> None:
+    upload(app, "评论.csv", csv_bytes(synthetic_rows(60), encoding="gbk"))
+    assert not app.error
+    assert any("All 60 rows are usable" in s for s in texts(app.success))
+    data = app.session_state["data_labelled"]
+    assert data.label_names == ("正面", "负面")
+    assert {m.label: m.value for m in app.metric}["Validation rows"] == "6"
+
+
+def test_undecodable_upload_names_the_file(app: AppTest) -> None:
+    upload(app, "broken.csv", b"text,label\n" + bytes(range(128, 256)) * 4 + b",1\n")
+    message = " ".join(texts(app.error))
+    assert "broken.csv" in message and "UTF-8" in message
+    assert app.session_state["data_labelled"] is None
+
+
+def test_one_class_upload_explains_the_problem(app: AppTest) -> None:
+    upload(app, "one.csv", csv_bytes([("很好吃", "正面"), ("不错", "正面"), ("好", "正面")]))
+    message = " ".join(texts(app.error))
+    assert "one class" in message and "label" in message
+    assert app.session_state["data_labelled"] is None
+
+
+def test_dropped_rows_are_reported_by_row_number(app: AppTest) -> None:
+    rows = synthetic_rows(40)
+    rows[3] = ("", "正面")
+    upload(app, "gaps.csv", csv_bytes(rows))
+    assert any("row 5" in w for w in texts(app.warning)), texts(app.warning)
+    assert len(app.session_state["data_labelled"]) == 39
+
+
+def test_sample_dataset_is_offered(app: AppTest) -> None:
+    go(app, "2_Data")
+    app.radio(key="data_source").set_value(app.radio(key="data_source").options[1]).run()
+    data = app.session_state["data_labelled"]
+    assert data is not None and data.num_classes == 4
+    assert not app.error
+
+
+def test_upload_survives_a_visit_to_another_page(app: AppTest) -> None:
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(40)))
+    go(app, "1_Model")
+    go(app, "2_Data")
+    assert app.session_state["data_labelled"] is not None
+    assert any("uploaded earlier" in c for c in texts(app.caption))
+
+
+# -- Train → Matrix → Explore → Export --------------------------------------------------------
+
+
+def test_train_matrix_explore_export(app: AppTest, tiny_model_dir: Path, tmp_path: Path) -> None:
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
+
+    go(app, "3_Train")
+    app.number_input(key="train_epochs").set_value(3)
+    app.number_input(key="train_dim").set_value(8)
+    click(app, "Start training")
+    wait_for(app, "train_job")
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Status"] == "finished"
+    run = app.session_state["train_run"]
+    assert len(run.history) == 3
+    record = json.loads(Path(run.folder, "run.json").read_text("utf-8"))
+    assert Path(run.folder).parent == tmp_path / "home" / "runs"
+    assert record["status"] == "finished"
+
+    go(app, "4_Matrix")
+    app.radio(key="matrix_method").set_value("projected")
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    entry = app.session_state["matrices"]["projected-tuned"]
+    assert entry.matrix.shape[1] == 8
+    assert (Path(entry.folder) / "matrix.npy").exists()
+    assert {m.label: m.value for m in app.metric}["Shape"] == f"{entry.matrix.shape[0]:,} × 8"
+
+    go(app, "5_Explore")
+    table = app.dataframe[0].value
+    assert len(table) == 10 and "好" not in set(table["token"])
+    assert table["cosine"].is_monotonic_decreasing
+
+    app.selectbox(key="explore_reducer").set_value("pca")
+    click(app, "Compute map")
+    wait_for(app, "explore_projection_job")
+    assert app.get("plotly_chart"), "the map should be drawn once computed"
+
+    go(app, "6_Export")
+    labels = [b.label for b in app.get("download_button")]
+    assert "Matrix (.npy)" in labels and "Everything as one zip" in labels
+
+
+def test_cancel_keeps_what_was_trained(app: AppTest, tiny_model_dir: Path) -> None:
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
+    go(app, "3_Train")
+    app.selectbox(key="train_strategy").set_value("full")
+    app.number_input(key="train_epochs").set_value(200)
+    app.number_input(key="train_patience").set_value(0)
+    click(app, "Start training")
+    job = app.session_state["train_job"]
+    while not job.events:
+        job.wait(0.1)
+    job.request_cancel()
+    wait_for(app, "train_job")
+    run = app.session_state["train_run"]
+    assert str(run.status) == "cancelled"
+    assert 1 <= len(run.history) < 200

@@ -1,0 +1,234 @@
+"""The whole app in a real headless Chromium against a real ``streamlit run`` server.
+
+Model → Data → Train → Matrix → Explore → Export, with a tiny BERT and 120 labelled rows,
+moving between pages through the sidebar so the Streamlit session (and its state) is kept.
+Screenshots of every page land in test-artifacts/browser/ for a person to look at.
+
+Run alone: ``python -m pytest tests/test_browser.py -q -m browser -s``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from browser_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    StreamlitServer,
+    report_failure,
+    screenshot,
+)
+from conftest import build_tiny_bert, synthetic_rows, write_csv
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing: install Debian's chromium (CI does it in .ci/run)",
+    ),
+]
+
+SHORT = 20_000  # ms: a page rerun or a widget reacting
+LONG = 90_000  # ms: model load, training, matrix, map on 2 CPU cores
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[StreamlitServer]:
+    srv = StreamlitServer(
+        tmp_path / "streamlit.log",
+        {
+            "EMBEDGEN_HOME": str(tmp_path / "home"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        },
+    )
+    try:
+        srv.wait_healthy()
+        yield srv
+    except BaseException:
+        print("\n" + srv.log_tail())  # noqa: T201
+        raise
+    finally:
+        srv.stop()
+
+
+@pytest.fixture()
+def page(server: StreamlitServer):  # noqa: ANN201 - a playwright Page
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(
+                viewport={"width": 1400, "height": 900}, accept_downloads=True, locale="en-US"
+            )
+            pg = context.new_page()
+            pg.set_default_timeout(SHORT)
+            yield pg
+            context.close()
+        finally:
+            browser.close()
+
+
+def idle(page) -> None:  # noqa: ANN001
+    """Wait until the script run that the last action started has finished."""
+    page.wait_for_timeout(250)  # the status widget appears a moment after the action
+    page.get_by_test_id("stStatusWidget").filter(has_text="Running").wait_for(
+        state="hidden", timeout=LONG
+    )
+
+
+def no_errors(page) -> None:  # noqa: ANN001
+    """No traceback and no red error box on the page."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
+
+
+def shoot(page, name: str) -> None:  # noqa: ANN001
+    """Check the finished page for errors, then keep its screenshot."""
+    idle(page)
+    no_errors(page)
+    screenshot(page, name)
+
+
+def goto(page, label: str) -> None:  # noqa: ANN001
+    """Follow the sidebar link: same browser session, so session_state survives."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=label, exact=True).click()
+    page.wait_for_url(f"**/{label}")
+    idle(page)
+
+
+def test_whole_app_in_a_real_browser(
+    server: StreamlitServer,
+    page,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=SHORT)
+    started = time.monotonic()
+    model_dir = build_tiny_bert(tmp_path / "tiny")
+    csv_path = write_csv(tmp_path / "reviews.csv", synthetic_rows(120))
+    for old in ARTIFACTS.glob("*"):  # last run's screenshots, failure shot and log
+        old.unlink()
+
+    with report_failure(page, server):
+        # -- Home ------------------------------------------------------------------------------
+        page.goto(server.url)
+        expect(page.get_by_role("heading", name="embedgen")).to_be_visible(timeout=LONG)
+        shoot(page, "00_home")
+
+        # -- Model -----------------------------------------------------------------------------
+        goto(page, "Model")
+        expect(page.get_by_text("No model loaded yet.")).to_be_visible()
+        page.get_by_text("Folder on this machine", exact=True).click()
+        folder = page.get_by_label("Folder", exact=True)
+        folder.fill(str(model_dir))
+        folder.press("Enter")
+        idle(page)
+        load = page.get_by_role("button", name="Load model")
+        expect(load).to_be_enabled()
+        load.click()
+        expect(page.get_by_text("BertModel", exact=True)).to_be_visible(timeout=LONG)
+        shoot(page, "01_model")
+
+        # -- Data ------------------------------------------------------------------------------
+        goto(page, "Data")
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(csv_path))
+        expect(page.get_by_text("All 120 rows are usable.")).to_be_visible(timeout=LONG)
+        idle(page)
+        expect(page.get_by_test_id("stPlotlyChart")).to_be_visible()
+        shoot(page, "02_data")
+
+        # -- Train -----------------------------------------------------------------------------
+        goto(page, "Train")
+        for label, value in (("Epochs", "3"), ("Projection size d", "8")):
+            box = page.get_by_label(label, exact=True)
+            box.fill(value)
+            box.press("Tab")  # commit the value; Enter would submit the form
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Best epoch")).to_be_visible(timeout=LONG)
+        expect(page.get_by_text("Validation accuracy")).to_be_visible()
+        idle(page)
+        metrics = page.get_by_test_id("stMetric")
+        expect(metrics.filter(has_text="Best epoch")).to_contain_text("/ 3")
+        expect(metrics.filter(has_text="Status")).to_contain_text("finished")
+        shoot(page, "03_train")
+
+        # -- Matrix ----------------------------------------------------------------------------
+        goto(page, "Matrix")
+        page.get_by_role("radiogroup", name="Method").get_by_text("projected", exact=True).click()
+        page.get_by_role("button", name="Build matrix").click()
+        expect(page.get_by_text("Matrices in this session")).to_be_visible(timeout=LONG)
+        idle(page)
+        shape = page.get_by_test_id("stMetric").filter(has_text="Shape")
+        expect(shape).to_contain_text("× 8")
+        shown_rows = int(
+            shape.get_by_test_id("stMetricValue").inner_text().split("×")[0].replace(",", "")
+        )
+        shoot(page, "04_matrix")
+
+        # -- Explore ---------------------------------------------------------------------------
+        goto(page, "Explore")
+        expect(page.get_by_label("Token or word")).to_have_value("好")
+        expect(page.get_by_text("projected-tuned · projected")).to_be_visible()
+        table = page.get_by_test_id("stDataFrame").first
+        expect(table).to_be_visible()
+        # The grid draws on a canvas; its accessible <table> inside the canvas has the cells.
+        expect(table.locator("table[role=grid]")).to_have_attribute("aria-rowcount", "11")
+        headers = table.locator("th[role=columnheader]")
+        expect(headers).to_have_text(["", "token", "cosine"])
+        expect(table.locator("tbody tr")).to_have_count(10)
+        tokens = table.locator('tbody td[aria-colindex="2"]').all_text_contents()
+        scores = [
+            float(s) for s in table.locator('tbody td[aria-colindex="3"]').all_text_contents()
+        ]
+        assert len(tokens) == 10 and "好" not in tokens, tokens
+        assert scores == sorted(scores, reverse=True), scores
+        shoot(page, "05_explore_neighbours")
+
+        page.get_by_role("tab", name="Map").click()
+        page.get_by_test_id("stSelectbox").filter(has_text="Reducer").click()
+        page.get_by_role("option", name="pca", exact=True).click()
+        idle(page)
+        page.get_by_role("button", name="Compute map").click()
+        tab = page.get_by_role("tabpanel")
+        expect(tab.get_by_test_id("stPlotlyChart")).to_be_visible(timeout=LONG)
+        expect(tab.get_by_text("pca 2D of")).to_be_visible()
+        shoot(page, "06_explore_map")
+
+        # -- Export ----------------------------------------------------------------------------
+        goto(page, "Export")
+        saved = {}
+        for label, name in (
+            ("Matrix (.npy)", "matrix.npy"),
+            ("Vocabulary (vocab.txt)", "vocab.txt"),
+        ):
+            button = page.get_by_role("button", name=label)
+            expect(button).to_be_visible(timeout=LONG)
+            with page.expect_download(timeout=LONG) as info:
+                button.click()
+            download = info.value
+            assert download.suggested_filename == name
+            saved[name] = tmp_path / "downloads" / name
+            download.save_as(saved[name])
+        shoot(page, "07_export")
+
+        vectors = np.load(saved["matrix.npy"])
+        vocab = saved["vocab.txt"].read_text("utf-8").splitlines()
+        assert vectors.ndim == 2 and vectors.shape[1] == 8
+        assert len(vocab) > 0
+        assert vectors.shape[0] == len(vocab) == shown_rows
+        assert "好" in vocab and "[PAD]" not in vocab  # specials dropped by default
+
+    elapsed = time.monotonic() - started
+    print(f"\nbrowser walk-through: {elapsed:.1f} s; screenshots in {ARTIFACTS}")  # noqa: T201
