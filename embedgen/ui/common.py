@@ -98,7 +98,11 @@ def require(value: Any, message: str, page: str | None = None) -> Any:
     if value is None:
         st.info(message)
         if page:
-            st.page_link(page, label=f"Go to {Path(page).stem.split('_', 1)[-1]}", icon=":material/arrow_forward:")
+            st.page_link(
+                page,
+                label=f"Go to {Path(page).stem.split('_', 1)[-1]}",
+                icon=":material/arrow_forward:",
+            )
         st.stop()
     return value
 
