@@ -117,7 +117,8 @@ with tab_map:
     run = st.session_state[ui.TRAIN_RUN]
     model = run.encoder if run is not None else ui.current_encoder()
     c1, c2, c3, c4 = st.columns(4)
-    reducer = c1.selectbox("Reducer", [r.value for r in Reducer], key="explore_reducer")
+    reducers = [Reducer.UMAP.value, Reducer.PCA.value]
+    reducer = c1.selectbox("Reducer", reducers, key="explore_reducer")
     dims = c2.radio("Dimensions", [2, 3], horizontal=True, key="explore_dims")
     colour_by = c3.selectbox(
         "Colour by", colours.choices(data is not None and model is not None), key="explore_colour"

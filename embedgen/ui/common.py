@@ -154,7 +154,7 @@ def job_status(job: Job) -> None:
     if job.stage and job.active:
         label += f" ({job.stage})"
     label += f" · {job.elapsed:.0f} s"
-    if job.total:
+    if job.total and job.active:
         label += f" · {job.done}/{job.total}"
     st.progress(job.fraction if job.state is not JobState.DONE else 1.0, text=label)
     if job.state is JobState.FAILED:
