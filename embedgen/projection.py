@@ -299,6 +299,20 @@ def project(
     return projection
 
 
+def warm_up(seed: int | None = 0) -> float:
+    """Compile UMAP's numba code on a tiny random matrix; return the seconds it took.
+
+    The first UMAP map in a process pays for importing umap-learn and compiling its layout
+    (seconds; see BENCHMARKS.md). An app can call this in a background thread at start-up so
+    the user's first map does not. A fixed seed and ``seed=None`` compile different layouts.
+    """
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((64, 8)).astype(np.float32)
+    _compute(vectors, ProjectionOptions(seed=seed), lambda done, total: None, None)
+    return time.perf_counter() - started
+
+
 def _select_rows(n: int, options: ProjectionOptions) -> npt.NDArray[np.int64]:
     if options.max_rows is None or options.max_rows >= n:
         return np.arange(n, dtype=np.int64)
@@ -588,4 +602,5 @@ __all__ = [
     "default_cache_dir",
     "fingerprint",
     "project",
+    "warm_up",
 ]

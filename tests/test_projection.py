@@ -22,6 +22,7 @@ from embedgen.projection import (
     cache_path,
     fingerprint,
     project,
+    warm_up,
 )
 
 PCA_2D = ProjectionOptions(reducer=Reducer.PCA)
@@ -307,3 +308,8 @@ def test_cancel_during_umap_layout_raises_cancelled(clusters, tmp_path):
         project(clusters, cache_dir=tmp_path, progress=cancel_once_layout_starts, cancel=cancel)
     assert not list(tmp_path.glob("*.npy"))
     assert numba.get_num_threads() == threads, "numba thread count was not restored"
+
+
+def test_warm_up_compiles_without_writing_a_cache(home):
+    assert warm_up(seed=0) > 0
+    assert not home.exists()
