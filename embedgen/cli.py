@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from embedgen.data import prepare, read_table
     from embedgen.finetune import FinetuneConfig, RunStatus
     from embedgen.models import load_encoder
-    from embedgen.runs import default_run_dir, train_and_save
+    from embedgen.runs import default_run_dir, ensure_new_run_dir, train_and_save
 
     header = {"auto": None, "yes": True, "no": False}[args.header]
     table = read_table(args.data, header=header, sheet=args.sheet)
@@ -114,8 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
+    out = ensure_new_run_dir(args.out or default_run_dir(table.name, str(config.strategy)))
     encoder = load_encoder(args.model, trust_remote_code=args.trust_remote_code)
-    out = Path(args.out) if args.out else default_run_dir(table.name, str(config.strategy))
     _say(
         args,
         f"Training {config.strategy} on {len(data)} rows, {data.num_classes} classes "

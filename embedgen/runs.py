@@ -101,15 +101,21 @@ def _run_record(run_or_none: Run | None, **fields: Any) -> dict[str, Any]:
     return record
 
 
-def mark_running(
-    folder: str | os.PathLike[str], config: FinetuneConfig, model: dict[str, Any], dataset: dict
-) -> Path:
-    """Create the run folder and write run.json with status "running" before training starts."""
+def ensure_new_run_dir(folder: str | os.PathLike[str]) -> Path:
+    """Return ``folder`` if no run lives there yet; a second run never overwrites the first."""
     folder = Path(folder)
     if (folder / RUN_FILE).exists():
         raise BadRun(
             f"{folder} already holds a run. Choose a new --out folder or delete the old one."
         )
+    return folder
+
+
+def mark_running(
+    folder: str | os.PathLike[str], config: FinetuneConfig, model: dict[str, Any], dataset: dict
+) -> Path:
+    """Create the run folder and write run.json with status "running" before training starts."""
+    folder = ensure_new_run_dir(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(
         folder / RUN_FILE,
