@@ -222,7 +222,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from embedgen.export import ExportFormat, export, load_matrix
 
     matrix = load_matrix(args.matrix)
-    path = export(matrix, ExportFormat(args.format), Path(args.out))
+    dtype = str(matrix.manifest.get("dtype", "float32"))  # keep what the matrix was saved as
+    path = export(matrix, ExportFormat(args.format), Path(args.out), dtype=dtype)
     print(f"{args.format} export of {matrix.shape[0]} x {matrix.shape[1]} written to {path}")
     return 0
 

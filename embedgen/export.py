@@ -359,13 +359,18 @@ def export_projector(matrix: EmbeddingMatrix, folder: str | os.PathLike[str]) ->
     return vectors_path, metadata_path
 
 
-def export_zip(matrix: EmbeddingMatrix, path: str | os.PathLike[str]) -> Path:
-    """Write one zip holding the matrix folder, word2vec and projector files; return its path."""
+def export_zip(
+    matrix: EmbeddingMatrix, path: str | os.PathLike[str], *, dtype: str = "float32"
+) -> Path:
+    """Write one zip holding the matrix folder, word2vec and projector files; return its path.
+
+    ``dtype`` is that of matrix.npy inside; the text formats always carry float32 values.
+    """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
         staging = Path(work)
-        save_matrix(matrix, staging)
+        save_matrix(matrix, staging, dtype=dtype)
         export_word2vec(matrix, staging / WORD2VEC_FILE)
         export_projector(matrix, staging)
         names = (
@@ -383,17 +388,26 @@ def export_zip(matrix: EmbeddingMatrix, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def export(matrix: EmbeddingMatrix, fmt: ExportFormat | str, path: str | os.PathLike[str]) -> Path:
-    """Write ``matrix`` as ``fmt`` at ``path`` (a folder for npy and projector); return it."""
+def export(
+    matrix: EmbeddingMatrix,
+    fmt: ExportFormat | str,
+    path: str | os.PathLike[str],
+    *,
+    dtype: str = "float32",
+) -> Path:
+    """Write ``matrix`` as ``fmt`` at ``path`` (a folder for npy and projector); return it.
+
+    ``dtype`` (float32 or float16) applies to matrix.npy, in the npy and zip formats.
+    """
     try:
         chosen = ExportFormat(fmt)
     except ValueError:
         choices = ", ".join(f.value for f in ExportFormat)
         raise BadConfig(f"Unknown export format {fmt!r}; choose one of: {choices}.") from None
     if chosen is ExportFormat.NPY:
-        return save_matrix(matrix, path)
+        return save_matrix(matrix, path, dtype=dtype)
     if chosen is ExportFormat.WORD2VEC:
         return export_word2vec(matrix, path)
     if chosen is ExportFormat.PROJECTOR:
         return export_projector(matrix, path)[0].parent
-    return export_zip(matrix, path)
+    return export_zip(matrix, path, dtype=dtype)

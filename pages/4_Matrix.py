@@ -100,7 +100,7 @@ if build:
         matrix = build_matrix(source, options, progress=job.report, cancel=job.cancel)
         job.stage = "saving"
         save_matrix(matrix, folder, dtype=dtype)
-        return ui.MatrixEntry(name=name, matrix=matrix, folder=str(folder))
+        return ui.MatrixEntry(name=name, matrix=matrix, folder=str(folder), dtype=dtype)
 
     job = st.session_state[ui.MATRIX_JOB] = start_job("Matrix", work)
 
@@ -119,7 +119,7 @@ if entries:
             cols = st.columns([2, 1, 1, 1])
             cols[0].markdown(f"**{entry.name}**  \n{m.manifest.get('method_description', '')}")
             cols[1].metric("Shape", f"{m.shape[0]:,} × {m.shape[1]}")
-            cols[2].metric("dtype", str(m.vectors.dtype))
+            cols[2].metric("Saved as", entry.dtype)
             cols[3].metric("Memory", ui.human_bytes(m.vectors.nbytes))
             post = ", ".join(s["step"] for s in m.manifest.get("postprocess", [])) or "none"
             layer = m.manifest.get("layer")

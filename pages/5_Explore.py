@@ -9,7 +9,7 @@ from embedgen.neighbors import NeighbourIndex
 from embedgen.projection import ProjectionOptions, Reducer, project
 from embedgen.ui import colours, plots
 from embedgen.ui import common as ui
-from embedgen.ui.jobs import Job, JobState, start_job
+from embedgen.ui.jobs import Job, JobState, start_job, warm_up_umap_once
 
 st.set_page_config(page_title="Explore · embedgen", layout="wide")
 ui.init_state()
@@ -29,7 +29,8 @@ with st.expander("Open a saved matrix folder"):
     if st.button("Open", disabled=not folder.strip()):
         matrix = ui.attempt(lambda: load_matrix(folder.strip()))
         name = f"{matrix.method} ({folder.strip().rstrip('/').rsplit('/', 1)[-1]})"
-        entries[name] = ui.MatrixEntry(name=name, matrix=matrix, folder=folder.strip())
+        dtype = str(matrix.manifest.get("dtype", "float32"))
+        entries[name] = ui.MatrixEntry(name, matrix, folder.strip(), dtype)
         st.rerun()
 
 if not entries:
@@ -131,6 +132,8 @@ with tab_map:
     if pjob is not None and pjob.tag == key and pjob.state is JobState.DONE:
         projections[key] = pjob.result
     if key not in projections:
+        if reducer == Reducer.UMAP:
+            warm_up_umap_once()
         slow = " The first UMAP in a server also compiles its kernels." if reducer == "umap" else ""
         st.caption(
             f"{matrix.shape[0]:,} points.{slow} Maps are cached on disk: revisiting is instant."

@@ -12,6 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("EMBEDGEN_NO_WARMUP", "1")  # the app's UMAP warm-up would take CPU from tests
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -271,3 +271,17 @@ def test_export_dispatches_on_the_format(matrix, tmp_path, fmt, name, expected):
 def test_export_rejects_an_unknown_format(matrix, tmp_path):
     with pytest.raises(BadConfig, match="choose one of: npy, word2vec, projector, zip"):
         export(matrix, "parquet", tmp_path / "x")
+
+
+def test_zip_keeps_the_float16_the_matrix_was_saved_as(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from embedgen.export import ExportFormat, export
+
+    rng = np.random.default_rng(0)
+    m = EmbeddingMatrix(rng.normal(size=(5, 4)).astype(np.float32), ("好", "坏", "美", "丑", "中"))
+    path = export(m, ExportFormat.ZIP, tmp_path / "b.zip", dtype="float16")
+    with zipfile.ZipFile(path) as bundle:
+        array = np.load(io.BytesIO(bundle.read("matrix.npy")))
+    assert array.dtype == np.float16 and array.shape == (5, 4)

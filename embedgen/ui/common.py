@@ -51,6 +51,7 @@ class MatrixEntry:
     name: str
     matrix: EmbeddingMatrix
     folder: str
+    dtype: str = "float32"  # as saved, and as downloaded
 
 
 def human_bytes(n: int) -> str:
