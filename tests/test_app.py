@@ -204,3 +204,29 @@ def test_cancel_keeps_what_was_trained(app: AppTest, tiny_model_dir: Path) -> No
     run = app.session_state["train_run"]
     assert str(run.status) == "cancelled"
     assert 1 <= len(run.history) < 200
+
+
+def test_training_keeps_running_while_the_user_visits_other_pages(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
+    go(app, "3_Train")
+    app.selectbox(key="train_strategy").set_value("full")
+    app.number_input(key="train_epochs").set_value(200)
+    app.number_input(key="train_patience").set_value(0)
+    click(app, "Start training")
+    job = app.session_state["train_job"]
+    go(app, "1_Model")
+    go(app, "4_Matrix")
+    done_before = job.done
+    go(app, "3_Train")
+    assert job.active, "training must go on while other pages are shown"
+    assert app.session_state["train_job"] is job
+    assert any(p.value is not None for p in app.get("progress")), "the progress bar is back"
+    assert any(b.label == "Cancel" for b in app.button)
+    while job.done == done_before:
+        job.wait(0.05)
+    job.request_cancel()
+    wait_for(app, "train_job")
+    assert str(app.session_state["train_run"].status) == "cancelled"
