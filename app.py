@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from embedgen import __version__
-from embedgen.ui import common as ui
+from embedgen import __version__  # light: the package imports its modules lazily
 
 PAGES = [
     ("pages/1_Model.py", "Model", ":material/neurology:", "1 · Model"),
@@ -17,6 +16,10 @@ PAGES = [
 
 def start() -> None:
     """The start page: the path through the app and where this session stands on it."""
+    # Imported here, not at the top: torch and transformers take seconds to import, and the
+    # sidebar (st.navigation below) should not wait for them on a cold server.
+    from embedgen.ui import common as ui
+
     ui.init_state()
     st.title("embedgen")
     st.markdown(
