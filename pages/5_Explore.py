@@ -17,7 +17,7 @@ st.title("5 · Explore")
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def neighbour_index(folder: str, _entry: ui.MatrixEntry) -> NeighbourIndex:
+def neighbour_index(key: str, _entry: ui.MatrixEntry) -> NeighbourIndex:
     return NeighbourIndex(_entry.matrix)
 
 
@@ -42,7 +42,7 @@ name_a = c1.selectbox("Matrix", names, index=len(names) - 1, key="explore_a")
 compare = ["(none)"] + [n for n in names if n != name_a]
 name_b = c2.selectbox("Compare with", compare, index=min(1, len(compare) - 1), key="explore_b")
 shown = [entries[name_a]] + ([entries[name_b]] if name_b != "(none)" else [])
-indexes = [neighbour_index(e.folder, e) for e in shown]
+indexes = [neighbour_index(e.key, e) for e in shown]
 
 
 def neighbour_table(index: NeighbourIndex, word: str, k: int) -> None:
@@ -126,7 +126,7 @@ with tab_map:
     )
     n_clusters = c4.number_input("Clusters", 2, 50, 12, key="explore_clusters")
     options = ProjectionOptions(reducer=reducer, dims=int(dims))
-    key = (entry.folder, entry.name, options)
+    key = (entry.key, options)
     projections = st.session_state.setdefault("explore_projections", {})
     pjob: Job | None = st.session_state[ui.PROJECTION_JOB]
     if pjob is not None and pjob.tag == key and pjob.state is JobState.DONE:

@@ -26,14 +26,14 @@ st.caption(f"**{name}** · method {matrix.method} · {rows:,} × {dims} · saved
 
 
 @st.cache_data(show_spinner="Preparing files…", max_entries=4)
-def bundle(folder: str, name: str, dtype: str, _entry: ui.MatrixEntry) -> bytes:
+def bundle(key: str, dtype: str, _entry: ui.MatrixEntry) -> bytes:
     """The zip of every format, built once per matrix; single files are read out of it."""
     with tempfile.TemporaryDirectory() as tmp:
         path = export(_entry.matrix, ExportFormat.ZIP, Path(tmp) / "bundle.zip", dtype=dtype)
         return path.read_bytes()
 
 
-data = ui.attempt(lambda: bundle(entry.folder, name, entry.dtype, entry))
+data = ui.attempt(lambda: bundle(entry.key, entry.dtype, entry))
 members = zipfile.ZipFile(io.BytesIO(data))
 stem = f"embedgen_{name}"
 files = [

@@ -188,15 +188,20 @@ def test_train_matrix_explore_export(app: AppTest, tiny_model_dir: Path, tmp_pat
     assert "Matrix (.npy)" in labels and "Everything as one zip" in labels
 
 
-def test_cancel_keeps_what_was_trained(app: AppTest, tiny_model_dir: Path) -> None:
-    load_model(app, tiny_model_dir)
+def start_long_training(app: AppTest, model_dir: Path):  # noqa: ANN201 - the Job
+    """Start a 200-epoch full fine-tune (no early stop) from the Train page; return its job."""
+    load_model(app, model_dir)
     upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
     go(app, "3_Train")
     app.selectbox(key="train_strategy").set_value("full")
     app.number_input(key="train_epochs").set_value(200)
     app.number_input(key="train_patience").set_value(0)
     click(app, "Start training")
-    job = app.session_state["train_job"]
+    return app.session_state["train_job"]
+
+
+def test_cancel_keeps_what_was_trained(app: AppTest, tiny_model_dir: Path) -> None:
+    job = start_long_training(app, tiny_model_dir)
     while not job.events:
         job.wait(0.1)
     job.request_cancel()
@@ -209,14 +214,7 @@ def test_cancel_keeps_what_was_trained(app: AppTest, tiny_model_dir: Path) -> No
 def test_training_keeps_running_while_the_user_visits_other_pages(
     app: AppTest, tiny_model_dir: Path
 ) -> None:
-    load_model(app, tiny_model_dir)
-    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
-    go(app, "3_Train")
-    app.selectbox(key="train_strategy").set_value("full")
-    app.number_input(key="train_epochs").set_value(200)
-    app.number_input(key="train_patience").set_value(0)
-    click(app, "Start training")
-    job = app.session_state["train_job"]
+    job = start_long_training(app, tiny_model_dir)
     go(app, "1_Model")
     go(app, "4_Matrix")
     done_before = job.done
@@ -230,3 +228,45 @@ def test_training_keeps_running_while_the_user_visits_other_pages(
     job.request_cancel()
     wait_for(app, "train_job")
     assert str(app.session_state["train_run"].status) == "cancelled"
+
+
+def zip_size_caption(at: AppTest) -> str:
+    return next(c for c in texts(at.caption) if "all of the files above" in c)
+
+
+def test_rebuilding_a_matrix_under_the_same_name_shows_the_new_one(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    """Neighbours and downloads follow the matrix just built, not a cached older one."""
+    import numpy as np
+
+    from embedgen.neighbors import NeighbourIndex
+
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    go(app, "5_Explore")
+    go(app, "6_Export")
+    first_zip = zip_size_caption(app)
+    go(app, "4_Matrix")
+    app.number_input(key="matrix_pca").set_value(4)
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    entry = app.session_state["matrices"]["input-base"]
+    assert entry.matrix.shape[1] == 4
+
+    go(app, "5_Explore")
+    shown = app.dataframe[0].value["cosine"].to_numpy()
+    expected = [n.score for n in NeighbourIndex(entry.matrix).top_k("好")]
+    assert np.allclose(shown, expected, atol=1e-6), "neighbours came from the older matrix"
+    go(app, "6_Export")
+    assert zip_size_caption(app) != first_zip, "the zip is the older matrix's"
+
+
+def test_a_folder_that_is_not_a_matrix_is_explained(app: AppTest, tmp_path: Path) -> None:
+    go(app, "5_Explore")
+    app.text_input(key="explore_open").input(str(tmp_path)).run()
+    click(app, "Open")
+    message = " ".join(texts(app.error))
+    assert str(tmp_path) in message and "matrix.npy" in message

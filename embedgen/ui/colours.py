@@ -48,7 +48,7 @@ def colours(
     matrix = entry.matrix
     n = matrix.shape[0]
     if choice == CLUSTER:
-        ids = _clusters(f"{entry.folder}|{entry.name}", n_clusters, matrix.vectors)
+        ids = _clusters(entry.key, n_clusters, matrix.vectors)
         return [f"cluster {c}" for c in ids], True, None
     if choice in (FREQUENCY, ASSOCIATION) and data is not None and tokenizer is not None:
         stats = _stats(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,18 @@ DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class MatrixEntry:
-    """A matrix the user built in this session, and the folder it was saved to."""
+    """A matrix the user built in this session, and the folder it was saved to.
+
+    ``key`` is new for every build: rebuilding "projected-tuned" with other options reuses the
+    name and the folder, so caches of derived data (neighbour index, clusters, maps, the zip)
+    are keyed by ``key``, never by name or folder.
+    """
 
     name: str
     matrix: EmbeddingMatrix
     folder: str
     dtype: str = "float32"  # as saved, and as downloaded
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 def human_bytes(n: int) -> str:
