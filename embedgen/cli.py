@@ -50,7 +50,7 @@ class _Bar:
 
 @contextlib.contextmanager
 def _progress(desc: str, args: argparse.Namespace) -> Iterator[_Bar]:
-    bar = _Bar(desc, enabled=not args.quiet and sys.stderr.isatty() or args.progress)
+    bar = _Bar(desc, enabled=args.progress or (sys.stderr.isatty() and not args.quiet))
     try:
         yield bar
     finally:

@@ -21,7 +21,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -287,7 +287,12 @@ def load_run(folder: str | os.PathLike[str], *, device: torch.device | str | Non
                 encoder.info.revision,
             )
     # Keep the original model's identity: the tuned copy is a descendant of it.
-    encoder = Encoder(encoder.model, encoder.tokenizer, _merged_info(encoder, model))
+    info = replace(
+        encoder.info,
+        model_id=model.get("model_id", encoder.info.model_id),
+        revision=model.get("revision", encoder.info.revision),
+    )
+    encoder = Encoder(encoder.model, encoder.tokenizer, info)
     state = load_file(str(folder / HEAD_FILE))
     num_classes, dim = state["classifier.weight"].shape
     head = Head(state["projection.weight"].shape[1], dim, num_classes, config.dropout)
@@ -307,16 +312,6 @@ def load_run(folder: str | os.PathLike[str], *, device: torch.device | str | Non
         batch_size_used=int(record.get("batch_size_used", 0)),
         message=record.get("message", ""),
         folder=str(folder),
-    )
-
-
-def _merged_info(encoder: Encoder, original: dict[str, Any]):  # noqa: ANN202
-    from dataclasses import replace
-
-    return replace(
-        encoder.info,
-        model_id=original.get("model_id", encoder.info.model_id),
-        revision=original.get("revision", encoder.info.revision),
     )
 
 
