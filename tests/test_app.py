@@ -270,3 +270,30 @@ def test_a_folder_that_is_not_a_matrix_is_explained(app: AppTest, tmp_path: Path
     click(app, "Open")
     message = " ".join(texts(app.error))
     assert str(tmp_path) in message and "matrix.npy" in message
+
+
+def _page_with_a_job_that_ends_before_its_panel() -> None:
+    """A page that starts a job and, like a quick PCA map, sees it end before drawing the panel."""
+    import streamlit as st
+
+    from embedgen.ui import common as ui
+    from embedgen.ui.jobs import JobState, start_job
+
+    job = st.session_state.get("quick_job")
+    if job is not None and job.state is JobState.DONE:
+        st.markdown(f"result: {job.result}")
+    if st.button("Go"):
+        job = st.session_state["quick_job"] = start_job("Quick", lambda _job: 42, heavy=False)
+        job.wait(10)
+    if job is not None:
+        ui.job_panel(job, ui.job_status, key="quick")
+
+
+def test_a_job_that_ends_before_its_panel_still_shows_its_result() -> None:
+    # CI caught this on the map tab: a PCA map of 372 tokens finished before the page drew
+    # its progress panel, so nothing polled, nothing reran, and the chart never appeared.
+    at = AppTest.from_function(_page_with_a_job_that_ends_before_its_panel, default_timeout=30)
+    at.run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert "result: 42" in [m.value for m in at.markdown]

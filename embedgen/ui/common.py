@@ -140,14 +140,20 @@ def job_panel(job: Job, render: Callable[[Job], None], *, key: str) -> None:
     """Draw ``render(job)`` and, while the job is active, redraw it every half second.
 
     When the job ends the whole page reruns once, so everything that depends on its result
-    (tables, buttons) appears without a click.
+    (tables, buttons) appears without a click. That holds too for a job that ended before
+    its panel was first drawn (a quick PCA map): the page above the panel read its result
+    while it was still running, so it needs that one rerun as well.
     """
+    if not job.active and not job.end_shown:
+        job.end_shown = True
+        st.rerun(scope="app")
     polling = job.active
 
     @st.fragment(run_every=0.5 if polling else None)
     def panel() -> None:
         render(job)
         if polling and not job.active:
+            job.end_shown = True
             st.rerun(scope="app")
         if polling and st.button("Cancel", key=f"{key}_cancel", disabled=job.cancel.is_set()):
             job.request_cancel()

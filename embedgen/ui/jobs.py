@@ -51,6 +51,7 @@ class Job:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     thread: threading.Thread | None = None
+    end_shown: bool = False  # whether a page has rerun since the job ended (ui.job_panel)
 
     # -- called from the worker thread ----------------------------------------------------
     def report(self, done: int, total: int) -> None:
