@@ -25,9 +25,10 @@ log = logging.getLogger("embedgen")
 class _Bar:
     """A tqdm bar driven by ``progress(done, total)`` callbacks."""
 
-    def __init__(self, desc: str, enabled: bool) -> None:
+    def __init__(self, desc: str, enabled: bool, unit: str) -> None:
         self.desc = desc
         self.enabled = enabled
+        self.unit = unit
         self.bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
@@ -38,7 +39,9 @@ class _Bar:
 
             if self.bar is not None:
                 self.bar.close()
-            self.bar = tqdm(total=total, desc=self.desc, unit="batch", leave=False, file=sys.stderr)
+            self.bar = tqdm(
+                total=total, desc=self.desc, unit=self.unit, leave=False, file=sys.stderr
+            )
         self.bar.n = done
         self.bar.refresh()
 
@@ -49,8 +52,8 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def _progress(desc: str, args: argparse.Namespace) -> Iterator[_Bar]:
-    bar = _Bar(desc, enabled=args.progress or (sys.stderr.isatty() and not args.quiet))
+def _progress(desc: str, args: argparse.Namespace, unit: str) -> Iterator[_Bar]:
+    bar = _Bar(desc, enabled=args.progress or (sys.stderr.isatty() and not args.quiet), unit=unit)
     try:
         yield bar
     finally:
@@ -129,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"val acc {m.val_accuracy:.4f}  val macro-F1 {m.val_macro_f1:.4f}",
         )
 
-    with _cancel_on_ctrl_c() as cancel, _progress("train", args) as bar:
+    with _cancel_on_ctrl_c() as cancel, _progress("train", args, unit="row") as bar:
         run = train_and_save(
             encoder, data, config, out, progress=bar, cancel=cancel, on_epoch=on_epoch
         )
@@ -180,7 +183,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     else:
         name = str(options.method) + (f"-layer{args.layer}" if args.layer is not None else "")
         out = Path(args.source) / "matrices" / name
-    with _cancel_on_ctrl_c() as cancel, _progress("matrix", args) as bar:
+    with _cancel_on_ctrl_c() as cancel, _progress("matrix", args, unit="batch") as bar:
         matrix = build_matrix(source, options, progress=bar, cancel=cancel)
     save_matrix(matrix, out, dtype=args.dtype)
     rows, dims = matrix.shape

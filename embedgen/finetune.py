@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import enum
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -134,6 +133,7 @@ class EpochMetrics:
     val_accuracy: float
     val_macro_f1: float
     seconds: float
+    head_learning_rate: float = 0.0  # the head's learning rate when the epoch ended
 
 
 @dataclass
@@ -296,11 +296,12 @@ class _Trainer:
         self.train_tok = _Batches(encoder.tokenizer, train.texts, config.max_length)
         self.val_tok = _Batches(encoder.tokenizer, val.texts, config.max_length)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.done = 0
+        self.done = 0  # rows processed so far: encoding passes and training passes
         self.total = 0
+        self.trained_rows = 0  # rows the optimizer has stepped over; drives the LR schedule
 
     # -- progress and cancel -------------------------------------------------------------
-    def _tick(self, n: int = 1) -> None:
+    def _tick(self, n: int) -> None:
         self.done += n
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)
@@ -331,10 +332,7 @@ class _Trainer:
                 log.warning("Out of memory: batch size halved to %d", self.batch_size)
                 continue
             pos += len(index)
-            self._tick()
-
-    def _batches_in(self, n: int) -> int:
-        return math.ceil(n / self.batch_size)
+            self._tick(len(index))
 
     # -- encoder forward -----------------------------------------------------------------
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -371,22 +369,22 @@ class _Trainer:
         cfg = self.config
         n_train, n_val = len(self.train_y), len(self.val_y)
         cached = not self.tuned
+        # Progress and the learning-rate schedule count rows, not batches, so both stay right
+        # when an out-of-memory error halves the batch part-way.
         if cached:
-            self.total = self._batches_in(n_train + n_val) + cfg.epochs * self._batches_in(n_train)
+            self.total = (n_train + n_val) + cfg.epochs * n_train
         else:
-            self.total = cfg.epochs * (self._batches_in(n_train) + self._batches_in(n_val))
+            self.total = cfg.epochs * (n_train + n_val)
         params = [{"params": self.head.parameters(), "lr": cfg.head_learning_rate}]
         enc_params = [p for p in self.model.parameters() if p.requires_grad]
         if enc_params:
             params.append({"params": enc_params, "lr": cfg.learning_rate})
         optimizer = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
-        steps_total = max(1, cfg.epochs * self._batches_in(n_train))
-        warmup = max(1, steps_total // 10) if self.tuned else 1
+        rows_total = max(1, cfg.epochs * n_train)
+        warmup_rows = rows_total // 10 if self.tuned else 0
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lambda s: min(
-                (s + 1) / warmup, max(0.0, (steps_total - s) / max(1, steps_total - warmup))
-            ),
+            lambda _step: lr_factor(self.trained_rows, self.batch_size, rows_total, warmup_rows),
         )
 
         history: list[EpochMetrics] = []
@@ -421,6 +419,7 @@ class _Trainer:
                         [p for g in optimizer.param_groups for p in g["params"]], 1.0
                     )
                     optimizer.step()
+                    self.trained_rows += len(index)
                     scheduler.step()
                     losses.append((loss.item(), len(index)))
 
@@ -434,6 +433,7 @@ class _Trainer:
                     val_accuracy=float(np.mean(pred == y)) if len(y) else 0.0,
                     val_macro_f1=macro_f1(y, pred, self.num_classes),
                     seconds=time.perf_counter() - t0,
+                    head_learning_rate=optimizer.param_groups[0]["lr"],
                 )
                 history.append(metrics)
                 log.debug(
@@ -495,6 +495,18 @@ class _Trainer:
             self.model.load_state_dict(state["encoder"], strict=False)
 
 
+def lr_factor(seen: int, batch: int, total: int, warmup: int) -> float:
+    """The learning-rate multiplier for the batch after ``seen`` of ``total`` training rows.
+
+    Linear warm-up over the first ``warmup`` rows (its first batch gets batch/warmup of the
+    rate), then linear decay to zero at ``total``. Counting rows rather than optimizer steps
+    keeps the schedule the same length when the batch size changes mid-run.
+    """
+    ramp = min(1.0, (seen + batch) / warmup) if warmup > 0 else 1.0
+    decay = max(0.0, (total - seen) / max(1, total - warmup)) if seen >= warmup else 1.0
+    return min(ramp, decay)
+
+
 def finetune(
     encoder: Encoder,
     data: LabelledData,
@@ -506,9 +518,10 @@ def finetune(
 ) -> Run:
     """Train a head (and, by strategy, encoder layers) on ``data``; return the :class:`Run`.
 
-    The encoder passed in is never changed: strategies that tune it work on a copy. ``progress``
-    gets (batches done, batches total); ``cancel`` is checked before every batch; ``on_epoch``
-    gets each epoch's metrics as soon as they are known.
+    The encoder passed in is never changed: strategies that tune it work on a copy.
+    ``progress`` gets (rows done, rows total), counting every pass over a row (encoding, each
+    epoch); ``cancel`` is checked before every batch; ``on_epoch`` gets each epoch's metrics
+    as soon as they are known.
     """
     from embedgen.data import split
 

@@ -142,7 +142,7 @@ if start:
         )
 
     st.session_state[ui.TRAIN_RUN] = None
-    job = st.session_state[ui.TRAIN_JOB] = start_job("Training", work)
+    job = st.session_state[ui.TRAIN_JOB] = start_job("Training", work, unit="rows")
 
 if job is not None:
     ui.job_panel(job, render, key="train")

@@ -102,7 +102,7 @@ if build:
         save_matrix(matrix, folder, dtype=dtype)
         return ui.MatrixEntry(name=name, matrix=matrix, folder=str(folder), dtype=dtype)
 
-    job = st.session_state[ui.MATRIX_JOB] = start_job("Matrix", work)
+    job = st.session_state[ui.MATRIX_JOB] = start_job("Matrix", work, unit="batches")
 
 if job is not None:
     ui.job_panel(job, ui.job_status, key="matrix")

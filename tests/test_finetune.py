@@ -14,6 +14,7 @@ from embedgen.finetune import (
     RunStatus,
     Strategy,
     finetune,
+    lr_factor,
     macro_f1,
     transformer_layers,
 )
@@ -151,15 +152,16 @@ def test_cancel_stops_within_one_batch(tiny_encoder, synthetic_data) -> None:
     cancel = threading.Event()
     calls: list[int] = []
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int) -> None:  # counts rows: three batches of 16
         calls.append(done)
-        if done == 3:
+        if done == 48:
             cancel.set()
 
     cfg = FinetuneConfig(strategy="top-k", top_k=1, epochs=5, batch_size=16, dim=8, patience=0)
     run = finetune(tiny_encoder, synthetic_data, cfg, progress=progress, cancel=cancel)
     assert run.status is RunStatus.CANCELLED
-    assert calls[-1] == 3, "no batch may run after cancel was set"
+    assert calls[:3] == [16, 32, 48]
+    assert calls[-1] == 48, "no batch may run after cancel was set"
     assert "Cancelled" in run.message
 
 
@@ -192,13 +194,22 @@ def test_out_of_memory_halves_the_batch_and_carries_on(tiny_encoder, synthetic_d
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     hook = tiny_encoder.model.register_forward_pre_hook(too_big, with_kwargs=True)
+    calls: list[tuple[int, int]] = []
+    cfg = FinetuneConfig(epochs=2, batch_size=32, dim=8, patience=0)
     try:
-        run = finetune(tiny_encoder, synthetic_data, FinetuneConfig(epochs=2, batch_size=32, dim=8))
+        run = finetune(tiny_encoder, synthetic_data, cfg, progress=lambda *a: calls.append(a))
     finally:
         hook.remove()
     assert run.status is RunStatus.FINISHED
     assert run.batch_size_used == 4
     assert len(run.history) == 2
+    # Eight times the planned steps must not end the learning-rate schedule early: half the
+    # rows trained, half the head's rate left; and the progress bar ends exactly at its total.
+    first, last = run.history
+    assert first.head_learning_rate == pytest.approx(0.5 * cfg.head_learning_rate)
+    assert last.head_learning_rate == pytest.approx(0.0)
+    assert calls[-1][0] == calls[-1][1] == max(t for _, t in calls)
+    assert all(t == calls[0][1] for _, t in calls), "the total must not move"
 
 
 def test_out_of_memory_at_batch_one_is_a_clear_error(tiny_encoder, synthetic_data) -> None:
@@ -211,6 +222,18 @@ def test_out_of_memory_at_batch_one_is_a_clear_error(tiny_encoder, synthetic_dat
             finetune(tiny_encoder, synthetic_data, FinetuneConfig(epochs=1, batch_size=4, dim=8))
     finally:
         hook.remove()
+
+
+def test_learning_rate_warms_up_then_decays_to_zero_over_rows() -> None:
+    total, warmup = 1000, 100
+    assert lr_factor(0, 10, total, warmup) == pytest.approx(0.1)
+    assert lr_factor(90, 10, total, warmup) == pytest.approx(1.0)
+    assert lr_factor(100, 10, total, warmup) == pytest.approx(1.0)
+    assert lr_factor(550, 10, total, warmup) == pytest.approx(0.5)
+    assert lr_factor(1000, 10, total, warmup) == 0.0
+    # No warm-up (the head strategy): full rate at once, then linear decay.
+    assert lr_factor(0, 32, total, 0) == 1.0
+    assert lr_factor(250, 32, total, 0) == pytest.approx(0.75)
 
 
 def test_macro_f1_matches_scikit_learn() -> None:

@@ -169,7 +169,7 @@ def job_status(job: Job) -> None:
         label += f" ({job.stage})"
     label += f" · {job.elapsed:.0f} s"
     if job.total and job.active:
-        label += f" · {job.done}/{job.total}"
+        label += f" · {job.done:,}/{job.total:,} {job.unit}".rstrip()
     st.progress(job.fraction if job.state is not JobState.DONE else 1.0, text=label)
     if job.state is JobState.FAILED:
         st.error(job.error or f"{job.name} failed.")

@@ -40,6 +40,7 @@ class Job:
     work: Callable[[Job], Any]
     heavy: bool = True
     tag: Any = None  # what the job is for, so a page can tell its jobs apart
+    unit: str = ""  # what done/total count ("rows", "batches"), shown after the numbers
     state: JobState = JobState.QUEUED
     done: int = 0
     total: int = 0
@@ -129,9 +130,16 @@ def warm_up_umap_once() -> None:
 _warming: threading.Thread | None = None
 
 
-def start_job(name: str, work: Callable[[Job], Any], *, heavy: bool = True, tag: Any = None) -> Job:
+def start_job(
+    name: str,
+    work: Callable[[Job], Any],
+    *,
+    heavy: bool = True,
+    tag: Any = None,
+    unit: str = "",
+) -> Job:
     """Start ``work(job)`` in a daemon thread and return the job to poll."""
-    job = Job(name=name, work=work, heavy=heavy, tag=tag)
+    job = Job(name=name, work=work, heavy=heavy, tag=tag, unit=unit)
     job.thread = threading.Thread(target=_run, args=(job,), name=f"embedgen-{name}", daemon=True)
     job.thread.start()
     return job
