@@ -282,6 +282,8 @@ class _Trainer:
         self.batch_size = config.batch_size
         self.num_classes = len(train.label_names)
         self.tuned = config.strategy is not Strategy.HEAD
+        # Where the caller keeps the encoder; the run's modules go back there when it ends.
+        self.home = next(encoder.model.parameters()).device
         model = copy.deepcopy(encoder.model) if self.tuned else encoder.model
         self.model = model.to(self.device)
         self.encoder = Encoder(model=self.model, tokenizer=encoder.tokenizer, info=encoder.info)
@@ -478,6 +480,17 @@ class _Trainer:
             message=message,
         )
 
+    def release(self) -> None:
+        """Move the encoder and head back to where the caller kept the encoder; free the GPU.
+
+        The caller's encoder is left as it was found, and a finished run holds no GPU memory
+        (an app that keeps several runs would otherwise fill the card); building a matrix
+        moves what it needs to the device for the time it takes.
+        """
+        self.model.to(self.home)
+        self.head.to(self.home)
+        _free_memory(self.device)
+
     def _snapshot(self) -> dict[str, dict[str, torch.Tensor]]:
         state = {"head": {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()}}
         if self.tuned:
@@ -529,7 +542,10 @@ def finetune(
     train, val = split(data, val_fraction=config.val_fraction, seed=config.seed)
     log.info("Fine-tuning on %d rows, validating on %d", len(train), len(val))
     trainer = _Trainer(encoder, train, val, config, progress, cancel, on_epoch)
-    run = trainer.run()
+    try:
+        run = trainer.run()
+    finally:
+        trainer.release()
     summary = data.summary()
     summary.update({"rows_train": len(train), "rows_validation": len(val)})
     return replace(run, label_names=tuple(data.label_names), data_summary=summary)
