@@ -223,23 +223,27 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Te
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-PAD_MULTIPLE = 16
+GPU_PAD_MULTIPLE = 16
 
 
 class _Batches:
-    """Tokenised texts, padded per batch to a multiple of ``PAD_MULTIPLE`` tokens.
+    """Tokenised texts, padded per batch to the longest text, rounded up to ``multiple``.
 
-    Padding to the batch's longest text keeps short batches cheap; rounding that width up
-    keeps the number of distinct shapes small. On an H100, PyTorch's cuDNN attention builds
-    a plan for every new shape: with exact widths the first bf16 pass over 4,096 texts ran
-    at 955 rows/s, a later pass over the same widths at 4,857 rows/s (bench/bench_gpu.py).
+    Padding to the batch's longest text keeps short batches cheap. On a GPU the width is
+    rounded up to a multiple of 16 to keep the number of distinct shapes small: on an H100,
+    PyTorch's cuDNN attention builds a plan for every new shape, and a first bf16 pass over
+    4,096 texts of exact widths ran at 955 rows/s against 4,857 rows/s once those widths
+    had plans (BENCHMARKS.md). On the CPU there are no plans, and rounding would only add work.
     """
 
-    def __init__(self, tokenizer: Any, texts: Sequence[str], max_length: int) -> None:
+    def __init__(
+        self, tokenizer: Any, texts: Sequence[str], max_length: int, multiple: int = 1
+    ) -> None:
         enc = tokenizer(list(texts), truncation=True, max_length=max_length)
         self.ids: list[list[int]] = enc["input_ids"]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_length = max_length
+        self.multiple = multiple
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -247,7 +251,8 @@ class _Batches:
     def collate(self, index: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
         rows = [self.ids[i] for i in index]
         longest = max(len(r) for r in rows)
-        width = max(longest, min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, self.max_length))
+        rounded = -(-longest // self.multiple) * self.multiple
+        width = max(longest, min(rounded, self.max_length))
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for j, r in enumerate(rows):
@@ -306,8 +311,9 @@ class _Trainer:
         )
         self.train_y = torch.tensor(train.labels, dtype=torch.long)
         self.val_y = torch.tensor(val.labels, dtype=torch.long)
-        self.train_tok = _Batches(encoder.tokenizer, train.texts, config.max_length)
-        self.val_tok = _Batches(encoder.tokenizer, val.texts, config.max_length)
+        multiple = GPU_PAD_MULTIPLE if self.device.type == "cuda" else 1
+        self.train_tok = _Batches(encoder.tokenizer, train.texts, config.max_length, multiple)
+        self.val_tok = _Batches(encoder.tokenizer, val.texts, config.max_length, multiple)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.done = 0  # rows processed so far: encoding passes and training passes
         self.total = 0

@@ -263,24 +263,27 @@ def test_macro_f1_matches_scikit_learn() -> None:
     assert macro_f1(y, p, 4) == pytest.approx(f1_score(y, p, average="macro"))
 
 
-def test_batches_pad_to_a_multiple_of_16_within_max_length(tiny_encoder) -> None:
-    from embedgen.finetune import _Batches
+def test_gpu_batches_pad_to_a_multiple_of_16_within_max_length(tiny_encoder) -> None:
+    from embedgen.finetune import GPU_PAD_MULTIPLE, _Batches
 
     texts = ["好" * 3, "好" * 15, "好" * 31, "好" * 60]  # 5, 17, 33 and (cut to) 40 tokens
-    batches = _Batches(tiny_encoder.tokenizer, texts, max_length=40)
+    cpu = torch.device("cpu")
+    batches = _Batches(tiny_encoder.tokenizer, texts, max_length=40, multiple=GPU_PAD_MULTIPLE)
     assert [len(r) for r in batches.ids] == [5, 17, 33, 40]
-    widths = [batches.collate([i], torch.device("cpu"))["input_ids"].shape[1] for i in range(4)]
+    widths = [batches.collate([i], cpu)["input_ids"].shape[1] for i in range(4)]
     assert widths == [16, 32, 40, 40]
-    both = batches.collate([0, 1], torch.device("cpu"))
+    both = batches.collate([0, 1], cpu)
     assert both["input_ids"].shape == (2, 32)
     assert both["attention_mask"].sum(1).tolist() == [5, 17]
+    exact = _Batches(tiny_encoder.tokenizer, texts, max_length=40)  # the CPU's: no rounding
+    assert [exact.collate([i], cpu)["input_ids"].shape[1] for i in range(4)] == [5, 17, 33, 40]
 
 
 def test_extra_padding_does_not_change_the_features(tiny_encoder) -> None:
     from embedgen.finetune import Pooling, _Batches, pool
 
     texts = [row[0] for row in synthetic_rows(12)]
-    batches = _Batches(tiny_encoder.tokenizer, texts, max_length=64)
+    batches = _Batches(tiny_encoder.tokenizer, texts, max_length=64, multiple=16)
     model = tiny_encoder.model.eval()
     with torch.no_grad():
         batch = batches.collate(range(len(texts)), torch.device("cpu"))
