@@ -104,6 +104,34 @@ def test_gb18030_only_characters_are_decoded(tmp_path):
     assert table.frame["review"].tolist()[-1] == "罕见字𠀀也能读"
 
 
+TRADITIONAL = [
+    ("這家餐廳的菜很好吃，服務也很親切", "1"),
+    ("外送太慢了，飯菜都涼了", "0"),
+    ("價格合理，環境乾淨，下次還會再來", "1"),
+    ("電池續航力太差，充電也很慢", "0"),
+    ("球隊在最後一分鐘進球，贏得冠軍", "1"),
+    ("份量太少，不值這個價錢", "0"),
+]
+
+
+@pytest.mark.parametrize("codec", ["big5", "cp950"])
+def test_big5_from_traditional_chinese_excel_is_read_not_garbled(tmp_path, codec):
+    # These bytes also decode as GB18030, into rare characters and private-use code points.
+    raw = csv_text(TRADITIONAL, header=("標籤", "評論")).encode(codec)
+    assert "這家" not in raw.decode("gb18030")
+    table = read_table(write(tmp_path, "big5.csv", raw))
+    assert table.encoding == "cp950"
+    assert table.columns == ["標籤", "評論"]
+    assert table.frame["評論"].tolist() == [text for text, _ in TRADITIONAL]
+
+
+def test_traditional_characters_saved_as_gbk_stay_gb18030(tmp_path):
+    raw = csv_text(TRADITIONAL + REVIEWS).encode("gbk")  # GBK holds traditional characters too
+    table = read_table(write(tmp_path, "mixed.csv", raw))
+    assert table.encoding == "gb18030"
+    assert table.frame["review"].tolist()[0] == TRADITIONAL[0][0]
+
+
 def test_undecodable_bytes_raise_bad_table_naming_file_offset_and_fix(tmp_path):
     raw = b"label,review\n1,abc\x80\xff\x80\xff\n0,def\n"
     with pytest.raises(BadTable) as error:
