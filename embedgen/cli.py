@@ -290,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--header", default="auto", choices=["auto", "yes", "no"])
-    p.add_argument("--sheet", default=None, help="xlsx sheet name (default: the first)")
+    p.add_argument(
+        "--sheet",
+        default=None,
+        help="xlsx sheet: its name, or its number from 1 (default: the first)",
+    )
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's code")
     p.set_defaults(func=cmd_train)
 

@@ -61,6 +61,12 @@ class Table:
     encoding: str
     delimiter: str | None
     has_header: bool
+    sheet: str | None = None  # the .xlsx sheet read, by name
+
+    @property
+    def label(self) -> str:
+        """Return the file name, with the sheet for workbooks: "data.xlsx [Sheet2]"."""
+        return f"{self.name} [{self.sheet}]" if self.sheet is not None else self.name
 
     @property
     def columns(self) -> list[str]:
@@ -85,7 +91,8 @@ def read_table(
     """Return the table in ``source`` (a path, or the bytes of an upload called ``name``).
 
     ``header=None`` guesses whether the first row holds column names. ``sheet`` picks an
-    .xlsx sheet by name or 0-based position (default: the first).
+    .xlsx sheet: by name, by 0-based position (an int), or by a string of digits that names
+    no sheet, counted from 1 as people count ("2": the second sheet). Default: the first.
     """
     if isinstance(source, bytes | bytearray):
         raw, name = bytes(source), name or "upload"
@@ -103,9 +110,11 @@ def read_table(
     if suffix == ".xls":
         raise BadTable(f"{name} is an old Excel .xls file; save it as .xlsx or as CSV UTF-8.")
     if raw.startswith(b"PK\x03\x04") or suffix in (".xlsx", ".xlsm"):
-        grid, encoding, delimiter = _read_xlsx(raw, name, sheet), "xlsx", None
+        grid, sheet_name = _read_xlsx(raw, name, sheet)
+        encoding, delimiter = "xlsx", None
     else:
         text, encoding = _decode(raw, name)
+        sheet_name = None
         delimiter = "\t" if suffix == ".tsv" else _sniff_delimiter(text)
         grid = _parse_delimited(text, delimiter, name)
     while grid and not any(c.strip() for c in grid[-1]):
@@ -123,7 +132,13 @@ def read_table(
         delimiter,
         "header row" if has_header else "no header row",
     )
-    return Table(frame, name, sha256, encoding, delimiter, has_header)
+    return Table(frame, name, sha256, encoding, delimiter, has_header, sheet_name)
+
+
+def xlsx_sheets(source: str | os.PathLike[str] | bytes) -> list[str]:
+    """Return the sheet names of an .xlsx workbook (a path or its bytes), in workbook order."""
+    raw = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
+    return [str(s) for s in _open_xlsx(raw, "workbook").sheet_names]
 
 
 def _decode(raw: bytes, name: str) -> tuple[str, str]:
@@ -232,22 +247,35 @@ def _parse_delimited(text: str, delimiter: str, name: str) -> list[list[str]]:
         ) from None
 
 
-def _read_xlsx(raw: bytes, name: str, sheet: str | int | None) -> list[list[str]]:
-    """Return the cells of one sheet of an .xlsx workbook as strings."""
+def _open_xlsx(raw: bytes, name: str) -> pd.ExcelFile:
     try:
-        book = pd.ExcelFile(io.BytesIO(raw), engine="openpyxl")
+        return pd.ExcelFile(io.BytesIO(raw), engine="openpyxl")
     except Exception as exc:  # openpyxl raises several unrelated types for a broken file
         raise BadTable(f"{name} is not a readable .xlsx workbook ({exc}). {SAVE_AS_UTF8}") from None
+
+
+def _read_xlsx(raw: bytes, name: str, sheet: str | int | None) -> tuple[list[list[str]], str]:
+    """Return the cells of one sheet of an .xlsx workbook as strings, and the sheet's name."""
+    book = _open_xlsx(raw, name)
     sheets = [str(s) for s in book.sheet_names]
-    chosen = 0 if sheet is None else sheet
+    chosen: str | int = 0 if sheet is None else sheet
+    if isinstance(chosen, str) and chosen not in sheets and chosen.strip().isdigit():
+        chosen = int(chosen) - 1  # "2" names no sheet: the second one
+        if chosen < 0:
+            raise BadTable(f"{name}: sheets are counted from 1. Sheets: {', '.join(sheets)}.")
     if (isinstance(chosen, int) and not 0 <= chosen < len(sheets)) or (
         isinstance(chosen, str) and chosen not in sheets
     ):
-        raise BadTable(f"{name} has no sheet {chosen!r}. Sheets: {', '.join(sheets)}.")
-    frame = pd.read_excel(book, sheet_name=chosen, header=None, dtype=str).fillna("")
+        shown = f"number {chosen + 1}" if isinstance(chosen, int) else repr(chosen)
+        raise BadTable(
+            f"{name} has no sheet {shown}; it has {len(sheets)}: {', '.join(sheets)}. "
+            "Give a sheet's name or its number, counting from 1."
+        )
+    sheet_name = sheets[chosen] if isinstance(chosen, int) else chosen
+    frame = pd.read_excel(book, sheet_name=sheet_name, header=None, dtype=str).fillna("")
     if sheet is None and len(sheets) > 1:
         logger.info("%s has %d sheets; reading the first, %r", name, len(sheets), sheets[0])
-    return [[str(c) for c in row] for row in frame.itertuples(index=False)]
+    return [[str(c) for c in row] for row in frame.itertuples(index=False)], sheet_name
 
 
 def _guess_header(grid: list[list[str]]) -> bool:
@@ -437,7 +465,7 @@ def prepare(
     if min_per_class < 1:
         raise BadConfig(f"min_per_class must be at least 1, got {min_per_class}.")
     text_col, label_col = resolve_column(table, text_column), resolve_column(table, label_column)
-    name = table.name
+    name = table.label
     if text_col == label_col:
         raise BadConfig(
             f"{name}: column '{text_col}' was chosen as both text and label; choose two different "

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from embedgen.data import guess_columns, prepare, read_table, split
+from embedgen.data import guess_columns, prepare, read_table, split, xlsx_sheets
 from embedgen.ui import common as ui
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"
@@ -15,8 +15,8 @@ st.set_page_config(page_title="Data · embedgen", layout="wide")
 ui.init_state()
 st.title("2 · Data")
 st.caption(
-    "CSV, TSV or XLSX; UTF-8, UTF-8 with BOM or GBK/GB18030 (what Excel writes on Chinese "
-    "Windows). One column of text, one of labels."
+    "CSV, TSV or XLSX; UTF-8, UTF-8 with BOM, GBK/GB18030 or Big5 (what Excel writes on "
+    "Chinese Windows). One column of text, one of labels."
 )
 
 source = st.radio(
@@ -36,7 +36,14 @@ if source.startswith("Upload"):
     if upload is not None:
         raw = upload.getvalue()
         try:
-            table = read_table(raw, name=upload.name, header=header)
+            sheet = None
+            if upload.name.lower().endswith((".xlsx", ".xlsm")):
+                sheets = xlsx_sheets(raw)
+                if len(sheets) > 1:
+                    sheet = st.selectbox(
+                        "Sheet", sheets, key="data_sheet", help="This workbook has several sheets."
+                    )
+            table = read_table(raw, name=upload.name, header=header, sheet=sheet)
         except Exception as exc:  # noqa: BLE001 - shown; the previous table is forgotten
             st.session_state[ui.DATA_TABLE] = None
             st.session_state[ui.DATA_LABELLED] = None
@@ -45,7 +52,7 @@ if source.startswith("Upload"):
     elif st.session_state[ui.DATA_TABLE] is not None:
         # The uploader forgets its file when the user visits another page; the table stays.
         table = st.session_state[ui.DATA_TABLE]
-        st.caption(f"Using **{table.name}**, uploaded earlier. Upload another file to replace it.")
+        st.caption(f"Using **{table.label}**, uploaded earlier. Upload another file to replace it.")
 else:
     table = ui.attempt(lambda: read_table(SAMPLE, header=header))
 
@@ -56,7 +63,7 @@ if table is None:
 st.session_state[ui.DATA_TABLE] = table
 
 st.caption(
-    f"**{table.name}** · {len(table):,} rows · {len(table.columns)} columns · "
+    f"**{table.label}** · {len(table):,} rows · {len(table.columns)} columns · "
     f"encoding {table.encoding} · "
     + (f"delimiter {table.delimiter!r} · " if table.delimiter else "")
     + ("header row" if table.has_header else "no header row")

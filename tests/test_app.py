@@ -128,6 +128,38 @@ def test_dropped_rows_are_reported_by_row_number(app: AppTest) -> None:
     assert len(app.session_state["data_labelled"]) == 39
 
 
+def test_a_workbook_with_several_sheets_offers_them(app: AppTest) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.title = "说明"
+    book.active.append(["标注说明"])
+    sheet = book.create_sheet("数据")
+    sheet.append(["text", "label"])
+    for row in synthetic_rows(40):
+        sheet.append(list(row))
+    buf = io.BytesIO()
+    book.save(buf)
+    upload(app, "book.xlsx", buf.getvalue())
+    picker = app.selectbox(key="data_sheet")
+    assert picker.options == ["说明", "数据"] and picker.value == "说明"
+    picker.set_value("数据").run()
+    assert not app.exception and not app.error, texts(app.error)
+    data = app.session_state["data_labelled"]
+    assert len(data) == 40 and data.source_name == "book.xlsx [数据]"
+    assert any("book.xlsx [数据]" in c for c in texts(app.caption))
+
+
+def test_traditional_chinese_big5_upload_is_read(app: AppTest) -> None:
+    rows = [("這家餐廳的菜很好吃" + str(i), "好評") for i in range(20)]
+    rows += [("外送太慢了，飯菜都涼了" + str(i), "差評") for i in range(20)]
+    upload(app, "評論.csv", csv_bytes(rows, encoding="cp950"))
+    assert not app.error, texts(app.error)
+    data = app.session_state["data_labelled"]
+    assert set(data.label_names) == {"好評", "差評"}
+    assert data.texts[0].startswith(("這家餐廳", "外送太慢"))
+
+
 def test_sample_dataset_is_offered(app: AppTest) -> None:
     go(app, "2_Data")
     app.radio(key="data_source").set_value(app.radio(key="data_source").options[1]).run()

@@ -485,6 +485,40 @@ def with_empty_texts(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "gaps.csv", rows)
 
 
+def _workbook(path: Path) -> Path:
+    """A notes sheet first, then the labelled rows on a sheet called 数据."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.title = "说明"
+    book.active.append(["标注说明：正面/负面"])
+    data = book.create_sheet("数据")
+    data.append(["text", "label"])
+    for row in synthetic_rows(60):
+        data.append(list(row))
+    book.save(path)
+    return path
+
+
+@pytest.mark.parametrize("sheet", ["数据", "2"])
+def test_train_reads_the_xlsx_sheet_named_or_numbered_from_1(
+    capsys, tiny_model_dir, tmp_path, sheet
+):
+    book = _workbook(tmp_path / "book.xlsx")
+    args = train_args(tiny_model_dir, book, tmp_path / "RUN", "--sheet", sheet)
+    result = cli(capsys, *args)
+    assert result.code == 0, succeeded(result)
+    record = json.loads((tmp_path / "RUN" / "run.json").read_text(encoding="utf-8"))
+    assert record["dataset"]["source"] == "book.xlsx [数据]"
+
+
+def test_train_with_a_sheet_the_workbook_lacks_lists_its_sheets(capsys, tiny_model_dir, tmp_path):
+    book = _workbook(tmp_path / "book.xlsx")
+    args = train_args(tiny_model_dir, book, tmp_path / "RUN", "--sheet", "5")
+    line = refusal(cli(capsys, *args), "train")
+    assert "no sheet number 5" in line and "说明, 数据" in line, line
+
+
 def test_train_skips_rows_with_empty_text_and_still_finishes(capsys, tiny_model_dir, tmp_path):
     result = cli(capsys, *train_args(tiny_model_dir, with_empty_texts(tmp_path), tmp_path / "RUN"))
     assert result.code == 0, succeeded(result)

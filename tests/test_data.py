@@ -235,8 +235,42 @@ def test_unknown_xlsx_sheet_lists_the_sheets(tmp_path):
     book.active.title = "数据"
     book.active.append(["text", "label"])
     book.save(tmp_path / "book.xlsx")
-    with pytest.raises(BadTable, match=r"book.xlsx has no sheet 'Sheet2'. Sheets: 数据"):
+    with pytest.raises(BadTable, match=r"book.xlsx has no sheet 'Sheet2'; it has 1: 数据"):
         read_table(tmp_path / "book.xlsx", sheet="Sheet2")
+    with pytest.raises(BadTable, match=r"no sheet number 3; it has 1: 数据\. .*counting from 1"):
+        read_table(tmp_path / "book.xlsx", sheet="3")
+
+
+def _two_sheet_book(path: Path) -> Path:
+    book = openpyxl.Workbook()
+    book.active.title = "说明"
+    book.active.append(["这个工作表只有说明"])
+    data = book.create_sheet("2")  # a sheet whose name is a number
+    data.append(["text", "label"])
+    for text, label in REVIEWS:
+        data.append([text, label])
+    third = book.create_sheet("数据")
+    third.append(["评论", "标签"])
+    for text, label in REVIEWS[:4]:
+        third.append([text, label])
+    book.save(path)
+    return path
+
+
+def test_xlsx_sheets_are_listed_and_picked_by_name_or_number_from_1(tmp_path):
+    from embedgen.data import xlsx_sheets
+
+    path = _two_sheet_book(tmp_path / "book.xlsx")
+    assert xlsx_sheets(path) == xlsx_sheets(path.read_bytes()) == ["说明", "2", "数据"]
+    first = read_table(path)
+    assert first.sheet == "说明" and first.label == "book.xlsx [说明]"
+    assert read_table(path, sheet="数据").columns == ["评论", "标签"]
+    assert read_table(path, sheet="3").sheet == "数据"  # no sheet is called "3": the third
+    assert read_table(path, sheet="2").columns == ["text", "label"]  # the sheet called "2"
+    assert read_table(path, sheet=2).sheet == "数据"  # an int is a 0-based position
+    data = prepare(read_table(path, sheet="数据"), "评论", "标签")
+    assert data.summary()["source"] == "book.xlsx [数据]"
+    assert read_table(write(tmp_path, "plain.csv", "text,label\n好,1\n")).sheet is None
 
 
 def test_bytes_upload_uses_name_for_format_and_messages():
