@@ -33,7 +33,15 @@ model_info = (run.encoder if from_run else encoder).info
 
 methods = [m.value for m in Method] if from_run else [Method.INPUT.value, Method.CONTEXTUAL.value]
 c1, c2 = st.columns([1, 2])
-method = c1.radio("Method", methods, key="matrix_method")
+# From a run the default is the method that carries the fine-tuning and gave sensible
+# neighbours on a real model (contextual); from a plain model, the embedding table itself.
+method = c1.radio(
+    "Method",
+    methods,
+    index=methods.index(Method.CONTEXTUAL.value if from_run else Method.INPUT.value),
+    key="matrix_method",
+    help="input: untouched by fine-tuning. projected and contextual (from a run) carry it.",
+)
 c2.info(METHOD_DESCRIPTIONS[Method(method)])
 with st.form("matrix_form"):
     c1, c2, c3 = st.columns(3)
