@@ -60,6 +60,32 @@ def confusion_figure(confusion: Sequence[Sequence[int]], labels: Sequence[str]) 
     return fig
 
 
+_OUTWARD = (
+    "middle right",
+    "top right",
+    "top center",
+    "top left",
+    "middle left",
+    "bottom left",
+    "bottom center",
+    "bottom right",
+)
+
+
+def label_positions(points: np.ndarray) -> list[str]:
+    """Plotly text positions that put each label on the side facing away from the group.
+
+    A token's neighbours sit close together on a map, and labels all above their points
+    pile up; pointing each label away from the group's centre spreads them out.
+    """
+    if len(points) < 2:
+        return ["top center"] * len(points)
+    offset = points[:, :2] - points[:, :2].mean(0)
+    angle = np.degrees(np.arctan2(offset[:, 1], offset[:, 0])) % 360
+    sector = np.round(angle / 45).astype(int) % 8
+    return [_OUTWARD[i] for i in sector]
+
+
 def scatter_map(
     coords: np.ndarray,
     tokens: Sequence[str],
@@ -120,7 +146,7 @@ def scatter_map(
             "mode": "markers+text",
             "name": "search",
             "text": labels,
-            "textposition": "top center",
+            "textposition": label_positions(coords[idx]),
             "textfont": {"size": 14, "color": "#d62728", "family": CJK_FONT},
             "marker": {
                 "size": 9 if not three_d else 5,
