@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
-from embedgen.ui.plots import label_positions, scatter_map
+from embedgen.ui.plots import label_ring, scatter_map
 
 
-def test_labels_point_away_from_the_group_centre() -> None:
-    points = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [0.7, 0.7]])
-    assert label_positions(points) == [
-        "middle right",
-        "top center",
-        "middle left",
-        "bottom center",
-        "top right",
-    ]
-    assert label_positions(points[:1]) == ["top center"]
+def test_labels_of_a_tight_group_get_separate_slots_on_a_ring() -> None:
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(11, 2)) * 1e-3  # within a pixel of each other on a real map
+    offsets = label_ring(points)
+    assert len(offsets) == 11
+    radius = {round(math.hypot(ax, ay), 6) for ax, ay in offsets}
+    assert len(radius) == 1 and 70 <= radius.pop() <= 260
+    gap = min(math.dist(a, b) for a, b in itertools.combinations(offsets, 2))
+    assert gap >= 2 * 70 * math.sin(math.pi / 11) - 1e-6  # evenly spaced: one chord apart
 
 
-def test_highlighted_tokens_get_their_own_labelled_trace() -> None:
+def test_each_label_sits_on_its_points_side_of_the_group() -> None:
+    points = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    (rx, ry), (ux, uy), (lx, ly), (dx, dy) = label_ring(points)
+    assert rx > 0 and abs(ry) < 1e-6  # right of the group
+    assert uy < 0 and abs(ux) < 1e-6  # above (screen y grows downwards)
+    assert lx < 0 and dy > 0
+    assert label_ring(points[:1]) == [(0.0, -40.0)]
+    assert label_ring(points[:0]) == []
+
+
+def test_highlighted_tokens_are_marked_and_labelled_with_arrows() -> None:
     rng = np.random.default_rng(0)
     coords = rng.normal(size=(50, 2))
     tokens = [f"字{i}" for i in range(50)]
@@ -32,8 +44,25 @@ def test_highlighted_tokens_get_their_own_labelled_trace() -> None:
         highlight={3: "字3", 7: "字7", 9: "字9"},
     )
     search = [t for t in fig.data if t.name == "search"]
-    assert len(search) == 1
-    assert list(search[0].text) == ["字3", "字7", "字9"]
-    assert list(search[0].textposition) == label_positions(coords[[3, 7, 9]])
-    assert len(set(search[0].textposition)) > 1  # spread out, not all above their points
+    assert len(search) == 1 and list(search[0].text) == ["字3", "字7", "字9"]
+    notes = fig.layout.annotations
+    assert [a.text for a in notes] == ["<b>字3</b>", "字7", "字9"]  # the query in bold
+    assert [(a.x, a.y) for a in notes] == [tuple(coords[i]) for i in (3, 7, 9)]
+    assert [(a.ax, a.ay) for a in notes] == label_ring(coords[[3, 7, 9]])
+    assert all(a.showarrow for a in notes)
     assert sum(len(t.x) for t in fig.data if t.name in ("a", "b")) == 50
+
+
+def test_a_3d_map_labels_its_highlights_in_the_trace() -> None:
+    coords = np.random.default_rng(0).normal(size=(20, 3))
+    fig = scatter_map(
+        coords,
+        [str(i) for i in range(20)],
+        np.arange(20),
+        colour_name="frequency",
+        categorical=False,
+        highlight={1: "1", 2: "2"},
+    )
+    search = next(t for t in fig.data if t.name == "search")
+    assert search.mode == "markers+text" and list(search.text) == ["1", "2"]
+    assert not fig.layout.annotations

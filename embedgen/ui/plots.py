@@ -60,30 +60,29 @@ def confusion_figure(confusion: Sequence[Sequence[int]], labels: Sequence[str]) 
     return fig
 
 
-_OUTWARD = (
-    "middle right",
-    "top right",
-    "top center",
-    "top left",
-    "middle left",
-    "bottom left",
-    "bottom center",
-    "bottom right",
-)
+def label_ring(points: np.ndarray, *, min_radius: float = 70.0) -> list[tuple[float, float]]:
+    """Pixel offsets (ax, ay) that put the labels of ``points`` on a ring around the group.
 
-
-def label_positions(points: np.ndarray) -> list[str]:
-    """Plotly text positions that put each label on the side facing away from the group.
-
-    A token's neighbours sit close together on a map, and labels all above their points
-    pile up; pointing each label away from the group's centre spreads them out.
+    A token's neighbours sit within a few pixels of each other on a map of 20,000 tokens, so
+    labels next to their points pile up whatever side they take. Instead each label goes to
+    its own slot on a ring, in the order of the points' angles around the group's centre,
+    with an arrow back to its point. The ring grows with the number of labels (about 45 px of
+    arc each, at most 260 px of radius).
     """
-    if len(points) < 2:
-        return ["top center"] * len(points)
+    n = len(points)
+    if n == 0:
+        return []
+    if n == 1:
+        return [(0.0, -40.0)]
+    radius = min(260.0, max(min_radius, n * 45.0 / (2 * np.pi)))
     offset = points[:, :2] - points[:, :2].mean(0)
-    angle = np.degrees(np.arctan2(offset[:, 1], offset[:, 0])) % 360
-    sector = np.round(angle / 45).astype(int) % 8
-    return [_OUTWARD[i] for i in sector]
+    angle = np.arctan2(offset[:, 1], offset[:, 0])
+    order = np.argsort(angle, kind="stable")
+    slots = angle[order[0]] + 2 * np.pi * np.arange(n) / n
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * n
+    for slot, i in zip(slots, order, strict=True):
+        out[int(i)] = (float(radius * np.cos(slot)), float(-radius * np.sin(slot)))  # y down
+    return out
 
 
 def scatter_map(
@@ -96,7 +95,10 @@ def scatter_map(
     highlight: dict[int, str] | None = None,
     hover_extra: Sequence[str] | None = None,
 ) -> go.Figure:
-    """A WebGL scatter of a 2D or 3D map; hover shows the token, highlighted rows are labelled."""
+    """A WebGL scatter of a 2D or 3D map; hover shows the token, highlighted rows are labelled.
+
+    ``highlight`` maps rows to labels, the searched token first (its label is bold on 2D maps).
+    """
     three_d = coords.shape[1] == 3
     hover = (
         list(tokens)
@@ -142,25 +144,50 @@ def scatter_map(
     if highlight:
         idx = np.array(list(highlight))
         labels = [highlight[i] for i in idx]
+        marker = {
+            "size": 9 if not three_d else 5,
+            "color": "#111111",
+            "line": {"width": 1.5, "color": "white"},
+        }
         common = {
-            "mode": "markers+text",
             "name": "search",
             "text": labels,
-            "textposition": label_positions(coords[idx]),
-            "textfont": {"size": 14, "color": "#d62728", "family": CJK_FONT},
-            "marker": {
-                "size": 9 if not three_d else 5,
-                "color": "#d62728",
-                "line": {"width": 1, "color": "white"},
-            },
+            "marker": marker,
             "hovertemplate": "%{text}<extra></extra>",
         }
         if three_d:
+            text = {"textposition": "top center", "textfont": {"size": 14, "family": CJK_FONT}}
             fig.add_trace(
-                go.Scatter3d(x=coords[idx, 0], y=coords[idx, 1], z=coords[idx, 2], **common)
+                go.Scatter3d(
+                    x=coords[idx, 0],
+                    y=coords[idx, 1],
+                    z=coords[idx, 2],
+                    mode="markers+text",
+                    **common,
+                    **text,
+                )
             )
         else:
-            fig.add_trace(go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], **common))
+            fig.add_trace(
+                go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], mode="markers", **common)
+            )
+            ring = label_ring(coords[idx])
+            for n, (i, label, (ax, ay)) in enumerate(zip(idx, labels, ring, strict=True)):
+                fig.add_annotation(
+                    x=coords[i, 0],
+                    y=coords[i, 1],
+                    text=f"<b>{label}</b>" if n == 0 else label,  # the query comes first
+                    ax=ax,
+                    ay=ay,
+                    showarrow=True,
+                    arrowhead=0,
+                    arrowwidth=1,
+                    arrowcolor="#555555",
+                    font={"size": 14, "family": CJK_FONT, "color": "#111111"},
+                    bgcolor="rgba(255,255,255,0.85)",
+                    bordercolor="#999999",
+                    borderpad=2,
+                )
     fig.update_layout(
         height=640,
         margin={"t": 10, "b": 10, "l": 10, "r": 10},
