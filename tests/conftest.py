@@ -127,6 +127,24 @@ def write_csv(path: Path, rows: list[tuple[str, str]], *, encoding: str = "utf-8
     return path
 
 
+def workbook_bytes(rows: list[tuple[str, str]], *, sheet: str = "数据") -> bytes:
+    """An .xlsx whose first sheet holds only a note and whose ``sheet`` holds the rows."""
+    import io
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.title = "说明"
+    book.active.append(["标注说明：正面/负面"])
+    data = book.create_sheet(sheet)
+    data.append(["text", "label"])
+    for row in rows:
+        data.append(list(row))
+    buf = io.BytesIO()
+    book.save(buf)
+    return buf.getvalue()
+
+
 @pytest.fixture()
 def synthetic_csv(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "reviews.csv", synthetic_rows())

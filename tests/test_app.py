@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_rows
+from conftest import synthetic_rows, workbook_bytes
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,18 +129,7 @@ def test_dropped_rows_are_reported_by_row_number(app: AppTest) -> None:
 
 
 def test_a_workbook_with_several_sheets_offers_them(app: AppTest) -> None:
-    import openpyxl
-
-    book = openpyxl.Workbook()
-    book.active.title = "说明"
-    book.active.append(["标注说明"])
-    sheet = book.create_sheet("数据")
-    sheet.append(["text", "label"])
-    for row in synthetic_rows(40):
-        sheet.append(list(row))
-    buf = io.BytesIO()
-    book.save(buf)
-    upload(app, "book.xlsx", buf.getvalue())
+    upload(app, "book.xlsx", workbook_bytes(synthetic_rows(40)))
     picker = app.selectbox(key="data_sheet")
     assert picker.options == ["说明", "数据"] and picker.value == "说明"
     picker.set_value("数据").run()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEGATIVE, POSITIVE, synthetic_rows, write_csv
+from conftest import NEGATIVE, POSITIVE, synthetic_rows, workbook_bytes, write_csv
 
 from embedgen.cli import main
 
@@ -487,16 +487,7 @@ def with_empty_texts(tmp_path: Path) -> Path:
 
 def _workbook(path: Path) -> Path:
     """A notes sheet first, then the labelled rows on a sheet called 数据."""
-    import openpyxl
-
-    book = openpyxl.Workbook()
-    book.active.title = "说明"
-    book.active.append(["标注说明：正面/负面"])
-    data = book.create_sheet("数据")
-    data.append(["text", "label"])
-    for row in synthetic_rows(60):
-        data.append(list(row))
-    book.save(path)
+    path.write_bytes(workbook_bytes(synthetic_rows(60)))
     return path
 
 
