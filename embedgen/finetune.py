@@ -498,11 +498,12 @@ class _Trainer:
         )
 
     def release(self) -> None:
-        """Move the encoder and head back to where the caller kept the encoder; free the GPU.
+        """Move the encoder and head to where the caller keeps the encoder; free GPU caches.
 
-        The caller's encoder is left as it was found, and a finished run holds no GPU memory
-        (an app that keeps several runs would otherwise fill the card); building a matrix
-        moves what it needs to the device for the time it takes.
+        The caller's encoder is left as it was found, and a run lives where its encoder came
+        from: trained on the GPU from an encoder kept on the CPU, it holds no GPU memory
+        afterwards (building a matrix moves what it needs to the device for the time it
+        takes); from an encoder kept on the GPU (the app's), it stays there, ready for use.
         """
         self.model.to(self.home)
         self.head.to(self.home)
