@@ -36,12 +36,13 @@ def free_port() -> int:
 
 
 class StreamlitServer:
-    """``streamlit run app.py`` on a free localhost port.
+    """``streamlit run app.py`` (or another ``script``) on a free localhost port.
 
-    Its output goes to ``log_path``, copied to test-artifacts/browser/streamlit.log on stop.
+    Its output goes to ``log_path``, copied to test-artifacts/browser/ under the same name on
+    stop.
     """
 
-    def __init__(self, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, log_path: Path, env: dict[str, str], script: Path = ROOT / "app.py") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -52,7 +53,7 @@ class StreamlitServer:
                 "-m",
                 "streamlit",
                 "run",
-                "app.py",
+                str(script),
                 "--server.headless",
                 "true",
                 "--server.port",
@@ -104,7 +105,7 @@ class StreamlitServer:
                 self.proc.wait(timeout=10)
         self._log.close()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "streamlit.log").write_bytes(self.log_path.read_bytes())
+        (ARTIFACTS / self.log_path.name).write_bytes(self.log_path.read_bytes())
 
 
 def screenshot(page: Any, name: str) -> Path:
