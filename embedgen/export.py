@@ -388,6 +388,42 @@ def export_zip(
     return out
 
 
+ZIP_FILE = "bundle.zip"
+DOWNLOADS = (
+    MATRIX_FILE,
+    VOCAB_FILE,
+    MANIFEST_FILE,
+    WORD2VEC_FILE,
+    PROJECTOR_VECTORS_FILE,
+    PROJECTOR_METADATA_FILE,
+    ZIP_FILE,
+)
+
+
+def download_bytes(matrix: EmbeddingMatrix, name: str, *, dtype: str = "float32") -> bytes:
+    """Return the bytes of one export file, ``name`` from ``DOWNLOADS``, written only for it.
+
+    For the app's download buttons, which call this when clicked: a 21,128 x 768 matrix
+    makes about 200 MB of word2vec text, and a 250,000-token one over 1 GB, so nothing is
+    written before someone asks for it, and only the file asked for.
+    """
+    if name not in DOWNLOADS:
+        raise BadConfig(f"Unknown download {name!r}; choose one of: {', '.join(DOWNLOADS)}.")
+    with tempfile.TemporaryDirectory(prefix="embedgen-download-") as work:
+        folder = Path(work)
+        if name in (MATRIX_FILE, VOCAB_FILE, MANIFEST_FILE):
+            save_matrix(matrix, folder, dtype=dtype)
+        elif name == WORD2VEC_FILE:
+            export_word2vec(matrix, folder / name)
+        elif name == PROJECTOR_METADATA_FILE:  # the tokens alone, without vectors.tsv
+            write_text(folder / name, _lines([projector_label(t) for t in matrix.vocab]))
+        elif name == PROJECTOR_VECTORS_FILE:
+            export_projector(matrix, folder)
+        else:
+            export_zip(matrix, folder / name, dtype=dtype)
+        return (folder / name).read_bytes()
+
+
 def export(
     matrix: EmbeddingMatrix,
     fmt: ExportFormat | str,

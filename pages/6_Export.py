@@ -1,13 +1,19 @@
 """Export: download the matrix with its vocabulary and manifest, in every format."""
 
-import io
-import tempfile
-import zipfile
-from pathlib import Path
+from functools import partial
 
 import streamlit as st
 
-from embedgen.export import ExportFormat, export
+from embedgen.export import (
+    MANIFEST_FILE,
+    MATRIX_FILE,
+    PROJECTOR_METADATA_FILE,
+    PROJECTOR_VECTORS_FILE,
+    VOCAB_FILE,
+    WORD2VEC_FILE,
+    ZIP_FILE,
+    download_bytes,
+)
 from embedgen.ui import common as ui
 
 st.set_page_config(page_title="Export · embedgen", layout="wide")
@@ -23,68 +29,66 @@ entry = entries[name]
 matrix = entry.matrix
 rows, dims = matrix.shape
 st.caption(f"**{name}** · method {matrix.method} · {rows:,} × {dims} · saved in `{entry.folder}`")
+st.caption(
+    "Each file is written when you click its button, so large vocabularies cost nothing until "
+    "you ask (word2vec text of a 21,128 × 768 matrix is about 200 MB)."
+)
 
-
-@st.cache_data(show_spinner="Preparing files…", max_entries=4)
-def bundle(key: str, dtype: str, _entry: ui.MatrixEntry) -> bytes:
-    """The zip of every format, built once per matrix; single files are read out of it."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export(_entry.matrix, ExportFormat.ZIP, Path(tmp) / "bundle.zip", dtype=dtype)
-        return path.read_bytes()
-
-
-data = ui.attempt(lambda: bundle(entry.key, entry.dtype, entry))
-members = zipfile.ZipFile(io.BytesIO(data))
-stem = f"embedgen_{name}"
+npy_bytes = rows * dims * (2 if entry.dtype == "float16" else 4) + 128
 files = [
     (
-        "matrix.npy",
+        MATRIX_FILE,
         "Matrix (.npy)",
         "application/octet-stream",
-        f"{entry.dtype} array, {rows:,} rows × {dims}; row i is line i of vocab.txt",
+        f"{entry.dtype} array, {rows:,} rows × {dims}, {ui.human_bytes(npy_bytes)}; "
+        "row i is line i of vocab.txt",
     ),
-    ("vocab.txt", "Vocabulary (vocab.txt)", "text/plain", "UTF-8, one token per line"),
+    (VOCAB_FILE, "Vocabulary (vocab.txt)", "text/plain", "UTF-8, one token per line"),
     (
-        "vectors.word2vec.txt",
+        WORD2VEC_FILE,
         "word2vec text",
         "text/plain",
         "loads with gensim KeyedVectors.load_word2vec_format",
     ),
     (
-        "vectors.tsv",
+        PROJECTOR_VECTORS_FILE,
         "Projector vectors.tsv",
         "text/tab-separated-values",
         "for projector.tensorflow.org, with metadata.tsv",
     ),
-    ("metadata.tsv", "Projector metadata.tsv", "text/tab-separated-values", "one token per line"),
     (
-        "manifest.json",
+        PROJECTOR_METADATA_FILE,
+        "Projector metadata.tsv",
+        "text/tab-separated-values",
+        "one token per line",
+    ),
+    (
+        MANIFEST_FILE,
         "Manifest (manifest.json)",
         "application/json",
         "model, method, layer, post-processing, data, training config and metrics",
     ),
 ]
-names = set(members.namelist())
 for member, label, mime, note in files:
-    if member not in names:
-        continue
     c1, c2 = st.columns([1, 2])
     c1.download_button(
         label,
-        members.read(member),
+        partial(download_bytes, matrix, member, dtype=entry.dtype),  # made on click
         file_name=member,
         mime=mime,
         key=f"export_{member}",
+        on_click="ignore",
         width="stretch",
     )
     c2.caption(note)
 st.divider()
 st.download_button(
     "Everything as one zip",
-    data,
-    file_name=f"{stem}.zip",
+    partial(download_bytes, matrix, ZIP_FILE, dtype=entry.dtype),
+    file_name=f"embedgen_{name}.zip",
     mime="application/zip",
     type="primary",
     key="export_zip",
+    on_click="ignore",
 )
-st.caption(f"{ui.human_bytes(len(data))}: all of the files above.")
+st.caption(f"All of the files above, {entry.dtype} matrix.npy inside.")

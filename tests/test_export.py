@@ -285,3 +285,31 @@ def test_zip_keeps_the_float16_the_matrix_was_saved_as(tmp_path: Path) -> None:
     with zipfile.ZipFile(path) as bundle:
         array = np.load(io.BytesIO(bundle.read("matrix.npy")))
     assert array.dtype == np.float16 and array.shape == (5, 4)
+
+
+def test_each_download_is_the_file_the_zip_holds(matrix, tmp_path):
+    import io
+
+    from embedgen.export import DOWNLOADS, ZIP_FILE, download_bytes
+
+    with zipfile.ZipFile(export_zip(matrix, tmp_path / "bundle.zip", dtype="float16")) as bundle:
+        expected = {name: bundle.read(name) for name in bundle.namelist()}
+    for name in DOWNLOADS:
+        data = download_bytes(matrix, name, dtype="float16")
+        if name == ZIP_FILE:
+            with zipfile.ZipFile(io.BytesIO(data)) as got:
+                assert sorted(got.namelist()) == sorted(expected)
+                assert got.read("vocab.txt") == expected["vocab.txt"]
+        elif name == "manifest.json":  # holds its own creation time; the rest must agree
+            got, want = json.loads(data), json.loads(expected[name])
+            assert got["files"] == want["files"] and got["dtype"] == want["dtype"] == "float16"
+        else:
+            assert data == expected[name], name
+    assert np.load(io.BytesIO(download_bytes(matrix, "matrix.npy"))).dtype == np.float32
+
+
+def test_an_unknown_download_is_refused(matrix):
+    from embedgen.export import download_bytes
+
+    with pytest.raises(BadConfig, match="Unknown download 'matrix.csv'"):
+        download_bytes(matrix, "matrix.csv")
