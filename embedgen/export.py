@@ -365,6 +365,8 @@ def export_zip(
     """Write one zip holding the matrix folder, word2vec and projector files; return its path.
 
     ``dtype`` is that of matrix.npy inside; the text formats always carry float32 values.
+    Deflate runs at level 1: at bert-base size the zip takes 19 s and 225 MB against 52 s and
+    209 MB at the default level 6 (bench/bench_export.py).
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -381,7 +383,10 @@ def export_zip(
             PROJECTOR_VECTORS_FILE,
             PROJECTOR_METADATA_FILE,
         )
-        with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as bundle:
+        with (
+            atomic_path(out) as tmp,
+            zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle,
+        ):
             for name in names:
                 bundle.write(staging / name, arcname=name)
     logger.info("Wrote %s", out)
