@@ -56,6 +56,14 @@ MANIFEST_FILE = "manifest.json"
 WORD2VEC_FILE = "vectors.word2vec.txt"
 PROJECTOR_VECTORS_FILE = "vectors.tsv"
 PROJECTOR_METADATA_FILE = "metadata.tsv"
+BUNDLED = (  # what export_zip puts in the zip, in this order
+    MATRIX_FILE,
+    VOCAB_FILE,
+    MANIFEST_FILE,
+    WORD2VEC_FILE,
+    PROJECTOR_VECTORS_FILE,
+    PROJECTOR_METADATA_FILE,
+)
 
 DTYPES = ("float32", "float16")
 EMPTY_TOKEN = "<empty>"
@@ -375,34 +383,18 @@ def export_zip(
         save_matrix(matrix, staging, dtype=dtype)
         export_word2vec(matrix, staging / WORD2VEC_FILE)
         export_projector(matrix, staging)
-        names = (
-            MATRIX_FILE,
-            VOCAB_FILE,
-            MANIFEST_FILE,
-            WORD2VEC_FILE,
-            PROJECTOR_VECTORS_FILE,
-            PROJECTOR_METADATA_FILE,
-        )
         with (
             atomic_path(out) as tmp,
             zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle,
         ):
-            for name in names:
+            for name in BUNDLED:
                 bundle.write(staging / name, arcname=name)
     logger.info("Wrote %s", out)
     return out
 
 
 ZIP_FILE = "bundle.zip"
-DOWNLOADS = (
-    MATRIX_FILE,
-    VOCAB_FILE,
-    MANIFEST_FILE,
-    WORD2VEC_FILE,
-    PROJECTOR_VECTORS_FILE,
-    PROJECTOR_METADATA_FILE,
-    ZIP_FILE,
-)
+DOWNLOADS = (*BUNDLED, ZIP_FILE)
 
 
 def download_bytes(matrix: EmbeddingMatrix, name: str, *, dtype: str = "float32") -> bytes:
