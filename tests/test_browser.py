@@ -232,3 +232,19 @@ def test_whole_app_in_a_real_browser(
 
     elapsed = time.monotonic() - started
     print(f"\nbrowser walk-through: {elapsed:.1f} s; screenshots in {ARTIFACTS}")  # noqa: T201
+
+
+def test_a_bookmarked_page_on_a_fresh_server_gets_the_app_navigation(
+    server: StreamlitServer,
+    page,  # noqa: ANN001
+) -> None:
+    """The first request of a new server is /Data, not the start page."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/Data")
+    expect(page.get_by_role("heading", name="2 · Data")).to_be_visible(timeout=LONG)
+    nav = page.get_by_test_id("stSidebarNav")
+    expect(nav.get_by_role("link", name="Start", exact=True)).to_be_visible()
+    expect(nav.get_by_role("link", name="app", exact=True)).to_have_count(0)
+    goto(page, "Model")  # and the navigation works from there
+    expect(page.get_by_role("heading", name="1 · Model")).to_be_visible()

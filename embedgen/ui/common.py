@@ -72,9 +72,34 @@ def human_bytes(n: int) -> str:
 
 
 def init_state() -> None:
+    """Every page calls this first: the app's navigation, then this session's defaults."""
+    _leave_pages_directory_mode()
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     st.session_state.setdefault(MATRICES, {})
+
+
+def _leave_pages_directory_mode() -> None:
+    """Rerun a page that Streamlit ran the old way, through app.py's ``st.navigation``.
+
+    Until some session has run app.py, Streamlit treats ``pages/`` as an old-style
+    multipage folder: a bookmarked ``/Data`` on a fresh server runs pages/2_Data.py on its
+    own, with a sidebar of file names headed "app" instead of the app's navigation, for
+    every session until someone opens the start page. Clearing Streamlit's flag and
+    rerunning sends this run, and all later ones, through app.py.
+    """
+    try:
+        from streamlit import config
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without that module has no such mode to leave
+        return
+    # AppTest sets the flag again before every run and reaches pages by script, so there
+    # the page simply runs.
+    if getattr(PagesManager, "uses_pages_directory", False) and not config.get_option(
+        "global.appTest"
+    ):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
