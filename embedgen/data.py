@@ -135,10 +135,14 @@ def read_table(
     return Table(frame, name, sha256, encoding, delimiter, has_header, sheet_name)
 
 
-def xlsx_sheets(source: str | os.PathLike[str] | bytes) -> list[str]:
-    """Return the sheet names of an .xlsx workbook (a path or its bytes), in workbook order."""
-    raw = bytes(source) if isinstance(source, bytes | bytearray) else Path(source).read_bytes()
-    return [str(s) for s in _open_xlsx(raw, "workbook").sheet_names]
+def xlsx_sheets(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> list[str]:
+    """Return the sheet names of an .xlsx workbook (a path, or the bytes of an upload called
+    ``name``), in workbook order."""
+    if isinstance(source, bytes | bytearray):
+        raw, name = bytes(source), name or "upload"
+    else:
+        raw, name = Path(source).read_bytes(), name or Path(source).name
+    return [str(s) for s in _open_xlsx(raw, name).sheet_names]
 
 
 def _decode(raw: bytes, name: str) -> tuple[str, str]:

@@ -38,7 +38,7 @@ if source.startswith("Upload"):
         try:
             sheet = None
             if upload.name.lower().endswith((".xlsx", ".xlsm")):
-                sheets = xlsx_sheets(raw)
+                sheets = xlsx_sheets(raw, name=upload.name)
                 if len(sheets) > 1:
                     sheet = st.selectbox(
                         "Sheet", sheets, key="data_sheet", help="This workbook has several sheets."

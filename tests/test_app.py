@@ -139,6 +139,13 @@ def test_a_workbook_with_several_sheets_offers_them(app: AppTest) -> None:
     assert any("book.xlsx [数据]" in c for c in texts(app.caption))
 
 
+def test_a_broken_workbook_upload_names_the_file(app: AppTest) -> None:
+    upload(app, "报表.xlsx", b"PK\x03\x04 not really a workbook")
+    message = " ".join(texts(app.error))
+    assert "报表.xlsx is not a readable .xlsx workbook" in message, message
+    assert app.session_state["data_labelled"] is None
+
+
 def test_traditional_chinese_big5_upload_is_read(app: AppTest) -> None:
     rows = [("這家餐廳的菜很好吃" + str(i), "好評") for i in range(20)]
     rows += [("外送太慢了，飯菜都涼了" + str(i), "差評") for i in range(20)]

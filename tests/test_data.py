@@ -271,6 +271,18 @@ def test_xlsx_sheets_are_listed_and_picked_by_name_or_number_from_1(tmp_path):
     data = prepare(read_table(path, sheet="数据"), "评论", "标签")
     assert data.summary()["source"] == "book.xlsx [数据]"
     assert read_table(write(tmp_path, "plain.csv", "text,label\n好,1\n")).sheet is None
+    with pytest.raises(BadTable, match=r"book.xlsx: sheets are counted from 1"):
+        read_table(path, sheet="0")
+
+
+def test_a_broken_workbook_is_named_when_its_sheets_are_listed(tmp_path):
+    from embedgen.data import xlsx_sheets
+
+    raw = b"PK\x03\x04 not really a workbook"
+    with pytest.raises(BadTable, match=r"^报表.xlsx is not a readable .xlsx workbook"):
+        xlsx_sheets(raw, name="报表.xlsx")
+    with pytest.raises(BadTable, match=r"^broken.xlsx is not a readable"):
+        xlsx_sheets(write(tmp_path, "broken.xlsx", raw))
 
 
 def test_bytes_upload_uses_name_for_format_and_messages():
