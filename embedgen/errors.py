@@ -33,3 +33,7 @@ class NotInVocabulary(EmbedgenError):
 
 class Cancelled(EmbedgenError):
     """The user cancelled long work; nothing half-done was kept."""
+
+
+class NotAllowed(EmbedgenError):
+    """The operator of this server does not allow it, or what was asked for is not there."""

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from urllib.parse import urlparse
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
-from embedgen.errors import ModelNotAvailable
+from embedgen.config import resolve_quietly, under_any
+from embedgen.errors import ModelNotAvailable, NotAllowed
+from embedgen.paths import hub_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +67,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache folder, read from the environment at call time."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "huggingface"
-    )
-    return Path(home).expanduser() / "hub"
-
-
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
 
@@ -102,10 +95,33 @@ def _weights_digest(folder: Path) -> str:
     return "unknown"
 
 
-def _resolve_folder(spec: str, allow_download: bool) -> tuple[Path, str]:
-    """Return the local folder holding the model's files and where it came from."""
+def _looks_like_path(spec: str) -> bool:
+    """A folder name rather than a hub id (``org/name``, which may hold dots: ``bge-v1.5``)."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
+def _resolve_folder(
+    spec: str, allow_download: bool, allowed_roots: Sequence[Path] | None
+) -> tuple[Path, str]:
+    """Return the local folder holding the model's files and where it came from.
+
+    With ``allowed_roots`` (the app), a folder is only opened when it lies under one of them;
+    a folder outside them and a folder that is not there get the same message.
+    """
     path = Path(spec).expanduser()
-    if path.is_dir():
+    if allowed_roots is not None:
+        resolved = resolve_quietly(path)
+        inside = resolved is not None and under_any(resolved, allowed_roots)
+        if not inside and _looks_like_path(spec):
+            raise NotAllowed(
+                f"'{spec}' is not a model folder you can open here: it is not there, or it "
+                "lies outside the folders the operator of this server allows. Use a hub id or "
+                "a model from the cache, or ask the operator."
+            )
+        local = inside and path.is_dir()  # a bare name outside the roots is a hub id
+    else:
+        local = path.is_dir()
+    if local:
         if not (path / "config.json").exists():
             raise ModelNotAvailable(
                 f"Folder '{spec}' has no config.json, so it is not a saved model. Point to the "
@@ -113,7 +129,7 @@ def _resolve_folder(spec: str, allow_download: bool) -> tuple[Path, str]:
                 "and the tokenizer files)."
             )
         return path, "local folder"
-    if path.suffix or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+    if _looks_like_path(spec):
         raise _not_available(spec, "no such folder")
     from huggingface_hub import snapshot_download
 
@@ -154,17 +170,20 @@ def load_encoder(
     allow_download: bool = True,
     trust_remote_code: bool = False,
     device: torch.device | str | None = None,
+    allowed_roots: Sequence[Path] | None = None,
 ) -> Encoder:
     """Load the encoder named by ``spec`` (hub id or local folder), preferring safetensors weights.
 
     Remote code in a model repository never runs unless ``trust_remote_code`` is set.
+    ``allowed_roots`` limits local folders to those beneath them (the app passes the
+    operator's roots; the command line, the operator's own tool, passes none).
     """
     spec = str(spec).strip()
     if not spec:
         raise ModelNotAvailable(
             "No model given. Enter a hub id such as bert-base-chinese or a folder."
         )
-    folder, source = _resolve_folder(spec, allow_download)
+    folder, source = _resolve_folder(spec, allow_download, allowed_roots)
     if source == "local folder":
         # Runs record this id; an absolute path keeps them usable from any working directory.
         spec = str(folder.resolve())

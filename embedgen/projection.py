@@ -34,8 +34,8 @@ import numpy.typing as npt
 from embedgen import atomic
 from embedgen.errors import BadConfig, Cancelled
 from embedgen.matrix import EmbeddingMatrix
+from embedgen.paths import cache_dir
 from embedgen.postprocess import pca
-from embedgen.runs import embedgen_home
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _cache_file(print_: str, options: ProjectionOptions, cache_dir: Path | None)
 
 def default_cache_dir() -> Path:
     """``$EMBEDGEN_HOME/cache/projections``."""
-    return embedgen_home() / "cache" / "projections"
+    return cache_dir() / "projections"
 
 
 def _load_cached(path: Path, n_rows: int, dims: int) -> tuple[np.ndarray, dict[str, Any]] | None:

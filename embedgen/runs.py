@@ -43,17 +43,13 @@ from embedgen.finetune import (
     finetune,
 )
 from embedgen.models import Encoder, load_encoder
+from embedgen.paths import runs_dir
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
-
-
-def embedgen_home() -> Path:
-    """``$EMBEDGEN_HOME`` or ``~/.embedgen``."""
-    return Path(os.environ.get("EMBEDGEN_HOME", Path.home() / ".embedgen")).expanduser()
 
 
 def now_iso() -> str:
@@ -64,7 +60,7 @@ def default_run_dir(dataset_name: str, strategy: str) -> Path:
     """A new folder name under ``$EMBEDGEN_HOME/runs`` from the time, dataset and strategy."""
     stem = re.sub(r"[^\w\-]+", "_", Path(dataset_name).stem, flags=re.UNICODE).strip("_") or "data"
     stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
-    return embedgen_home() / "runs" / f"{stamp}_{stem}_{strategy}"
+    return runs_dir() / f"{stamp}_{stem}_{strategy}"
 
 
 def versions() -> dict[str, str]:
@@ -204,7 +200,7 @@ def list_runs(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]
 
     Each record is run.json with "folder" added; damaged folders are skipped with a warning.
     """
-    root = Path(root) if root is not None else embedgen_home() / "runs"
+    root = Path(root) if root is not None else runs_dir()
     if not root.is_dir():
         return []
     records = []

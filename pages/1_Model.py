@@ -33,16 +33,23 @@ else:
     spec = st.text_input(
         "Folder", placeholder="/path/to/model (holds config.json)", key="model_folder"
     )
-trust = st.checkbox(
-    "Allow this model's own code to run (only for repositories you trust)",
-    key="model_remote",
-    help="Some models ship Python code. embedgen never runs it unless you tick this.",
-)
+if ui.operator().allow_remote_code:
+    trust = st.checkbox(
+        "Allow this model's own code to run (only for repositories you trust)",
+        key="model_remote",
+        help="Some models ship Python code. embedgen never runs it unless you tick this.",
+    )
+else:
+    trust = False
+    st.caption(
+        "Models that need their own code to run cannot be loaded here: the operator of this "
+        "server has not allowed it."
+    )
 
 if st.button("Load model", type="primary", disabled=not spec.strip()):
     with st.spinner(f"Loading {spec}…"):
         try:
-            ui.cached_encoder(spec.strip(), trust)
+            ui.load_model(spec.strip(), trust)
             st.session_state[ui.MODEL_LOADED] = (spec.strip(), trust)
         except Exception as exc:  # noqa: BLE001 - shown; the model loaded before stays
             ui.show_error(exc)

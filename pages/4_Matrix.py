@@ -7,8 +7,8 @@ import streamlit as st
 
 from embedgen.export import save_matrix
 from embedgen.matrix import METHOD_DESCRIPTIONS, MatrixOptions, Method, build_matrix
+from embedgen.paths import matrices_dir
 from embedgen.postprocess import PostProcess
-from embedgen.runs import embedgen_home
 from embedgen.ui import common as ui
 from embedgen.ui.jobs import Job, JobState, start_job
 
@@ -102,7 +102,7 @@ if build:
         folder = Path(run.folder) / "matrices" / name
     else:
         stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
-        folder = embedgen_home() / "matrices" / f"{stamp}_{Path(model_info.model_id).name}_{name}"
+        folder = matrices_dir() / f"{stamp}_{Path(model_info.model_id).name}_{name}"
 
     def work(job: Job, source=source, options=options, folder=folder, name=name, dtype=dtype):  # noqa: ANN001
         matrix = build_matrix(source, options, progress=job.report, cancel=job.cancel)

@@ -42,11 +42,19 @@ class StreamlitServer:
     stop.
     """
 
-    def __init__(self, log_path: Path, env: dict[str, str], script: Path = ROOT / "app.py") -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        env: dict[str, str],
+        script: Path = ROOT / "app.py",
+        address: str | None = "127.0.0.1",
+    ) -> None:
+        """``address`` None leaves the listening address to the project's .streamlit/config.toml."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
+        where = ["--server.address", address] if address is not None else []
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -58,8 +66,7 @@ class StreamlitServer:
                 "true",
                 "--server.port",
                 str(self.port),
-                "--server.address",
-                "127.0.0.1",
+                *where,
                 "--browser.gatherUsageStats",
                 "false",
                 "--server.fileWatcherType",

@@ -16,8 +16,12 @@ TIMEOUT = 60
 
 
 @pytest.fixture()
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+def app(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> AppTest:
     monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
+    # The operator lets visitors open the tests' own folders (tiny models, matrices).
+    monkeypatch.setenv("EMBEDGEN_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.run()
     return at

@@ -38,11 +38,13 @@ LONG = 90_000  # ms: model load, training, matrix, map on 2 CPU cores
 
 
 @pytest.fixture()
-def server(tmp_path: Path) -> Iterator[StreamlitServer]:
+def server(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamlitServer]:
     srv = StreamlitServer(
         tmp_path / "streamlit.log",
         {
             "EMBEDGEN_HOME": str(tmp_path / "home"),
+            # The operator lets visitors open the tests' own folders (the tiny model).
+            "EMBEDGEN_ALLOWED_ROOTS": str(tmp_path_factory.getbasetemp()),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",

@@ -11,6 +11,7 @@ from typing import Any
 
 import streamlit as st
 
+from embedgen.config import OperatorSettings, operator_settings
 from embedgen.device import DeviceInfo, device_info
 from embedgen.errors import EmbedgenError
 from embedgen.matrix import EmbeddingMatrix
@@ -102,12 +103,48 @@ def _leave_pages_directory_mode() -> None:
         st.rerun()
 
 
+def operator() -> OperatorSettings:
+    """What the operator lets visitors do; a broken settings file stops the page.
+
+    Read on every rerun (a small file), so the operator's changes apply without a restart.
+    """
+    try:
+        return operator_settings()
+    except EmbedgenError as exc:
+        log.error("Operator settings: %s", exc)
+        st.error(
+            "This server's settings cannot be read, so the app stops here. The operator can "
+            "see why in the server log."
+        )
+        st.stop()
+
+
+def load_model(spec: str, trust_remote_code: bool = False) -> Encoder:
+    """The encoder a visitor asked for, within what the operator allows."""
+    return cached_encoder(spec, trust_remote_code, operator())
+
+
 @st.cache_resource(show_spinner=False, max_entries=3)
-def cached_encoder(spec: str, trust_remote_code: bool = False) -> Encoder:
-    """One loaded encoder per (spec, remote-code choice) for the whole server; never mutated."""
+def cached_encoder(spec: str, trust_remote_code: bool, settings: OperatorSettings) -> Encoder:
+    """One loaded encoder per (spec, remote-code choice, settings) for the whole server.
+
+    Never mutated. The settings are part of the key, so an operator's change applies to
+    models loaded before it too.
+    """
     from embedgen.device import resolve_device
 
-    return load_encoder(spec, trust_remote_code=trust_remote_code, device=resolve_device("auto"))
+    return load_encoder(
+        spec,
+        trust_remote_code=trust_remote_code and settings.allow_remote_code,
+        allow_download=settings.allow_downloads,
+        allowed_roots=settings.allowed_roots,
+        device=resolve_device("auto"),
+    )
+
+
+def allowed_folder(spec: str, what: str) -> Path:
+    """``spec`` resolved, when the operator lets visitors open it; otherwise one message."""
+    return operator().allowed_folder(spec, what)
 
 
 @st.cache_data(show_spinner=False, ttl=30)
@@ -121,7 +158,7 @@ def current_encoder() -> Encoder | None:
     if loaded is None:
         return None
     try:
-        return cached_encoder(*loaded)
+        return load_model(*loaded)
     except EmbedgenError:
         return None
 
