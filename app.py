@@ -3,15 +3,7 @@
 import streamlit as st
 
 from embedgen import __version__  # light: the package imports its modules lazily
-
-PAGES = [
-    ("pages/1_Model.py", "Model", ":material/neurology:", "1 · Model"),
-    ("pages/2_Data.py", "Data", ":material/table:", "2 · Data"),
-    ("pages/3_Train.py", "Train", ":material/model_training:", "3 · Train"),
-    ("pages/4_Matrix.py", "Matrix", ":material/grid_on:", "4 · Matrix"),
-    ("pages/5_Explore.py", "Explore", ":material/travel_explore:", "5 · Explore"),
-    ("pages/6_Export.py", "Export", ":material/download:", "6 · Export"),
-]
+from embedgen.ui import PAGES, via_app  # light: no Streamlit helpers, no torch
 
 
 def start() -> None:
@@ -51,4 +43,8 @@ navigation = st.navigation(
     [st.Page(start, title="Start", icon=":material/home:", default=True)]
     + [st.Page(path, title=title, icon=icon) for path, title, icon, _ in PAGES]
 )
-navigation.run()
+entered = via_app.set(True)  # pages know they run through the app's navigation
+try:
+    navigation.run()
+finally:
+    via_app.reset(entered)

@@ -44,11 +44,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedgen.data import prepare, read_table  # noqa: E402
+from embedgen.data import prepare  # noqa: E402
 from embedgen.device import device_info, resolve_device  # noqa: E402
-from embedgen.finetune import FinetuneConfig, finetune  # noqa: E402
 from embedgen.matrix import MatrixOptions, build_matrix  # noqa: E402
 from embedgen.models import load_encoder  # noqa: E402
+from embedgen.table import read_table  # noqa: E402
+from embedgen.train import FinetuneConfig, finetune  # noqa: E402
 
 CJK = [chr(c) for c in range(0x4E00, 0x9FA6)]
 CLASSES = ["美食", "体育", "科技", "旅游"]
@@ -143,7 +144,7 @@ def peer_run(model_dir: Path, data: Any, cfg: FinetuneConfig, device: torch.devi
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     train, val = split(data, val_fraction=cfg.val_fraction, seed=cfg.seed)
 
-    def batches(part: Any):  # noqa: ANN202
+    def batches(part: Any):
         for i in range(0, len(part.texts), cfg.batch_size):
             enc = tok(
                 list(part.texts[i : i + cfg.batch_size]),
@@ -385,7 +386,7 @@ def main() -> int:
                 "head_lr_end": run.history[-1].head_learning_rate,
             }
             del run
-        except Exception as exc:  # noqa: BLE001 - the point is to report what happened
+        except Exception as exc:  # the point is to report what happened
             outcome = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:500]}
         logging.getLogger("embedgen").removeHandler(handler)
         torch.cuda.empty_cache()

@@ -1,11 +1,13 @@
 """Atomic file writes: a temporary file in the same folder, then a rename.
 
-An interrupted write never leaves a half-written file under the final name.
+An interrupted write never leaves a half-written file under the final name. Also the checksum
+that written files are recorded and checked by.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -44,3 +46,12 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as pretty UTF-8 JSON (CJK kept readable) to ``path`` atomically."""
     write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of the file at ``path``, read in blocks (files may be gigabytes)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

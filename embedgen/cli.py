@@ -92,33 +92,22 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from embedgen.data import prepare, read_table
-    from embedgen.finetune import FinetuneConfig, RunStatus
+    from embedgen.data import prepare
     from embedgen.models import load_encoder
-    from embedgen.runs import default_run_dir, ensure_new_run_dir, train_and_save
+    from embedgen.paths import new_run_folder
+    from embedgen.runs import ensure_new_run_dir, train_and_save
+    from embedgen.table import read_table
+    from embedgen.train import FinetuneConfig, RunStatus
 
-    header = {"auto": None, "yes": True, "no": False}[args.header]
-    table = read_table(args.data, header=header, sheet=args.sheet)
+    table = read_table(args.data, header=HEADER[args.header], sheet=args.sheet)
     data = prepare(table, args.text_col, args.label_col)
     if data.dropped:
         _say(args, f"{table.name}: {data.dropped_summary()}")
-    config = FinetuneConfig(
-        strategy=args.strategy,
-        dim=args.dim,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        head_learning_rate=args.head_lr,
-        top_k=args.top_k,
-        train_embeddings=args.train_embeddings,
-        max_length=args.max_length,
-        patience=args.patience,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        device=args.device,
-    )
-    out = ensure_new_run_dir(args.out or default_run_dir(table.name, str(config.strategy)))
+    config = FinetuneConfig(**_settings(args, FinetuneConfig))
+    if args.out:  # refused before the model loads, which takes a while
+        ensure_new_run_dir(args.out)
     encoder = load_encoder(args.model, trust_remote_code=args.trust_remote_code)
+    out = Path(args.out) if args.out else new_run_folder(table.name, str(config.strategy))
     _say(
         args,
         f"Training {config.strategy} on {len(data)} rows, {data.num_classes} classes "
@@ -148,41 +137,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from embedgen.errors import BadConfig
-    from embedgen.export import save_matrix
-    from embedgen.matrix import MatrixOptions, build_matrix
+    from embedgen.matrix import MatrixOptions, build_matrix, folder_for, save_matrix
     from embedgen.models import load_encoder
     from embedgen.postprocess import PostProcess
     from embedgen.runs import is_run_folder, load_run
 
-    if not args.out and not is_run_folder(args.source):
-        raise BadConfig(
-            "--out OUT_DIR is needed when the source is a model, not a run folder "
-            "(matrices of a run go to RUN_DIR/matrices/<method> by default)."
-        )
+    options = MatrixOptions(
+        **_settings(args, MatrixOptions), postprocess=PostProcess(**_settings(args, PostProcess))
+    )
     source: Any
     if is_run_folder(args.source):
         source = load_run(args.source)
     else:
         source = load_encoder(args.source, trust_remote_code=args.trust_remote_code)
-    options = MatrixOptions(
-        method=args.method,
-        layer=args.layer,
-        through_projection=not args.no_projection,
-        drop_special=not args.keep_special,
-        cjk_only=args.cjk_only,
-        drop_continuation=args.drop_continuation,
-        postprocess=PostProcess(
-            center=args.center, abtt=args.abtt, zscore=args.zscore, pca_dims=args.pca, l2=args.l2
-        ),
-        batch_size=args.batch_size,
-        device=args.device,
-    )
-    if args.out:
-        out = Path(args.out)
-    else:
-        name = str(options.method) + (f"-layer{args.layer}" if args.layer is not None else "")
-        out = Path(args.source) / "matrices" / name
+    out = Path(args.out) if args.out else folder_for(source, options)
     with _cancel_on_ctrl_c() as cancel, _progress("matrix", args, unit="batch") as bar:
         matrix = build_matrix(source, options, progress=bar, cancel=cancel)
     save_matrix(matrix, out, dtype=args.dtype)
@@ -192,8 +160,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_neighbors(args: argparse.Namespace) -> int:
-    from embedgen.export import load_matrix
-    from embedgen.neighbors import NeighbourIndex
+    from embedgen.matrix import load_matrix
+    from embedgen.neighbours import NeighbourIndex
 
     index = NeighbourIndex(load_matrix(args.matrix))
     if args.pair:
@@ -222,7 +190,8 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from embedgen.export import ExportFormat, export, load_matrix
+    from embedgen.export import ExportFormat, export
+    from embedgen.matrix import load_matrix
 
     matrix = load_matrix(args.matrix)
     dtype = str(matrix.manifest.get("dtype", "float32"))  # keep what the matrix was saved as
@@ -250,12 +219,47 @@ def cmd_models(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from embedgen.export import ExportFormat
-    from embedgen.finetune import Strategy
-    from embedgen.matrix import Method
-    from embedgen.models import DEFAULT_MODEL
+HEADER = {"auto": None, "yes": True, "no": False}  # --header: guess, or say
 
+
+def _add_settings(parser: argparse.ArgumentParser, cls: Any) -> None:
+    """A flag for each setting of the config dataclass ``cls``: its default, limits-aware help,
+    type and choices all come from the field (``embedgen.fields``)."""
+    from embedgen.fields import specs
+
+    for spec in specs(cls).values():
+        if spec.flag == "":
+            continue
+        kwargs: dict[str, Any] = {"dest": spec.name, "help": spec.describe()}
+        if isinstance(spec.default, bool):
+            kwargs["action"] = "store_false" if spec.negated_flag else "store_true"
+            kwargs["default"] = spec.default
+            if spec.negated_flag:
+                kwargs["help"] = f"turn off '{spec.label}' (on by default)" + (
+                    f": {spec.help}" if spec.help else ""
+                )
+        elif spec.choices is not None:
+            kwargs.update(default=str(spec.default), choices=spec.values)
+        else:
+            kwargs.update(
+                default=spec.default,
+                type=int if spec.whole else float,
+                metavar=spec.cli_flag.lstrip("-").replace("-", "_").upper(),
+            )
+            default = "" if spec.default is None else "; default %(default)s"
+            kwargs["help"] += f" ({spec.range_text()}{default})"
+        parser.add_argument(spec.cli_flag, **kwargs)
+
+
+def _settings(args: argparse.Namespace, cls: Any) -> dict[str, Any]:
+    """The values of ``cls``'s settings as parsed (flags made by :func:`_add_settings`)."""
+    from embedgen.fields import specs
+
+    return {name: getattr(args, name) for name, s in specs(cls).items() if s.flag != ""}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``embedgen`` parser: one subcommand per step of the data's path."""
     parser = argparse.ArgumentParser(
         prog="embedgen",
         description="Turn a pretrained transformer into a word-embedding matrix shaped by your "
@@ -267,6 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--progress", action="store_true", help="progress bar even when piped")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_train_parser, _matrix_parser, _neighbours_parser, _export_parser):
+        add(sub, common)
+    p = sub.add_parser("models", parents=[common], help="list models in the local HF cache")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def _train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    from embedgen.models import DEFAULT_MODEL
+    from embedgen.train import FinetuneConfig
 
     p = sub.add_parser("train", parents=[common], help="fine-tune a head on a labelled table")
     p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder")
@@ -276,20 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", help="run folder (default: $EMBEDGEN_HOME/runs/<time>_<data>_<strategy>)"
     )
-    p.add_argument("--strategy", default="head", choices=[s.value for s in Strategy])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--dim", type=int, default=128, help="projection size d")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-5, help="encoder learning rate (top-k, full)")
-    p.add_argument("--head-lr", type=float, default=5e-3, help="head learning rate")
-    p.add_argument("--top-k", type=int, default=2, help="layers to unfreeze for top-k")
-    p.add_argument("--train-embeddings", action="store_true", help="full: also tune embeddings")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--patience", type=int, default=3, help="early stopping; 0 = off")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--header", default="auto", choices=["auto", "yes", "no"])
+    _add_settings(p, FinetuneConfig)
+    p.add_argument("--header", default="auto", choices=list(HEADER))
     p.add_argument(
         "--sheet",
         default=None,
@@ -298,27 +300,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's code")
     p.set_defaults(func=cmd_train)
 
+
+def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    from embedgen.matrix import DTYPES, MatrixOptions
+    from embedgen.postprocess import PostProcess
+
     p = sub.add_parser("matrix", parents=[common], help="build an embedding matrix")
     p.add_argument("source", metavar="RUN_DIR_OR_MODEL")
-    p.add_argument("--method", default="input", choices=[m.value for m in Method])
-    p.add_argument("--layer", type=int, default=None, help="contextual: 0..layers (default last)")
-    p.add_argument("--out", help="output folder (default for runs: RUN_DIR/matrices/<method>)")
-    p.add_argument("--no-projection", action="store_true", help="contextual: skip the projection")
-    p.add_argument("--keep-special", action="store_true", help="keep [CLS], [unused1], ...")
-    p.add_argument("--cjk-only", action="store_true", help="keep CJK-character tokens only")
-    p.add_argument("--drop-continuation", action="store_true", help="drop ##-pieces")
-    p.add_argument("--center", action="store_true", help="subtract the mean vector")
-    p.add_argument("--abtt", type=int, default=0, help="remove N top principal directions")
-    p.add_argument("--zscore", action="store_true", help="standardise each dimension")
-    p.add_argument("--pca", type=int, default=None, metavar="DIMS", help="reduce to DIMS with PCA")
-    p.add_argument("--l2", action="store_true", help="unit-length rows")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument(
+        "--out",
+        help="output folder (default: RUN_DIR/matrices/<name>, or "
+        "$EMBEDGEN_HOME/matrices/<model>/<name>; the name says method, layer, tuned or base, "
+        "filters and post-processing)",
+    )
+    _add_settings(p, MatrixOptions)
+    _add_settings(p, PostProcess)
+    p.add_argument("--dtype", default=DTYPES[0], choices=DTYPES, help="what matrix.npy holds")
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_matrix)
 
-    p = sub.add_parser("neighbors", parents=[common], help="nearest tokens, similarity, analogy")
+
+def _neighbours_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "neighbors",
+        aliases=["neighbours"],
+        parents=[common],
+        help="nearest tokens, similarity, analogy",
+    )
     p.add_argument("matrix", metavar="MATRIX_DIR")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--word", help="token to find neighbours of")
@@ -328,15 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_neighbors)
 
+
+def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    from embedgen.export import ExportFormat
+
     p = sub.add_parser("export", parents=[common], help="write word2vec, projector or zip files")
     p.add_argument("matrix", metavar="MATRIX_DIR")
     p.add_argument("--format", required=True, choices=[f.value for f in ExportFormat])
     p.add_argument("--out", required=True, help="output file (folder for projector)")
     p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("models", parents=[common], help="list models in the local HF cache")
-    p.set_defaults(func=cmd_models)
-    return parser
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from embedgen.errors import BadConfig
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def token_stats(
         overall.update(counter)
     counts = dict(overall.most_common())
     label_counts = {token: [counter[token] for counter in per_label] for token in counts}
-    logger.info(
+    log.info(
         "Counted %d tokens (%d distinct) in %d texts over %d labels",
         sum(counts.values()),
         len(counts),
@@ -172,7 +172,7 @@ def align(
     top = [assoc[t][0] if t in assoc else "" for t in vocab]
     z = np.array([assoc[t][1] if t in assoc else 0.0 for t in vocab], dtype=np.float32)
     seen = int((counts > 0).sum())
-    logger.info(
+    log.info(
         "Aligned token statistics: %d of %d vocabulary rows occur in the texts", seen, len(vocab)
     )
     return counts, top, z

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from embedgen.errors import BadConfig
+from embedgen.fields import choice as parse_choice
 
 
 class DeviceChoice(enum.StrEnum):
@@ -26,11 +27,7 @@ def _mps_available() -> bool:
 
 def resolve_device(choice: str = "auto") -> torch.device:
     """Return the torch device for ``choice``: CUDA when present, else MPS, else CPU for "auto"."""
-    try:
-        choice = DeviceChoice(str(choice).lower())
-    except ValueError:
-        options = ", ".join(c.value for c in DeviceChoice)
-        raise BadConfig(f"Unknown device '{choice}'. Choose one of: {options}.") from None
+    choice = parse_choice(DeviceChoice, str(choice).lower(), "device")
     if choice is DeviceChoice.AUTO:
         if torch.cuda.is_available():
             return torch.device("cuda")

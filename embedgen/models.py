@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -15,6 +14,7 @@ from urllib.parse import urlparse
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
+from embedgen.atomic import sha256_file
 from embedgen.config import resolve_quietly, under_any
 from embedgen.errors import ModelNotAvailable, NotAllowed
 from embedgen.paths import hub_cache_dir
@@ -85,13 +85,8 @@ def _weights_digest(folder: Path) -> str:
     if folder.parent.name == "snapshots":
         return folder.name
     for name in WEIGHT_FILES:
-        f = folder / name
-        if f.exists():
-            h = hashlib.sha256()
-            with f.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            return "sha256:" + h.hexdigest()
+        if (folder / name).exists():
+            return "sha256:" + sha256_file(folder / name)
     return "unknown"
 
 
@@ -131,6 +126,15 @@ def _resolve_folder(
         return path, "local folder"
     if _looks_like_path(spec):
         raise _not_available(spec, "no such folder")
+    return _from_hub(spec, allow_download)
+
+
+def _from_hub(spec: str, allow_download: bool) -> tuple[Path, str]:
+    """The cached snapshot of hub id ``spec``, downloaded first when allowed and reachable.
+
+    Only configs, tokenizers and safetensors weights are fetched (pickled weights only when a
+    repository has nothing else), never a repository's code.
+    """
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]
@@ -139,7 +143,7 @@ def _resolve_folder(
             spec, local_files_only=True, allow_patterns=patterns, cache_dir=hub_cache_dir()
         )
         return Path(folder), "hub cache"
-    except Exception as cache_miss:  # noqa: BLE001 - any miss means "not cached"
+    except Exception as cache_miss:  # any miss means "not cached"
         log.debug("'%s' not in the local cache (%s)", spec, type(cache_miss).__name__)
     if not allow_download or _offline():
         raise _not_available(
@@ -152,7 +156,7 @@ def _resolve_folder(
         )
     try:
         folder = snapshot_download(spec, allow_patterns=patterns, cache_dir=hub_cache_dir())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _not_available(spec, f"download failed ({type(exc).__name__}: {exc})") from exc
     if not any(
         Path(folder, w).exists() for w in ("model.safetensors", "model.safetensors.index.json")
@@ -162,6 +166,37 @@ def _resolve_folder(
             spec, allow_patterns=[*patterns, "pytorch_model.bin"], cache_dir=hub_cache_dir()
         )
     return Path(folder), "hub download"
+
+
+def _load_parts(spec: str, folder: Path, trust_remote_code: bool) -> tuple[Any, Any, Any]:
+    """The config, tokenizer and model in ``folder``, with one message for what goes wrong."""
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        safetensors = any(
+            (folder / name).exists()
+            for name in ("model.safetensors", "model.safetensors.index.json")
+        )
+        model = AutoModel.from_pretrained(
+            folder,
+            config=config,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True if safetensors else None,
+        )
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise ModelNotAvailable(
+                f"Model '{spec}' needs its own code from the repository to run. embedgen does not "
+                "run remote code unless you allow it (--trust-remote-code / the checkbox on the "
+                "Model page). Only allow it for repositories you trust."
+            ) from exc
+        raise ModelNotAvailable(f"Model '{spec}' cannot be loaded: {exc}") from exc
+    except (OSError, KeyError) as exc:
+        raise ModelNotAvailable(
+            f"Model '{spec}' cannot be loaded from {folder}: {exc}. Check that the folder holds "
+            "the model's config, weights and tokenizer files."
+        ) from exc
+    return config, tokenizer, model
 
 
 def load_encoder(
@@ -188,34 +223,7 @@ def load_encoder(
         # Runs record this id; an absolute path keeps them usable from any working directory.
         spec = str(folder.resolve())
         folder = Path(spec)
-    try:
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        use_safetensors = (
-            True
-            if (folder / "model.safetensors").exists()
-            or (folder / "model.safetensors.index.json").exists()
-            else None
-        )
-        model = AutoModel.from_pretrained(
-            folder,
-            config=config,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=use_safetensors,
-        )
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc) and not trust_remote_code:
-            raise ModelNotAvailable(
-                f"Model '{spec}' needs its own code from the repository to run. embedgen does not "
-                "run remote code unless you allow it (--trust-remote-code / the checkbox on the "
-                "Model page). Only allow it for repositories you trust."
-            ) from exc
-        raise ModelNotAvailable(f"Model '{spec}' cannot be loaded: {exc}") from exc
-    except (OSError, KeyError) as exc:
-        raise ModelNotAvailable(
-            f"Model '{spec}' cannot be loaded from {folder}: {exc}. Check that the folder holds "
-            "the model's config, weights and tokenizer files."
-        ) from exc
+    config, tokenizer, model = _load_parts(spec, folder, trust_remote_code)
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embeddings is None or not hasattr(embeddings, "weight"):
         raise ModelNotAvailable(
@@ -265,7 +273,7 @@ def list_cached_models(cache_dir: str | os.PathLike[str] | None = None) -> list[
 
     try:
         info = scan_cache_dir(cache_dir or hub_cache_dir())
-    except Exception as exc:  # noqa: BLE001 - a missing or unreadable cache means "none"
+    except Exception as exc:  # a missing or unreadable cache means "none"
         log.info("No usable Hugging Face cache: %s", exc)
         return []
     found = []

@@ -7,7 +7,10 @@ point ``EMBEDGEN_HOME`` elsewhere without restarting anything.
 from __future__ import annotations
 
 import os
+import re
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 
 def embedgen_home() -> Path:
@@ -38,3 +41,84 @@ def hub_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "huggingface"
     )
     return Path(home).expanduser() / "hub"
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def slug(text: str) -> str:
+    """``text`` as a safe folder-name part: letters (CJK too), digits, - and _; at most 40."""
+    return re.sub(r"[^\w\-]+", "_", text, flags=re.UNICODE).strip("_")[:40] or "x"
+
+
+def new_run_folder(dataset_name: str, strategy: str, root: Path | None = None) -> Path:
+    """A new, empty folder for a run: ``<time>_<data>_<strategy>`` under ``root`` (default
+    ``$EMBEDGEN_HOME/runs``), created here so that two runs started in the same second get
+    two folders (the second gets ``-2``)."""
+    root = root if root is not None else runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+    stem = f"{stamp}_{slug(Path(dataset_name).stem)}_{strategy}"
+    for n in range(1, 1000):
+        folder = root / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"{root} already holds 999 runs named {stem}")
+
+
+class MatrixChoices(Protocol):
+    """What a matrix's name is made of (``embedgen.matrix.MatrixOptions`` has these)."""
+
+    method: str
+    through_projection: bool
+    drop_special: bool
+    cjk_only: bool
+    drop_continuation: bool
+    postprocess: Any
+
+
+def matrix_name(options: MatrixChoices, *, tuned: bool, layer: int | None = None) -> str:
+    """The one name for a matrix, made of everything that makes two matrices differ.
+
+    ``contextual-L12-tuned-cjk-center``: method, layer (contextual), ``raw`` when a run's
+    contextual vectors skip the projection, ``tuned`` (built from a run) or ``base``, the row
+    filters that differ from the defaults, and the post-processing steps in the order they run.
+    The app and the command line name matrices and their folders by it.
+    """
+    method = str(options.method)
+    parts = [method]
+    if layer is not None:
+        parts.append(f"L{layer}")
+    if method == "contextual" and tuned and not options.through_projection:
+        parts.append("raw")
+    parts.append("tuned" if tuned else "base")
+    if options.cjk_only:
+        parts.append("cjk")
+    if not options.drop_special:
+        parts.append("special")
+    if options.drop_continuation:
+        parts.append("nocont")
+    post = options.postprocess
+    parts += [
+        step
+        for step, on in (
+            ("center", post.center),
+            (f"abtt{post.abtt}", post.abtt),
+            ("zscore", post.zscore),
+            (f"pca{post.pca_dims}", post.pca_dims),
+            ("l2", post.l2),
+        )
+        if on
+    ]
+    return "-".join(parts)
+
+
+def matrix_folder(name: str, *, run_folder: str | os.PathLike[str] | None, model_id: str) -> Path:
+    """Where a matrix called ``name`` lives: in its run's ``matrices/``, or for a plain model
+    under ``$EMBEDGEN_HOME/matrices/<model>/``."""
+    if run_folder is not None:
+        return Path(run_folder) / "matrices" / name
+    return matrices_dir() / slug(Path(model_id).name) / name

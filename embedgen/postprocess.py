@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from embedgen.errors import BadConfig
+from embedgen.fields import check, setting
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 Matrix = npt.NDArray[np.float32]
 
@@ -127,15 +128,12 @@ def _pca(x: Matrix, dims: int) -> tuple[Matrix, float]:
     return projected, explained
 
 
-def pca(x: npt.ArrayLike, dims: int, seed: int = 0) -> Matrix:
+def pca(x: npt.ArrayLike, dims: int) -> Matrix:
     """Return ``x`` centred and projected on its top ``dims`` principal directions (rows x dims).
 
     Column ``j`` is the coordinate on the ``j``-th largest direction, so column variances
-    decrease. The solver is exact and deterministic; ``seed`` is kept in the signature (and in
-    the manifest record) so that a randomized solver for very large matrices can be added
-    without changing callers.
+    decrease. The solver is exact and deterministic.
     """
-    del seed  # the exact solver needs no randomness
     return _pca(_as_matrix(x), dims)[0]
 
 
@@ -151,36 +149,32 @@ def l2_normalize(x: npt.ArrayLike) -> Matrix:
 class PostProcess:
     """Which post-processing steps to run; :func:`apply` runs them in the order of the fields.
 
-    ``abtt`` is the number of top directions to remove (0: none); ``pca_dims`` the number of
-    dimensions to keep (None: no PCA). The default runs nothing.
+    The default runs nothing.
     """
 
-    center: bool = False
-    abtt: int = 0
-    zscore: bool = False
-    pca_dims: int | None = None
-    l2: bool = False
+    center: bool = setting(False, "mean-centre", help="subtract the mean vector")
+    abtt: int = setting(
+        0,
+        "top directions to remove",
+        low=0,
+        high=4096,
+        help="all-but-the-top: centre, then remove the N top principal directions "
+        "(0: none; dims // 100 is a common choice)",
+    )
+    zscore: bool = setting(False, "z-score", help="standardise each dimension")
+    pca_dims: int | None = setting(
+        None,
+        "PCA dims",
+        low=1,
+        high=65_536,
+        whole=True,
+        flag="--pca",
+        help="reduce to this many dimensions with PCA",
+    )
+    l2: bool = setting(False, "L2-normalise", help="unit-length rows")
 
     def __post_init__(self) -> None:
-        if isinstance(self.abtt, bool) or not isinstance(self.abtt, int) or self.abtt < 0:
-            raise BadConfig(
-                f"abtt = {self.abtt!r}: give the number of top directions to remove, "
-                "a whole number >= 0 (0 removes none; dims // 100 is a common choice)."
-            )
-        if self.pca_dims is not None and (
-            isinstance(self.pca_dims, bool)
-            or not isinstance(self.pca_dims, int)
-            or self.pca_dims < 1
-        ):
-            raise BadConfig(
-                f"pca_dims = {self.pca_dims!r}: give the number of dimensions to keep, "
-                "a whole number >= 1, or None for no PCA."
-            )
-
-    @property
-    def is_identity(self) -> bool:
-        """True when no step is chosen."""
-        return not (self.center or self.abtt or self.zscore or self.pca_dims or self.l2)
+        check(self)
 
 
 def apply(vectors: npt.ArrayLike, options: PostProcess) -> tuple[Matrix, list[dict[str, Any]]]:
@@ -195,19 +189,19 @@ def apply(vectors: npt.ArrayLike, options: PostProcess) -> tuple[Matrix, list[di
     if options.center:
         x = center(x)
         records.append({"step": "center"})
-        logger.info("Centred %d x %d vectors", *x.shape)
+        log.info("Centred %d x %d vectors", *x.shape)
     if options.abtt:
         x, removed = _all_but_the_top(x, options.abtt)
         records.append(
             {"step": "abtt", "components": options.abtt, "removed_variance": round(removed, 6)}
         )
-        logger.info(
+        log.info(
             "Removed the top %d directions (%.1f%% of the variance)", options.abtt, 100 * removed
         )
     if options.zscore:
         x = zscore(x)
         records.append({"step": "zscore"})
-        logger.info("Z-scored %d dimensions", x.shape[1])
+        log.info("Z-scored %d dimensions", x.shape[1])
     if options.pca_dims is not None:
         before = x.shape[1]
         x, explained = _pca(x, options.pca_dims)
@@ -219,7 +213,7 @@ def apply(vectors: npt.ArrayLike, options: PostProcess) -> tuple[Matrix, list[di
                 "explained_variance": round(explained, 6),
             }
         )
-        logger.info(
+        log.info(
             "PCA %d -> %d dims keeps %.1f%% of the variance",
             before,
             options.pca_dims,
@@ -228,7 +222,7 @@ def apply(vectors: npt.ArrayLike, options: PostProcess) -> tuple[Matrix, list[di
     if options.l2:
         x = l2_normalize(x)
         records.append({"step": "l2"})
-        logger.info("L2-normalised %d rows", x.shape[0])
+        log.info("L2-normalised %d rows", x.shape[0])
     if not records:
         x = x.copy()  # never hand back the caller's own array
     return x, records

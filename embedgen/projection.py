@@ -21,7 +21,6 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -33,13 +32,13 @@ import numpy.typing as npt
 
 from embedgen import atomic
 from embedgen.errors import BadConfig, Cancelled
+from embedgen.fields import Choice, check, setting
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.paths import cache_dir
 from embedgen.postprocess import pca
+from embedgen.progress import ProgressFn, check_cancel
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]
 
 # Bump when the computation changes in a way that makes old cache files wrong.
 _CACHE_VERSION = 1
@@ -49,67 +48,67 @@ _CACHE_VERSION = 1
 _EXACT_KNN_MAX_ROWS = 32_768
 # Below this many distinct rows UMAP is not meaningful; the map falls back to PCA.
 _UMAP_MIN_ROWS = 4
-_METRICS = ("cosine", "correlation", "euclidean")
 
 
-class Reducer(enum.StrEnum):
+class Reducer(Choice):
     """How the map is made."""
 
-    PCA = "pca"  # linear, exact, instant; clusters overlap
-    UMAP = "umap"  # non-linear neighbourhood layout; slower, shows local structure
+    PCA = "pca", "linear, exact, instant; clusters overlap"
+    UMAP = "umap", "non-linear neighbourhood layout; slower, shows local structure"
+
+
+class Metric(enum.StrEnum):
+    """What "near" means on the map."""
+
+    COSINE = "cosine"
+    CORRELATION = "correlation"
+    EUCLIDEAN = "euclidean"
 
 
 @dataclass(frozen=True)
 class ProjectionOptions:
     """What map to make; ``seed=None`` lets UMAP run in parallel, but each run differs."""
 
-    reducer: Reducer = Reducer.UMAP
-    dims: int = 2
-    n_neighbors: int = 15
-    min_dist: float = 0.1
-    metric: str = "cosine"
-    pca_first: int | None = 50  # PCA to this many dims before UMAP (speed); None = off
-    seed: int | None = 0  # fixed: reproducible, UMAP layout single-threaded; None: parallel
-    max_rows: int | None = None  # None = all rows; else a seeded random sample of rows
+    reducer: Reducer = setting(Reducer.UMAP, "reducer", choices=Reducer)
+    dims: int = setting(2, "dimensions", low=2, high=3, help="a map has 2 or 3")
+    n_neighbors: int = setting(
+        15, "UMAP neighbours", low=2, high=1000, help="5 to 50 is usual; 15 is the default"
+    )
+    min_dist: float = setting(0.1, "UMAP minimum distance", low=0, high=1)
+    metric: Metric = setting(Metric.COSINE, "metric", choices=Metric)
+    pca_first: int | None = setting(
+        50,
+        "PCA dims before UMAP",
+        low=2,
+        high=4096,
+        help="PCA to this many dims before UMAP, for speed; None skips it",
+    )
+    seed: int | None = setting(
+        0,
+        "seed",
+        low=0,
+        high=2**32 - 1,
+        whole=True,
+        help="fixed: reproducible, but UMAP's layout runs single-threaded; None: parallel",
+    )
+    max_rows: int | None = setting(
+        None,
+        "rows on the map",
+        low=1,
+        high=10**9,
+        whole=True,
+        help="None: all rows; else a seeded random sample",
+    )
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "reducer", Reducer(self.reducer))
-        except ValueError:
-            raise BadConfig(
-                f"Unknown reducer '{self.reducer}'. Choose one of: "
-                + ", ".join(r.value for r in Reducer)
-                + "."
-            ) from None
-        if _not_int(self.dims) or self.dims not in (2, 3):
-            raise BadConfig(f"dims = {self.dims!r}: a map has 2 or 3 dimensions.")
-        if _not_int(self.n_neighbors) or self.n_neighbors < 2:
-            raise BadConfig(
-                f"n_neighbors = {self.n_neighbors!r}: UMAP needs at least 2 neighbours "
-                "(5 to 50 is usual; 15 is the default)."
-            )
-        if not 0.0 <= float(self.min_dist) <= 1.0:
-            raise BadConfig(f"min_dist = {self.min_dist!r}: choose a value from 0.0 to 1.0.")
-        if self.metric not in _METRICS:
-            raise BadConfig(f"metric = {self.metric!r}: choose one of {', '.join(_METRICS)}.")
-        if self.pca_first is not None and (_not_int(self.pca_first) or self.pca_first < 2):
-            raise BadConfig(
-                f"pca_first = {self.pca_first!r}: give the number of PCA dimensions to keep "
-                "before UMAP (>= 2; 50 is the default), or None to skip PCA."
-            )
-        if self.seed is not None and (_not_int(self.seed) or not 0 <= self.seed < 2**32):
-            raise BadConfig(
-                f"seed = {self.seed!r}: give a whole number from 0 to 2**32 - 1, or None."
-            )
-        if self.max_rows is not None and (_not_int(self.max_rows) or self.max_rows < 1):
-            raise BadConfig(f"max_rows = {self.max_rows!r}: give a number >= 1, or None for all.")
+        check(self)
 
     def params(self) -> dict[str, Any]:
         """The options that shape the map (UMAP-only ones left out for PCA), JSON-ready."""
         out: dict[str, Any] = {
             "reducer": self.reducer.value,
             "dims": self.dims,
-            "metric": self.metric,
+            "metric": str(self.metric),
             "max_rows": self.max_rows,
             "seed": self.seed,
         }
@@ -120,10 +119,6 @@ class ProjectionOptions:
                 pca_first=self.pca_first,
             )
         return out
-
-
-def _not_int(value: object) -> bool:
-    return isinstance(value, bool) or not isinstance(value, int | np.integer)
 
 
 @dataclass(frozen=True)
@@ -278,7 +273,7 @@ def project(
     vectors = matrix.vectors if len(rows) == matrix.shape[0] else matrix.vectors[rows]
     _check_finite(vectors, rows, matrix.vocab)
     coords, details = _compute(vectors, options, report, cancel)
-    _check_cancel(cancel)
+    check_cancel(cancel, "The map")
     seconds = time.perf_counter() - started
     details["computed_seconds"] = round(seconds, 3)
     projection = Projection(
@@ -334,18 +329,17 @@ def _check_finite(vectors: np.ndarray, rows: np.ndarray, vocab: tuple[str, ...])
         )
 
 
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("Projection cancelled; nothing was cached.")
-
-
 def _compute(
     vectors: np.ndarray,
     options: ProjectionOptions,
     report: ProgressFn,
     cancel: threading.Event | None,
 ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
-    """Coords for ``vectors`` (already checked finite) and a record of what was done."""
+    """Coords for ``vectors`` (already checked finite) and a record of what was done.
+
+    Longer than most functions here on purpose: it reads as the map's stages in order
+    (distinct rows, PCA, kNN graph, layout), each timed, reported and cancellable.
+    """
     distinct, inverse = _distinct_rows(vectors)
     n = distinct.shape[0]
     details: dict[str, Any] = {"distinct_rows": n, "reducer_used": options.reducer.value}
@@ -363,7 +357,7 @@ def _compute(
     steps = 3 + n_epochs if use_umap else 2
     details["steps"] = steps
     report(0, steps)
-    _check_cancel(cancel)
+    check_cancel(cancel, "The map")
 
     x = _prepare(distinct, options.metric)
     stage_seconds: dict[str, float] = {}
@@ -379,7 +373,7 @@ def _compute(
         x = _pca_coords(x, options.pca_first, details)
     stage_seconds["pca"] = round(time.perf_counter() - clock, 3)
     report(1, steps)
-    _check_cancel(cancel)
+    check_cancel(cancel, "The map")
 
     n_neighbors = options.n_neighbors
     if n_neighbors >= n:
@@ -393,7 +387,7 @@ def _compute(
     knn = _knn(x, n_neighbors, options.seed, details)
     stage_seconds["knn"] = round(time.perf_counter() - clock, 3)
     report(2, steps)
-    _check_cancel(cancel)
+    check_cancel(cancel, "The map")
 
     clock = time.perf_counter()
     coords = _umap_layout(x, knn, n_neighbors, n_epochs, options, details, report, cancel)
@@ -531,7 +525,7 @@ class _EpochHook:
             return len(text)  # tqdm's close after the raise must not raise again
         if self.cancel is not None and self.cancel.is_set():
             self.cancelled = True
-            raise Cancelled("Projection cancelled; nothing was cached.")
+            raise Cancelled("The map was cancelled.")
         found = self._PATTERN.findall(text)
         if found:
             done, _ = found[-1]

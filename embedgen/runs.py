@@ -33,17 +33,10 @@ from embedgen import __version__
 from embedgen.atomic import atomic_path, write_json
 from embedgen.data import LabelledData
 from embedgen.errors import BadRun, ModelNotAvailable
-from embedgen.finetune import (
-    EpochMetrics,
-    FinetuneConfig,
-    Head,
-    ProgressFn,
-    Run,
-    RunStatus,
-    finetune,
-)
 from embedgen.models import Encoder, load_encoder
 from embedgen.paths import runs_dir
+from embedgen.progress import ProgressFn
+from embedgen.train import EpochMetrics, FinetuneConfig, Head, Run, RunStatus, finetune
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ if st.button("Load model", type="primary", disabled=not spec.strip()):
         try:
             ui.load_model(spec.strip(), trust)
             st.session_state[ui.MODEL_LOADED] = (spec.strip(), trust)
-        except Exception as exc:  # noqa: BLE001 - shown; the model loaded before stays
+        except Exception as exc:  # shown; the model loaded before stays
             ui.show_error(exc)
 
 encoder = ui.current_encoder()

@@ -6,7 +6,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from embedgen.data import guess_columns, prepare, read_table, split, xlsx_sheets
+from embedgen.data import guess_columns, prepare, split
+from embedgen.fields import spec
+from embedgen.table import read_table, xlsx_sheets
+from embedgen.train import FinetuneConfig
 from embedgen.ui import common as ui
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"
@@ -44,7 +47,7 @@ if source.startswith("Upload"):
                         "Sheet", sheets, key="data_sheet", help="This workbook has several sheets."
                     )
             table = read_table(raw, name=upload.name, header=header, sheet=sheet)
-        except Exception as exc:  # noqa: BLE001 - shown; the previous table is forgotten
+        except Exception as exc:  # shown; the previous table is forgotten
             st.session_state[ui.DATA_TABLE] = None
             st.session_state[ui.DATA_LABELLED] = None
             ui.show_error(exc)
@@ -71,7 +74,7 @@ st.caption(
 st.dataframe(table.frame.head(20), width="stretch", height=260)
 
 text_guess, label_guess = guess_columns(table)
-previous = st.session_state.get("data_columns")
+previous = st.session_state[ui.DATA_COLUMNS]
 if previous and previous[0] == table.sha256:
     text_guess, label_guess = previous[1], previous[2]
 columns = table.columns
@@ -91,12 +94,12 @@ label_col = cols[1].selectbox(
 
 try:
     data = prepare(table, text_col, label_col)
-except Exception as exc:  # noqa: BLE001 - every problem is shown, nothing else breaks
+except Exception as exc:  # every problem is shown, nothing else breaks
     st.session_state[ui.DATA_LABELLED] = None
     ui.show_error(exc)
     st.stop()
 st.session_state[ui.DATA_LABELLED] = data
-st.session_state["data_columns"] = (table.sha256, text_col, label_col)
+st.session_state[ui.DATA_COLUMNS] = (table.sha256, text_col, label_col)
 
 if data.dropped:
     st.warning(data.dropped_summary())
@@ -109,20 +112,18 @@ else:
     st.success(f"All {len(data):,} rows are usable.")
 
 counts = data.class_counts()
+fraction = spec(FinetuneConfig, "val_fraction")
 val_fraction = st.slider(
     "Validation share",
     0.05,
-    0.5,
-    st.session_state.get(ui.DATA_VAL_FRACTION, 0.1),
+    fraction.high,
+    st.session_state[ui.DATA_VAL_FRACTION],
     0.05,
     help="Held out, stratified by label, to measure accuracy and macro-F1 after each epoch.",
 )
 st.session_state[ui.DATA_VAL_FRACTION] = val_fraction
-try:
-    train, val = split(data, val_fraction=val_fraction, seed=0)
-except Exception as exc:  # noqa: BLE001
-    ui.show_error(exc)
-    st.stop()
+seed = FinetuneConfig().seed  # the split training will make
+train, val = ui.attempt(lambda: split(data, val_fraction=val_fraction, seed=seed))
 
 left, right = st.columns([3, 2])
 fig = px.bar(
@@ -135,5 +136,5 @@ fig.update_layout(height=320, margin={"t": 40, "b": 0})
 left.plotly_chart(fig, width="stretch")
 right.metric("Training rows", f"{len(train):,}")
 right.metric("Validation rows", f"{len(val):,}")
-right.caption("Split with seed 0; the same split every time for the same file.")
+right.caption(f"Split with seed {seed}, as training will; the same split every time.")
 st.page_link("pages/3_Train.py", label="Next: fine-tune", icon=":material/arrow_forward:")

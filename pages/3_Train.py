@@ -2,22 +2,19 @@
 
 import streamlit as st
 
-from embedgen.finetune import FinetuneConfig, Strategy
-from embedgen.runs import default_run_dir, list_runs, load_run, train_and_save
+from embedgen.data import LabelledData
+from embedgen.models import Encoder
+from embedgen.paths import new_run_folder
+from embedgen.runs import list_runs, load_run, train_and_save
+from embedgen.train import FinetuneConfig, Run, Strategy
 from embedgen.ui import common as ui
 from embedgen.ui import plots
 from embedgen.ui.jobs import Job, JobState, start_job
+from embedgen.ui.widgets import setting_input
 
 st.set_page_config(page_title="Train · embedgen", layout="wide")
 ui.init_state()
 st.title("3 · Train")
-
-STRATEGY_HELP = {
-    Strategy.HEAD: "Encoder frozen: the texts are encoded once, then only the head trains "
-    "(fast, many epochs).",
-    Strategy.TOP_K: "The top k transformer layers train with the head.",
-    Strategy.FULL: "The whole encoder trains (except the input embeddings unless ticked).",
-}
 
 
 def render(job: Job) -> None:
@@ -26,7 +23,7 @@ def render(job: Job) -> None:
         st.plotly_chart(plots.training_curves(job.events), width="stretch", key="train_live")
 
 
-def show_run(run) -> None:  # noqa: ANN001 - a Run
+def show_run(run: Run) -> None:
     best = run.best
     st.subheader("Result")
     if run.message:
@@ -85,31 +82,32 @@ st.caption(
 )
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
-    strategy = c1.selectbox(
-        "Strategy",
-        [s.value for s in Strategy],
+    strategy = setting_input(
+        c1,
+        FinetuneConfig,
+        "strategy",
         key="train_strategy",
-        help="\n\n".join(f"**{k}**: {v}" for k, v in STRATEGY_HELP.items()),
+        help="\n\n".join(f"**{s}**: {s.description}" for s in Strategy),
     )
-    dim = c2.number_input("Projection size d", 2, 4096, 128, key="train_dim")
-    epochs = c3.number_input("Epochs", 1, 500, 10, key="train_epochs")
+    dim = setting_input(c2, FinetuneConfig, "dim", key="train_dim")
+    epochs = setting_input(c3, FinetuneConfig, "epochs", key="train_epochs")
     c1, c2, c3 = st.columns(3)
-    batch_size = c1.number_input("Batch size", 1, 4096, 32, key="train_batch")
-    head_lr = c2.number_input(
-        "Head learning rate", 1e-6, 1.0, 5e-3, format="%.0e", key="train_head_lr"
+    batch_size = setting_input(c1, FinetuneConfig, "batch_size", key="train_batch")
+    head_lr = setting_input(
+        c2, FinetuneConfig, "head_learning_rate", key="train_head_lr", format="%.0e"
     )
-    lr = c3.number_input("Encoder learning rate", 1e-7, 1e-2, 2e-5, format="%.0e", key="train_lr")
+    lr = setting_input(c3, FinetuneConfig, "learning_rate", key="train_lr", format="%.0e")
     c1, c2, c3 = st.columns(3)
-    top_k = c1.number_input(
-        "Layers to tune (top-k)",
-        1,
-        max(1, encoder.info.num_layers),
-        min(2, max(1, encoder.info.num_layers)),
+    top_k = setting_input(
+        c1,
+        FinetuneConfig,
+        "top_k",
         key="train_top_k",
+        max_value=max(1, encoder.info.num_layers),
     )
-    patience = c2.number_input("Early-stopping patience (0 = off)", 0, 100, 3, key="train_patience")
-    max_length = c3.number_input("Max tokens per text", 8, 512, 128, key="train_max_length")
-    train_embeddings = st.checkbox("full: also tune the input embeddings", key="train_embeddings")
+    patience = setting_input(c2, FinetuneConfig, "patience", key="train_patience")
+    max_length = setting_input(c3, FinetuneConfig, "max_length", key="train_max_length")
+    train_embeddings = setting_input(st, FinetuneConfig, "train_embeddings", key="train_embeddings")
     start = st.form_submit_button("Start training", type="primary", disabled=busy)
 
 if start:
@@ -125,12 +123,17 @@ if start:
             patience=int(patience),
             max_length=int(max_length),
             train_embeddings=train_embeddings,
-            val_fraction=st.session_state.get(ui.DATA_VAL_FRACTION, 0.1),
+            val_fraction=st.session_state[ui.DATA_VAL_FRACTION],
         )
     )
-    folder = default_run_dir(data.source_name, str(config.strategy))
 
-    def work(job: Job, encoder=encoder, data=data, config=config, folder=folder):  # noqa: ANN001
+    def work(
+        job: Job,
+        encoder: Encoder = encoder,
+        data: LabelledData = data,
+        config: FinetuneConfig = config,
+    ) -> Run:
+        folder = new_run_folder(data.source_name, str(config.strategy))
         return train_and_save(
             encoder,
             data,

@@ -1,16 +1,28 @@
 """Matrix: derive the embedding matrix from the model or the fine-tuned run."""
 
-from datetime import datetime
 from pathlib import Path
 
 import streamlit as st
 
-from embedgen.export import save_matrix
-from embedgen.matrix import METHOD_DESCRIPTIONS, MatrixOptions, Method, build_matrix
-from embedgen.paths import matrices_dir
+from embedgen.fields import spec
+from embedgen.matrix import (
+    DTYPES,
+    MatrixOptions,
+    Method,
+    build_matrix,
+    default_method,
+    folder_for,
+    methods_for,
+    name_for,
+    resolve_layer,
+    save_matrix,
+)
+from embedgen.models import Encoder
 from embedgen.postprocess import PostProcess
+from embedgen.train import Run
 from embedgen.ui import common as ui
 from embedgen.ui.jobs import Job, JobState, start_job
+from embedgen.ui.widgets import setting_input
 
 st.set_page_config(page_title="Matrix · embedgen", layout="wide")
 ui.init_state()
@@ -31,52 +43,60 @@ source = sources[source_label]
 from_run = source is run
 model_info = (run.encoder if from_run else encoder).info
 
-methods = [m.value for m in Method] if from_run else [Method.INPUT.value, Method.CONTEXTUAL.value]
+methods = [str(m) for m in methods_for(from_run)]
 c1, c2 = st.columns([1, 2])
-# From a run the default is the method that carries the fine-tuning and gave sensible
-# neighbours on a real model (contextual); from a plain model, the embedding table itself.
-method = c1.radio(
-    "Method",
-    methods,
-    index=methods.index(Method.CONTEXTUAL.value if from_run else Method.INPUT.value),
-    key="matrix_method",
-    help="input: untouched by fine-tuning. projected and contextual (from a run) carry it.",
+method = Method(
+    c1.radio(
+        "Method",
+        methods,
+        index=methods.index(default_method(from_run)),
+        key="matrix_method",
+        help="input: untouched by fine-tuning. projected and contextual (from a run) carry it.",
+    )
 )
-c2.info(METHOD_DESCRIPTIONS[Method(method)])
+c2.info(method.description)
 with st.form("matrix_form"):
     c1, c2, c3 = st.columns(3)
-    layer, through = model_info.num_layers, from_run
-    if method == Method.CONTEXTUAL:
+    layer, through = None, True
+    if method is Method.CONTEXTUAL:
         layer = c1.number_input(
             "Layer",
             0,
             model_info.num_layers,
-            model_info.num_layers,
+            resolve_layer(None, model_info.num_layers),
             key="matrix_layer",
-            help="0 is the embedding output; the last layer is the default.",
+            help=spec(MatrixOptions, "layer").help,
         )
         if from_run:
-            through = c2.checkbox(
-                "Through the trained projection",
-                True,
+            through = setting_input(
+                c2,
+                MatrixOptions,
+                "through_projection",
                 key="matrix_through",
-                help="Off: the tuned encoder's hidden states as they are (hidden size columns).",
+                label="Through the trained projection",
             )
-    dtype = (c3 if method == Method.CONTEXTUAL else c1).selectbox(
-        "Save as", ["float32", "float16"], key="matrix_dtype"
+    dtype = (c3 if method is Method.CONTEXTUAL else c1).selectbox(
+        "Save as", DTYPES, key="matrix_dtype"
     )
     st.markdown("**Rows**")
     c1, c2, c3 = st.columns(3)
-    drop_special = c1.checkbox("Drop special and [unused] tokens", True, key="matrix_drop_special")
-    cjk_only = c2.checkbox("CJK characters only", False, key="matrix_cjk_only")
-    drop_cont = c3.checkbox("Drop ## pieces", False, key="matrix_drop_cont")
+    drop_special = setting_input(c1, MatrixOptions, "drop_special", key="matrix_drop_special")
+    cjk_only = setting_input(c2, MatrixOptions, "cjk_only", key="matrix_cjk_only")
+    drop_cont = setting_input(c3, MatrixOptions, "drop_continuation", key="matrix_drop_cont")
     st.markdown("**Post-processing** (applied in this order)")
     c1, c2, c3, c4, c5 = st.columns(5)
-    center = c1.checkbox("Mean-centre", False, key="matrix_center")
-    abtt = c2.number_input("Remove top PCs", 0, 50, 0, key="matrix_abtt")
-    zscore = c3.checkbox("Z-score", False, key="matrix_zscore")
-    pca = c4.number_input("PCA dims (0 = off)", 0, 4096, 0, key="matrix_pca")
-    l2 = c5.checkbox("L2-normalise", False, key="matrix_l2")
+    center = setting_input(c1, PostProcess, "center", key="matrix_center")
+    abtt = setting_input(c2, PostProcess, "abtt", key="matrix_abtt", max_value=50)
+    zscore = setting_input(c3, PostProcess, "zscore", key="matrix_zscore")
+    pca = c4.number_input(
+        "PCA dims (0 = off)",
+        0,
+        int(spec(PostProcess, "pca_dims").high),
+        0,
+        key="matrix_pca",
+        help=spec(PostProcess, "pca_dims").help,
+    )
+    l2 = setting_input(c5, PostProcess, "l2", key="matrix_l2")
     job: Job | None = st.session_state[ui.MATRIX_JOB]
     build = st.form_submit_button(
         "Build matrix", type="primary", disabled=job is not None and job.active
@@ -86,7 +106,7 @@ if build:
     options = ui.attempt(
         lambda: MatrixOptions(
             method=method,
-            layer=int(layer),
+            layer=None if layer is None else int(layer),
             through_projection=through,
             drop_special=drop_special,
             cjk_only=cjk_only,
@@ -96,15 +116,17 @@ if build:
             ),
         )
     )
-    name = method + (f"-layer{int(layer)}" if method == "contextual" else "")
-    name += "-tuned" if from_run else "-base"
-    if from_run and run.folder:
-        folder = Path(run.folder) / "matrices" / name
-    else:
-        stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
-        folder = matrices_dir() / f"{stamp}_{Path(model_info.model_id).name}_{name}"
+    name = ui.attempt(lambda: name_for(source, options))
+    folder = ui.attempt(lambda: folder_for(source, options))
 
-    def work(job: Job, source=source, options=options, folder=folder, name=name, dtype=dtype):  # noqa: ANN001
+    def work(
+        job: Job,
+        source: Encoder | Run = source,
+        options: MatrixOptions = options,
+        folder: Path = folder,
+        name: str = name,
+        dtype: str = dtype,
+    ) -> ui.MatrixEntry:
         matrix = build_matrix(source, options, progress=job.report, cancel=job.cancel)
         job.stage = "saving"
         save_matrix(matrix, folder, dtype=dtype)

@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from embedgen.errors import EmbedgenError
-from embedgen.export import load_matrix
-from embedgen.neighbors import NeighbourIndex
-from embedgen.projection import ProjectionOptions, Reducer, project
+from embedgen.matrix import EmbeddingMatrix, load_matrix
+from embedgen.neighbours import NeighbourIndex
+from embedgen.projection import Projection, ProjectionOptions, Reducer, project
 from embedgen.ui import colours, plots
 from embedgen.ui import common as ui
 from embedgen.ui.jobs import Job, JobState, start_job, warm_up_umap_once
@@ -127,7 +127,7 @@ with tab_map:
     n_clusters = c4.number_input("Clusters", 2, 50, 12, key="explore_clusters")
     options = ProjectionOptions(reducer=reducer, dims=int(dims))
     key = (entry.key, options)
-    projections = st.session_state.setdefault("explore_projections", {})
+    projections = st.session_state[ui.PROJECTIONS]
     pjob: Job | None = st.session_state[ui.PROJECTION_JOB]
     if pjob is not None and pjob.tag == key and pjob.state is JobState.DONE:
         projections[key] = pjob.result
@@ -140,7 +140,9 @@ with tab_map:
         )
         if st.button("Compute map", type="primary", disabled=pjob is not None and pjob.active):
 
-            def work(job: Job, matrix=matrix, options=options):  # noqa: ANN001
+            def work(
+                job: Job, matrix: EmbeddingMatrix = matrix, options: ProjectionOptions = options
+            ) -> Projection:
                 return project(matrix, options, progress=job.report, cancel=job.cancel)
 
             pjob = st.session_state[ui.PROJECTION_JOB] = start_job("Map", work, tag=key)

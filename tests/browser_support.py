@@ -153,7 +153,7 @@ def report_failure(page: Any, server: StreamlitServer) -> Iterator[None]:
         try:
             shot = screenshot(page, "failure")
             print(f"\nscreenshot of the failing page: {shot}")  # noqa: T201
-        except Exception as exc:  # noqa: BLE001 - the original failure matters more
+        except Exception as exc:  # the original failure matters more
             print(f"\n(no failure screenshot: {exc})")  # noqa: T201
         print("\n" + server.log_tail())  # noqa: T201
         raise

@@ -85,6 +85,14 @@ def build_tiny_xlmr(folder: Path, *, hidden: int = 16, seed: int = 0) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _embedgen_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Nothing a test writes lands in the real ~/.embedgen (tests may point elsewhere)."""
+    home = tmp_path_factory.mktemp("embedgen-home")
+    os.environ["EMBEDGEN_HOME"] = str(home)
+    return home
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
@@ -152,7 +160,8 @@ def synthetic_csv(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def synthetic_data(synthetic_csv: Path):
-    from embedgen.data import prepare, read_table
+    from embedgen.data import prepare
+    from embedgen.table import read_table
 
     return prepare(read_table(synthetic_csv), "text", "label")
 
@@ -162,3 +171,51 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"../shared/data not present at {SHARED_DATA}: real-data tests need it")
     return SHARED_DATA
+
+
+# Small labelled tables for the reading (test_table) and labelled-data (test_data) tests.
+
+REVIEWS = [
+    ("这家店的菜很好吃", "1"),
+    ("送餐太慢了，菜都凉了", "0"),
+    ("味道不错，下次还点", "1"),
+    ("难吃，再也不点了", "0"),
+    ("服务态度很好", "1"),
+    ("量太少，不值这个价", "0"),
+]
+
+
+def csv_text(rows, header=("label", "review"), sep=",", newline="\n") -> str:
+    lines = [sep.join(header)] if header else []
+    lines += [sep.join((label, text)) for text, label in rows]
+    return newline.join(lines) + newline
+
+
+def write(tmp_path: Path, name: str, data: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+VOCAB = ("[PAD]", "好", "##好", "坏", "▁中国", "国", "\\", "héllo")
+
+
+def make_matrix(vocab=VOCAB, dims: int = 6, seed: int = 0):
+    """A random matrix over ``vocab`` whose manifest says "input"."""
+    import numpy as np
+
+    from embedgen.matrix import EmbeddingMatrix
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((len(vocab), dims)).astype(np.float32)
+    return EmbeddingMatrix(vectors=vectors, vocab=tuple(vocab), manifest={"method": "input"})
+
+
+@pytest.fixture
+def matrix():
+    """A small random matrix over VOCAB (6 dims)."""
+    return make_matrix()
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())

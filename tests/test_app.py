@@ -42,7 +42,7 @@ def click(at: AppTest, label: str) -> AppTest:
     return at
 
 
-def texts(elements) -> list[str]:  # noqa: ANN001
+def texts(elements) -> list[str]:
     return [str(e.value) for e in elements]
 
 
@@ -220,7 +220,7 @@ def test_train_matrix_explore_export(app: AppTest, tiny_model_dir: Path, tmp_pat
     assert "Matrix (.npy)" in labels and "Everything as one zip" in labels
 
 
-def start_long_training(app: AppTest, model_dir: Path):  # noqa: ANN201 - the Job
+def start_long_training(app: AppTest, model_dir: Path):  # the Job
     """Start a 200-epoch full fine-tune (no early stop) from the Train page; return its job."""
     load_model(app, model_dir)
     upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
@@ -267,12 +267,17 @@ def npy_caption(at: AppTest) -> str:
 
 
 def test_rebuilding_a_matrix_under_the_same_name_shows_the_new_one(
-    app: AppTest, tiny_model_dir: Path
+    app: AppTest, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    """Neighbours and downloads follow the matrix just built, not a cached older one."""
-    import numpy as np
+    """Neighbours and downloads follow the matrix just built, not a cached older one.
 
-    from embedgen.neighbors import NeighbourIndex
+    The name says how a matrix was made, not from which model: the untuned input matrix of a
+    second model is "input-base" too.
+    """
+    import numpy as np
+    from conftest import build_tiny_bert
+
+    from embedgen.neighbours import NeighbourIndex
 
     load_model(app, tiny_model_dir)
     go(app, "4_Matrix")
@@ -281,8 +286,8 @@ def test_rebuilding_a_matrix_under_the_same_name_shows_the_new_one(
     go(app, "5_Explore")
     go(app, "6_Export")
     assert "× 32," in npy_caption(app)  # the tiny model's hidden size
+    load_model(app, build_tiny_bert(tmp_path / "narrow", hidden=4, seed=1))
     go(app, "4_Matrix")
-    app.number_input(key="matrix_pca").set_value(4)
     click(app, "Build matrix")
     wait_for(app, "matrix_job")
     entry = app.session_state["matrices"]["input-base"]

@@ -61,7 +61,7 @@ def server(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture()
-def page(server: StreamlitServer):  # noqa: ANN201 - a playwright Page
+def page(server: StreamlitServer):  # a playwright Page
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -79,7 +79,7 @@ def page(server: StreamlitServer):  # noqa: ANN201 - a playwright Page
             browser.close()
 
 
-def idle(page) -> None:  # noqa: ANN001
+def idle(page) -> None:
     """Wait until the script run that the last action started has finished."""
     page.wait_for_timeout(250)  # the status widget appears a moment after the action
     page.get_by_test_id("stStatusWidget").filter(has_text="Running").wait_for(
@@ -87,7 +87,7 @@ def idle(page) -> None:  # noqa: ANN001
     )
 
 
-def no_errors(page) -> None:  # noqa: ANN001
+def no_errors(page) -> None:
     """No traceback and no red error box on the page."""
     from playwright.sync_api import expect
 
@@ -95,14 +95,14 @@ def no_errors(page) -> None:  # noqa: ANN001
     expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
 
 
-def shoot(page, name: str) -> None:  # noqa: ANN001
+def shoot(page, name: str) -> None:
     """Check the finished page for errors, then keep its screenshot."""
     idle(page)
     no_errors(page)
     screenshot(page, name)
 
 
-def goto(page, label: str) -> None:  # noqa: ANN001
+def goto(page, label: str) -> None:
     """Follow the sidebar link: same browser session, so session_state survives."""
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=label, exact=True).click()
     page.wait_for_url(f"**/{label}")
@@ -111,7 +111,7 @@ def goto(page, label: str) -> None:  # noqa: ANN001
 
 def test_whole_app_in_a_real_browser(
     server: StreamlitServer,
-    page,  # noqa: ANN001
+    page,
     tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect
@@ -238,7 +238,7 @@ def test_whole_app_in_a_real_browser(
 
 def test_a_bookmarked_page_on_a_fresh_server_gets_the_app_navigation(
     server: StreamlitServer,
-    page,  # noqa: ANN001
+    page,
 ) -> None:
     """The first request of a new server is /Data, not the start page."""
     from playwright.sync_api import expect

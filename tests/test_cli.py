@@ -548,6 +548,49 @@ def test_run_trained_from_a_relative_model_path_works_from_another_directory(
     assert result.code == 0, succeeded(result)
 
 
-def test_matrix_of_a_model_without_out_is_refused_in_one_line(capsys, tiny_model_dir):
-    line = refusal(cli(capsys, "matrix", tiny_model_dir, "--method", "input"), "matrix")
-    assert "--out" in line, line
+def test_matrix_without_out_goes_where_the_naming_rule_puts_it(
+    capsys, tiny_model_dir, head_run, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
+    args = ["--method", "contextual", "--layer", "1", "--cjk-only", "--center"]
+    result = cli(capsys, "matrix", tiny_model_dir, *args)
+    assert result.code == 0, succeeded(result)
+    base = tmp_path / "home" / "matrices" / tiny_model_dir.name / "contextual-L1-base-cjk-center"
+    assert (base / "matrix.npy").is_file(), result.out
+    result = cli(capsys, "matrix", head_run, *args, "--pca", 4)
+    assert result.code == 0, succeeded(result)
+    tuned = head_run / "matrices" / "contextual-L1-tuned-cjk-center-pca4"
+    assert (tuned / "matrix.npy").is_file(), result.out
+
+
+# --------------------------------------------------------------------------------------------
+# One source for every default
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "config_classes"),
+    [
+        (["train", "--data", "d.csv", "--text-col", "t", "--label-col", "l"], ["FinetuneConfig"]),
+        (["matrix", "RUN"], ["MatrixOptions", "PostProcess"]),
+    ],
+    ids=["train", "matrix"],
+)
+def test_every_flag_default_is_the_config_fields_default(argv, config_classes):
+    import dataclasses
+
+    import embedgen as eg
+    from embedgen.cli import build_parser
+    from embedgen.fields import specs
+
+    parsed = vars(build_parser().parse_args(argv))
+    for name in config_classes:
+        cls = getattr(eg, name)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name in specs(cls)}
+        assert fields, f"{name} declares no settings"
+        for field_name, field in fields.items():
+            assert field_name in parsed, f"{name}.{field_name} has no flag"
+            value = parsed[field_name]
+            assert value == field.default and cls(**{field_name: value}) == cls(), (
+                f"--{field_name}: the flag's default {value!r} is not {name}'s {field.default!r}"
+            )

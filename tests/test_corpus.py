@@ -9,8 +9,9 @@ import pytest
 from conftest import NEGATIVE, POSITIVE, synthetic_rows
 
 from embedgen.corpus import TokenStats, align, association, token_stats
-from embedgen.data import prepare, read_table
+from embedgen.data import prepare
 from embedgen.errors import BadConfig
+from embedgen.table import read_table
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"
 NAMES = ("正面", "负面")

@@ -1,8 +1,7 @@
-"""Export: the matrix folder round trip, other tools' formats, writes that never leave halves."""
+"""Export: other tools' formats (word2vec, projector, zip, downloads); no half-written files."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import zipfile
@@ -10,135 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import VOCAB, files_in, make_matrix
 
-from embedgen import export as export_module
-from embedgen.errors import BadConfig, BadRun
+from embedgen.errors import BadConfig
 from embedgen.export import (
     ExportFormat,
     export,
     export_projector,
     export_word2vec,
     export_zip,
-    load_matrix,
-    save_matrix,
 )
-from embedgen.matrix import EmbeddingMatrix
-
-VOCAB = ("[PAD]", "好", "##好", "坏", "▁中国", "国", "\\", "héllo")
-
-
-def make_matrix(vocab=VOCAB, dims: int = 6, seed: int = 0) -> EmbeddingMatrix:
-    rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal((len(vocab), dims)).astype(np.float32)
-    return EmbeddingMatrix(vectors=vectors, vocab=tuple(vocab), manifest={"method": "input"})
-
-
-@pytest.fixture
-def matrix() -> EmbeddingMatrix:
-    return make_matrix()
-
-
-def files_in(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
-
-
-# -- the matrix folder ---------------------------------------------------------------------------
-
-
-def test_save_then_load_gives_back_the_same_float32_matrix(matrix, tmp_path):
-    loaded = load_matrix(save_matrix(matrix, tmp_path / "m"))
-    assert loaded.vectors.dtype == np.float32
-    np.testing.assert_array_equal(loaded.vectors, matrix.vectors)
-    assert loaded.vocab == matrix.vocab
-    assert loaded.manifest["method"] == "input"
-
-
-def test_save_writes_exactly_the_three_files(matrix, tmp_path):
-    save_matrix(matrix, tmp_path / "m")
-    assert files_in(tmp_path / "m") == ["manifest.json", "matrix.npy", "vocab.txt"]
-
-
-def test_manifest_records_rows_dims_dtype_and_file_hashes(matrix, tmp_path):
-    folder = save_matrix(matrix, tmp_path / "m")
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    assert (manifest["rows"], manifest["dims"], manifest["dtype"]) == (8, 6, "float32")
-    for name in ("matrix.npy", "vocab.txt"):
-        assert manifest["files"][name] == hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    assert manifest["escaped_tokens"] == 0
-
-
-def test_vocab_txt_line_i_names_row_i(matrix, tmp_path):
-    folder = save_matrix(matrix, tmp_path / "m")
-    text = (folder / "vocab.txt").read_bytes().decode("utf-8")
-    assert text.split("\n")[:-1] == list(VOCAB)  # backslash token written as it is
-    assert "\r" not in text
-
-
-def test_float16_round_trip_is_close_and_comes_back_as_float32(matrix, tmp_path):
-    loaded = load_matrix(save_matrix(matrix, tmp_path / "m", dtype="float16"))
-    assert np.load(tmp_path / "m" / "matrix.npy").dtype == np.float16
-    assert loaded.vectors.dtype == np.float32
-    np.testing.assert_allclose(loaded.vectors, matrix.vectors, rtol=1e-3, atol=1e-3)
-    assert loaded.manifest["dtype"] == "float16"
-
-
-def test_save_rejects_other_dtypes_before_writing(matrix, tmp_path):
-    with pytest.raises(BadConfig, match="float64"):
-        save_matrix(matrix, tmp_path / "m", dtype="float64")
-    assert not (tmp_path / "m").exists()
-
-
-def test_a_token_with_a_newline_round_trips(tmp_path):
-    vocab = ("好", "a\nb", "\\n", "c\r", "\\")
-    folder = save_matrix(make_matrix(vocab), tmp_path / "m")
-    lines = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    assert len(lines) == len(vocab)
-    assert json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["escaped_tokens"] == 2
-    assert load_matrix(folder).vocab == vocab
-
-
-def test_an_empty_token_round_trips(tmp_path):
-    vocab = ("", "好", "")
-    assert load_matrix(save_matrix(make_matrix(vocab), tmp_path / "m")).vocab == vocab
-
-
-def test_load_of_a_missing_folder_is_bad_run(tmp_path):
-    with pytest.raises(BadRun, match="does not exist"):
-        load_matrix(tmp_path / "nowhere")
-
-
-@pytest.mark.parametrize("name", ["matrix.npy", "vocab.txt", "manifest.json"])
-def test_load_of_a_folder_missing_a_file_names_the_file(matrix, tmp_path, name):
-    folder = save_matrix(matrix, tmp_path / "m")
-    (folder / name).unlink()
-    with pytest.raises(BadRun, match=f"has no {name}; build one with `embedgen matrix"):
-        load_matrix(folder)
-
-
-def test_load_with_fewer_vocab_lines_than_rows_is_bad_run(matrix, tmp_path):
-    folder = save_matrix(matrix, tmp_path / "m")
-    (folder / "vocab.txt").write_text("好\n坏\n", encoding="utf-8")
-    with pytest.raises(BadRun, match="8 rows but vocab.txt has 2 lines"):
-        load_matrix(folder)
-
-
-def test_load_with_verify_notices_a_changed_file(matrix, tmp_path):
-    folder = save_matrix(matrix, tmp_path / "m")
-    np.save(folder / "matrix.npy", matrix.vectors + 1)
-    load_matrix(folder)  # without verify only the shapes are checked
-    with pytest.raises(BadRun, match="sha256"):
-        load_matrix(folder, verify=True)
-
-
-def test_save_interrupted_inside_np_save_leaves_no_file(matrix, tmp_path, monkeypatch):
-    def fail(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(export_module.np, "save", fail)
-    with pytest.raises(OSError, match="disk full"):
-        save_matrix(matrix, tmp_path / "m")
-    assert files_in(tmp_path / "m") == []  # neither matrix.npy nor a stray temporary file
-
+from embedgen.matrix import EmbeddingMatrix, load_matrix
 
 # -- word2vec ------------------------------------------------------------------------------------
 
@@ -269,7 +150,9 @@ def test_export_dispatches_on_the_format(matrix, tmp_path, fmt, name, expected):
 
 
 def test_export_rejects_an_unknown_format(matrix, tmp_path):
-    with pytest.raises(BadConfig, match="choose one of: npy, word2vec, projector, zip"):
+    with pytest.raises(
+        BadConfig, match="export format .parquet.. Choose one of: npy, word2vec, projector, zip"
+    ):
         export(matrix, "parquet", tmp_path / "x")
 
 

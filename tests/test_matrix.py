@@ -1,20 +1,25 @@
-"""Building embedding matrices: input, projected, contextual, filters, and tuning reaching them."""
+"""Embedding matrices: building them (input, projected, contextual, filters, tuning reaching
+them) and their folder on disk (the round trip, and writes that never leave halves)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import NEGATIVE, POSITIVE
+from conftest import NEGATIVE, POSITIVE, VOCAB, files_in, make_matrix
 
-from embedgen.errors import BadConfig, Cancelled
-from embedgen.finetune import FinetuneConfig, finetune
-from embedgen.matrix import EmbeddingMatrix, MatrixOptions, build_matrix, is_cjk_token
-from embedgen.neighbors import NeighbourIndex
+from embedgen import matrix as matrix_module
+from embedgen.errors import BadConfig, BadRun, Cancelled
+from embedgen.matrix import EmbeddingMatrix, MatrixOptions, build_matrix, load_matrix, save_matrix
+from embedgen.neighbours import NeighbourIndex
 from embedgen.postprocess import PostProcess
+from embedgen.tokens import is_cjk_token
+from embedgen.train import FinetuneConfig, finetune
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +27,9 @@ def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """A head run and a top-k run on the synthetic set, trained once for this module."""
     from conftest import synthetic_rows, write_csv
 
-    from embedgen.data import prepare, read_table
+    from embedgen.data import prepare
     from embedgen.models import load_encoder
+    from embedgen.table import read_table
 
     encoder = load_encoder(str(tiny_model_dir), allow_download=False)
     csv = write_csv(tmp_path_factory.mktemp("data") / "cues.csv", synthetic_rows(400))
@@ -203,3 +209,101 @@ def test_fine_tuning_moves_label_cues_together(trained) -> None:
             label = f"{run.config.strategy}/{method}"
             assert sep > base_sep + 0.3, f"{label}: separation {sep:.3f} vs input {base_sep:.3f}"
             assert purity > base_purity, f"{label}: purity {purity:.3f} vs input {base_purity:.3f}"
+
+
+# -- the matrix folder ---------------------------------------------------------------------------
+
+
+def test_save_then_load_gives_back_the_same_float32_matrix(matrix, tmp_path):
+    loaded = load_matrix(save_matrix(matrix, tmp_path / "m"))
+    assert loaded.vectors.dtype == np.float32
+    np.testing.assert_array_equal(loaded.vectors, matrix.vectors)
+    assert loaded.vocab == matrix.vocab
+    assert loaded.manifest["method"] == "input"
+
+
+def test_save_writes_exactly_the_three_files(matrix, tmp_path):
+    save_matrix(matrix, tmp_path / "m")
+    assert files_in(tmp_path / "m") == ["manifest.json", "matrix.npy", "vocab.txt"]
+
+
+def test_manifest_records_rows_dims_dtype_and_file_hashes(matrix, tmp_path):
+    folder = save_matrix(matrix, tmp_path / "m")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert (manifest["rows"], manifest["dims"], manifest["dtype"]) == (8, 6, "float32")
+    for name in ("matrix.npy", "vocab.txt"):
+        assert manifest["files"][name] == hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    assert manifest["escaped_tokens"] == 0
+
+
+def test_vocab_txt_line_i_names_row_i(matrix, tmp_path):
+    folder = save_matrix(matrix, tmp_path / "m")
+    text = (folder / "vocab.txt").read_bytes().decode("utf-8")
+    assert text.split("\n")[:-1] == list(VOCAB)  # backslash token written as it is
+    assert "\r" not in text
+
+
+def test_float16_round_trip_is_close_and_comes_back_as_float32(matrix, tmp_path):
+    loaded = load_matrix(save_matrix(matrix, tmp_path / "m", dtype="float16"))
+    assert np.load(tmp_path / "m" / "matrix.npy").dtype == np.float16
+    assert loaded.vectors.dtype == np.float32
+    np.testing.assert_allclose(loaded.vectors, matrix.vectors, rtol=1e-3, atol=1e-3)
+    assert loaded.manifest["dtype"] == "float16"
+
+
+def test_save_rejects_other_dtypes_before_writing(matrix, tmp_path):
+    with pytest.raises(BadConfig, match="float64"):
+        save_matrix(matrix, tmp_path / "m", dtype="float64")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_token_with_a_newline_round_trips(tmp_path):
+    vocab = ("好", "a\nb", "\\n", "c\r", "\\")
+    folder = save_matrix(make_matrix(vocab), tmp_path / "m")
+    lines = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(lines) == len(vocab)
+    assert json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["escaped_tokens"] == 2
+    assert load_matrix(folder).vocab == vocab
+
+
+def test_an_empty_token_round_trips(tmp_path):
+    vocab = ("", "好", "")
+    assert load_matrix(save_matrix(make_matrix(vocab), tmp_path / "m")).vocab == vocab
+
+
+def test_load_of_a_missing_folder_is_bad_run(tmp_path):
+    with pytest.raises(BadRun, match="does not exist"):
+        load_matrix(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("name", ["matrix.npy", "vocab.txt", "manifest.json"])
+def test_load_of_a_folder_missing_a_file_names_the_file(matrix, tmp_path, name):
+    folder = save_matrix(matrix, tmp_path / "m")
+    (folder / name).unlink()
+    with pytest.raises(BadRun, match=f"has no {name}; build one with `embedgen matrix"):
+        load_matrix(folder)
+
+
+def test_load_with_fewer_vocab_lines_than_rows_is_bad_run(matrix, tmp_path):
+    folder = save_matrix(matrix, tmp_path / "m")
+    (folder / "vocab.txt").write_text("好\n坏\n", encoding="utf-8")
+    with pytest.raises(BadRun, match="8 rows but vocab.txt has 2 lines"):
+        load_matrix(folder)
+
+
+def test_load_with_verify_notices_a_changed_file(matrix, tmp_path):
+    folder = save_matrix(matrix, tmp_path / "m")
+    np.save(folder / "matrix.npy", matrix.vectors + 1)
+    load_matrix(folder)  # without verify only the shapes are checked
+    with pytest.raises(BadRun, match="sha256"):
+        load_matrix(folder, verify=True)
+
+
+def test_save_interrupted_inside_np_save_leaves_no_file(matrix, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matrix_module.np, "save", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_matrix(matrix, tmp_path / "m")
+    assert files_in(tmp_path / "m") == []  # neither matrix.npy nor a stray temporary file

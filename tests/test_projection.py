@@ -209,7 +209,7 @@ def test_fingerprint_follows_vectors_and_vocab(clusters):
 
 @pytest.mark.parametrize("dims", [1, 4])
 def test_dims_other_than_2_or_3_is_bad_config(dims):
-    with pytest.raises(BadConfig, match="2 or 3"):
+    with pytest.raises(BadConfig, match=r"dimensions \(dims\) must be in \[2, 3\]"):
         ProjectionOptions(dims=dims)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedgen.data import prepare, read_table
-from embedgen.export import load_matrix, save_matrix
-from embedgen.finetune import FinetuneConfig, finetune
-from embedgen.matrix import MatrixOptions, build_matrix
+from embedgen.data import prepare
+from embedgen.matrix import MatrixOptions, build_matrix, load_matrix, save_matrix
 from embedgen.runs import load_run, save_run
+from embedgen.table import read_table
+from embedgen.train import FinetuneConfig, finetune
 
 
 def test_waimai_head_run_exports_a_matrix_matching_its_vocab(

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from embedgen.errors import BadRun
-from embedgen.finetune import FinetuneConfig, RunStatus, finetune
 from embedgen.runs import (
     load_run,
     mark_running,
@@ -21,6 +20,7 @@ from embedgen.runs import (
     save_run,
     write_failure,
 )
+from embedgen.train import FinetuneConfig, RunStatus, finetune
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:

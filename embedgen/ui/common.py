@@ -10,35 +10,39 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit import config
 
 from embedgen.config import OperatorSettings, operator_settings
 from embedgen.device import DeviceInfo, device_info
 from embedgen.errors import EmbedgenError
+from embedgen.fields import spec
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.models import Encoder, load_encoder
+from embedgen.train.config import FinetuneConfig
+from embedgen.ui import PAGES, via_app
 from embedgen.ui.jobs import Job, JobState
 
 log = logging.getLogger(__name__)
 
 # Session keys, by page. Values are set with setdefault in init_state().
-MODEL_SPEC = "model_spec"
-MODEL_REMOTE = "model_trust_remote_code"
 MODEL_LOADED = "model_loaded"  # (spec, trust_remote_code) of the loaded encoder
 DATA_TABLE = "data_table"
 DATA_LABELLED = "data_labelled"
+DATA_COLUMNS = "data_columns"  # (table sha256, text column, label column) last chosen
 DATA_VAL_FRACTION = "data_val_fraction"
 TRAIN_JOB = "train_job"
 TRAIN_RUN = "train_run"
 MATRIX_JOB = "matrix_job"
 MATRICES = "matrices"  # name -> MatrixEntry
 PROJECTION_JOB = "explore_projection_job"
+PROJECTIONS = "explore_projections"  # (matrix key, ProjectionOptions) -> Projection
 
 DEFAULTS: dict[str, Any] = {
-    MODEL_SPEC: "bert-base-chinese",
-    MODEL_REMOTE: False,
     MODEL_LOADED: None,
     DATA_TABLE: None,
     DATA_LABELLED: None,
+    DATA_COLUMNS: None,
+    DATA_VAL_FRACTION: spec(FinetuneConfig, "val_fraction").default,
     TRAIN_JOB: None,
     TRAIN_RUN: None,
     MATRIX_JOB: None,
@@ -78,6 +82,7 @@ def init_state() -> None:
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     st.session_state.setdefault(MATRICES, {})
+    st.session_state.setdefault(PROJECTIONS, {})
 
 
 def _leave_pages_directory_mode() -> None:
@@ -86,21 +91,28 @@ def _leave_pages_directory_mode() -> None:
     Until some session has run app.py, Streamlit treats ``pages/`` as an old-style
     multipage folder: a bookmarked ``/Data`` on a fresh server runs pages/2_Data.py on its
     own, with a sidebar of file names headed "app" instead of the app's navigation, for
-    every session until someone opens the start page. Clearing Streamlit's flag and
-    rerunning sends this run, and all later ones, through app.py.
+    every session until someone opens the start page. Calling ``st.navigation`` ends that
+    mode for the server (its documented effect: the pages folder is then disregarded), and
+    the rerun goes through app.py, which shows the bookmarked page. Once per session, so a
+    page started on its own (``streamlit run pages/2_Data.py``) still runs.
     """
-    try:
-        from streamlit import config
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a Streamlit without that module has no such mode to leave
+    if via_app.get() or st.session_state.get(_LEFT_PAGES_MODE):
         return
-    # AppTest sets the flag again before every run and reaches pages by script, so there
-    # the page simply runs.
-    if getattr(PagesManager, "uses_pages_directory", False) and not config.get_option(
-        "global.appTest"
-    ):
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    if config.get_option("global.appTest"):  # AppTest reaches pages by script, in that mode
+        return
+    st.session_state[_LEFT_PAGES_MODE] = True
+    # The app's own pages, so that this run's page (the bookmarked one) is found again.
+    pages = [st.Page(_start_placeholder, title="Start", default=True)]
+    pages += [st.Page(path, title=title, icon=icon) for path, title, icon, _ in PAGES]
+    st.navigation(pages, position="hidden")
+    st.rerun()
+
+
+def _start_placeholder() -> None:
+    """Stands for app.py's start page in the navigation that ends the pages-folder mode."""
+
+
+_LEFT_PAGES_MODE = "ui_left_pages_folder_mode"
 
 
 def operator() -> OperatorSettings:
@@ -193,7 +205,7 @@ def attempt(fn: Callable[[], Any]) -> Any:
     """Run ``fn``; on failure show the error and stop the page."""
     try:
         return fn()
-    except Exception as exc:  # noqa: BLE001 - shown to the user, logged when it is a bug
+    except Exception as exc:  # shown to the user, logged when it is a bug
         show_error(exc)
         st.stop()
 

@@ -10,7 +10,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from embedgen.finetune import EpochMetrics
+from embedgen.train import EpochMetrics
 
 CJK_FONT = "Noto Sans CJK SC, Noto Sans SC, Microsoft YaHei, PingFang SC, sans-serif"
 
@@ -106,31 +106,12 @@ def scatter_map(
         else [f"{t}<br>{e}" for t, e in zip(tokens, hover_extra, strict=True)]
     )
     fig = go.Figure()
-    marker_size = 3 if len(tokens) > 5000 else 5
+    size = (3 if len(tokens) > 5000 else 5) if not three_d else 2
 
     def trace(idx: np.ndarray, name: str, colour_values: object, showscale: bool) -> None:
-        kwargs = {
-            "mode": "markers",
-            "name": name,
-            "text": [hover[i] for i in idx],
-            "hovertemplate": "%{text}<extra></extra>",
-            "marker": {"size": marker_size if not three_d else 2, "opacity": 0.7},
-        }
-        if isinstance(colour_values, str):
-            kwargs["marker"]["color"] = colour_values
-        elif colour_values is not None:
-            kwargs["marker"].update(
-                color=colour_values,
-                colorscale="Viridis",
-                showscale=showscale,
-                colorbar={"title": colour_name} if showscale else None,
-            )
-        if three_d:
-            fig.add_trace(
-                go.Scatter3d(x=coords[idx, 0], y=coords[idx, 1], z=coords[idx, 2], **kwargs)
-            )
-        else:
-            fig.add_trace(go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], **kwargs))
+        _add_points(fig, coords, idx, [hover[i] for i in idx], name, size, colour_values)
+        if showscale:
+            fig.data[-1].marker.update(showscale=True, colorbar={"title": colour_name})
 
     if categorical:
         names = np.array([str(v) for v in colour])
@@ -142,52 +123,7 @@ def scatter_map(
         trace(np.arange(len(tokens)), colour_name, np.asarray(colour, dtype=float), True)
 
     if highlight:
-        idx = np.array(list(highlight))
-        labels = [highlight[i] for i in idx]
-        marker = {
-            "size": 9 if not three_d else 5,
-            "color": "#111111",
-            "line": {"width": 1.5, "color": "white"},
-        }
-        common = {
-            "name": "search",
-            "text": labels,
-            "marker": marker,
-            "hovertemplate": "%{text}<extra></extra>",
-        }
-        if three_d:
-            text = {"textposition": "top center", "textfont": {"size": 14, "family": CJK_FONT}}
-            fig.add_trace(
-                go.Scatter3d(
-                    x=coords[idx, 0],
-                    y=coords[idx, 1],
-                    z=coords[idx, 2],
-                    mode="markers+text",
-                    **common,
-                    **text,
-                )
-            )
-        else:
-            fig.add_trace(
-                go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], mode="markers", **common)
-            )
-            ring = label_ring(coords[idx])
-            for n, (i, label, (ax, ay)) in enumerate(zip(idx, labels, ring, strict=True)):
-                fig.add_annotation(
-                    x=coords[i, 0],
-                    y=coords[i, 1],
-                    text=f"<b>{label}</b>" if n == 0 else label,  # the query comes first
-                    ax=ax,
-                    ay=ay,
-                    showarrow=True,
-                    arrowhead=0,
-                    arrowwidth=1,
-                    arrowcolor="#555555",
-                    font={"size": 14, "family": CJK_FONT, "color": "#111111"},
-                    bgcolor="rgba(255,255,255,0.85)",
-                    bordercolor="#999999",
-                    borderpad=2,
-                )
+        _add_highlight(fig, coords, highlight)
     fig.update_layout(
         height=640,
         margin={"t": 10, "b": 10, "l": 10, "r": 10},
@@ -198,3 +134,81 @@ def scatter_map(
         fig.update_xaxes(showticklabels=False)
         fig.update_yaxes(showticklabels=False, scaleanchor="x")
     return fig
+
+
+def _add_highlight(fig: go.Figure, coords: np.ndarray, highlight: dict[int, str]) -> None:
+    """Black markers for the highlighted rows, labelled: on 2D maps on a ring around the group
+    with arrows to their points (the query's label bold), on 3D maps beside them."""
+    three_d = coords.shape[1] == 3
+    idx = np.array(list(highlight))
+    labels = [highlight[i] for i in idx]
+    marker = {
+        "size": 9 if not three_d else 5,
+        "color": "#111111",
+        "line": {"width": 1.5, "color": "white"},
+    }
+    common = {
+        "name": "search",
+        "text": labels,
+        "marker": marker,
+        "hovertemplate": "%{text}<extra></extra>",
+    }
+    if three_d:
+        text = {"textposition": "top center", "textfont": {"size": 14, "family": CJK_FONT}}
+        fig.add_trace(
+            go.Scatter3d(
+                x=coords[idx, 0],
+                y=coords[idx, 1],
+                z=coords[idx, 2],
+                mode="markers+text",
+                **common,
+                **text,
+            )
+        )
+        return
+    fig.add_trace(go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], mode="markers", **common))
+    ring = label_ring(coords[idx])
+    for n, (i, label, (ax, ay)) in enumerate(zip(idx, labels, ring, strict=True)):
+        fig.add_annotation(
+            x=coords[i, 0],
+            y=coords[i, 1],
+            text=f"<b>{label}</b>" if n == 0 else label,  # the query comes first
+            ax=ax,
+            ay=ay,
+            showarrow=True,
+            arrowhead=0,
+            arrowwidth=1,
+            arrowcolor="#555555",
+            font={"size": 14, "family": CJK_FONT, "color": "#111111"},
+            bgcolor="rgba(255,255,255,0.85)",
+            bordercolor="#999999",
+            borderpad=2,
+        )
+
+
+def _add_points(
+    fig: go.Figure,
+    coords: np.ndarray,
+    idx: np.ndarray,
+    hover: list[str],
+    name: str,
+    size: int,
+    colour: object,
+) -> None:
+    """One trace of the rows ``idx``: a fixed colour (a string) or values on Viridis."""
+    marker: dict[str, object] = {"size": size, "opacity": 0.7}
+    if isinstance(colour, str):
+        marker["color"] = colour
+    elif colour is not None:
+        marker.update(color=colour, colorscale="Viridis", showscale=False)
+    kwargs = {
+        "mode": "markers",
+        "name": name,
+        "text": hover,
+        "hovertemplate": "%{text}<extra></extra>",
+        "marker": marker,
+    }
+    if coords.shape[1] == 3:
+        fig.add_trace(go.Scatter3d(x=coords[idx, 0], y=coords[idx, 1], z=coords[idx, 2], **kwargs))
+    else:
+        fig.add_trace(go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], **kwargs))

@@ -9,17 +9,12 @@ import pytest
 import torch
 from conftest import synthetic_rows, write_csv
 
-from embedgen.data import prepare, read_table
+from embedgen.data import prepare
 from embedgen.errors import BadConfig
-from embedgen.finetune import (
-    FinetuneConfig,
-    RunStatus,
-    Strategy,
-    finetune,
-    lr_factor,
-    macro_f1,
-    transformer_layers,
-)
+from embedgen.table import read_table
+from embedgen.train.config import FinetuneConfig, Strategy
+from embedgen.train.loop import RunStatus, finetune, lr_factor, transformer_layers
+from embedgen.train.metrics import macro_f1
 
 FAST = {"dim": 8, "batch_size": 32, "patience": 0}
 
@@ -37,7 +32,7 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         ("learning_rate", 0.0, "learning rate"),
         ("dropout", 1.0, "dropout"),
         ("val_fraction", 0.9, "validation fraction"),
-        ("strategy", "everything", "Strategies"),
+        ("strategy", "everything", "Unknown strategy 'everything'. Choose one of: head"),
     ],
 )
 def test_bad_settings_are_named(field: str, value: object, named: str) -> None:
@@ -89,7 +84,8 @@ def test_top_k_trains_only_the_top_layers(tiny_encoder, synthetic_data) -> None:
     new = transformer_layers(run.encoder.model)
 
     def same(a, b):
-        return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))  # noqa: E731
+        pairs = zip(a.parameters(), b.parameters(), strict=True)
+        return all(torch.equal(x, y) for x, y in pairs)
 
     assert same(old[0], new[0]), "layer 0 is below the top 1 and must stay frozen"
     assert not same(old[1], new[1]), "the top layer must have trained"
@@ -208,7 +204,7 @@ def test_early_stopping_after_patience_without_improvement(tiny_encoder, synthet
 def test_out_of_memory_halves_the_batch_and_carries_on(tiny_encoder, synthetic_data) -> None:
     """A GPU out-of-memory error for batches above 4 rows, raised where CUDA would raise it."""
 
-    def too_big(module, args, kwargs):  # noqa: ANN001
+    def too_big(module, args, kwargs):
         if kwargs["input_ids"].shape[0] > 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
@@ -232,7 +228,7 @@ def test_out_of_memory_halves_the_batch_and_carries_on(tiny_encoder, synthetic_d
 
 
 def test_out_of_memory_at_batch_one_is_a_clear_error(tiny_encoder, synthetic_data) -> None:
-    def always(module, args, kwargs):  # noqa: ANN001
+    def always(module, args, kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory.")
 
     hook = tiny_encoder.model.register_forward_pre_hook(always, with_kwargs=True)
@@ -264,26 +260,27 @@ def test_macro_f1_matches_scikit_learn() -> None:
 
 
 def test_gpu_batches_pad_to_a_multiple_of_16_within_max_length(tiny_encoder) -> None:
-    from embedgen.finetune import GPU_PAD_MULTIPLE, _Batches
+    from embedgen.train.batches import GPU_PAD_MULTIPLE, Batches
 
     texts = ["好" * 3, "好" * 15, "好" * 31, "好" * 60]  # 5, 17, 33 and (cut to) 40 tokens
     cpu = torch.device("cpu")
-    batches = _Batches(tiny_encoder.tokenizer, texts, max_length=40, multiple=GPU_PAD_MULTIPLE)
+    batches = Batches(tiny_encoder.tokenizer, texts, max_length=40, multiple=GPU_PAD_MULTIPLE)
     assert [len(r) for r in batches.ids] == [5, 17, 33, 40]
     widths = [batches.collate([i], cpu)["input_ids"].shape[1] for i in range(4)]
     assert widths == [16, 32, 40, 40]
     both = batches.collate([0, 1], cpu)
     assert both["input_ids"].shape == (2, 32)
     assert both["attention_mask"].sum(1).tolist() == [5, 17]
-    exact = _Batches(tiny_encoder.tokenizer, texts, max_length=40)  # the CPU's: no rounding
+    exact = Batches(tiny_encoder.tokenizer, texts, max_length=40)  # the CPU's: no rounding
     assert [exact.collate([i], cpu)["input_ids"].shape[1] for i in range(4)] == [5, 17, 33, 40]
 
 
 def test_extra_padding_does_not_change_the_features(tiny_encoder) -> None:
-    from embedgen.finetune import Pooling, _Batches, pool
+    from embedgen.train.batches import Batches, pool
+    from embedgen.train.config import Pooling
 
     texts = [row[0] for row in synthetic_rows(12)]
-    batches = _Batches(tiny_encoder.tokenizer, texts, max_length=64, multiple=16)
+    batches = Batches(tiny_encoder.tokenizer, texts, max_length=64, multiple=16)
     model = tiny_encoder.model.eval()
     with torch.no_grad():
         batch = batches.collate(range(len(texts)), torch.device("cpu"))

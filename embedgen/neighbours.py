@@ -25,10 +25,11 @@ import numpy as np
 import numpy.typing as npt
 
 from embedgen.errors import BadConfig, NotInVocabulary
-from embedgen.matrix import EmbeddingMatrix, is_cjk_char, strip_marker
+from embedgen.matrix import EmbeddingMatrix
 from embedgen.postprocess import l2_normalize
+from embedgen.tokens import is_cjk_char, strip_marker
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 WORD_START = "\u2581"  # SentencePiece: this piece starts a word
 CONTINUATION = "##"  # WordPiece: this piece continues a word
@@ -81,7 +82,7 @@ class NeighbourIndex:
             else:
                 self._row[token] = i
         if self._more_rows:
-            logger.warning(
+            log.warning(
                 "%d tokens appear more than once in the vocabulary; lookups use the first row",
                 len(self._more_rows),
             )

@@ -9,7 +9,7 @@ import pytest
 
 from embedgen.errors import BadConfig, NotInVocabulary
 from embedgen.matrix import EmbeddingMatrix
-from embedgen.neighbors import Lookup, NeighbourIndex
+from embedgen.neighbours import Lookup, NeighbourIndex
 
 # A hand-built 4-d matrix with known answers: 好's closest are ##好, then 棒; 坏 is opposite.
 TOKENS = {

@@ -1,0 +1,370 @@
+"""A table in: read a CSV/TSV/TXT/XLSX file (bytes or a path) into a :class:`Table`.
+
+``read_table`` finds the encoding (UTF-8 with or without BOM, UTF-16, GB18030/GBK, Big5), the
+delimiter, whether the first row is a header, and for workbooks the sheet (``xlsx_sheets`` lists
+them); every cell comes back a string. ``resolve_column`` turns a column name or 1-based number
+into a column of the table. Every message names the file and the row numbers a user sees in
+Excel, and says what to do next.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import logging
+import os
+import re
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from embedgen.errors import BadTable
+
+log = logging.getLogger(__name__)
+
+DELIMITERS = (",", "\t", ";", "|")
+SAVE_AS_UTF8 = "Save it as UTF-8 CSV from Excel: File → Save As → CSV UTF-8."
+LABEL_NAMES = ("label", "labels", "class", "category", "sentiment", "标签", "类别", "分类", "情感")
+TEXT_NAMES = ("text", "review", "content", "sentence", "title", "comment", "文本", "内容", "评论")
+_KNOWN_NAMES = frozenset(LABEL_NAMES + TEXT_NAMES + ("id", "target", "tag", "句子", "标题"))
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# Encodings charset-normalizer may pick as a last resort; its guesses for other (single-byte)
+# encodings on bytes that are not text are too often wrong to trust.
+_FALLBACK_ENCODINGS = ("big5", "cp950", "big5hkscs", "shift_jis", "cp932", "euc_jp", "euc_kr")
+
+
+def is_number(value: str) -> bool:
+    """Return whether ``value`` (surrounding spaces aside) is a number: "3", "-1.5", "2e3"."""
+    return _NUMBER.fullmatch(value.strip()) is not None
+
+
+def rows_text(rows: Sequence[int], limit: int = 10) -> str:
+    """Return "row 5" / "rows 5, 9" / "rows 1, ..., 10 and 3 more"."""
+    shown = ", ".join(str(r) for r in rows[:limit])
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """A table as read from a file: every cell a string, missing cells ``""``."""
+
+    frame: pd.DataFrame
+    name: str
+    sha256: str
+    encoding: str
+    delimiter: str | None
+    has_header: bool
+    sheet: str | None = None  # the .xlsx sheet read, by name
+
+    @property
+    def label(self) -> str:
+        """Return the file name, with the sheet for workbooks: "data.xlsx [Sheet2]"."""
+        return f"{self.name} [{self.sheet}]" if self.sheet is not None else self.name
+
+    @property
+    def columns(self) -> list[str]:
+        """Return the column names ("column 1", ... when the file has no header)."""
+        return [str(c) for c in self.frame.columns]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def row_number(self, i: int) -> int:
+        """Return the spreadsheet row number (as Excel shows it) of frame row ``i``."""
+        return i + 2 if self.has_header else i + 1
+
+
+def read_table(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    name: str | None = None,
+    header: bool | None = None,
+    sheet: str | int | None = None,
+) -> Table:
+    """Return the table in ``source`` (a path, or the bytes of an upload called ``name``).
+
+    ``header=None`` guesses whether the first row holds column names. ``sheet`` picks an
+    .xlsx sheet: by name, by 0-based position (an int), or by a string of digits that names
+    no sheet, counted from 1 as people count ("2": the second sheet). Default: the first.
+    """
+    if isinstance(source, bytes | bytearray):
+        raw, name = bytes(source), name or "upload"
+    else:
+        path = Path(source)
+        name = name or path.name
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise BadTable(f"{name}: no such file ({path}). Check the path.") from None
+        except OSError as exc:
+            raise BadTable(f"{name}: cannot read the file ({exc.strerror}).") from None
+    sha256 = hashlib.sha256(raw).hexdigest()
+    suffix = Path(name).suffix.lower()
+    if suffix == ".xls":
+        raise BadTable(f"{name} is an old Excel .xls file; save it as .xlsx or as CSV UTF-8.")
+    if raw.startswith(b"PK\x03\x04") or suffix in (".xlsx", ".xlsm"):
+        grid, sheet_name = _read_xlsx(raw, name, sheet)
+        encoding, delimiter = "xlsx", None
+    else:
+        text, encoding = _decode(raw, name)
+        sheet_name = None
+        delimiter = "\t" if suffix == ".tsv" else _sniff_delimiter(text)
+        grid = _parse_delimited(text, delimiter, name)
+    while grid and not any(c.strip() for c in grid[-1]):
+        grid.pop()
+    if not grid:
+        raise BadTable(f"{name} is empty: it holds no rows. Choose a file with labelled texts.")
+    has_header = _guess_header(grid) if header is None else header
+    frame = _frame(grid, has_header, name, delimiter)
+    log.info(
+        "Read %s: %d rows x %d columns (%s, delimiter %r, %s)",
+        name,
+        len(frame),
+        frame.shape[1],
+        encoding,
+        delimiter,
+        "header row" if has_header else "no header row",
+    )
+    return Table(frame, name, sha256, encoding, delimiter, has_header, sheet_name)
+
+
+def xlsx_sheets(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> list[str]:
+    """Return the sheet names of an .xlsx workbook (a path, or the bytes of an upload called
+    ``name``), in workbook order."""
+    if isinstance(source, bytes | bytearray):
+        raw, name = bytes(source), name or "upload"
+    else:
+        raw, name = Path(source).read_bytes(), name or Path(source).name
+    return [str(s) for s in _open_xlsx(raw, name).sheet_names]
+
+
+def _decode(raw: bytes, name: str) -> tuple[str, str]:
+    """Return the text and the encoding that decoded it: UTF-8 (BOM or not), GB18030, ..."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode Text" is UTF-16
+        try:
+            return raw.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            pass
+    try:
+        if raw.startswith(b"\xef\xbb\xbf"):
+            return raw.decode("utf-8")[1:], "utf-8-sig"  # decoded whole so offsets count the BOM
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as exc:
+        utf8_error = exc
+    try:
+        text = raw.decode("gb18030")
+    except UnicodeDecodeError:
+        pass
+    else:
+        return _gb18030_or_big5(raw, text)
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    if best is not None and best.encoding in _FALLBACK_ENCODINGS:
+        return str(best), best.encoding
+    raise BadTable(
+        f"{name}: cannot read the text; the byte at offset {utf8_error.start} "
+        f"(0x{raw[utf8_error.start]:02x}) is neither UTF-8 nor GB18030/GBK. {SAVE_AS_UTF8}"
+    )
+
+
+def _common_share(text: str, codec: str, leads: tuple[int, int], sample: int = 20_000) -> float:
+    """Share of the first ``sample`` CJK ideographs whose ``codec`` lead byte is in ``leads``.
+
+    GB2312 (leads 0xB0-0xF7) holds the 6,763 hanzi of everyday simplified Chinese; Big5's
+    first level (leads 0xA4-0xC6) the 5,401 most used traditional characters. Real text
+    scores near 1 in its own set; bytes decoded with the wrong one score far lower.
+    """
+    seen = hits = 0
+    for ch in text:
+        if not "\u4e00" <= ch <= "\u9fff":
+            continue
+        seen += 1
+        try:
+            hits += leads[0] <= ch.encode(codec)[0] <= leads[1]
+        except UnicodeEncodeError:
+            pass
+        if seen >= sample:
+            break
+    return hits / seen if seen else 1.0
+
+
+def _gb18030_or_big5(raw: bytes, gb_text: str) -> tuple[str, str]:
+    """Tell GB18030/GBK from Big5 (Excel on Traditional Chinese Windows), both multi-byte.
+
+    Most Big5 files also decode as GB18030, into nonsense: rare characters and private-use
+    code points. So GB18030 stands unless its text looks implausible and Big5 (cp950, the
+    variant Windows writes, then Big5-HKSCS) decodes cleanly into more plausible text.
+    """
+    private = sum(1 for ch in gb_text[:200_000] if "\ue000" <= ch <= "\uf8ff")
+    gb_share = _common_share(gb_text, "gb2312", (0xB0, 0xF7))
+    if gb_share >= 0.9 and not private:
+        return gb_text, "gb18030"
+    for codec in ("cp950", "big5hkscs"):
+        try:
+            text = raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if _common_share(text, "big5", (0xA4, 0xC6)) > gb_share:
+            return text, codec
+    return gb_text, "gb18030"
+
+
+def _sniff_delimiter(text: str) -> str:
+    """Return the delimiter that splits the first lines into equally many fields."""
+    sample = text[:32768]
+    if len(text) > len(sample) and "\n" in sample:
+        sample = sample[: sample.rindex("\n")]
+
+    def consistency(delimiter: str) -> tuple[float, int]:
+        counts = [len(r) for r in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)]
+        counts = [c for c in counts if c] or [1]
+        mode, hits = Counter(counts).most_common(1)[0]
+        return (hits / len(counts) if mode > 1 else 0.0), mode
+
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
+    except csv.Error:
+        sniffed = None
+    if sniffed in DELIMITERS and consistency(sniffed)[0] >= 0.9:
+        return sniffed
+    scores = {d: consistency(d)[0] for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: scores[d])  # ties go to the earlier, commoner one
+    return best if scores[best] > 0 else ","
+
+
+def _parse_delimited(text: str, delimiter: str, name: str) -> list[list[str]]:
+    """Return the records of ``text``; quoted fields may hold delimiters and newlines."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return [list(record) for record in reader]
+    except csv.Error as exc:
+        raise BadTable(
+            f"{name}: cannot split line {reader.line_num} into fields ({exc}). {SAVE_AS_UTF8}"
+        ) from None
+
+
+def _open_xlsx(raw: bytes, name: str) -> pd.ExcelFile:
+    try:
+        return pd.ExcelFile(io.BytesIO(raw), engine="openpyxl")
+    except Exception as exc:  # openpyxl raises several unrelated types for a broken file
+        raise BadTable(f"{name} is not a readable .xlsx workbook ({exc}). {SAVE_AS_UTF8}") from None
+
+
+def _read_xlsx(raw: bytes, name: str, sheet: str | int | None) -> tuple[list[list[str]], str]:
+    """Return the cells of one sheet of an .xlsx workbook as strings, and the sheet's name."""
+    book = _open_xlsx(raw, name)
+    sheets = [str(s) for s in book.sheet_names]
+    chosen: str | int = 0 if sheet is None else sheet
+    if isinstance(chosen, str) and chosen not in sheets and chosen.strip().isdigit():
+        chosen = int(chosen) - 1  # "2" names no sheet: the second one
+        if chosen < 0:
+            raise BadTable(f"{name}: sheets are counted from 1. Sheets: {', '.join(sheets)}.")
+    if (isinstance(chosen, int) and not 0 <= chosen < len(sheets)) or (
+        isinstance(chosen, str) and chosen not in sheets
+    ):
+        shown = f"number {chosen + 1}" if isinstance(chosen, int) else repr(chosen)
+        raise BadTable(
+            f"{name} has no sheet {shown}; it has {len(sheets)}: {', '.join(sheets)}. "
+            "Give a sheet's name or its number, counting from 1."
+        )
+    sheet_name = sheets[chosen] if isinstance(chosen, int) else chosen
+    frame = pd.read_excel(book, sheet_name=sheet_name, header=None, dtype=str).fillna("")
+    if sheet is None and len(sheets) > 1:
+        log.info("%s has %d sheets; reading the first, %r", name, len(sheets), sheets[0])
+    return [[str(c) for c in row] for row in frame.itertuples(index=False)], sheet_name
+
+
+def _guess_header(grid: list[list[str]]) -> bool:
+    """Return whether the first row looks like column names rather than data."""
+    first, body = [c.strip() for c in grid[0]], grid[1:]
+    if not any(first):
+        return False
+    if any(c.lower() in _KNOWN_NAMES for c in first):
+        return True
+    if any(is_number(c) for c in first if c):
+        return False
+    columns = [
+        [r[j].strip() for r in body if j < len(r) and r[j].strip()] for j in range(len(first))
+    ]
+    if any(c and c in set(values) for c, values in zip(first, columns, strict=True)):
+        return False  # a first-row value that recurs below it is data, e.g. a label
+    for c, values in zip(first, columns, strict=True):
+        if c and values and sum(map(is_number, values)) >= 0.8 * len(values):
+            return True  # a word above a numeric column
+    if not all(first) or len(set(first)) < len(first) or max(map(len, first)) > 30:
+        return False
+    # short names above long texts
+    return any(
+        values and 2 * len(c) < statistics.median(map(len, values))
+        for c, values in zip(first, columns, strict=True)
+    )
+
+
+def _frame(
+    grid: list[list[str]], has_header: bool, name: str, delimiter: str | None
+) -> pd.DataFrame:
+    """Return the grid as a string DataFrame; rows with the wrong number of fields are an error."""
+    if has_header:
+        names = [c.strip() for c in grid[0]]
+        while len(names) > 1 and not names[-1]:
+            names.pop()
+        body, first_row = grid[1:], 2
+        if not body:
+            raise BadTable(f"{name} has a header row but no data rows. Add rows of labelled texts.")
+    else:
+        body, first_row = grid, 1
+        names = [""] * Counter(len(r) for r in body if r).most_common(1)[0][0]
+    width, rows, bad = len(names), [], []
+    for i, record in enumerate(body):
+        record = list(record) or [""] * width  # a blank line is an empty row, as in Excel
+        while len(record) > width and not record[-1].strip():
+            record.pop()
+        if len(record) != width:
+            bad.append((first_row + i, len(record)))
+        rows.append(record + [""] * (width - len(record)))
+    if bad:
+        where = "the header has" if has_header else "most rows have"
+        quoted = f"A text containing {delimiter!r} must be in double quotes; " if delimiter else ""
+        raise BadTable(
+            f"{name}: {rows_text([r for r, _ in bad])} {'has' if len(bad) == 1 else 'have'} "
+            f"{bad[0][1]} fields but {where} {width}. {quoted}fix "
+            f"{'that row' if len(bad) == 1 else 'those rows'} or save the file again from Excel "
+            f"as CSV UTF-8."
+        )
+    seen: Counter[str] = Counter()
+    columns = []
+    for j, column in enumerate(names):
+        column = column or f"column {j + 1}"
+        seen[column] += 1
+        columns.append(column if seen[column] == 1 else f"{column} ({seen[column]})")
+    return pd.DataFrame(rows, columns=columns, dtype=str)
+
+
+def resolve_column(table: Table, spec: str | int) -> str:
+    """Return the column name that ``spec`` means: a name, or a 1-based column number."""
+    columns = table.columns
+    listing = f"Columns: {', '.join(columns)}."
+    if isinstance(spec, str):
+        if spec in columns:
+            return spec
+        matches = [c for c in columns if c.strip().lower() == spec.strip().lower()]
+        if len(matches) == 1:
+            return matches[0]
+        if not spec.strip().isdigit():
+            close = difflib.get_close_matches(spec, columns, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise BadTable(f"{table.name} has no column '{spec}'{hint}. {listing}")
+    number = int(spec)
+    if not 1 <= number <= len(columns):
+        raise BadTable(
+            f"{table.name} has no column number {number}; it has {len(columns)}. {listing}"
+        )
+    return columns[number - 1]

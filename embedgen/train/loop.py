@@ -1,0 +1,446 @@
+"""Fine-tune a projection head (and, by strategy, encoder layers) on labelled text.
+
+Sentence features are the encoder's last hidden states averaged over real tokens, so the
+projection learns in the space the contextual token vectors live in. Read top to bottom:
+:func:`finetune` splits the data and hands it to a ``_Trainer``, which plans the optimizer,
+encodes the texts once when the encoder is frozen, runs epochs until the last one or an early
+stop, and restores the best epoch. Progress and the learning-rate schedule count rows, not
+batches, so both stay right when a GPU out-of-memory error halves the batch part-way.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from embedgen.data import LabelledData, split
+from embedgen.device import autocast, resolve_device
+from embedgen.errors import BadConfig, Cancelled
+from embedgen.models import Encoder
+from embedgen.progress import ProgressFn, check_cancel
+from embedgen.train.batches import Batches, pad_multiple, pool
+from embedgen.train.config import FinetuneConfig, Strategy
+from embedgen.train.head import Head
+from embedgen.train.metrics import confusion_matrix, macro_f1
+
+log = logging.getLogger(__name__)
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    val_macro_f1: float
+    seconds: float
+    head_learning_rate: float = 0.0  # the head's learning rate when the epoch ended
+
+
+@dataclass
+class Run:
+    """The outcome of fine-tuning: trained head, (possibly tuned) encoder and what happened."""
+
+    config: FinetuneConfig
+    head: Head
+    encoder: Encoder
+    encoder_changed: bool
+    label_names: tuple[str, ...]
+    history: list[EpochMetrics] = field(default_factory=list)
+    status: RunStatus = RunStatus.FINISHED
+    best_epoch: int = 0
+    confusion: list[list[int]] = field(default_factory=list)
+    data_summary: dict[str, Any] = field(default_factory=dict)
+    batch_size_used: int = 0
+    message: str = ""
+    folder: str | None = None
+
+    @property
+    def best(self) -> EpochMetrics | None:
+        return next((m for m in self.history if m.epoch == self.best_epoch), None)
+
+
+def finetune(
+    encoder: Encoder,
+    data: LabelledData,
+    config: FinetuneConfig | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+) -> Run:
+    """Train a head (and, by strategy, encoder layers) on ``data``; return the :class:`Run`.
+
+    The encoder passed in is never changed: strategies that tune it work on a copy.
+    ``progress`` gets (rows done, rows total), counting every pass over a row (encoding, each
+    epoch); ``cancel`` is checked before every batch; ``on_epoch`` gets each epoch's metrics
+    as soon as they are known.
+    """
+    config = config or FinetuneConfig()
+    train, val = split(data, val_fraction=config.val_fraction, seed=config.seed)
+    log.info("Fine-tuning on %d rows, validating on %d", len(train), len(val))
+    trainer = _Trainer(encoder, train, val, config, progress, cancel, on_epoch)
+    try:
+        run = trainer.run()
+    finally:
+        trainer.release()
+    summary = data.summary()
+    summary.update({"rows_train": len(train), "rows_validation": len(val)})
+    return replace(run, label_names=tuple(data.label_names), data_summary=summary)
+
+
+# -- what trains ------------------------------------------------------------------------------
+
+
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks (the longest ModuleList matching the layer count)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    candidates = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    matching = [m for m in candidates if n is None or len(m) == n]
+    if not matching:
+        raise BadConfig(
+            f"Cannot find the transformer layers of {type(model).__name__}; use strategy 'head' "
+            "or 'full' for this model."
+        )
+    return max(matching, key=len)
+
+
+def set_trainable(model: nn.Module, config: FinetuneConfig) -> int:
+    """Freeze what the strategy keeps fixed; return the number of trainable encoder parameters."""
+    for p in model.parameters():
+        p.requires_grad = False
+    if config.strategy is Strategy.TOP_K:
+        layers = transformer_layers(model)
+        if config.top_k > len(layers):
+            raise BadConfig(
+                f"top-k asks for {config.top_k} layers but the model has {len(layers)}. "
+                f"Choose 1..{len(layers)}, or strategy 'full'."
+            )
+        for layer in layers[-config.top_k :]:
+            for p in layer.parameters():
+                p.requires_grad = True
+    elif config.strategy is Strategy.FULL:
+        for p in model.parameters():
+            p.requires_grad = True
+        if not config.train_embeddings:
+            for p in model.get_input_embeddings().parameters():
+                p.requires_grad = False
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def lr_factor(seen: int, batch: int, total: int, warmup: int) -> float:
+    """The learning-rate multiplier for the batch after ``seen`` of ``total`` training rows.
+
+    Linear warm-up over the first ``warmup`` rows (its first batch gets batch/warmup of the
+    rate), then linear decay to zero at ``total``. Counting rows rather than optimizer steps
+    keeps the schedule the same length when the batch size changes mid-run.
+    """
+    ramp = min(1.0, (seen + batch) / warmup) if warmup > 0 else 1.0
+    decay = max(0.0, (total - seen) / max(1, total - warmup)) if seen >= warmup else 1.0
+    return min(ramp, decay)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _free_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class _Best:
+    """The best epoch so far: its macro-F1, predictions and a copy of what trained."""
+
+    f1: float = -1.0
+    epoch: int = 0
+    pred: np.ndarray | None = None
+    state: dict[str, dict[str, torch.Tensor]] | None = None
+
+
+class _Trainer:
+    """One fine-tuning run; holds the mutable state the loop needs."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        train: LabelledData,
+        val: LabelledData,
+        config: FinetuneConfig,
+        progress: ProgressFn | None,
+        cancel: threading.Event | None,
+        on_epoch: Callable[[EpochMetrics], None] | None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.progress = progress
+        self.cancel = cancel
+        self.on_epoch = on_epoch
+        self.batch_size = config.batch_size
+        self.num_classes = len(train.label_names)
+        self.tuned = config.strategy is not Strategy.HEAD
+        # Where the caller keeps the encoder; the run's modules go back there when it ends.
+        self.home = next(encoder.model.parameters()).device
+        model = copy.deepcopy(encoder.model) if self.tuned else encoder.model
+        self.model = model.to(self.device)
+        self.encoder = Encoder(model=self.model, tokenizer=encoder.tokenizer, info=encoder.info)
+        trainable = set_trainable(self.model, config) if self.tuned else 0
+        log.info("Strategy %s: %d trainable encoder parameters", config.strategy, trainable)
+        torch.manual_seed(config.seed)
+        hidden = encoder.info.hidden_size
+        self.head = Head(hidden, config.dim, self.num_classes, config.dropout).to(self.device)
+        self.train_y = torch.tensor(train.labels, dtype=torch.long)
+        self.val_y = torch.tensor(val.labels, dtype=torch.long)
+        multiple = pad_multiple(self.device)
+        self.train_tok = Batches(encoder.tokenizer, train.texts, config.max_length, multiple)
+        self.val_tok = Batches(encoder.tokenizer, val.texts, config.max_length, multiple)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.done = 0  # rows processed so far: encoding passes and training passes
+        n_train, n_val = len(self.train_y), len(self.val_y)
+        if self.tuned:  # every epoch passes over the training and the validation rows
+            self.total = config.epochs * (n_train + n_val)
+        else:  # one encoding pass, then epochs over the cached training features
+            self.total = (n_train + n_val) + config.epochs * n_train
+        self.trained_rows = 0  # rows the optimizer has stepped over; drives the LR schedule
+
+    # -- the run, top to bottom ----------------------------------------------------------------
+    def run(self) -> Run:
+        cfg = self.config
+        optimizer, scheduler = self._optimizer()
+        history: list[EpochMetrics] = []
+        best = _Best()
+        status, message = RunStatus.FINISHED, ""
+        try:
+            train_feats, val_feats = self._cached_features()
+            for epoch in range(1, cfg.epochs + 1):
+                metrics, pred = self._epoch(epoch, optimizer, scheduler, train_feats, val_feats)
+                history.append(metrics)
+                if self.on_epoch is not None:
+                    self.on_epoch(metrics)
+                if metrics.val_macro_f1 > best.f1:
+                    best = _Best(metrics.val_macro_f1, epoch, pred, self._snapshot())
+                elif cfg.patience and epoch - best.epoch >= cfg.patience:
+                    message = (
+                        f"Stopped early after epoch {epoch}: no better macro-F1 since {best.epoch}."
+                    )
+                    log.info(message)
+                    break
+        except Cancelled:
+            status = RunStatus.CANCELLED
+            message = f"Cancelled after {len(history)} of {cfg.epochs} epochs."
+            log.info(message)
+        return self._result(history, best, status, message)
+
+    def _optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """AdamW over the head (and what trains of the encoder), with a schedule over rows."""
+        cfg = self.config
+        params = [{"params": self.head.parameters(), "lr": cfg.head_learning_rate}]
+        enc_params = [p for p in self.model.parameters() if p.requires_grad]
+        if enc_params:
+            params.append({"params": enc_params, "lr": cfg.learning_rate})
+        optimizer = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+        rows_total = max(1, cfg.epochs * len(self.train_y))
+        warmup_rows = rows_total // 10 if self.tuned else 0
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda _step: lr_factor(self.trained_rows, self.batch_size, rows_total, warmup_rows),
+        )
+        return optimizer, scheduler
+
+    def _cached_features(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """With the encoder frozen, every text's features once; otherwise (None, None)."""
+        if self.tuned:
+            return None, None
+        return self._encode_all(self.train_tok), self._encode_all(self.val_tok)
+
+    def _epoch(
+        self,
+        epoch: int,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        train_feats: torch.Tensor | None,
+        val_feats: torch.Tensor | None,
+    ) -> tuple[EpochMetrics, np.ndarray]:
+        """Train one pass over the training rows in a seeded order; validate; say how it went."""
+        t0 = time.perf_counter()
+        self.head.train()
+        if self.tuned:
+            self.model.train()
+        order = torch.randperm(len(self.train_y), generator=self.generator).tolist()
+        losses: list[tuple[float, int]] = []
+
+        def step(index: Sequence[int]) -> None:
+            losses.append((self._step(index, optimizer, scheduler, train_feats), len(index)))
+
+        self._chunks(order, step)
+        val_loss, pred = self._evaluate(val_feats)
+        y = self.val_y.numpy()
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=sum(v * n for v, n in losses) / max(1, sum(n for _, n in losses)),
+            val_loss=val_loss,
+            val_accuracy=float(np.mean(pred == y)) if len(y) else 0.0,
+            val_macro_f1=macro_f1(y, pred, self.num_classes),
+            seconds=time.perf_counter() - t0,
+            head_learning_rate=optimizer.param_groups[0]["lr"],
+        )
+        log.debug(
+            "epoch %d: loss %.4f, val acc %.4f, val macro-F1 %.4f",
+            epoch,
+            metrics.train_loss,
+            metrics.val_accuracy,
+            metrics.val_macro_f1,
+        )
+        return metrics, pred
+
+    def _step(
+        self,
+        index: Sequence[int],
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        train_feats: torch.Tensor | None,
+    ) -> float:
+        """One optimizer step on the rows at ``index``; return its loss."""
+        optimizer.zero_grad(set_to_none=True)
+        if train_feats is not None:
+            feats = train_feats[list(index)].to(self.device)
+        else:
+            feats = self._features(self.train_tok.collate(index, self.device))
+        logits = self.head(feats).float()
+        loss = nn.functional.cross_entropy(logits, self.train_y[list(index)].to(self.device))
+        loss.backward()
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+        optimizer.step()
+        self.trained_rows += len(index)
+        scheduler.step()
+        return loss.item()
+
+    def _result(
+        self, history: list[EpochMetrics], best: _Best, status: RunStatus, message: str
+    ) -> Run:
+        """The run with the best epoch's weights restored."""
+        if best.state is not None:
+            self._restore(best.state)
+        self.head.eval()
+        self.model.eval()
+        pred = best.pred if best.pred is not None else np.zeros(len(self.val_y), dtype=np.int64)
+        return Run(
+            config=self.config,
+            head=self.head,
+            encoder=self.encoder,
+            encoder_changed=self.tuned,
+            label_names=(),
+            history=history,
+            status=status,
+            best_epoch=best.epoch,
+            confusion=confusion_matrix(self.val_y.numpy(), pred, self.num_classes)
+            if history
+            else [],
+            batch_size_used=self.batch_size,
+            message=message,
+        )
+
+    # -- batching with progress, cancel and out-of-memory recovery ---------------------------
+    def _chunks(self, order: Sequence[int], step: Callable[[Sequence[int]], None]) -> None:
+        """Run ``step`` over ``order`` in batches, halving the batch on GPU out-of-memory."""
+        pos = 0
+        while pos < len(order):
+            check_cancel(self.cancel, "Fine-tuning")
+            index = order[pos : pos + self.batch_size]
+            try:
+                step(index)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _is_oom(exc):
+                    raise
+                self._halve_batch(exc)
+                continue
+            pos += len(index)
+            self.done += len(index)
+            if self.progress is not None:
+                self.progress(min(self.done, self.total), self.total)
+
+    def _halve_batch(self, exc: BaseException) -> None:
+        _free_memory(self.device)
+        if self.batch_size == 1:
+            raise BadConfig(
+                "Out of GPU memory even with batch size 1. Lower --max-length, choose "
+                "strategy 'head' or a smaller model, or use --device cpu."
+            ) from exc
+        self.batch_size = max(1, self.batch_size // 2)
+        log.warning("Out of memory: batch size halved to %d", self.batch_size)
+
+    # -- encoder forward and evaluation ------------------------------------------------------
+    def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with autocast(self.device):
+            out = self.model(**batch)
+        return pool(out.last_hidden_state, batch["attention_mask"], self.config.pooling).float()
+
+    @torch.no_grad()
+    def _encode_all(self, tok: Batches) -> torch.Tensor:
+        """Features of every text (frozen encoder), in the original order."""
+        self.model.eval()
+        feats = torch.empty((len(tok), self.encoder.info.hidden_size))
+
+        def step(index: Sequence[int]) -> None:
+            feats[list(index)] = self._features(tok.collate(index, self.device)).cpu()
+
+        self._chunks(tok.by_length(), step)
+        return feats
+
+    @torch.no_grad()
+    def _evaluate(self, val_feats: torch.Tensor | None) -> tuple[float, np.ndarray]:
+        self.head.eval()
+        self.model.eval()
+        if val_feats is None:
+            val_feats = self._encode_all(self.val_tok)
+        logits = self.head(val_feats.to(self.device)).float().cpu()
+        loss = nn.functional.cross_entropy(logits, self.val_y).item()
+        return loss, logits.argmax(1).numpy()
+
+    # -- best epoch and clean-up -------------------------------------------------------------
+    def _snapshot(self) -> dict[str, dict[str, torch.Tensor]]:
+        state = {"head": {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()}}
+        if self.tuned:
+            trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+            state["encoder"] = {
+                k: v.detach().cpu().clone()
+                for k, v in self.model.state_dict().items()
+                if k in trainable
+            }
+        return state
+
+    def _restore(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        self.head.load_state_dict(state["head"])
+        if "encoder" in state:
+            self.model.load_state_dict(state["encoder"], strict=False)
+
+    def release(self) -> None:
+        """Move the encoder and head to where the caller keeps the encoder; free GPU caches.
+
+        The caller's encoder is left as it was found, and a run lives where its encoder came
+        from: trained on the GPU from an encoder kept on the CPU, it holds no GPU memory
+        afterwards (building a matrix moves what it needs to the device for the time it
+        takes); from an encoder kept on the GPU (the app's), it stays there, ready for use.
+        """
+        self.model.to(self.home)
+        self.head.to(self.home)
+        _free_memory(self.device)
