@@ -51,6 +51,9 @@ _EXPORTS = {
     "NeighbourIndex": "embedgen.neighbours",
     "save_matrix": "embedgen.matrix",
     "load_matrix": "embedgen.matrix",
+    "evaluate": "embedgen.evaluate",
+    "read_similarity": "embedgen.evaluate",
+    "read_analogy": "embedgen.evaluate",
     "export": "embedgen.export",
     "ExportFormat": "embedgen.export",
 }

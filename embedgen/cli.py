@@ -189,6 +189,57 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from embedgen.errors import BadConfig
+    from embedgen.evaluate import evaluate, read_analogy, read_similarity
+    from embedgen.matrix import load_matrix
+
+    if not args.similarity and not args.analogy:
+        raise BadConfig(
+            "nothing to evaluate: give --similarity FILE (word pairs with scores) or "
+            "--analogy FILE (word2vec analogy questions), or both."
+        )
+    # Read the files before the matrix, so a bad file is refused at once.
+    similarity = [read_similarity(f) for f in args.similarity]
+    analogy = [read_analogy(f) for f in args.analogy]
+    report = evaluate(load_matrix(args.matrix), similarity, analogy, pool=args.pool)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    rows, dims = report["matrix"]["shape"]
+    method = report["matrix"]["method"] or "hand-made"
+    print(f"{args.matrix}: {method} matrix {rows} x {dims}, pooling {'on' if args.pool else 'off'}")
+    for r in report["similarity"]:
+        print(
+            f"{r['file']}: Spearman {_score(r['spearman'])}  Pearson {_score(r['pearson'])}  "
+            f"pairs {r['pairs_found']}/{r['pairs_total']}{_words_note(r)}"
+        )
+    for r in report["analogy"]:
+        print(f"{r['file']}: {_analogy_line(r)}{_words_note(r)}")
+        for s in r["sections"]:
+            print(f"  {s['section']}: {_analogy_line(s)}")
+    return 0
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _analogy_line(r: dict[str, Any]) -> str:
+    return (
+        f"3CosAdd {_score(r['accuracy_3cosadd'])}  3CosMul {_score(r['accuracy_3cosmul'])}  "
+        f"questions {r['questions_found']}/{r['questions_total']} "
+        f"({100 * r['coverage']:.1f}% covered)"
+    )
+
+
+def _words_note(r: dict[str, Any]) -> str:
+    note = f"  pooled {len(r['pooled'])}  missing {len(r['missing'])}"
+    if r["malformed"]:
+        note += f"  malformed lines {len(r['malformed'])} (--json lists them)"
+    return note
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from embedgen.export import ExportFormat, export
     from embedgen.matrix import load_matrix
@@ -271,7 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--progress", action="store_true", help="progress bar even when piped")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_train_parser, _matrix_parser, _neighbours_parser, _export_parser):
+    for add in (
+        _train_parser,
+        _matrix_parser,
+        _neighbours_parser,
+        _evaluate_parser,
+        _export_parser,
+    ):
         add(sub, common)
     p = sub.add_parser("models", parents=[common], help="list models in the local HF cache")
     p.set_defaults(func=cmd_models)
@@ -335,6 +392,43 @@ def _neighbours_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_neighbors)
+
+
+def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="score a matrix on word-similarity and analogy files",
+        description="Spearman and Pearson correlation on word-similarity files (word1 word2 "
+        "score a line); 3CosAdd and 3CosMul accuracy on word2vec analogy files (': section' "
+        "lines, then a b c d). Words that are not rows are pooled from their pieces and "
+        "counted as pooled, unless --no-pool.",
+    )
+    p.add_argument("matrix", metavar="MATRIX_DIR")
+    p.add_argument(
+        "--similarity",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FILE",
+        help="word-similarity file(s): word1 word2 score, tab or space separated",
+    )
+    p.add_argument(
+        "--analogy",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FILE",
+        help="analogy file(s) in word2vec format (CA8, ...)",
+    )
+    p.add_argument(
+        "--no-pool",
+        dest="pool",
+        action="store_false",
+        help="count a word that is not a row as missing instead of pooling it from its pieces",
+    )
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.set_defaults(func=cmd_evaluate)
 
 
 def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -53,7 +53,7 @@ from embedgen.paths import matrix_folder, matrix_name
 from embedgen.postprocess import PostProcess
 from embedgen.postprocess import apply as apply_postprocess
 from embedgen.progress import ProgressFn, check_cancel
-from embedgen.tokens import describe_removed, select_tokens
+from embedgen.tokens import describe_removed, select_tokens, special_frame
 from embedgen.train import Head, Run
 from embedgen.train.batches import iter_batches
 
@@ -312,7 +312,7 @@ def _contextual_rows(
 ) -> np.ndarray:
     """Each token alone in its special-token frame ([CLS] x [SEP]) through the encoder, read at
     ``layer``, through ``head``'s projection when given; batches of ``options.batch_size``."""
-    frame, pos = _single_token_frame(encoder.tokenizer)
+    frame, pos = special_frame(encoder.tokenizer)
     device = resolve_device(options.device)
     model = encoder.model
     batches = list(iter_batches(len(ids), options.batch_size))
@@ -334,21 +334,6 @@ def _contextual_rows(
             if progress is not None:
                 progress(b + 1, len(batches))
     return np.concatenate(out_rows).astype(np.float32, copy=False)
-
-
-def _single_token_frame(tokenizer: Any) -> tuple[list[int], int]:
-    """The special-token frame a single token sits in (e.g. [CLS] x [SEP]) and x's position."""
-    frame = tokenizer("", add_special_tokens=True)["input_ids"]
-    if hasattr(frame, "tolist"):
-        frame = frame.tolist()
-    lead = 1 if frame and frame[0] in set(tokenizer.all_special_ids or []) and len(frame) > 1 else 0
-    if (
-        len(frame) == 1
-        and tokenizer.bos_token_id is not None
-        and frame[0] == tokenizer.bos_token_id
-    ):
-        lead = 1
-    return list(frame), lead
 
 
 @contextlib.contextmanager

@@ -94,6 +94,15 @@ class NeighbourIndex:
     def __contains__(self, token: object) -> bool:
         return token in self._row
 
+    @property
+    def unit(self) -> Vector:
+        """The matrix rows scaled to length 1 (read-only; an all-zero row stays zero)."""
+        return self._unit
+
+    def row(self, token: str) -> int | None:
+        """Return the row of ``token`` (the first, if it is listed twice), or None if none."""
+        return self._row.get(token)
+
     # -- looking words up --------------------------------------------------------------------
 
     def lookup(self, word: str) -> Lookup:

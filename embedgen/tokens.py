@@ -93,3 +93,19 @@ def describe_removed(removed: dict[str, int]) -> str:
     """ "3 special, 2 unused" from the counts :func:`select_tokens` returns."""
     parts = [f"{v} {k.replace('_', ' ')}" for k, v in removed.items() if v]
     return ", ".join(parts) or "none removed"
+
+
+def special_frame(tokenizer: Any) -> tuple[list[int], int]:
+    """The special-token frame a text's ids sit in ([CLS] ... [SEP], <s> ... </s>) and where
+    they go in it."""
+    frame = tokenizer("", add_special_tokens=True)["input_ids"]
+    if hasattr(frame, "tolist"):
+        frame = frame.tolist()
+    lead = 1 if frame and frame[0] in set(tokenizer.all_special_ids or []) and len(frame) > 1 else 0
+    if (
+        len(frame) == 1
+        and tokenizer.bos_token_id is not None
+        and frame[0] == tokenizer.bos_token_id
+    ):
+        lead = 1
+    return list(frame), lead

@@ -27,7 +27,7 @@ from conftest import NEGATIVE, POSITIVE, synthetic_rows, workbook_bytes, write_c
 from embedgen.cli import main
 
 DIM = 8
-SUBCOMMANDS = ("train", "matrix", "neighbors", "export", "models")
+SUBCOMMANDS = ("train", "matrix", "neighbors", "evaluate", "export", "models")
 LABELS = {"正面", "负面"}
 GOOD, BAD, BEAUTIFUL = POSITIVE[0], NEGATIVE[0], POSITIVE[1]  # 好, 坏, 美
 
