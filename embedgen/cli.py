@@ -145,18 +145,48 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     options = MatrixOptions(
         **_settings(args, MatrixOptions), postprocess=PostProcess(**_settings(args, PostProcess))
     )
+    words, corpus = _words_and_corpus(args)
     source: Any
     if is_run_folder(args.source):
         source = load_run(args.source)
     else:
         source = load_encoder(args.source, trust_remote_code=args.trust_remote_code)
-    out = Path(args.out) if args.out else folder_for(source, options)
+    where = folder_for(source, options, words=words, corpus=corpus)
+    out = Path(args.out) if args.out else where
     with _cancel_on_ctrl_c() as cancel, _progress("matrix", args, unit="batch") as bar:
-        matrix = build_matrix(source, options, progress=bar, cancel=cancel)
+        matrix = build_matrix(
+            source, options, words=words, corpus=corpus, progress=bar, cancel=cancel
+        )
     save_matrix(matrix, out, dtype=args.dtype)
-    rows, dims = matrix.shape
-    print(f"{matrix.method} matrix {rows} x {dims} ({args.dtype}) written to {out}")
+    n, dims = matrix.shape
+    what = "words" if matrix.manifest.get("rows_are") == "words" else "tokens"
+    print(f"{matrix.method} matrix {n} {what} x {dims} ({args.dtype}) written to {out}")
     return 0
+
+
+def _words_and_corpus(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The word rows (--words, or the words of --corpus) and the corpus, or None for each."""
+    from embedgen.errors import BadConfig
+    from embedgen.table import read_table, resolve_column
+    from embedgen.words import Corpus, WordOptions, words_from_corpus, words_from_list
+
+    corpus = None
+    if args.corpus:
+        if not args.text_col:
+            raise BadConfig("--corpus needs --text-col: the column that holds the texts.")
+        table = read_table(args.corpus, header=HEADER[args.header], sheet=args.sheet)
+        column = resolve_column(table, args.text_col)
+        texts = [t.strip() for t in table.frame[column] if t.strip()]
+        if len(texts) < len(table):
+            _say(args, f"{table.label}: {len(table) - len(texts)} empty texts left out")
+        corpus = Corpus.of(texts, table.label, user_dict=args.user_dict)
+    elif args.text_col or args.user_dict:
+        raise BadConfig("--text-col and --user-dict go with --corpus FILE.")
+    if args.words:
+        return words_from_list(Path(args.words)), corpus
+    if corpus is not None:
+        return words_from_corpus(corpus, WordOptions(**_settings(args, WordOptions))), corpus
+    return None, None
 
 
 def cmd_neighbors(args: argparse.Namespace) -> int:
@@ -273,7 +303,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 HEADER = {"auto": None, "yes": True, "no": False}  # --header: guess, or say
 
 
-def _add_settings(parser: argparse.ArgumentParser, cls: Any) -> None:
+def _add_settings(parser: Any, cls: Any) -> None:
     """A flag for each setting of the config dataclass ``cls``: its default, limits-aware help,
     type and choices all come from the field (``embedgen.fields``)."""
     from embedgen.fields import specs
@@ -291,6 +321,8 @@ def _add_settings(parser: argparse.ArgumentParser, cls: Any) -> None:
                 )
         elif spec.choices is not None:
             kwargs.update(default=str(spec.default), choices=spec.values)
+        elif spec.text:
+            kwargs.update(default=spec.default, metavar=spec.name.upper())
         else:
             kwargs.update(
                 default=spec.default,
@@ -361,6 +393,7 @@ def _train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     from embedgen.matrix import DTYPES, MatrixOptions
     from embedgen.postprocess import PostProcess
+    from embedgen.words import WordOptions
 
     p = sub.add_parser("matrix", parents=[common], help="build an embedding matrix")
     p.add_argument("source", metavar="RUN_DIR_OR_MODEL")
@@ -372,6 +405,19 @@ def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     _add_settings(p, MatrixOptions)
     _add_settings(p, PostProcess)
+    rows = p.add_argument_group("word rows (instead of the model's tokens)")
+    rows.add_argument("--words", metavar="LIST.txt", help="one word per line: the rows")
+    rows.add_argument(
+        "--corpus",
+        metavar="FILE",
+        help="CSV/TSV/XLSX of texts: their words are the rows unless --words is given, and "
+        "aggregated reads the words in them",
+    )
+    rows.add_argument("--text-col", help="the corpus's text column: name or 1-based number")
+    rows.add_argument("--header", default="auto", choices=list(HEADER))
+    rows.add_argument("--sheet", default=None, help="the corpus's xlsx sheet")
+    rows.add_argument("--user-dict", metavar="FILE", help="a jieba user dictionary")
+    _add_settings(rows, WordOptions)
     p.add_argument("--dtype", default=DTYPES[0], choices=DTYPES, help="what matrix.npy holds")
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_matrix)

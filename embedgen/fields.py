@@ -57,6 +57,7 @@ class Spec:
     flag: str | None = None  # the CLI flag when not --name-with-dashes; "" for none
     negated_flag: bool = False  # a True default switched off by the flag (--keep-special)
     whole: bool = False  # a whole number (an int setting)
+    text: bool = False  # a string setting (checked by its own dataclass)
 
     @property
     def cli_flag(self) -> str:
@@ -81,7 +82,7 @@ class Spec:
         """``value`` as this setting holds it (a choice as its enum); BadConfig if out of range."""
         if self.choices is not None:
             return choice(self.choices, value, self.named)
-        if value is None or isinstance(value, bool) and not self.whole:
+        if value is None or (isinstance(value, bool) and not self.whole) or self.text:
             return value
         if self.whole and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
             raise BadConfig(f"{self.named} must be a whole number (got {value!r}).")
@@ -129,6 +130,7 @@ def setting(
     flag: str | None = None,
     negated_flag: bool = False,
     whole: bool | None = None,
+    text: bool = False,
 ) -> Any:
     """A dataclass field with a default and the :class:`Spec` that says what it means.
 
@@ -147,6 +149,7 @@ def setting(
         "flag": flag,
         "negated_flag": negated_flag,
         "whole": whole,
+        "text": text,
     }
     return dataclasses.field(default=default, metadata={"embedgen": meta})
 

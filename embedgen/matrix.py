@@ -49,19 +49,33 @@ from embedgen.device import DeviceChoice, autocast, resolve_device
 from embedgen.errors import BadConfig, BadRun
 from embedgen.fields import Choice, check, choice, setting
 from embedgen.models import Encoder
-from embedgen.paths import matrix_folder, matrix_name
+from embedgen.paths import matrix_folder, matrix_name, slug
 from embedgen.postprocess import PostProcess
 from embedgen.postprocess import apply as apply_postprocess
 from embedgen.progress import ProgressFn, check_cancel
 from embedgen.tokens import describe_removed, select_tokens, special_frame
 from embedgen.train import Head, Run
 from embedgen.train.batches import iter_batches
+from embedgen.words import (
+    TEMPLATES,
+    Corpus,
+    WordVocab,
+    context_vectors,
+    corpus_contexts,
+    count_in,
+    generated_contexts,
+    layer_mean,
+    pooled_rows,
+    whole_word_vectors,
+    words_from_corpus,
+)
 
 log = logging.getLogger(__name__)
 
 MATRIX_FILE = "matrix.npy"
 VOCAB_FILE = "vocab.txt"
 MANIFEST_FILE = "manifest.json"
+ROWS_FILE = "rows.tsv"  # facts about each row, when the matrix has any (EmbeddingMatrix.columns)
 DTYPES = ("float32", "float16")  # what matrix.npy may hold
 
 
@@ -79,15 +93,31 @@ class Method(Choice):
     )
     CONTEXTUAL = (
         "contextual",
-        "Each token run alone through the encoder (the tuned one when built from a run) and "
-        "read at the chosen layer; from a run, then through the trained projection unless "
-        "switched off.",
+        "Each token (or word) run alone through the encoder (the tuned one when built from a "
+        "run) and read at the chosen layer, a word's pieces averaged; from a run, then through "
+        "the trained projection unless switched off.",
+    )
+    AGGREGATED = (
+        "aggregated",
+        "Each word read in context: its vectors averaged over its occurrences in your corpus "
+        "and over a few generated sentences, at the chosen layer; from a run, through the "
+        "trained projection unless switched off. Rows are words.",
     )
 
     @property
     def needs_run(self) -> bool:
         """Whether only a fine-tuning run (its trained projection) can build it."""
         return self is Method.PROJECTED
+
+    @property
+    def reads_context(self) -> bool:
+        """Whether rows are read from the encoder's hidden states (at a layer or layers)."""
+        return self in (Method.CONTEXTUAL, Method.AGGREGATED)
+
+    @property
+    def needs_words(self) -> bool:
+        """Whether the rows must be words (a word list or a corpus's words)."""
+        return self is Method.AGGREGATED
 
     @property
     def reflects_tuning(self) -> bool:
@@ -113,6 +143,9 @@ class EmbeddingMatrix:
     vectors: npt.NDArray[np.float32]
     vocab: tuple[str, ...]
     manifest: dict[str, Any] = field(default_factory=dict)
+    # Facts about each row, by column name (rows.tsv in the folder): e.g. for aggregated word
+    # rows, how many corpus contexts a word was read in and what its vector is made of.
+    columns: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2:
@@ -121,6 +154,11 @@ class EmbeddingMatrix:
             raise ValueError(
                 f"{self.vectors.shape[0]} rows but {len(self.vocab)} vocabulary entries"
             )
+        for name, values in self.columns.items():
+            if len(values) != len(self.vocab):
+                raise ValueError(
+                    f"column {name!r} has {len(values)} values for {len(self.vocab)} rows"
+                )
         if self.manifest.get("method") is not None:  # an enum, also when read back from disk
             method = choice(Method, self.manifest["method"], "method")
             object.__setattr__(self, "manifest", {**self.manifest, "method": method})
@@ -155,6 +193,13 @@ class MatrixOptions:
         help="contextual: 0 = the embedding output, N = the last layer (the default); "
         "negative counts back from the last",
     )
+    layers: str | None = setting(
+        None,
+        "layer range",
+        text=True,
+        help="contextual and aggregated: the mean of layers A to B, written A-B (e.g. 8-12); "
+        "instead of --layer",
+    )
     through_projection: bool = setting(
         True,
         "through the trained projection",
@@ -173,12 +218,61 @@ class MatrixOptions:
     drop_continuation: bool = setting(
         False, "drop ## pieces", help='"##x" pieces (their "x" twins stay)'
     )
+    corpus_contexts: int = setting(
+        8,
+        "corpus contexts per word",
+        low=0,
+        high=10_000,
+        help="aggregated: up to this many of a word's occurrences in the corpus",
+    )
+    generated_contexts: int = setting(
+        4,
+        "generated contexts per word",
+        low=0,
+        high=len(TEMPLATES),
+        help="aggregated: short neutral sentences each word is also read in, so that words "
+        "the corpus lacks get vectors that compare with the others'",
+    )
+    context_tokens: int = setting(
+        128, "context length", low=8, high=8192, help="aggregated: tokens read per context"
+    )
     postprocess: PostProcess = field(default_factory=PostProcess)
     batch_size: int = setting(256, "batch size", low=1, high=65_536)
     device: DeviceChoice = setting(DeviceChoice.AUTO, "device", choices=DeviceChoice)
 
     def __post_init__(self) -> None:
         check(self)
+        if self.layers is not None and not _LAYERS.fullmatch(self.layers.strip()):
+            raise BadConfig(
+                f"layer range {self.layers!r} is not A-B (e.g. 8-12) or one layer number."
+            )
+        if self.method is Method.AGGREGATED and not (
+            self.corpus_contexts or self.generated_contexts
+        ):
+            raise BadConfig(
+                "aggregated needs contexts: give corpus contexts per word or generated contexts "
+                "per word above 0."
+            )
+
+
+_LAYERS = re.compile(r"(\d+)(?:\s*-\s*(\d+))?")
+
+
+def resolve_layers(
+    options: MatrixOptions, num_layers: int, model_id: str = "the model"
+) -> tuple[int, int]:
+    """The first and last layer a contextual row averages: ``layers`` ("8-12") when given, else
+    ``layer`` (None: the last) on its own."""
+    if options.layers is None:
+        layer = resolve_layer(options.layer, num_layers, model_id)
+        return layer, layer
+    match = _LAYERS.fullmatch(options.layers.strip())
+    assert match is not None  # checked in MatrixOptions
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    if first > last:
+        first, last = last, first
+    return resolve_layer(first, num_layers, model_id), resolve_layer(last, num_layers, model_id)
 
 
 def resolve_layer(layer: int | None, num_layers: int, model_id: str = "the model") -> int:
@@ -195,31 +289,60 @@ def resolve_layer(layer: int | None, num_layers: int, model_id: str = "the model
 
 def reflects_run(options: MatrixOptions, run: Run | None) -> bool:
     """Whether a matrix built by ``options`` from ``run`` carries what its training learned:
-    ``projected``; ``contextual`` through the projection or from a tuned encoder."""
+    ``projected``; ``contextual`` and ``aggregated`` through the projection or from a tuned
+    encoder."""
     if run is None:
         return False
-    if options.method is Method.CONTEXTUAL:
+    if options.method.reads_context:
         return options.through_projection or run.encoder_changed
     return options.method.reflects_tuning
 
 
-def name_for(source: Encoder | Run, options: MatrixOptions) -> str:
+def name_for(
+    source: Encoder | Run,
+    options: MatrixOptions,
+    *,
+    words: WordVocab | None = None,
+    corpus: Corpus | None = None,
+) -> str:
     """The matrix's name by the one naming rule (``embedgen.paths.matrix_name``)."""
     run = source if isinstance(source, Run) else None
     info = (run.encoder if run is not None else source).info
-    layer = None
-    if options.method is Method.CONTEXTUAL:
-        layer = resolve_layer(options.layer, info.num_layers, info.model_id)
-    return matrix_name(options, tuned=reflects_run(options, run), layer=layer)
+    layers = None
+    if options.method.reads_context:
+        layers = resolve_layers(options, info.num_layers, info.model_id)
+    tuned = reflects_run(options, run)
+    return matrix_name(options, tuned=tuned, layers=layers, words=_rows_label(words, corpus))
 
 
-def folder_for(source: Encoder | Run, options: MatrixOptions) -> Path:
+def _rows_label(words: WordVocab | None, corpus: Corpus | None) -> str | None:
+    """``words-<list or corpus>`` (``-in-<corpus>`` when read in another), or None for tokens."""
+    if words is None and corpus is None:
+        return None
+    vocab = None
+    if words is not None:
+        vocab = words.record.get("list") or words.record.get("corpus", {}).get("name")
+    if vocab is None and corpus is not None:
+        vocab = corpus.name
+    label = f"words-{slug(Path(vocab or 'words').stem)}"
+    if corpus is not None and vocab != corpus.name:
+        label += f"-in-{slug(Path(corpus.name).stem)}"
+    return label
+
+
+def folder_for(
+    source: Encoder | Run,
+    options: MatrixOptions,
+    *,
+    words: WordVocab | None = None,
+    corpus: Corpus | None = None,
+) -> Path:
     """Where the matrix goes unless told otherwise: its run's ``matrices/<name>``, or
     ``$EMBEDGEN_HOME/matrices/<model>/<name>`` for a plain model."""
     run = source if isinstance(source, Run) else None
     info = (run.encoder if run is not None else source).info
     return matrix_folder(
-        name_for(source, options),
+        name_for(source, options, words=words, corpus=corpus),
         run_folder=run.folder if run is not None else None,
         model_id=info.model_id,
     )
@@ -234,18 +357,54 @@ def build_matrix(
     source: Encoder | Run,
     options: MatrixOptions | None = None,
     *,
+    words: WordVocab | None = None,
+    corpus: Corpus | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> EmbeddingMatrix:
     """Build the embedding matrix of ``source`` (a model, or a fine-tuning run) by ``options``.
 
-    ``input`` needs only a model; ``projected`` needs a run; ``contextual`` uses the run's
-    (possibly tuned) encoder and, unless ``through_projection`` is off, its projection.
+    Rows are the model's tokens (filtered by ``options``), or ``words`` when given. ``input``
+    needs only a model; ``projected`` needs a run; ``contextual`` and ``aggregated`` use the
+    run's (possibly tuned) encoder and, unless ``through_projection`` is off, its projection.
+    ``aggregated`` reads words in ``corpus`` (and in generated sentences); with no word list
+    its rows are the corpus's words.
     """
     options = options or MatrixOptions()
     run = source if isinstance(source, Run) else None
     encoder = run.encoder if run is not None else source
+    _check_can_build(options, run, words, corpus)
+    if words is None and options.method.needs_words:
+        assert corpus is not None  # checked above
+        words = words_from_corpus(corpus)
     head = run.head if run is not None else None
+    if options.method is Method.INPUT:
+        projection = None
+    elif options.method.needs_run:
+        projection = head
+    else:
+        projection = head if options.through_projection else None
+    if words is None:
+        vectors, vocab, rows = _token_rows(encoder, projection, options, progress, cancel)
+        columns: dict[str, tuple[Any, ...]] = {}
+    else:
+        vectors, columns, rows = _word_rows(
+            encoder, projection, words, corpus, options, progress, cancel
+        )
+        vocab = words.words
+    vectors, steps = apply_postprocess(vectors, options.postprocess)
+    log.info("Built %s matrix: %d rows x %d dims", options.method, *vectors.shape)
+    return EmbeddingMatrix(
+        vectors=np.ascontiguousarray(vectors),
+        vocab=tuple(vocab),
+        manifest=_manifest(encoder, run, options, rows, steps, vectors.shape),
+        columns=columns,
+    )
+
+
+def _check_can_build(
+    options: MatrixOptions, run: Run | None, words: WordVocab | None, corpus: Corpus | None
+) -> None:
     if options.method.needs_run and run is None:
         raise BadConfig(
             f"The '{options.method}' method needs a fine-tuning run (it uses the trained "
@@ -253,6 +412,25 @@ def build_matrix(
             + " or ".join(f"'{m}'" for m in methods_for(from_run=False))
             + "."
         )
+    if options.method.needs_words and words is None and corpus is None:
+        raise BadConfig(
+            f"The '{options.method}' method reads words in context: give a corpus (a file of "
+            "texts and its text column), a word list, or both."
+        )
+    if options.method is Method.AGGREGATED and options.generated_contexts == 0 and not corpus:
+        raise BadConfig(
+            "aggregated with no generated contexts needs a corpus to read the words in."
+        )
+
+
+def _token_rows(
+    encoder: Encoder,
+    head: Head | None,
+    options: MatrixOptions,
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """Rows for the model's tokens (filtered), the tokens, and a record of the rows."""
     ids, removed = select_tokens(
         encoder.tokenizer,
         encoder.info.vocab_size,
@@ -260,31 +438,155 @@ def build_matrix(
         cjk_only=options.cjk_only,
         drop_continuation=options.drop_continuation,
     )
-    layer = None
-    if options.method is Method.CONTEXTUAL:
+    log.info("Token rows: %d kept (%s removed)", len(ids), describe_removed(removed))
+    record: dict[str, Any] = {"rows_are": "tokens", "removed": removed}
+    if options.method.reads_context:
         info = encoder.info
-        layer = resolve_layer(options.layer, info.num_layers, info.model_id)
-        project = head is not None and options.through_projection
-        vectors = _contextual_rows(
-            encoder, head if project else None, ids, layer, options, progress, cancel
-        )
+        layers = resolve_layers(options, info.num_layers, info.model_id)
+        record["layers"] = list(layers)
+        vectors = _contextual_rows(encoder, head, ids, layers, options, progress, cancel)
     else:
-        vectors = _embedding_rows(encoder, head if options.method.needs_run else None, ids)
+        vectors = _embedding_rows(encoder, head, ids)
         if progress is not None:
             progress(1, 1)
-    vectors, steps = apply_postprocess(vectors, options.postprocess)
-    log.info(
-        "Built %s matrix: %d rows x %d dims (%s removed)",
-        options.method,
-        vectors.shape[0],
-        vectors.shape[1],
-        describe_removed(removed),
-    )
-    return EmbeddingMatrix(
-        vectors=np.ascontiguousarray(vectors),
-        vocab=tuple(encoder.tokenizer.convert_ids_to_tokens(ids)),
-        manifest=_manifest(encoder, run, options, layer, removed, steps, vectors.shape),
-    )
+    return vectors, encoder.tokenizer.convert_ids_to_tokens(ids), record
+
+
+def _word_rows(
+    encoder: Encoder,
+    head: Head | None,
+    words: WordVocab,
+    corpus: Corpus | None,
+    options: MatrixOptions,
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+) -> tuple[np.ndarray, dict[str, tuple[Any, ...]], dict[str, Any]]:
+    """Rows for ``words`` by the method, the per-row columns (rows.tsv) and a record."""
+    if corpus is not None and words.record.get("source") != "corpus":
+        words = count_in(words, corpus)
+    record: dict[str, Any] = {"rows_are": "words", "vocabulary": words.record}
+    if corpus is not None:
+        record["corpus"] = corpus.record()
+    columns: dict[str, tuple[Any, ...]] = {}
+    if words.record.get("source") == "corpus" or corpus is not None:
+        columns["corpus_count"] = words.counts
+    if not options.method.reads_context:
+        if progress is not None:
+            progress(0, 1)
+        vectors = pooled_rows(encoder, words.words, head)
+        if progress is not None:
+            progress(1, 1)
+        return vectors, columns, record
+    info = encoder.info
+    layers = resolve_layers(options, info.num_layers, info.model_id)
+    record["layers"] = list(layers)
+    device = resolve_device(options.device)
+    with _on_device([encoder.model, head], device), _evaluating(encoder.model):
+        if options.method is Method.CONTEXTUAL:
+            vectors = whole_word_vectors(
+                encoder,
+                words.words,
+                layers,
+                device=device,
+                head=head,
+                batch_size=options.batch_size,
+                progress=progress,
+                cancel=cancel,
+            )
+            return vectors, columns, record
+        vectors, read = _aggregated(
+            encoder, head, words, corpus, layers, options, device, progress, cancel
+        )
+    columns.update(read)
+    record["contexts"] = {
+        "corpus_per_word": options.corpus_contexts if corpus is not None else 0,
+        "generated_per_word": options.generated_contexts,
+        "words_read_in_corpus": int(sum(1 for n in read["corpus_contexts"] if n)),
+        "words_read_alone": int(sum(1 for s in read["vector"] if s == "word alone")),
+    }
+    return vectors, columns, record
+
+
+def _aggregated(
+    encoder: Encoder,
+    head: Head | None,
+    words: WordVocab,
+    corpus: Corpus | None,
+    layers: tuple[int, int],
+    options: MatrixOptions,
+    device: torch.device,
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+) -> tuple[np.ndarray, dict[str, tuple[Any, ...]]]:
+    """``aggregated`` rows: the mean over a word's corpus contexts averaged with the mean over
+    its generated ones (either alone when the other is missing; the word alone when both are),
+    and per row how many corpus contexts it read and what its vector is made of."""
+    n = len(words)
+    passes = []
+    if corpus is not None and options.corpus_contexts:
+        passes.append(corpus_contexts(words.words, corpus, per_word=options.corpus_contexts))
+    if options.generated_contexts:
+        passes.append(generated_contexts(words.words, options.generated_contexts))
+    means, counts = [], []
+    for k, contexts in enumerate(passes):
+        stage = _stage(progress, k, len(passes) + 1)
+        mean, used = context_vectors(
+            encoder,
+            contexts,
+            n,
+            layers,
+            device=device,
+            head=head,
+            max_tokens=options.context_tokens,
+            progress=stage,
+            cancel=cancel,
+        )
+        means.append(mean)
+        counts.append(used)
+    have = np.stack([c > 0 for c in counts])  # passes x rows
+    stacked = np.stack([np.nan_to_num(m) for m in means])
+    vectors = (stacked * have[:, :, None]).sum(0) / np.maximum(have.sum(0), 1)[:, None]
+    alone = ~have.any(0)
+    if alone.any():  # no context at all: the word alone, marked
+        vectors[alone] = whole_word_vectors(
+            encoder,
+            [w for w, a in zip(words.words, alone, strict=True) if a],
+            layers,
+            device=device,
+            head=head,
+            batch_size=options.batch_size,
+            progress=_stage(progress, len(passes), len(passes) + 1),
+            cancel=cancel,
+        )
+    in_corpus = counts[0] if corpus is not None and options.corpus_contexts else np.zeros(n, int)
+    generated = options.generated_contexts > 0
+    made_of = [
+        "word alone"
+        if alone[i]
+        else "corpus + generated"
+        if c and generated
+        else "corpus"
+        if c
+        else "generated"
+        for i, c in enumerate(in_corpus.tolist())
+    ]
+    if progress is not None:
+        progress(1, 1)
+    return vectors.astype(np.float32), {
+        "corpus_contexts": tuple(int(c) for c in in_corpus),
+        "vector": tuple(made_of),
+    }
+
+
+def _stage(progress: ProgressFn | None, k: int, stages: int) -> ProgressFn | None:
+    """Progress of stage ``k`` of ``stages`` as a share of the whole (in thousandths)."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress(int(1000 * (k + done / max(total, 1)) / stages), 1000)
+
+    return report
 
 
 def _embedding_rows(encoder: Encoder, head: Head | None, ids: list[int]) -> np.ndarray:
@@ -305,13 +607,14 @@ def _contextual_rows(
     encoder: Encoder,
     head: Head | None,
     ids: list[int],
-    layer: int,
+    layers: tuple[int, int],
     options: MatrixOptions,
     progress: ProgressFn | None,
     cancel: threading.Event | None,
 ) -> np.ndarray:
     """Each token alone in its special-token frame ([CLS] x [SEP]) through the encoder, read at
-    ``layer``, through ``head``'s projection when given; batches of ``options.batch_size``."""
+    ``layers`` (the mean of a range), through ``head``'s projection when given; batches of
+    ``options.batch_size``."""
     frame, pos = special_frame(encoder.tokenizer)
     device = resolve_device(options.device)
     model = encoder.model
@@ -327,7 +630,7 @@ def _contextual_rows(
                 out = model(
                     input_ids=seq, attention_mask=torch.ones_like(seq), output_hidden_states=True
                 )
-            h = out.hidden_states[layer][:, pos].float()
+            h = layer_mean(out.hidden_states, layers)[:, pos]
             if head is not None:
                 h = head.project(h).float()
             out_rows.append(h.cpu().numpy())
@@ -365,8 +668,7 @@ def _manifest(
     encoder: Encoder,
     run: Run | None,
     options: MatrixOptions,
-    layer: int | None,
-    removed: dict[str, int],
+    rows: dict[str, Any],
     steps: list[dict[str, Any]],
     shape: tuple[int, ...],
 ) -> dict[str, Any]:
@@ -374,21 +676,24 @@ def _manifest(
     from embedgen.runs import run_manifest
 
     projected = options.method.needs_run or (
-        options.method is Method.CONTEXTUAL and run is not None and options.through_projection
+        options.method.reads_context and run is not None and options.through_projection
     )
-    return {
+    layers = rows.pop("layers", None)
+    manifest: dict[str, Any] = {
         "method": options.method,
         "method_description": options.method.description,
-        "layer": layer,
+        "layer": layers[0] if layers and layers[0] == layers[1] else None,
+        "layers": layers,
         "through_projection": bool(projected),
         "reflects_tuning": reflects_run(options, run),
         "rows": int(shape[0]),
         "dims": int(shape[1]),
+        "rows_are": rows.pop("rows_are"),
         "selection": {
             "drop_special": options.drop_special,
             "cjk_only": options.cjk_only,
             "drop_continuation": options.drop_continuation,
-            "removed": removed,
+            "removed": rows.pop("removed", None),
         },
         "postprocess": steps,
         "model": encoder.info.as_dict(),
@@ -396,6 +701,10 @@ def _manifest(
         "embedgen_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    manifest.update(rows)  # vocabulary, corpus, contexts for word rows
+    if options.method is Method.AGGREGATED:
+        manifest["context_tokens"] = options.context_tokens
+    return manifest
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,6 +745,13 @@ def save_matrix(
             escaped,
         )
 
+    files = {MATRIX_FILE: matrix_sha, VOCAB_FILE: hashlib.sha256(vocab_bytes).hexdigest()}
+    if matrix.columns:
+        rows_bytes = _rows_table(matrix).encode("utf-8")
+        write_bytes(out / ROWS_FILE, rows_bytes)
+        files[ROWS_FILE] = hashlib.sha256(rows_bytes).hexdigest()
+    elif (out / ROWS_FILE).exists():
+        (out / ROWS_FILE).unlink()  # a rebuild without row facts: the old ones are not its
     rows, dims = matrix.shape
     manifest = _jsonable(dict(matrix.manifest))
     manifest.update(
@@ -445,10 +761,8 @@ def save_matrix(
             "dtype": dtype,
             "vocab_escaping": "backslash" if escaped else "none",
             "escaped_tokens": escaped,
-            "files": {
-                MATRIX_FILE: matrix_sha,
-                VOCAB_FILE: hashlib.sha256(vocab_bytes).hexdigest(),
-            },
+            "columns": list(matrix.columns),
+            "files": files,
         }
     )
     write_json(out / MANIFEST_FILE, manifest)
@@ -485,9 +799,13 @@ def load_matrix(folder: str | os.PathLike[str], *, verify: bool = False) -> Embe
             f"{len(lines)} lines; they must match one to one. The folder is incomplete or was "
             "edited by hand; rebuild the matrix."
         )
+    columns = _read_rows_table(src, manifest, len(lines))
     try:
         return EmbeddingMatrix(
-            vectors=vectors.astype(np.float32, copy=False), vocab=tuple(lines), manifest=manifest
+            vectors=vectors.astype(np.float32, copy=False),
+            vocab=tuple(lines),
+            manifest=manifest,
+            columns=columns,
         )
     except BadConfig as exc:
         raise BadRun(f"{src / MANIFEST_FILE}: {exc} Rebuild the matrix.") from exc
@@ -535,6 +853,45 @@ def _read_vocab(path: Path, *, escaped: bool) -> list[str]:
         text += "\n"  # tolerate a hand-edited file without a final line end
     lines = text[:-1].split("\n") if text else []
     return [_unescape_line(line) for line in lines] if escaped else lines
+
+
+def _rows_table(matrix: EmbeddingMatrix) -> str:
+    """rows.tsv: a header, then per row its token (tabs and line breaks shown escaped; vocab.txt
+    is the one that counts) and its facts."""
+    names = list(matrix.columns)
+    lines = ["\t".join(["token", *names])]
+    for i, token in enumerate(matrix.vocab):
+        shown = _escape_line(token).replace("\t", "\\t")
+        lines.append("\t".join([shown, *(str(matrix.columns[n][i]) for n in names)]))
+    return text_lines(lines)
+
+
+def _read_rows_table(
+    folder: Path, manifest: dict[str, Any], rows: int
+) -> dict[str, tuple[Any, ...]]:
+    """The row facts of rows.tsv (numbers back as ints), or none when the matrix has none."""
+    names = manifest.get("columns") or []
+    if not names:
+        return {}
+    path = _need(folder, ROWS_FILE)
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise BadRun(f"{path} is not UTF-8 ({exc}); rebuild the matrix.") from exc
+    table = [line.split("\t") for line in lines[1:]]
+    if len(table) != rows or any(len(r) != len(names) + 1 for r in table):
+        raise BadRun(
+            f"{path} does not hold one line of {len(names) + 1} fields per row ({rows} rows); "
+            "rebuild the matrix."
+        )
+    columns = {}
+    for k, name in enumerate(names, start=1):
+        values = [r[k] for r in table]
+        if all(v.lstrip("-").isdigit() for v in values):
+            columns[name] = tuple(int(v) for v in values)
+        else:
+            columns[name] = tuple(values)
+    return columns
 
 
 def text_lines(tokens: Sequence[str]) -> str:

@@ -80,26 +80,37 @@ class MatrixChoices(Protocol):
     postprocess: Any
 
 
-def matrix_name(options: MatrixChoices, *, tuned: bool, layer: int | None = None) -> str:
+def matrix_name(
+    options: MatrixChoices,
+    *,
+    tuned: bool,
+    layers: tuple[int, int] | None = None,
+    words: str | None = None,
+) -> str:
     """The one name for a matrix, made of everything that makes two matrices differ.
 
-    ``contextual-L12-tuned-cjk-center``: method, layer (contextual), ``raw`` when a run's
-    contextual vectors skip the projection, ``tuned`` (built from a run) or ``base``, the row
-    filters that differ from the defaults, and the post-processing steps in the order they run.
-    The app and the command line name matrices and their folders by it.
+    ``contextual-L12-tuned-cjk-center``: method, layer or layer range (``L8-12``) when rows are
+    read from hidden states, ``raw`` when a run's contextual vectors skip the projection,
+    ``tuned`` (built from a run) or ``base``, ``words-<list>`` when rows are words (and
+    ``in-<corpus>`` when they were read in another corpus), the row filters that differ from the
+    defaults, and the post-processing steps in the order they run. The app and the command line
+    name matrices and their folders by it.
     """
     method = str(options.method)
     parts = [method]
-    if layer is not None:
-        parts.append(f"L{layer}")
-    if method == "contextual" and tuned and not options.through_projection:
+    if layers is not None:
+        first, last = layers
+        parts.append(f"L{first}" if first == last else f"L{first}-{last}")
+    if method in ("contextual", "aggregated") and tuned and not options.through_projection:
         parts.append("raw")
     parts.append("tuned" if tuned else "base")
-    if options.cjk_only:
+    if words:
+        parts.append(words)
+    if options.cjk_only and not words:
         parts.append("cjk")
-    if not options.drop_special:
+    if not options.drop_special and not words:
         parts.append("special")
-    if options.drop_continuation:
+    if options.drop_continuation and not words:
         parts.append("nocont")
     post = options.postprocess
     parts += [

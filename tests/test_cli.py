@@ -572,7 +572,7 @@ def test_matrix_without_out_goes_where_the_naming_rule_puts_it(
     ("argv", "config_classes"),
     [
         (["train", "--data", "d.csv", "--text-col", "t", "--label-col", "l"], ["FinetuneConfig"]),
-        (["matrix", "RUN"], ["MatrixOptions", "PostProcess"]),
+        (["matrix", "RUN"], ["MatrixOptions", "PostProcess", "WordOptions"]),
     ],
     ids=["train", "matrix"],
 )
@@ -580,12 +580,13 @@ def test_every_flag_default_is_the_config_fields_default(argv, config_classes):
     import dataclasses
 
     import embedgen as eg
+    from embedgen import words as words_module
     from embedgen.cli import build_parser
     from embedgen.fields import specs
 
     parsed = vars(build_parser().parse_args(argv))
     for name in config_classes:
-        cls = getattr(eg, name)
+        cls = getattr(eg, name) if hasattr(eg, name) else getattr(words_module, name)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name in specs(cls)}
         assert fields, f"{name} declares no settings"
         for field_name, field in fields.items():
@@ -594,3 +595,55 @@ def test_every_flag_default_is_the_config_fields_default(argv, config_classes):
             assert value == field.default and cls(**{field_name: value}) == cls(), (
                 f"--{field_name}: the flag's default {value!r} is not {name}'s {field.default!r}"
             )
+
+
+# --------------------------------------------------------------------------------------------
+# matrix with word rows
+# --------------------------------------------------------------------------------------------
+
+
+def test_matrix_rows_can_be_a_word_list(capsys, tiny_model_dir, tmp_path):
+    (tmp_path / "words.txt").write_text("好美\n坏\n", encoding="utf-8")
+    out = tmp_path / "W"
+    result = cli(
+        capsys, "matrix", tiny_model_dir, "--method", "contextual", "--words",
+        tmp_path / "words.txt", "--out", out,
+    )  # fmt: skip
+    assert result.code == 0, succeeded(result)
+    assert "2 words x 32" in result.out
+    assert (out / "vocab.txt").read_text("utf-8") == "好美\n坏\n"
+    assert read_json(out / "manifest.json")["vocabulary"]["list"] == "words.txt"
+
+
+def test_aggregated_reads_the_words_of_a_corpus_in_it(
+    capsys, tiny_model_dir, reviews_csv, tmp_path
+):
+    result = cli(
+        capsys, "matrix", tiny_model_dir, "--method", "aggregated", "--corpus", reviews_csv,
+        "--text-col", "text", "--min-count", 5, "--layers", "1-2", "--out", tmp_path / "A",
+    )  # fmt: skip
+    assert result.code == 0, succeeded(result)
+    manifest = read_json(tmp_path / "A" / "manifest.json")
+    assert manifest["rows_are"] == "words" and manifest["layers"] == [1, 2]
+    assert manifest["vocabulary"]["min_count"] == 5
+    assert manifest["contexts"]["words_read_in_corpus"] == manifest["rows"]
+    header = (tmp_path / "A" / "rows.tsv").read_text("utf-8").splitlines()[0]
+    assert header == "token\tcorpus_count\tcorpus_contexts\tvector"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--corpus", "CSV"], "--corpus needs --text-col"),
+        (["--method", "aggregated"], "reads words in context"),
+        (["--layers", "top"], "layer range 'top' is not A-B"),
+        (["--text-col", "text"], "--text-col and --user-dict go with --corpus"),
+    ],
+    ids=["corpus without column", "aggregated without words", "bad layers", "column alone"],
+)
+def test_bad_word_options_are_refused_in_one_line(
+    capsys, tiny_model_dir, reviews_csv, extra, expected
+):
+    argv = [reviews_csv if a == "CSV" else a for a in extra]
+    line = refusal(cli(capsys, "matrix", tiny_model_dir, *argv), "matrix")
+    assert expected in line, line

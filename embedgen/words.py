@@ -1,0 +1,521 @@
+"""Words as matrix rows: word vocabularies, and a word's vector by each method.
+
+Analysts think in words (外卖, 送餐, 性价比); a model's rows are tokens (characters for
+bert-base-chinese, SentencePiece pieces for XLM-R). This module makes the rows words:
+
+- **vocabularies** (:class:`WordVocab`): the words of the user's corpus, segmented with jieba
+  (an optional user dictionary; a minimum count; the top N), or a word list (one per line);
+- **vectors**, by method:
+
+  - ``input`` / ``projected``: the mean of the word's sub-token rows (then, for ``projected``,
+    through the trained projection);
+  - ``contextual``: the word passed whole through the encoder (``[CLS] pieces [SEP]``), the
+    hidden states of its pieces averaged, at one layer or the mean of a layer range;
+  - ``aggregated``: the mean of the word's contextual vectors over up to N of its occurrences
+    in the corpus; a word never seen falls back to ``contextual`` and is marked.
+
+A SentencePiece tokenizer splits 好 into ``▁`` + ``好``: the lone ``▁`` carries no meaning of
+the word, and pooling it in cost 12–17 Spearman points on wordsim sets, so it is left out of
+every pool (kept only when it is a word's one piece).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedgen.device import autocast
+from embedgen.errors import BadConfig, BadTable
+from embedgen.fields import check, setting
+from embedgen.models import Encoder
+from embedgen.progress import ProgressFn, check_cancel
+from embedgen.tokens import is_cjk_char, special_frame
+from embedgen.train.head import Head
+
+log = logging.getLogger(__name__)
+
+LONE_MARKER = "\u2581"  # SentencePiece's word start on its own: not part of a word's meaning
+
+
+@dataclass(frozen=True)
+class WordOptions:
+    """How a word vocabulary is made from a corpus."""
+
+    min_count: int = setting(
+        2, "minimum count", low=1, high=1_000_000, help="corpus words seen fewer times are left out"
+    )
+    top_n: int | None = setting(
+        None,
+        "most frequent words",
+        low=1,
+        high=10_000_000,
+        whole=True,
+        help="keep only this many of the corpus's most frequent words (default: all)",
+    )
+    cjk_words: bool = setting(
+        True,
+        "Chinese words only",
+        flag="--any-words",
+        negated_flag=True,
+        help="corpus words with at least one CJK character (no numbers, Latin or punctuation)",
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True)
+class WordVocab:
+    """The words that become matrix rows, in row order, and where they came from.
+
+    ``counts[i]`` is how often ``words[i]`` occurs in the corpus (0 for a listed word the
+    corpus never holds, or when there is no corpus); ``record`` goes into the manifest.
+    """
+
+    words: tuple[str, ...]
+    counts: tuple[int, ...]
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.words:
+            raise BadConfig("The word list is empty; give at least one word.")
+        if len(self.counts) != len(self.words):
+            raise ValueError(f"{len(self.words)} words but {len(self.counts)} counts")
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The user's texts that words are counted in and read in context from."""
+
+    texts: tuple[str, ...]
+    name: str
+    sha256: str
+    user_dict: str | None = None  # a jieba user dictionary the corpus is segmented with
+
+    @classmethod
+    def of(
+        cls,
+        texts: Sequence[str],
+        name: str,
+        *,
+        user_dict: str | os.PathLike[str] | None = None,
+    ) -> Corpus:
+        """``texts`` as a corpus called ``name``; the hash covers the texts in order."""
+        digest = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+        return cls(tuple(texts), name, digest, str(user_dict) if user_dict else None)
+
+    def segmenter(self) -> Any:
+        """The jieba tokenizer this corpus is segmented with."""
+        return segmenter(self.user_dict)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "texts": len(self.texts),
+            "segmenter": "jieba",
+            "user_dict": Path(self.user_dict).name if self.user_dict else None,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Vocabularies
+# --------------------------------------------------------------------------------------------
+
+
+def segmenter(user_dict: str | os.PathLike[str] | None = None) -> Any:
+    """A jieba tokenizer of our own (the global one is left alone), with ``user_dict`` loaded.
+
+    A user dictionary has one word per line, optionally followed by a frequency and a part of
+    speech, as jieba reads it.
+    """
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    tokenizer = jieba.Tokenizer()
+    if user_dict is not None:
+        path = Path(user_dict)
+        if not path.is_file():
+            raise BadTable(f"{path.name}: no such user dictionary ({path}). Check the path.")
+        try:
+            tokenizer.load_userdict(str(path))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadTable(
+                f"{path.name} is not a user dictionary jieba can read ({exc}): save it as UTF-8, "
+                "one word per line, optionally followed by a count and a part of speech."
+            ) from exc
+    return tokenizer
+
+
+def is_word(text: str, *, cjk: bool) -> bool:
+    """Whether a segment is a word worth a row: not blank, and with a CJK character if ``cjk``."""
+    if not text.strip():
+        return False
+    if cjk:
+        return any(is_cjk_char(c) for c in text)
+    return any(c.isalnum() for c in text)
+
+
+def words_from_corpus(corpus: Corpus, options: WordOptions | None = None) -> WordVocab:
+    """The corpus's words, most frequent first, by ``options`` (minimum count, top N, CJK)."""
+    options = options or WordOptions()
+    texts, name = corpus.texts, corpus.name
+    seg = corpus.segmenter()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w in seg.lcut(text) if is_word(w, cjk=options.cjk_words))
+    kept = [(w, n) for w, n in counts.most_common() if n >= options.min_count]
+    rare = len(counts) - len(kept)
+    if options.top_n is not None:
+        kept = kept[: options.top_n]
+    if not kept:
+        raise BadConfig(
+            f"{name}: no word occurs {options.min_count} times or more "
+            f"({len(counts)} distinct words in {len(texts)} texts). Lower the minimum count."
+        )
+    record = {
+        "source": "corpus",
+        "corpus": corpus.record(),
+        "distinct_words": len(counts),
+        "below_min_count": rare,
+        "min_count": options.min_count,
+        "top_n": options.top_n,
+        "cjk_words": options.cjk_words,
+        "words": len(kept),
+    }
+    log.info(
+        "%s: %d distinct words, %d kept (min count %d%s)",
+        name,
+        len(counts),
+        len(kept),
+        options.min_count,
+        f", top {options.top_n}" if options.top_n else "",
+    )
+    return WordVocab(tuple(w for w, _ in kept), tuple(n for _, n in kept), record)
+
+
+def words_from_list(
+    source: str | os.PathLike[str] | bytes | Iterable[str], *, name: str | None = None
+) -> WordVocab:
+    """Words from a file or text, one per line, in order; blank lines and repeats are left out
+    and counted. A tab ends the word (so a word-and-count file works too)."""
+    if isinstance(source, str | os.PathLike) and not isinstance(source, str):
+        source = Path(source)
+    if isinstance(source, Path):
+        name = name or source.name
+        try:
+            raw = source.read_bytes()
+        except OSError as exc:
+            raise BadTable(f"{name}: cannot read the word list ({exc.strerror}).") from None
+        lines = _decode_lines(raw, name)
+    elif isinstance(source, bytes):
+        name = name or "word list"
+        lines = _decode_lines(source, name)
+    elif isinstance(source, str):
+        name = name or "word list"
+        lines = source.splitlines()
+    else:
+        name = name or "word list"
+        lines = list(source)
+    words: list[str] = []
+    seen: set[str] = set()
+    blank = repeated = 0
+    for line in lines:
+        word = line.split("\t", 1)[0].strip()
+        if not word:
+            blank += 1
+        elif word in seen:
+            repeated += 1
+        else:
+            seen.add(word)
+            words.append(word)
+    if not words:
+        raise BadTable(f"{name} holds no words. Put one word per line.")
+    record = {
+        "source": "list",
+        "list": name,
+        "sha256": hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest(),
+        "words": len(words),
+        "blank_lines": blank,
+        "repeats_left_out": repeated,
+    }
+    if repeated:
+        log.info("%s: %d repeated words left out", name, repeated)
+    return WordVocab(tuple(words), (0,) * len(words), record)
+
+
+def _decode_lines(raw: bytes, name: str) -> list[str]:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadTable(
+            f"{name}: the word list is not UTF-8 (byte {exc.start}). Save it as UTF-8 text."
+        ) from None
+    return text.splitlines()
+
+
+def count_in(vocab: WordVocab, corpus: Corpus) -> WordVocab:
+    """``vocab`` with each word's count in ``corpus`` (segmented as for a corpus vocabulary)."""
+    seg = corpus.segmenter()
+    wanted = set(vocab.words)
+    counts: Counter[str] = Counter()
+    for text in corpus.texts:
+        counts.update(w for w in seg.lcut(text) if w in wanted)
+    return WordVocab(vocab.words, tuple(counts[w] for w in vocab.words), vocab.record)
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------------
+
+
+def word_pieces(tokenizer: Any, words: Sequence[str]) -> list[list[int]]:
+    """The token ids each word splits into, without special tokens and without a lone ``▁``
+    (kept only when it is the word's one piece)."""
+    encoded = tokenizer(list(words), add_special_tokens=False)["input_ids"]
+    lone = tokenizer.get_vocab().get(LONE_MARKER)
+    pieces = []
+    for ids in encoded:
+        kept = [i for i in ids if i != lone] if lone is not None else list(ids)
+        pieces.append(kept or list(ids))
+    return pieces
+
+
+def pooled_rows(encoder: Encoder, words: Sequence[str], head: Head | None = None) -> np.ndarray:
+    """``input`` (and with ``head``, ``projected``) word vectors: the mean of each word's
+    sub-token rows of the input-embedding table, through the projection when given."""
+    weight = encoder.model.get_input_embeddings().weight.detach().float().cpu()
+    pieces = word_pieces(encoder.tokenizer, words)
+    empty = [w for w, p in zip(words, pieces, strict=True) if not p]
+    if empty:
+        raise BadConfig(
+            f"{len(empty)} words have no tokens in {encoder.info.model_id} (e.g. {empty[0]!r})."
+        )
+    rows = torch.stack([weight[p].mean(0) for p in pieces])
+    if head is not None:
+        at = next(head.parameters()).device
+        with torch.no_grad():
+            rows = head.project(rows.to(at)).float().cpu()
+    return rows.numpy().astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Contextual vectors: the word alone, and the word in the corpus
+# --------------------------------------------------------------------------------------------
+
+
+def layer_mean(hidden_states: Sequence[torch.Tensor], layers: tuple[int, int]) -> torch.Tensor:
+    """The mean of hidden states ``layers[0]`` to ``layers[1]`` (0 = embedding output)."""
+    first, last = layers
+    if first == last:
+        return hidden_states[first].float()
+    return torch.stack([hidden_states[i].float() for i in range(first, last + 1)]).mean(0)
+
+
+def _span_mean(states: torch.Tensor, spans: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
+    """For each (batch row, positions), the mean of ``states[row, positions]``."""
+    return torch.stack([states[row, list(pos)].mean(0) for row, pos in spans])
+
+
+def whole_word_vectors(
+    encoder: Encoder,
+    words: Sequence[str],
+    layers: tuple[int, int],
+    *,
+    device: torch.device,
+    head: Head | None = None,
+    batch_size: int = 256,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> np.ndarray:
+    """``contextual`` word vectors: each word alone in its special-token frame through the
+    encoder, its pieces' states averaged at ``layers`` (a range is averaged over its layers),
+    through the projection when ``head`` is given. Encoder and head must be on ``device``."""
+    tokenizer = encoder.tokenizer
+    pieces = word_pieces(tokenizer, words)
+    frame, lead = special_frame(tokenizer)
+    order = sorted(range(len(words)), key=lambda i: len(pieces[i]))
+    out = np.empty((len(words), _out_dims(encoder, head)), dtype=np.float32)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    with torch.no_grad():
+        for b, index in enumerate(batches):
+            check_cancel(cancel, "Word vectors")
+            seqs = [frame[:lead] + pieces[i] + frame[lead:] for i in index]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for j, s in enumerate(seqs):
+                ids[j, : len(s)] = torch.tensor(s)
+                mask[j, : len(s)] = 1
+            with autocast(device):
+                hidden = encoder.model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    output_hidden_states=True,
+                ).hidden_states
+            states = layer_mean(hidden, layers)
+            spans = [(j, range(lead, lead + len(pieces[i]))) for j, i in enumerate(index)]
+            vectors = _span_mean(states, spans)
+            if head is not None:
+                vectors = head.project(vectors).float()
+            out[index] = vectors.cpu().numpy()
+            if progress is not None:
+                progress(b + 1, len(batches))
+    return out
+
+
+def _out_dims(encoder: Encoder, head: Head | None) -> int:
+    return head.projection.out_features if head is not None else encoder.info.hidden_size
+
+
+@dataclass(frozen=True)
+class Context:
+    """A text in which row ``row``'s word stands at characters ``start`` to ``end``."""
+
+    text: str
+    start: int
+    end: int
+    row: int
+
+
+def corpus_contexts(words: Sequence[str], corpus: Corpus, *, per_word: int) -> list[Context]:
+    """Up to ``per_word`` occurrences of each word in the corpus, as jieba segments it (a word
+    inside a longer segment does not count), in text order."""
+    seg = corpus.segmenter()
+    texts = corpus.texts
+    row = {w: i for i, w in enumerate(words)}
+    taken = [0] * len(words)
+    open_rows = len(words)
+    found = []
+    for text in texts:
+        for word, start, end in seg.tokenize(text):
+            i = row.get(word)
+            if i is not None and taken[i] < per_word:
+                found.append(Context(text, start, end, i))
+                taken[i] += 1
+                if taken[i] == per_word:
+                    open_rows -= 1
+        if open_rows == 0:
+            break
+    return found
+
+
+# Short neutral sentences a word is read in when the corpus does not hold it (and, averaged with
+# the corpus's contexts, when it does), so every word's vector comes from contexts and the
+# cosines of seen and unseen words compare. Ordered: the first four gave wordsim-240/297 63.2 /
+# 64.8 on multilingual-e5-small, all eight 63.8 / 65.0, at twice the cost (BENCHMARKS.md).
+TEMPLATES = (
+    "这是{}。",
+    "关于{}的事情",
+    "他提到了{}。",
+    "我们在讨论{}。",
+    "{}",
+    "我说的是“{}”。",
+    "{}这个词。",
+    "{}很重要。",
+)
+
+
+def generated_contexts(words: Sequence[str], per_word: int) -> list[Context]:
+    """Each word in the first ``per_word`` of :data:`TEMPLATES`."""
+    if not 0 <= per_word <= len(TEMPLATES):
+        raise BadConfig(f"Generated contexts per word must be 0 to {len(TEMPLATES)}.")
+    out = []
+    for i, word in enumerate(words):
+        for template in TEMPLATES[:per_word]:
+            start = template.index("{}")
+            out.append(Context(template.replace("{}", word), start, start + len(word), i))
+    return out
+
+
+def context_vectors(
+    encoder: Encoder,
+    contexts: Sequence[Context],
+    rows: int,
+    layers: tuple[int, int],
+    *,
+    device: torch.device,
+    head: Head | None = None,
+    max_tokens: int = 128,
+    batch_size: int = 64,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean vector of each row over its contexts, and how many contexts each averages.
+
+    Each distinct text is encoded once, truncated to ``max_tokens``; a context's vector is the
+    mean of the states at ``layers`` of the tokens that overlap its word's characters (lone
+    ``▁`` left out), through the projection when ``head`` is given; a context whose word was
+    cut off by truncation is skipped. Rows without a context hold NaN. Encoder and head must
+    be on ``device``.
+    """
+    by_text: dict[str, list[Context]] = {}
+    for c in contexts:
+        by_text.setdefault(c.text, []).append(c)
+    dims = _out_dims(encoder, head)
+    sums = np.zeros((rows, dims), dtype=np.float64)
+    used = np.zeros(rows, dtype=np.int64)
+    tokenizer = encoder.tokenizer
+    lone = tokenizer.get_vocab().get(LONE_MARKER)
+    order = sorted(by_text, key=len)
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    with torch.no_grad():
+        for b, chunk in enumerate(batches):
+            check_cancel(cancel, "Word vectors")
+            enc = tokenizer(
+                chunk,
+                truncation=True,
+                max_length=max_tokens,
+                padding=True,
+                return_offsets_mapping=True,
+                return_special_tokens_mask=True,
+                return_tensors="pt",
+            )
+            with autocast(device):
+                hidden = encoder.model(
+                    input_ids=enc["input_ids"].to(device),
+                    attention_mask=enc["attention_mask"].to(device),
+                    output_hidden_states=True,
+                ).hidden_states
+            states = layer_mean(hidden, layers)
+            spans, targets = [], []
+            for j, text in enumerate(chunk):
+                offsets = enc["offset_mapping"][j].tolist()
+                real = (enc["special_tokens_mask"][j] == 0) & (enc["attention_mask"][j] == 1)
+                if lone is not None:
+                    real &= enc["input_ids"][j] != lone
+                for c in by_text[text]:
+                    pos = [
+                        k
+                        for k, (s, e) in enumerate(offsets)
+                        if real[k] and s < c.end and e > c.start
+                    ]
+                    if pos:
+                        spans.append((j, pos))
+                        targets.append(c.row)
+            if spans:
+                vectors = _span_mean(states, spans)
+                if head is not None:
+                    vectors = head.project(vectors).float()
+                np.add.at(sums, targets, vectors.cpu().numpy().astype(np.float64))
+                np.add.at(used, targets, 1)
+            if progress is not None:
+                progress(b + 1, len(batches))
+    out = np.full((rows, dims), np.nan, dtype=np.float32)
+    seen = used > 0
+    out[seen] = (sums[seen] / used[seen, None]).astype(np.float32)
+    return out, used
