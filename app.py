@@ -28,6 +28,7 @@ def start() -> None:
         f"{run.status}, macro-F1 {run.best.val_macro_f1:.3f}" if run and run.best else "no run",
         f"{len(matrices)} built" if matrices else "none built",
         "neighbours, similarity, analogy, UMAP",
+        "word similarity, analogies, label purity",
         ".npy + vocab.txt, word2vec, projector, zip",
     ]
     for (path, _, icon, label), state in zip(PAGES, where, strict=True):

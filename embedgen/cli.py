@@ -164,7 +164,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-def _words_and_corpus(args: argparse.Namespace) -> tuple[Any, Any]:
+def _words_and_corpus(args: argparse.Namespace, *, words: bool = True) -> tuple[Any, Any]:
     """The word rows (--words, or the words of --corpus) and the corpus, or None for each."""
     from embedgen.errors import BadConfig
     from embedgen.table import read_table, resolve_column
@@ -182,6 +182,8 @@ def _words_and_corpus(args: argparse.Namespace) -> tuple[Any, Any]:
         corpus = Corpus.of(texts, table.label, user_dict=args.user_dict)
     elif args.text_col or args.user_dict:
         raise BadConfig("--text-col and --user-dict go with --corpus FILE.")
+    if not words:
+        return None, corpus
     if args.words:
         return words_from_list(Path(args.words)), corpus
     if corpus is not None:
@@ -229,9 +231,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "nothing to evaluate: give --similarity FILE (word pairs with scores) or "
             "--analogy FILE (word2vec analogy questions), or both."
         )
+    if (args.matrix is None) == (args.all is None):
+        raise BadConfig("give a MATRIX_DIR to score it, or --all RUN_DIR_OR_MODEL, not both.")
     # Read the files before the matrix, so a bad file is refused at once.
     similarity = [read_similarity(f) for f in args.similarity]
     analogy = [read_analogy(f) for f in args.analogy]
+    if args.all is not None:
+        return _evaluate_all(args, similarity, analogy)
+    if args.corpus:
+        raise BadConfig("--corpus goes with --all (it is read to build aggregated matrices).")
     report = evaluate(load_matrix(args.matrix), similarity, analogy, pool=args.pool)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -248,6 +256,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{r['file']}: {_analogy_line(r)}{_words_note(r)}")
         for s in r["sections"]:
             print(f"  {s['section']}: {_analogy_line(s)}")
+    return 0
+
+
+def _evaluate_all(args: argparse.Namespace, similarity: list[Any], analogy: list[Any]) -> int:
+    """``evaluate --all SOURCE``: every method and option built from SOURCE, scored."""
+    from embedgen.models import load_encoder
+    from embedgen.report import evaluate_all, markdown
+    from embedgen.runs import is_run_folder, load_run
+
+    _, corpus = _words_and_corpus(args, words=False)
+    if is_run_folder(args.all):
+        source: Any = load_run(args.all)
+    else:
+        source = load_encoder(args.all, trust_remote_code=args.trust_remote_code)
+    with _cancel_on_ctrl_c() as cancel, _progress("report", args, unit="matrix") as bar:
+        records = evaluate_all(
+            source, similarity, analogy, corpus=corpus, progress=bar, cancel=cancel
+        )
+    if args.json:
+        print(json.dumps(records, ensure_ascii=False, indent=2))
+    else:
+        print(markdown(records), end="")
     return 0
 
 
@@ -450,7 +480,21 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "lines, then a b c d). Words that are not rows are pooled from their pieces and "
         "counted as pooled, unless --no-pool.",
     )
-    p.add_argument("matrix", metavar="MATRIX_DIR")
+    p.add_argument("matrix", metavar="MATRIX_DIR", nargs="?")
+    p.add_argument(
+        "--all",
+        metavar="RUN_DIR_OR_MODEL",
+        help="instead of one matrix: build every method and option from this run or model and "
+        "print a table of their scores (Markdown, or --json)",
+    )
+    p.add_argument(
+        "--corpus", metavar="FILE", help="with --all: texts that aggregated reads words in"
+    )
+    p.add_argument("--text-col", help="the corpus's text column: name or 1-based number")
+    p.add_argument("--header", default="auto", choices=list(HEADER))
+    p.add_argument("--sheet", default=None, help="the corpus's xlsx sheet")
+    p.add_argument("--user-dict", metavar="FILE", help="a jieba user dictionary")
+    p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument(
         "--similarity",
         nargs="+",

@@ -160,6 +160,17 @@ def segmenter(user_dict: str | os.PathLike[str] | None = None) -> Any:
     return tokenizer
 
 
+class WordSplitter:
+    """A corpus's segmenter as a tokenizer: ``tokenize(text)`` gives its words (for
+    ``embedgen.corpus.token_stats``, so words get label statistics as tokens do)."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self._seg = corpus.segmenter()
+
+    def tokenize(self, text: str) -> list[str]:
+        return [w for w in self._seg.lcut(text) if w.strip()]
+
+
 def is_word(text: str, *, cjk: bool) -> bool:
     """Whether a segment is a word worth a row: not blank, and with a CJK character if ``cjk``."""
     if not text.strip():

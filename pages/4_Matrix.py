@@ -23,6 +23,7 @@ from embedgen.train import Run
 from embedgen.ui import common as ui
 from embedgen.ui.jobs import Job, JobState, start_job
 from embedgen.ui.widgets import setting_input
+from embedgen.words import Corpus, WordOptions, WordVocab, words_from_corpus, words_from_list
 
 st.set_page_config(page_title="Matrix · embedgen", layout="wide")
 ui.init_state()
@@ -43,22 +44,49 @@ source = sources[source_label]
 from_run = source is run
 model_info = (run.encoder if from_run else encoder).info
 
-methods = [str(m) for m in methods_for(from_run)]
+data = st.session_state[ui.DATA_LABELLED]
+ROW_CHOICES = ["The model's tokens", "Words of your data", "A word list"]
+rows_are = st.radio(
+    "Rows",
+    ROW_CHOICES if data is not None else [ROW_CHOICES[0], ROW_CHOICES[2]],
+    horizontal=True,
+    key="matrix_rows",
+    help="Tokens: the model's vocabulary (characters for bert-base-chinese). Words: your data's "
+    "words (segmented with jieba) or your own list; each word gets one row.",
+)
+word_rows = rows_are != ROW_CHOICES[0]
+word_list = None
+if rows_are == ROW_CHOICES[2]:
+    c1, c2 = st.columns(2)
+    listed = c1.file_uploader(
+        "Word list (one word per line, UTF-8)", type=["txt"], key="matrix_list"
+    )
+    pasted = c2.text_area("…or paste words, one per line", key="matrix_pasted", height=100)
+    if listed is not None:
+        word_list = ui.attempt(lambda: words_from_list(listed.getvalue(), name=listed.name))
+    elif pasted.strip():
+        word_list = ui.attempt(lambda: words_from_list(pasted, name="pasted words"))
+    else:
+        ui.require(None, "Upload a word list or paste words to build word rows.")
+
+methods = [str(m) for m in methods_for(from_run) if word_rows or not Method(m).needs_words]
 c1, c2 = st.columns([1, 2])
+default = Method.AGGREGATED if word_rows else default_method(from_run)
 method = Method(
     c1.radio(
         "Method",
         methods,
-        index=methods.index(default_method(from_run)),
-        key="matrix_method",
-        help="input: untouched by fine-tuning. projected and contextual (from a run) carry it.",
+        index=methods.index(default),
+        key="matrix_method_words" if word_rows else "matrix_method",  # each keeps its choice
+        help="input: untouched by fine-tuning. projected, contextual and aggregated (from a run) "
+        "carry it.",
     )
 )
 c2.info(method.description)
 with st.form("matrix_form"):
     c1, c2, c3 = st.columns(3)
-    layer, through = None, True
-    if method is Method.CONTEXTUAL:
+    layer, layers, through = None, "", True
+    if method.reads_context:
         layer = c1.number_input(
             "Layer",
             0,
@@ -66,6 +94,12 @@ with st.form("matrix_form"):
             resolve_layer(None, model_info.num_layers),
             key="matrix_layer",
             help=spec(MatrixOptions, "layer").help,
+        )
+        layers = c1.text_input(
+            "…or the mean of layers (A-B)",
+            key="matrix_layers",
+            placeholder=f"e.g. {max(0, model_info.num_layers - 3)}-{model_info.num_layers}",
+            help=spec(MatrixOptions, "layers").help,
         )
         if from_run:
             through = setting_input(
@@ -75,14 +109,35 @@ with st.form("matrix_form"):
                 key="matrix_through",
                 label="Through the trained projection",
             )
-    dtype = (c3 if method is Method.CONTEXTUAL else c1).selectbox(
-        "Save as", DTYPES, key="matrix_dtype"
-    )
-    st.markdown("**Rows**")
-    c1, c2, c3 = st.columns(3)
-    drop_special = setting_input(c1, MatrixOptions, "drop_special", key="matrix_drop_special")
-    cjk_only = setting_input(c2, MatrixOptions, "cjk_only", key="matrix_cjk_only")
-    drop_cont = setting_input(c3, MatrixOptions, "drop_continuation", key="matrix_drop_cont")
+    dtype = (c3 if method.reads_context else c1).selectbox("Save as", DTYPES, key="matrix_dtype")
+    words_from_data = rows_are == ROW_CHOICES[1]
+    corpus_contexts = generated = 0
+    if word_rows:
+        st.markdown("**Words**")
+        c1, c2, c3 = st.columns(3)
+        if words_from_data:
+            min_count = setting_input(c1, WordOptions, "min_count", key="matrix_min_count")
+            top_n = c2.number_input(
+                "Most frequent words (0 = all)", 0, 10_000_000, 0, key="matrix_top_n"
+            )
+            cjk_words = setting_input(c3, WordOptions, "cjk_words", key="matrix_cjk_words")
+        if method is Method.AGGREGATED:
+            c1, c2, _ = st.columns(3)
+            corpus_contexts = setting_input(
+                c1, MatrixOptions, "corpus_contexts", key="matrix_corpus_contexts"
+            )
+            generated = setting_input(
+                c2, MatrixOptions, "generated_contexts", key="matrix_generated"
+            )
+            if data is None:
+                st.caption("No data is loaded, so words are read in generated sentences only.")
+        drop_special, cjk_only, drop_cont = True, False, False
+    else:
+        st.markdown("**Rows**")
+        c1, c2, c3 = st.columns(3)
+        drop_special = setting_input(c1, MatrixOptions, "drop_special", key="matrix_drop_special")
+        cjk_only = setting_input(c2, MatrixOptions, "cjk_only", key="matrix_cjk_only")
+        drop_cont = setting_input(c3, MatrixOptions, "drop_continuation", key="matrix_drop_cont")
     st.markdown("**Post-processing** (applied in this order)")
     c1, c2, c3, c4, c5 = st.columns(5)
     center = setting_input(c1, PostProcess, "center", key="matrix_center")
@@ -103,10 +158,14 @@ with st.form("matrix_form"):
     )
 
 if build:
+    extra = {}
+    if method is Method.AGGREGATED:
+        extra = {"corpus_contexts": int(corpus_contexts), "generated_contexts": int(generated)}
     options = ui.attempt(
         lambda: MatrixOptions(
             method=method,
             layer=None if layer is None else int(layer),
+            layers=layers.strip() or None,
             through_projection=through,
             drop_special=drop_special,
             cjk_only=cjk_only,
@@ -114,25 +173,41 @@ if build:
             postprocess=PostProcess(
                 center=center, abtt=int(abtt), zscore=zscore, pca_dims=int(pca) or None, l2=l2
             ),
+            **extra,
         )
     )
-    name = ui.attempt(lambda: name_for(source, options))
-    folder = ui.attempt(lambda: folder_for(source, options))
+    corpus = Corpus.of(data.texts, data.source_name) if word_rows and data is not None else None
+    if words_from_data:
+        word_options = ui.attempt(
+            lambda: WordOptions(
+                min_count=int(min_count), top_n=int(top_n) or None, cjk_words=cjk_words
+            )
+        )
+        with st.spinner("Segmenting your texts into words…"):
+            word_list = ui.attempt(lambda: words_from_corpus(corpus, word_options))
+    if method is Method.AGGREGATED and not options.corpus_contexts:
+        corpus = None
+    name = ui.attempt(lambda: name_for(source, options, words=word_list, corpus=corpus))
+    folder = ui.attempt(lambda: folder_for(source, options, words=word_list, corpus=corpus))
 
     def work(
         job: Job,
         source: Encoder | Run = source,
         options: MatrixOptions = options,
+        words: WordVocab | None = word_list,
+        corpus: Corpus | None = corpus,
         folder: Path = folder,
         name: str = name,
         dtype: str = dtype,
     ) -> ui.MatrixEntry:
-        matrix = build_matrix(source, options, progress=job.report, cancel=job.cancel)
+        matrix = build_matrix(
+            source, options, words=words, corpus=corpus, progress=job.report, cancel=job.cancel
+        )
         job.stage = "saving"
         save_matrix(matrix, folder, dtype=dtype)
         return ui.MatrixEntry(name=name, matrix=matrix, folder=str(folder), dtype=dtype)
 
-    job = st.session_state[ui.MATRIX_JOB] = start_job("Matrix", work, unit="batches")
+    job = st.session_state[ui.MATRIX_JOB] = start_job("Matrix", work, unit="steps")
 
 if job is not None:
     ui.job_panel(job, ui.job_status, key="matrix")
@@ -152,10 +227,23 @@ if entries:
             cols[2].metric("Saved as", entry.dtype)
             cols[3].metric("Memory", ui.human_bytes(m.vectors.nbytes))
             post = ", ".join(s["step"] for s in m.manifest.get("postprocess", [])) or "none"
-            layer = m.manifest.get("layer")
-            where = f"layer {layer} · " if layer is not None else ""
+            layers = m.manifest.get("layers")
+            where = ""
+            if layers:
+                where = (
+                    f"layer {layers[0]} · "
+                    if layers[0] == layers[1]
+                    else (f"layers {layers[0]}-{layers[1]} · ")
+                )
+            rows = m.manifest.get("rows_are", "tokens")
+            read = m.manifest.get("contexts")
+            if read:
+                where += (
+                    f"{read['words_read_in_corpus']:,} words read in your data, the others in "
+                    "generated sentences · "
+                )
             st.caption(
-                f"Method **{m.method}** · {where}post-processing: {post} · "
+                f"Method **{m.method}** · rows are {rows} · {where}post-processing: {post} · "
                 f"saved in `{entry.folder}`"
             )
     st.page_link(

@@ -215,7 +215,7 @@ def test_train_matrix_explore_export(app: AppTest, tiny_model_dir: Path, tmp_pat
     wait_for(app, "explore_projection_job")
     assert app.get("plotly_chart"), "the map should be drawn once computed"
 
-    go(app, "6_Export")
+    go(app, "7_Export")
     labels = [b.label for b in app.get("download_button")]
     assert "Matrix (.npy)" in labels and "Everything as one zip" in labels
 
@@ -284,7 +284,7 @@ def test_rebuilding_a_matrix_under_the_same_name_shows_the_new_one(
     click(app, "Build matrix")
     wait_for(app, "matrix_job")
     go(app, "5_Explore")
-    go(app, "6_Export")
+    go(app, "7_Export")
     assert "× 32," in npy_caption(app)  # the tiny model's hidden size
     load_model(app, build_tiny_bert(tmp_path / "narrow", hidden=4, seed=1))
     go(app, "4_Matrix")
@@ -297,7 +297,7 @@ def test_rebuilding_a_matrix_under_the_same_name_shows_the_new_one(
     shown = app.dataframe[0].value["cosine"].to_numpy()
     expected = [n.score for n in NeighbourIndex(entry.matrix).top_k("好")]
     assert np.allclose(shown, expected, atol=1e-6), "neighbours came from the older matrix"
-    go(app, "6_Export")
+    go(app, "7_Export")
     assert "× 4," in npy_caption(app), "the downloads are the older matrix's"
 
 
@@ -334,3 +334,31 @@ def test_a_job_that_ends_before_its_panel_still_shows_its_result() -> None:
     at.button[0].click().run()
     assert not at.exception
     assert "result: 42" in [m.value for m in at.markdown]
+
+
+# -- Words and evaluation ---------------------------------------------------------------------
+
+
+def test_word_rows_of_the_data_are_built_and_evaluated(app: AppTest, tiny_model_dir: Path) -> None:
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
+    go(app, "4_Matrix")
+    app.radio(key="matrix_rows").set_value("Words of your data").run()
+    assert app.radio(key="matrix_method_words").value == "aggregated"
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    entry = app.session_state["matrices"]["aggregated-L2-base-words-reviews"]
+    assert entry.matrix.manifest["rows_are"] == "words"
+    assert set(entry.matrix.columns["vector"]) <= {"corpus + generated", "generated"}
+    assert any("words read in your data" in c for c in texts(app.caption))
+
+    go(app, "6_Evaluate")
+    first, second, third = entry.matrix.vocab[:3]
+    pairs = f"{first}\t{second}\t9\n{third}\t{first}\t1\nbad line\n"
+    app.get("file_uploader")[0].upload("mine.txt", pairs.encode(), "text/plain").run()
+    assert not app.exception, [e.value for e in app.exception]
+    table = app.dataframe[0].value
+    assert list(table["file"]) == ["mine.txt"] and table["pairs"][0] == "2/2"
+    assert any("line 3" in c for c in texts(app.caption)), "the malformed line is reported"
+    purity = app.dataframe[-1].value
+    assert "purity" in purity.columns and 0.0 <= purity["purity"][0] <= 1.0

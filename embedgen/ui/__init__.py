@@ -12,7 +12,8 @@ PAGES = [
     ("pages/3_Train.py", "Train", ":material/model_training:", "3 · Train"),
     ("pages/4_Matrix.py", "Matrix", ":material/grid_on:", "4 · Matrix"),
     ("pages/5_Explore.py", "Explore", ":material/travel_explore:", "5 · Explore"),
-    ("pages/6_Export.py", "Export", ":material/download:", "6 · Export"),
+    ("pages/6_Evaluate.py", "Evaluate", ":material/fact_check:", "6 · Evaluate"),
+    ("pages/7_Export.py", "Export", ":material/download:", "7 · Export"),
 ]
 
 # True while app.py runs a page through st.navigation; a page run without it was started by

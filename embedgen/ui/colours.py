@@ -11,6 +11,7 @@ from embedgen.clusters import kmeans_clusters
 from embedgen.corpus import TokenStats, align, token_stats
 from embedgen.data import LabelledData
 from embedgen.ui.common import MatrixEntry
+from embedgen.words import Corpus, WordSplitter
 
 CLUSTER = "cluster"
 FREQUENCY = "frequency in data"
@@ -29,6 +30,20 @@ def _stats(
     model_id: str, data_sha: str, columns: tuple[str, str], _tokenizer: Any, _data: LabelledData
 ) -> TokenStats:
     return token_stats(_tokenizer, _data.texts, _data.labels, _data.label_names)
+
+
+def label_stats(
+    entry: MatrixEntry, data: LabelledData, tokenizer: Any, model_id: str
+) -> TokenStats:
+    """How often each row's token, or word, occurs in ``data`` per label: word rows count the
+    data's words (segmented as word rows are), token rows the model's tokens."""
+    if entry.matrix.manifest.get("rows_are") == "words":
+        words = WordSplitter(Corpus.of(data.texts, data.source_name))
+        return _stats(
+            "jieba", data.source_sha256, (data.text_column, data.label_column), words, data
+        )
+    columns = (data.text_column, data.label_column)
+    return _stats(model_id, data.source_sha256, columns, tokenizer, data)
 
 
 def choices(have_data: bool) -> list[str]:
@@ -51,9 +66,7 @@ def colours(
         ids = _clusters(entry.key, n_clusters, matrix.vectors)
         return [f"cluster {c}" for c in ids], True, None
     if choice in (FREQUENCY, ASSOCIATION) and data is not None and tokenizer is not None:
-        stats = _stats(
-            model_id, data.source_sha256, (data.text_column, data.label_column), tokenizer, data
-        )
+        stats = label_stats(entry, data, tokenizer, model_id)
         counts, top, z = align(stats, matrix.vocab)
         if choice == FREQUENCY:
             hover = [f"{c:,} times in {data.source_name}" for c in counts]

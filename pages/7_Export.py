@@ -18,7 +18,7 @@ from embedgen.ui import common as ui
 
 st.set_page_config(page_title="Export · embedgen", layout="wide")
 ui.init_state()
-st.title("6 · Export")
+st.title("7 · Export")
 
 entries: dict[str, ui.MatrixEntry] = st.session_state[ui.MATRICES]
 if not entries:

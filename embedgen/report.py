@@ -1,0 +1,184 @@
+"""The quality report: every matrix method and option a source can build, scored side by side.
+
+``evaluate_all(source, similarity, analogy)`` builds each option (see :func:`options_for`) and
+scores it with ``embedgen.evaluate``; ``markdown`` makes the table that ``BENCHMARKS.md`` holds.
+Rows of each matrix:
+
+- **tokens**: the model's CJK tokens (the benchmarks' words are Chinese; other tokens only add
+  rows to be wrong with). A benchmark word that is no token is pooled from its pieces, and the
+  report says how many were.
+- **words**: every word of the benchmark files, so a word's own vector is scored. Analogy
+  answers are then looked for among those words only, as is usual for such sets.
+
+Every option keeps its row in the table, good or bad; nothing is picked for the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from embedgen.evaluate import AnalogySet, SimilaritySet, evaluate
+from embedgen.matrix import EmbeddingMatrix, MatrixOptions, Method, build_matrix, name_for
+from embedgen.models import Encoder
+from embedgen.postprocess import PostProcess
+from embedgen.postprocess import apply as apply_postprocess
+from embedgen.progress import ProgressFn, check_cancel
+from embedgen.train import Run
+from embedgen.words import Corpus, WordVocab, words_from_list
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One matrix to build and score: its options and whether its rows are words."""
+
+    label: str
+    options: MatrixOptions
+    words: bool
+
+
+def options_for(source: Encoder | Run, *, corpus: bool) -> list[Option]:
+    """The methods and options worth comparing for ``source``, each plain and centred.
+
+    Token rows: input, projected (from a run), contextual at the last layer. Word rows: the
+    same, contextual also over the last four layers' mean, and aggregated (generated contexts,
+    and with the corpus's when there is one). From a run, contextual and aggregated are scored
+    through the projection and raw (the tuned encoder's states).
+    """
+    run = source if isinstance(source, Run) else None
+    layers = (run.encoder if run else source).info.num_layers
+    cjk = {"cjk_only": True}
+    plans: list[tuple[str, dict[str, Any], bool]] = [("input", {"method": "input", **cjk}, False)]
+    if run is not None:
+        plans.append(("projected", {"method": "projected", **cjk}, False))
+    plans.append(("contextual", {"method": "contextual", **cjk}, False))
+    if run is not None:
+        plans.append(
+            ("contextual raw", {"method": "contextual", "through_projection": False, **cjk}, False)
+        )
+    plans.append(("input", {"method": "input"}, True))
+    if run is not None:
+        plans.append(("projected", {"method": "projected"}, True))
+    plans.append(("contextual", {"method": "contextual"}, True))
+    plans.append(
+        (
+            f"contextual L{max(0, layers - 3)}-{layers}",
+            {"method": "contextual", "layers": f"{max(0, layers - 3)}-{layers}"},
+            True,
+        )
+    )
+    plans.append(
+        ("aggregated, generated contexts", {"method": "aggregated", "corpus_contexts": 0}, True)
+    )
+    if corpus:
+        plans.append(("aggregated, corpus + generated", {"method": "aggregated"}, True))
+    if run is not None:
+        plans.append(
+            ("aggregated raw", {"method": "aggregated", "through_projection": False}, True)
+        )
+    out = []
+    for label, values, words in plans:
+        for center in (False, True):
+            options = MatrixOptions(**values, postprocess=PostProcess(center=center))
+            out.append(Option(label + (", centred" if center else ""), options, words))
+    return out
+
+
+def evaluate_all(
+    source: Encoder | Run,
+    similarity: Sequence[SimilaritySet],
+    analogy: Sequence[AnalogySet] = (),
+    *,
+    corpus: Corpus | None = None,
+    options: Sequence[Option] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> list[dict[str, Any]]:
+    """Build and score each of ``options`` (default: :func:`options_for`); one record each.
+
+    A record holds the option's label, the matrix's name and shape, whether its rows are words,
+    the seconds it took to build, and the ``evaluate`` report. The word rows of every word
+    matrix are the benchmarks' words (built once, reused).
+    """
+    chosen = (
+        list(options) if options is not None else options_for(source, corpus=corpus is not None)
+    )
+    words = benchmark_words(similarity, analogy)
+    built: dict[tuple[MatrixOptions, bool], tuple[EmbeddingMatrix, float]] = {}
+    records = []
+    for k, option in enumerate(chosen):
+        check_cancel(cancel, "The report")
+        rows = words if option.words else None
+        needs_corpus = option.options.method is Method.AGGREGATED and option.options.corpus_contexts
+        used_corpus = corpus if needs_corpus else None
+        # Options that differ only in post-processing share one build.
+        plain = replace(option.options, postprocess=PostProcess())
+        if (plain, option.words) not in built:
+            start = time.perf_counter()
+            matrix = build_matrix(source, plain, words=rows, corpus=used_corpus, cancel=cancel)
+            built[plain, option.words] = matrix, time.perf_counter() - start
+        base, seconds = built[plain, option.words]
+        vectors, _ = apply_postprocess(base.vectors, option.options.postprocess)
+        matrix = EmbeddingMatrix(vectors, base.vocab, base.manifest)
+        scored = evaluate(matrix, similarity, analogy)
+        records.append(
+            {
+                "label": option.label,
+                "name": name_for(source, option.options, words=rows, corpus=used_corpus),
+                "rows_are": "words" if option.words else "tokens",
+                "shape": list(matrix.shape),
+                "build_seconds": round(seconds, 1),
+                **{key: scored[key] for key in ("similarity", "analogy")},
+            }
+        )
+        log.info("%s: built in %.1f s and scored", option.label, seconds)
+        if progress is not None:
+            progress(k + 1, len(chosen))
+    return records
+
+
+def benchmark_words(
+    similarity: Sequence[SimilaritySet], analogy: Sequence[AnalogySet]
+) -> WordVocab:
+    """Every word of the benchmark files, once, in first-seen order."""
+    words: dict[str, None] = {}
+    for s in similarity:
+        for pair in s.pairs:
+            words.setdefault(pair.first)
+            words.setdefault(pair.second)
+    for a in analogy:
+        for q in a.questions:
+            for w in (q.a, q.b, q.c, q.d):
+                words.setdefault(w)
+    names = "+".join([s.name for s in similarity] + [a.name for a in analogy])
+    vocab = words_from_list(list(words), name="benchmarks")
+    return replace(vocab, record={**vocab.record, "files": names})
+
+
+def markdown(records: Sequence[dict[str, Any]]) -> str:
+    """The report as a Markdown table: Spearman ×100 per similarity file, 3CosAdd accuracy ×100
+    per analogy file (coverage in brackets), rows, build time."""
+    if not records:
+        return ""
+    sims = [r["file"] for r in records[0]["similarity"]]
+    anas = [r["file"] for r in records[0]["analogy"]]
+    header = ["matrix", "rows", *sims, *(f"{a} (3CosAdd)" for a in anas), "build s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in records:
+        cells = [r["label"], f"{r['shape'][0]:,} {r['rows_are']}"]
+        for s in r["similarity"]:
+            score = "n/a" if s["spearman"] is None else f"{100 * s['spearman']:.1f}"
+            cells.append(f"{score} ({s['pairs_found']}/{s['pairs_total']})")
+        for a in r["analogy"]:
+            acc = a["accuracy_3cosadd"]
+            shown = "n/a" if acc is None else f"{100 * acc:.1f}"
+            cells.append(f"{shown} ({100 * a['coverage']:.0f}% covered)")
+        cells.append(f"{r['build_seconds']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,191 @@
+"""Evaluate: how good are the matrices? Word similarity, analogies and label purity."""
+
+import pandas as pd
+import streamlit as st
+
+from embedgen.corpus import association
+from embedgen.errors import EmbedgenError
+from embedgen.evaluate import analogy, label_purity, read_analogy, read_similarity, similarity
+from embedgen.neighbours import NeighbourIndex
+from embedgen.ui import colours
+from embedgen.ui import common as ui
+
+st.set_page_config(page_title="Evaluate · embedgen", layout="wide")
+ui.init_state()
+st.title("6 · Evaluate")
+st.caption(
+    "Score your matrices on word-similarity files (word1 word2 score a line: Spearman and "
+    "Pearson of the cosines with people's scores), analogy files (word2vec format: 3CosAdd and "
+    "3CosMul accuracy), and label purity: whether the words that lean to a label in your data "
+    "have neighbours that lean to it too."
+)
+
+entries: dict[str, ui.MatrixEntry] = st.session_state[ui.MATRICES]
+if not entries:
+    ui.require(None, "Build a matrix first.", "pages/4_Matrix.py")
+
+chosen = st.multiselect(
+    "Matrices", list(entries), default=list(entries)[-2:], key="evaluate_matrices"
+)
+if not chosen:
+    st.info("Choose at least one matrix.")
+    st.stop()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def index_of(key: str, _entry: ui.MatrixEntry) -> NeighbourIndex:
+    return NeighbourIndex(_entry.matrix)
+
+
+pool = st.toggle(
+    "Pool words that are not rows from their pieces",
+    True,
+    key="evaluate_pool",
+    help="A word missing from a token matrix is the mean of its tokens; pooled words are "
+    "counted and listed, never used silently. Off: they count as missing.",
+)
+tab_sim, tab_analogy, tab_purity = st.tabs(["Word similarity", "Analogies", "Label purity"])
+
+with tab_sim:
+    uploads = st.file_uploader(
+        "Word-similarity files (e.g. wordsim-240.txt: word1 word2 score)",
+        type=["txt", "tsv", "csv"],
+        accept_multiple_files=True,
+        key="evaluate_similarity_files",
+    )
+    sets = []
+    for upload in uploads or []:
+        try:
+            sets.append(read_similarity(upload.getvalue(), name=upload.name))
+        except EmbedgenError as exc:
+            st.error(str(exc))
+    rows, details = [], []
+    for name in chosen:
+        index = index_of(entries[name].key, entries[name])
+        for dataset in sets:
+            result = similarity(index, dataset, pool=pool)
+            rows.append(
+                {
+                    "matrix": name,
+                    "file": result.name,
+                    "Spearman": result.spearman,
+                    "Pearson": result.pearson,
+                    "pairs": f"{result.pairs_found}/{result.pairs_total}",
+                    "pooled": len(result.pooled),
+                    "missing": len(result.missing),
+                }
+            )
+            details.append(result)
+    if rows:
+        st.dataframe(
+            pd.DataFrame(rows),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "Spearman": st.column_config.NumberColumn(format="%.3f"),
+                "Pearson": st.column_config.NumberColumn(format="%.3f"),
+            },
+        )
+        for name, result in zip([r["matrix"] for r in rows], details, strict=True):
+            if result.missing or result.pooled or result.malformed:
+                with st.expander(f"{name} · {result.name}: words and lines"):
+                    if result.missing:
+                        st.write(f"Missing ({len(result.missing)}):", "、".join(result.missing))
+                    if result.pooled:
+                        st.write(f"Pooled ({len(result.pooled)}):", "、".join(result.pooled))
+                    for bad in result.malformed:
+                        st.caption(f"line {bad.line}: {bad.reason} ({bad.text!r})")
+    elif not sets:
+        st.info("Upload one or more word-similarity files.")
+
+with tab_analogy:
+    uploads = st.file_uploader(
+        "Analogy files (word2vec format, e.g. CA8: ': section' lines, then a b c d)",
+        type=["txt"],
+        accept_multiple_files=True,
+        key="evaluate_analogy_files",
+    )
+    questions = []
+    for upload in uploads or []:
+        try:
+            questions.append(read_analogy(upload.getvalue(), name=upload.name))
+        except EmbedgenError as exc:
+            st.error(str(exc))
+    rows = []
+    for name in chosen:
+        index = index_of(entries[name].key, entries[name])
+        for dataset in questions:
+            with st.spinner(f"Answering {len(dataset):,} questions with {name}…"):
+                result = analogy(index, dataset, pool=pool)
+            for score in (result.overall, *result.sections):
+                rows.append(
+                    {
+                        "matrix": name,
+                        "file": result.name,
+                        "section": "all" if score is result.overall else score.name,
+                        "3CosAdd": score.accuracy_3cosadd,
+                        "3CosMul": score.accuracy_3cosmul,
+                        "covered": f"{score.questions_found:,}/{score.questions_total:,}",
+                    }
+                )
+    if rows:
+        st.dataframe(
+            pd.DataFrame(rows),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "3CosAdd": st.column_config.NumberColumn(format="%.3f"),
+                "3CosMul": st.column_config.NumberColumn(format="%.3f"),
+            },
+        )
+        st.caption(
+            "Accuracy over the questions covered: a, b and c have vectors and d is a row. "
+            "Token matrices of Chinese models cover few multi-character answers; word "
+            "matrices built from a word list that holds the file's words cover them all."
+        )
+    elif not questions:
+        st.info("Upload one or more analogy files.")
+
+with tab_purity:
+    data = st.session_state[ui.DATA_LABELLED]
+    encoder = ui.current_encoder()
+    if data is None:
+        ui.require(None, "Choose labelled data to measure label purity.", "pages/2_Data.py")
+    c1, c2 = st.columns(2)
+    per_label = c1.number_input("Words per label", 2, 500, 30, key="evaluate_per_label")
+    k = c2.number_input("Neighbours", 1, 100, 10, key="evaluate_k")
+    rows = []
+    for name in chosen:
+        entry = entries[name]
+        tokenizer = encoder.tokenizer if encoder is not None else None
+        words = entry.matrix.manifest.get("rows_are") == "words"
+        if tokenizer is None and not words:
+            st.warning(f"{name}: load the model to count its tokens in the data.")
+            continue
+        model_id = encoder.info.model_id if encoder is not None else ""
+        stats = colours.label_stats(entry, data, tokenizer, model_id)
+        try:
+            result = label_purity(
+                index_of(entry.key, entry), association(stats), per_label=per_label, k=k
+            )
+        except EmbedgenError as exc:
+            st.warning(f"{name}: {exc}")
+            continue
+        rows.append(
+            {
+                "matrix": name,
+                "purity": result.purity,
+                **{f"purity · {label}": p for label, p in result.per_label.items()},
+                "words": sum(len(t) for t in result.tokens.values()),
+                "k": result.k,
+            }
+        )
+        if result.note:
+            st.caption(f"{name}: {result.note}")
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.caption(
+            f"For each label of {data.source_name}, the {per_label} words (or tokens) that lean "
+            "to it most (log-odds with a prior, z > 0) and are rows; purity is the share of "
+            f"their {k} nearest neighbours among those words that lean to the same label."
+        )
