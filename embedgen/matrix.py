@@ -45,6 +45,7 @@ from torch import nn
 
 from embedgen import __version__
 from embedgen.atomic import atomic_path, sha256_file, write_bytes, write_json
+from embedgen.blend import SHRINK, blend, label_signal, logits
 from embedgen.device import DeviceChoice, autocast, resolve_device
 from embedgen.errors import BadConfig, BadRun
 from embedgen.fields import Choice, check, choice, setting
@@ -218,6 +219,15 @@ class MatrixOptions:
     drop_continuation: bool = setting(
         False, "drop ## pieces", help='"##x" pieces (their "x" twins stay)'
     )
+    label_weight: float = setting(
+        0.0,
+        "label weight",
+        low=0,
+        high=100,
+        help="contextual and aggregated from a run: keep the untuned geometry and add the "
+        "run's label signal as a few columns of this weight (0: off; 0.5 is a good start); "
+        "see the trade-off on the Evaluate page",
+    )
     corpus_contexts: int = setting(
         8,
         "corpus contexts per word",
@@ -294,7 +304,7 @@ def reflects_run(options: MatrixOptions, run: Run | None) -> bool:
     if run is None:
         return False
     if options.method.reads_context:
-        return options.through_projection or run.encoder_changed
+        return options.through_projection or run.encoder_changed or options.label_weight > 0
     return options.method.reflects_tuning
 
 
@@ -378,8 +388,8 @@ def build_matrix(
         assert corpus is not None  # checked above
         words = words_from_corpus(corpus)
     head = run.head if run is not None else None
-    if options.method is Method.INPUT:
-        projection = None
+    if options.method is Method.INPUT or options.label_weight:
+        projection = None  # label-weighted rows start from the raw states (blend.py)
     elif options.method.needs_run:
         projection = head
     else:
@@ -392,6 +402,17 @@ def build_matrix(
             encoder, projection, words, corpus, options, progress, cancel
         )
         vocab = words.words
+    if options.label_weight:
+        assert head is not None  # checked above
+        label = label_signal(logits(head, vectors))
+        vectors = blend(vectors, label, options.label_weight)
+        rows["label_signal"] = {
+            "weight": options.label_weight,
+            "shrink": SHRINK,
+            "classes": int(label.shape[1]),
+            "columns": f"{vectors.shape[1] - label.shape[1]} untuned (centred, unit) + "
+            f"{label.shape[1]} label",
+        }
     vectors, steps = apply_postprocess(vectors, options.postprocess)
     log.info("Built %s matrix: %d rows x %d dims", options.method, *vectors.shape)
     return EmbeddingMatrix(
@@ -405,6 +426,11 @@ def build_matrix(
 def _check_can_build(
     options: MatrixOptions, run: Run | None, words: WordVocab | None, corpus: Corpus | None
 ) -> None:
+    if options.label_weight and (run is None or not options.method.reads_context):
+        raise BadConfig(
+            "A label weight adds the run's label signal to contextual or aggregated rows: "
+            "build from a run with one of those methods, or set the label weight to 0."
+        )
     if options.method.needs_run and run is None:
         raise BadConfig(
             f"The '{options.method}' method needs a fine-tuning run (it uses the trained "
@@ -676,7 +702,10 @@ def _manifest(
     from embedgen.runs import run_manifest
 
     projected = options.method.needs_run or (
-        options.method.reads_context and run is not None and options.through_projection
+        options.method.reads_context
+        and run is not None
+        and options.through_projection
+        and not options.label_weight
     )
     layers = rows.pop("layers", None)
     manifest: dict[str, Any] = {

@@ -101,7 +101,10 @@ def matrix_name(
     if layers is not None:
         first, last = layers
         parts.append(f"L{first}" if first == last else f"L{first}-{last}")
-    if method in ("contextual", "aggregated") and tuned and not options.through_projection:
+    weight = getattr(options, "label_weight", 0)
+    if weight:
+        parts.append(f"labels{weight:g}")
+    elif method in ("contextual", "aggregated") and tuned and not options.through_projection:
         parts.append("raw")
     parts.append("tuned" if tuned else "base")
     if words:

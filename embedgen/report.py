@@ -22,7 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from embedgen.evaluate import AnalogySet, SimilaritySet, evaluate
+import numpy as np
+from scipy.stats import spearmanr
+
+from embedgen.blend import blend, label_signal, logits, projected, unit_centred
+from embedgen.evaluate import AnalogySet, SimilaritySet, evaluate, label_purity
+from embedgen.evaluate import similarity as evaluate_similarity
 from embedgen.matrix import EmbeddingMatrix, MatrixOptions, Method, build_matrix, name_for
 from embedgen.models import Encoder
 from embedgen.postprocess import PostProcess
@@ -182,3 +187,119 @@ def markdown(records: Sequence[dict[str, Any]]) -> str:
         cells.append(f"{r['build_seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The trade-off: label purity against word similarity, for a run
+# --------------------------------------------------------------------------------------------
+
+LABEL_WEIGHTS = (0.1, 0.25, 0.5, 1.0, 2.0)
+BASELINE_WEIGHTS = (0.1, 0.25, 0.5, 1.0)
+
+
+def tradeoff(
+    run: Run,
+    words: WordVocab,
+    associations: dict[str, tuple[str, float]],
+    *,
+    similarity: Sequence[SimilaritySet] = (),
+    corpus: Corpus | None = None,
+    options: MatrixOptions | None = None,
+    label_weights: Sequence[float] = LABEL_WEIGHTS,
+    baseline_weights: Sequence[float] = BASELINE_WEIGHTS,
+    per_label: int = 30,
+    k: int = 10,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> list[dict[str, Any]]:
+    """For each way of adding ``run``'s label signal to the untuned rows, its label purity and
+    how much word similarity it keeps; one record per point of the curve.
+
+    The points: the untuned rows; the tuned projection alone; the baseline ``untuned ‖ α ·
+    tuned projection`` (unit rows, α in ``baseline_weights``); and ``label weight`` β
+    (``embedgen.blend``, β in ``label_weights``). Rows are ``words`` read by ``options``
+    (default: aggregated at the last layer), built once. Similarity is the mean Spearman over
+    ``similarity`` files when given; otherwise "geometry kept": Spearman of the point's cosines
+    with the untuned rows' cosines over 20,000 random pairs of rows (seed 0).
+    """
+    base = options or MatrixOptions(method="aggregated")
+    raw_options = replace(base, through_projection=False, label_weight=0, postprocess=PostProcess())
+    needs_corpus = raw_options.method is Method.AGGREGATED and raw_options.corpus_contexts
+    raw = build_matrix(
+        run, raw_options, words=words, corpus=corpus if needs_corpus else None, cancel=cancel
+    )
+    untuned = unit_centred(raw.vectors)
+    tuned = unit_centred(projected(run.head, raw.vectors))
+    label = label_signal(logits(run.head, raw.vectors))
+    points = [("untuned", "untuned", 0.0, untuned), ("tuned projection", "tuned", 1.0, tuned)]
+    points += [
+        (f"untuned ‖ {a:g} · tuned", "baseline", a, np.hstack([untuned, a * tuned]))
+        for a in baseline_weights
+    ]
+    points += [
+        (f"label weight {b:g}", "label weight", b, blend(raw.vectors, label, b))
+        for b in label_weights
+    ]
+    pairs = _random_pairs(len(raw.vocab), 20_000)
+    reference = _pair_cosines(untuned, pairs)
+    records = []
+    for n, (label_text, kind, weight, vectors) in enumerate(points):
+        check_cancel(cancel, "The trade-off")
+        matrix = EmbeddingMatrix(vectors.astype(np.float32), raw.vocab, raw.manifest)
+        purity = label_purity(matrix, associations, per_label=per_label, k=k)
+        if similarity:
+            scores = [evaluate_similarity(matrix, s).spearman for s in similarity]
+            found = [s for s in scores if s is not None]
+            kept = float(np.mean(found)) if found else None
+            measure = "mean Spearman over " + ", ".join(s.name for s in similarity)
+        else:
+            kept = float(spearmanr(_pair_cosines(vectors, pairs), reference).statistic)
+            measure = "geometry kept (Spearman with the untuned cosines)"
+        records.append(
+            {
+                "option": label_text,
+                "kind": kind,
+                "weight": weight,
+                "purity": purity.purity,
+                "similarity": kept,
+                "similarity_measure": measure,
+            }
+        )
+        if progress is not None:
+            progress(n + 1, len(points))
+    return records
+
+
+def _random_pairs(n: int, count: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, n, size=(count, 2))
+    return pairs[pairs[:, 0] != pairs[:, 1]]
+
+
+def _pair_cosines(vectors: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return np.einsum("ij,ij->i", unit[pairs[:, 0]], unit[pairs[:, 1]])
+
+
+def tradeoff_words(
+    associations: dict[str, tuple[str, float]],
+    similarity: Sequence[SimilaritySet] = (),
+    *,
+    per_label: int = 30,
+    extra: int = 3,
+) -> WordVocab:
+    """The rows a trade-off needs: the similarity files' words and, per label, the
+    ``extra × per_label`` words that lean to it most (purity takes its words from these)."""
+    by_label: dict[str, list[str]] = {}
+    for word, (label, z) in sorted(associations.items(), key=lambda kv: -kv[1][1]):
+        if z > 0 and len(by_label.setdefault(label, [])) < extra * per_label:
+            by_label[label].append(word)
+    words: dict[str, None] = {}
+    for s in similarity:
+        for pair in s.pairs:
+            words.setdefault(pair.first)
+            words.setdefault(pair.second)
+    for label_words in by_label.values():
+        for word in label_words:
+            words.setdefault(word)
+    return words_from_list(list(words), name="tradeoff")

@@ -85,7 +85,7 @@ method = Method(
 c2.info(method.description)
 with st.form("matrix_form"):
     c1, c2, c3 = st.columns(3)
-    layer, layers, through = None, "", True
+    layer, layers, through, label_weight = None, "", True, 0.0
     if method.reads_context:
         layer = c1.number_input(
             "Layer",
@@ -108,6 +108,14 @@ with st.form("matrix_form"):
                 "through_projection",
                 key="matrix_through",
                 label="Through the trained projection",
+            )
+            label_weight = setting_input(
+                c2,
+                MatrixOptions,
+                "label_weight",
+                key="matrix_label_weight",
+                label="…or keep the untuned geometry, with labels of weight",
+                step=0.05,
             )
     dtype = (c3 if method.reads_context else c1).selectbox("Save as", DTYPES, key="matrix_dtype")
     words_from_data = rows_are == ROW_CHOICES[1]
@@ -167,6 +175,7 @@ if build:
             layer=None if layer is None else int(layer),
             layers=layers.strip() or None,
             through_projection=through,
+            label_weight=float(label_weight),
             drop_special=drop_special,
             cjk_only=cjk_only,
             drop_continuation=drop_cont,

@@ -3,12 +3,15 @@
 import pandas as pd
 import streamlit as st
 
-from embedgen.corpus import association
+from embedgen.corpus import TokenStats, association
 from embedgen.errors import EmbedgenError
 from embedgen.evaluate import analogy, label_purity, read_analogy, read_similarity, similarity
 from embedgen.neighbours import NeighbourIndex
-from embedgen.ui import colours
+from embedgen.report import tradeoff, tradeoff_words
+from embedgen.train import Run
+from embedgen.ui import colours, plots
 from embedgen.ui import common as ui
+from embedgen.ui.jobs import Job, JobState, start_job
 
 st.set_page_config(page_title="Evaluate · embedgen", layout="wide")
 ui.init_state()
@@ -44,7 +47,9 @@ pool = st.toggle(
     help="A word missing from a token matrix is the mean of its tokens; pooled words are "
     "counted and listed, never used silently. Off: they count as missing.",
 )
-tab_sim, tab_analogy, tab_purity = st.tabs(["Word similarity", "Analogies", "Label purity"])
+tab_sim, tab_analogy, tab_purity, tab_trade = st.tabs(
+    ["Word similarity", "Analogies", "Label purity", "Trade-off"]
+)
 
 with tab_sim:
     uploads = st.file_uploader(
@@ -189,3 +194,41 @@ with tab_purity:
             "to it most (log-odds with a prior, z > 0) and are rows; purity is the share of "
             f"their {k} nearest neighbours among those words that lean to the same label."
         )
+
+with tab_trade:
+    run = st.session_state[ui.TRAIN_RUN]
+    if run is None or run.best is None:
+        ui.require(None, "Train or open a run to see its trade-off.", "pages/3_Train.py")
+    if data is None:
+        ui.require(None, "Choose the labelled data the run was trained on.", "pages/2_Data.py")
+    st.caption(
+        "Tuning sharpens label neighbourhoods and wrecks word similarity. Each point is a way "
+        "to build word rows from this run: the untuned rows, the tuned projection, the "
+        "baseline (untuned ‖ α · tuned) and the untuned rows with the run's labels added at a "
+        "weight. Pick the weight whose point suits you, then build it on the Matrix page "
+        "(label weight). Similarity is the mean Spearman over the files of the first tab, or "
+        "without files how much of the untuned geometry each point keeps."
+    )
+    key = ("tradeoff", run.folder, data.source_sha256, tuple(s.name for s in sets))
+    tjob: Job | None = st.session_state[ui.TRADEOFF_JOB]
+    if st.button("Compute the trade-off", disabled=tjob is not None and tjob.active):
+        stats = colours.word_stats(data)
+
+        def work(job: Job, run: Run = run, sets: list = sets, stats: TokenStats = stats) -> list:
+            assoc = association(stats)
+            words = tradeoff_words(assoc, sets)
+            return tradeoff(
+                run, words, assoc, similarity=sets, progress=job.report, cancel=job.cancel
+            )
+
+        tjob = st.session_state[ui.TRADEOFF_JOB] = start_job(
+            "Trade-off", work, tag=key, unit="points"
+        )
+    if tjob is not None and tjob.tag == key:
+        ui.job_panel(tjob, ui.job_status, key="evaluate_tradeoff")
+        if tjob.state is JobState.DONE and tjob.result:
+            records = tjob.result
+            st.plotly_chart(plots.tradeoff_figure(records), width="stretch", key="tradeoff_plot")
+            st.caption(f"Similarity: {records[0]['similarity_measure']}.")
+            shown = pd.DataFrame(records).drop(columns=["similarity_measure"])
+            st.dataframe(shown, hide_index=True, width="stretch")

@@ -362,3 +362,25 @@ def test_word_rows_of_the_data_are_built_and_evaluated(app: AppTest, tiny_model_
     assert any("line 3" in c for c in texts(app.caption)), "the malformed line is reported"
     purity = app.dataframe[-1].value
     assert "purity" in purity.columns and 0.0 <= purity["purity"][0] <= 1.0
+
+
+def test_the_tradeoff_of_a_run_is_drawn(app: AppTest, tiny_model_dir: Path) -> None:
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
+    go(app, "3_Train")
+    app.number_input(key="train_epochs").set_value(2)
+    click(app, "Start training")
+    wait_for(app, "train_job")
+    go(app, "4_Matrix")
+    app.number_input(key="matrix_label_weight").set_value(0.5)
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    entry = app.session_state["matrices"]["contextual-L2-labels0.5-tuned"]
+    assert entry.matrix.manifest["label_signal"]["weight"] == 0.5
+    go(app, "6_Evaluate")
+    click(app, "Compute the trade-off")
+    wait_for(app, "evaluate_tradeoff_job")
+    assert app.get("plotly_chart"), "the trade-off plot is drawn"
+    points = app.dataframe[-1].value
+    assert "label weight" in set(points["kind"]) and "untuned" in set(points["kind"])
+    assert points["purity"].between(0, 1).all()

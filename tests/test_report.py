@@ -123,3 +123,42 @@ def test_cli_evaluate_all_prints_the_table(capsys, tiny_model_dir, files, tmp_pa
         "evaluate",
     )
     assert "not both" in line
+
+
+def test_the_tradeoff_scores_every_point_on_one_set_of_rows(run, files) -> None:
+    from embedgen.corpus import association, token_stats
+    from embedgen.data import prepare
+    from embedgen.report import LABEL_WEIGHTS, tradeoff, tradeoff_words
+    from embedgen.table import read_table
+
+    similarity, _ = files
+    data = prepare(
+        read_table(Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"), 1, 2
+    )
+    tokenizer = run.encoder.tokenizer
+    assoc = association(token_stats(tokenizer, data.texts, data.labels, data.label_names))
+    words = tradeoff_words(assoc, similarity, per_label=5)
+    assert {POSITIVE[0], POSITIVE[1]} <= set(words.words)
+    records = tradeoff(run, words, assoc, similarity=similarity, per_label=5, k=3)
+    kinds = [r["kind"] for r in records]
+    assert kinds[:2] == ["untuned", "tuned"] and kinds.count("label weight") == len(LABEL_WEIGHTS)
+    assert all(0.0 <= r["purity"] <= 1.0 for r in records)
+    assert records[0]["similarity_measure"].startswith("mean Spearman over sim.txt")
+    kept = tradeoff(run, words, assoc, per_label=5, k=3, label_weights=(0.1,), baseline_weights=())
+    assert kept[0]["similarity"] == pytest.approx(1.0)  # the untuned rows keep all of themselves
+    assert kept[0]["similarity_measure"].startswith("geometry kept")
+
+
+def test_a_label_weighted_matrix_is_the_blend_of_its_raw_rows(run) -> None:
+    from embedgen.blend import blend, label_signal, logits
+    from embedgen.words import words_from_list
+
+    words = words_from_list([POSITIVE[0], NEGATIVE[0], POSITIVE[1], NEGATIVE[1]])
+    raw = build_matrix(
+        run, MatrixOptions(method="contextual", through_projection=False), words=words
+    )
+    mixed = build_matrix(run, MatrixOptions(method="contextual", label_weight=0.5), words=words)
+    expected = blend(raw.vectors, label_signal(logits(run.head, raw.vectors)), 0.5)
+    np.testing.assert_allclose(mixed.vectors, expected, atol=1e-5)
+    assert mixed.manifest["label_signal"]["classes"] == len(run.label_names)
+    assert mixed.manifest["reflects_tuning"] is True

@@ -38,12 +38,16 @@ def label_stats(
     """How often each row's token, or word, occurs in ``data`` per label: word rows count the
     data's words (segmented as word rows are), token rows the model's tokens."""
     if entry.matrix.manifest.get("rows_are") == "words":
-        words = WordSplitter(Corpus.of(data.texts, data.source_name))
-        return _stats(
-            "jieba", data.source_sha256, (data.text_column, data.label_column), words, data
-        )
+        return word_stats(data)
     columns = (data.text_column, data.label_column)
     return _stats(model_id, data.source_sha256, columns, tokenizer, data)
+
+
+def word_stats(data: LabelledData) -> TokenStats:
+    """How often each of the data's words (segmented with jieba, as word rows are) occurs per
+    label."""
+    words = WordSplitter(Corpus.of(data.texts, data.source_name))
+    return _stats("jieba", data.source_sha256, (data.text_column, data.label_column), words, data)
 
 
 def choices(have_data: bool) -> list[str]:

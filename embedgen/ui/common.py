@@ -36,6 +36,7 @@ MATRIX_JOB = "matrix_job"
 MATRICES = "matrices"  # name -> MatrixEntry
 PROJECTION_JOB = "explore_projection_job"
 PROJECTIONS = "explore_projections"  # (matrix key, ProjectionOptions) -> Projection
+TRADEOFF_JOB = "evaluate_tradeoff_job"
 
 DEFAULTS: dict[str, Any] = {
     MODEL_LOADED: None,
@@ -47,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     TRAIN_RUN: None,
     MATRIX_JOB: None,
     PROJECTION_JOB: None,
+    TRADEOFF_JOB: None,
 }
 
 

@@ -212,3 +212,43 @@ def _add_points(
         fig.add_trace(go.Scatter3d(x=coords[idx, 0], y=coords[idx, 1], z=coords[idx, 2], **kwargs))
     else:
         fig.add_trace(go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], **kwargs))
+
+
+def tradeoff_figure(records: Sequence[dict]) -> go.Figure:
+    """Label purity (x) against word similarity (y), a line per kind of point, weights shown."""
+    fig = go.Figure()
+    styles = {
+        "untuned": ("#444444", "diamond"),
+        "tuned": ("#d62728", "square"),
+        "baseline": ("#7f7f7f", "circle-open"),
+        "label weight": ("#1f77b4", "circle"),
+    }
+    for kind, (colour, symbol) in styles.items():
+        points = [r for r in records if r["kind"] == kind and r["similarity"] is not None]
+        if not points:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[r["purity"] for r in points],
+                y=[r["similarity"] for r in points],
+                mode="lines+markers+text" if len(points) > 1 else "markers+text",
+                name={"baseline": "untuned ‖ α · tuned"}.get(kind, kind),
+                text=[
+                    f"{r['weight']:g}" if kind in ("baseline", "label weight") else ""
+                    for r in points
+                ],
+                textposition="top center",
+                hovertext=[r["option"] for r in points],
+                hoverinfo="text+x+y",
+                marker={"color": colour, "symbol": symbol, "size": 10},
+                line={"color": colour},
+            )
+        )
+    fig.update_layout(
+        height=420,
+        margin={"t": 10, "b": 40, "l": 60, "r": 10},
+        xaxis_title="label purity (share of neighbours with the same label)",
+        yaxis_title=records[0]["similarity_measure"].split(" (")[0] if records else "",
+        font={"family": CJK_FONT},
+    )
+    return fig
