@@ -125,9 +125,10 @@ class NeighbourIndex:
                 raise NotInVocabulary(
                     f"The query {word!r} is empty; type a word or token to look up."
                 )
+            rows = "words" if self.matrix.manifest.get("rows_are") == "words" else "tokens"
             raise NotInVocabulary(
-                f"'{word}' is not in the vocabulary of this matrix ({len(self)} tokens) "
-                "and cannot be pieced together from its tokens."
+                f"'{word}' is not in the vocabulary of this matrix ({len(self):,} {rows}) "
+                f"and cannot be pieced together from its {rows}."
             )
         rows = [self._row[p] for p in pieces]
         vector = self._unit[rows].mean(axis=0, dtype=np.float32)

@@ -13,6 +13,8 @@ from embedgen.ui import colours, plots
 from embedgen.ui import common as ui
 from embedgen.ui.jobs import Job, JobState, start_job
 
+MIN_PAIRS = 10  # fewer pairs than this make a correlation that means little
+
 st.set_page_config(page_title="Evaluate · embedgen", layout="wide")
 ui.init_state()
 st.title("6 · Evaluate")
@@ -91,6 +93,13 @@ with tab_sim:
                 "Pearson": st.column_config.NumberColumn(format="%.3f"),
             },
         )
+        few = [r for r in rows if int(r["pairs"].split("/")[0]) < MIN_PAIRS]
+        if few:
+            st.warning(
+                f"{len(few)} of these scores rest on fewer than {MIN_PAIRS} pairs and mean "
+                "little. Most of the file's words are no rows of the matrix: build word rows "
+                "from a word list that holds them (Matrix page, 'A word list')."
+            )
         for name, result in zip([r["matrix"] for r in rows], details, strict=True):
             if result.missing or result.pooled or result.malformed:
                 with st.expander(f"{name} · {result.name}: words and lines"):
