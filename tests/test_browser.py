@@ -1,6 +1,7 @@
 """The whole app in a real headless Chromium against a real ``streamlit run`` server.
 
-Model → Data → Train → Matrix → Explore → Export, with a tiny BERT and 120 labelled rows,
+Model → Data → Train → Matrix → Explore → Export, with a tiny BERT and 120 labelled rows, and
+word rows → Evaluate (similarity, purity, the trade-off),
 moving between pages through the sidebar so the Streamlit session (and its state) is kept.
 Screenshots of every page land in test-artifacts/browser/ for a person to look at.
 
@@ -234,6 +235,75 @@ def test_whole_app_in_a_real_browser(
 
     elapsed = time.monotonic() - started
     print(f"\nbrowser walk-through: {elapsed:.1f} s; screenshots in {ARTIFACTS}")  # noqa: T201
+
+
+def test_word_rows_evaluation_and_the_tradeoff_in_a_real_browser(
+    server: StreamlitServer,
+    page,
+    tmp_path: Path,
+) -> None:
+    """Train → word rows of the data → Evaluate (an uploaded similarity file, purity, the
+    trade-off plot), through the sidebar in one session."""
+    from conftest import NEGATIVE, POSITIVE
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=SHORT)
+    model_dir = build_tiny_bert(tmp_path / "tiny")
+    csv_path = write_csv(tmp_path / "reviews.csv", synthetic_rows(120))
+    pairs = [(POSITIVE[i], POSITIVE[i + 1], 9 - i) for i in range(4)]
+    pairs += [(POSITIVE[i], NEGATIVE[i], 1 + i / 10) for i in range(4)]
+    sim = tmp_path / "mine.txt"
+    sim.write_text("".join(f"{a}\t{b}\t{s}\n" for a, b, s in pairs), encoding="utf-8")
+    with report_failure(page, server):
+        page.goto(server.url)
+        expect(page.get_by_role("heading", name="embedgen")).to_be_visible(timeout=LONG)
+        goto(page, "Model")
+        page.get_by_text("Folder on this machine", exact=True).click()
+        folder = page.get_by_label("Folder", exact=True)
+        folder.fill(str(model_dir))
+        folder.press("Enter")
+        idle(page)
+        page.get_by_role("button", name="Load model").click()
+        expect(page.get_by_text("BertModel", exact=True)).to_be_visible(timeout=LONG)
+        goto(page, "Data")
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(csv_path))
+        expect(page.get_by_text("All 120 rows are usable.")).to_be_visible(timeout=LONG)
+        goto(page, "Train")
+        epochs = page.get_by_label("Epochs", exact=True)
+        epochs.fill("2")
+        epochs.press("Tab")
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Best epoch")).to_be_visible(timeout=LONG)
+
+        goto(page, "Matrix")
+        page.get_by_text("Words of your data", exact=True).click()
+        idle(page)
+        expect(
+            page.get_by_role("radiogroup", name="Method").get_by_label("aggregated")
+        ).to_be_checked()
+        page.get_by_role("button", name="Build matrix").click()
+        expect(page.get_by_text("Matrices in this session")).to_be_visible(timeout=LONG)
+        expect(page.get_by_text("aggregated-L2-tuned-words-reviews", exact=True)).to_be_visible()
+        expect(page.get_by_text("rows are words", exact=False).last).to_be_visible()
+        shoot(page, "10_matrix_words")
+
+        goto(page, "Evaluate")
+        page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(sim))
+        idle(page)
+        table = page.get_by_test_id("stDataFrame").first
+        expect(table).to_be_visible(timeout=LONG)
+        expect(table.locator('tbody td[aria-colindex="2"]').first).to_have_text("mine.txt")
+        shoot(page, "11_evaluate_similarity")
+        page.get_by_role("tab", name="Label purity").click()
+        idle(page)
+        purity = page.get_by_role("tabpanel").get_by_test_id("stDataFrame")
+        expect(purity.first).to_be_visible(timeout=LONG)
+        page.get_by_role("tab", name="Trade-off").click()
+        idle(page)
+        page.get_by_role("button", name="Compute the trade-off").click()
+        expect(page.get_by_text("Trade-off: done")).to_be_visible(timeout=LONG)
+        expect(page.get_by_test_id("stPlotlyChart").last).to_be_visible(timeout=LONG)
+        shoot(page, "12_evaluate_tradeoff")
 
 
 def test_a_bookmarked_page_on_a_fresh_server_gets_the_app_navigation(
