@@ -51,7 +51,6 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +59,7 @@ import numpy.typing as npt
 from embedgen.errors import BadConfig, BadTable, NotInVocabulary
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.neighbours import NeighbourIndex
+from embedgen.table import read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -241,17 +241,7 @@ def read_analogy(source: Source, *, name: str | None = None) -> AnalogySet:
 
 def _read_lines(source: Source, name: str | None, what: str) -> tuple[str, list[tuple[int, str]]]:
     """Return the file's name and its non-blank lines with their numbers (from 1)."""
-    if isinstance(source, bytes | bytearray):
-        raw, name = bytes(source), name or "upload"
-    else:
-        path = Path(source)
-        name = name or path.name
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise BadTable(f"{name}: no such file ({path}). Check the path.") from None
-        except OSError as exc:
-            raise BadTable(f"{name}: cannot read the file ({exc.strerror}).") from None
+    raw, name = read_bytes(source, name)
     skipped = len(_UTF8_BOM) if raw.startswith(_UTF8_BOM) else 0
     try:
         text = raw[skipped:].decode("utf-8")

@@ -94,17 +94,7 @@ def read_table(
     .xlsx sheet: by name, by 0-based position (an int), or by a string of digits that names
     no sheet, counted from 1 as people count ("2": the second sheet). Default: the first.
     """
-    if isinstance(source, bytes | bytearray):
-        raw, name = bytes(source), name or "upload"
-    else:
-        path = Path(source)
-        name = name or path.name
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise BadTable(f"{name}: no such file ({path}). Check the path.") from None
-        except OSError as exc:
-            raise BadTable(f"{name}: cannot read the file ({exc.strerror}).") from None
+    raw, name = read_bytes(source, name)
     sha256 = hashlib.sha256(raw).hexdigest()
     suffix = Path(name).suffix.lower()
     if suffix == ".xls":
@@ -135,13 +125,27 @@ def read_table(
     return Table(frame, name, sha256, encoding, delimiter, has_header, sheet_name)
 
 
+def read_bytes(
+    source: str | os.PathLike[str] | bytes, name: str | None = None
+) -> tuple[bytes, str]:
+    """The bytes of ``source`` (a path, or an upload's bytes called ``name``) and its name; a
+    file that cannot be read is our error, naming it."""
+    if isinstance(source, bytes | bytearray):
+        return bytes(source), name or "upload"
+    path = Path(source)
+    name = name or path.name
+    try:
+        return path.read_bytes(), name
+    except FileNotFoundError:
+        raise BadTable(f"{name}: no such file ({path}). Check the path.") from None
+    except OSError as exc:
+        raise BadTable(f"{name}: cannot read the file ({exc.strerror}).") from None
+
+
 def xlsx_sheets(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> list[str]:
     """Return the sheet names of an .xlsx workbook (a path, or the bytes of an upload called
     ``name``), in workbook order."""
-    if isinstance(source, bytes | bytearray):
-        raw, name = bytes(source), name or "upload"
-    else:
-        raw, name = Path(source).read_bytes(), name or Path(source).name
+    raw, name = read_bytes(source, name)
     return [str(s) for s in _open_xlsx(raw, name).sheet_names]
 
 

@@ -39,6 +39,7 @@ from embedgen.errors import BadConfig, BadTable
 from embedgen.fields import check, setting
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn, check_cancel
+from embedgen.table import read_bytes
 from embedgen.tokens import is_cjk_char, special_frame
 from embedgen.train.head import Head
 
@@ -223,18 +224,9 @@ def words_from_list(
 ) -> WordVocab:
     """Words from a file or text, one per line, in order; blank lines and repeats are left out
     and counted. A tab ends the word (so a word-and-count file works too)."""
-    if isinstance(source, str | os.PathLike) and not isinstance(source, str):
-        source = Path(source)
-    if isinstance(source, Path):
-        name = name or source.name
-        try:
-            raw = source.read_bytes()
-        except OSError as exc:
-            raise BadTable(f"{name}: cannot read the word list ({exc.strerror}).") from None
+    if isinstance(source, bytes | os.PathLike):
+        raw, name = read_bytes(source, name)
         lines = _decode_lines(raw, name)
-    elif isinstance(source, bytes):
-        name = name or "word list"
-        lines = _decode_lines(source, name)
     elif isinstance(source, str):
         name = name or "word list"
         lines = source.splitlines()
