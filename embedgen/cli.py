@@ -437,20 +437,24 @@ def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     _add_settings(p, PostProcess)
     rows = p.add_argument_group("word rows (instead of the model's tokens)")
     rows.add_argument("--words", metavar="LIST.txt", help="one word per line: the rows")
-    rows.add_argument(
-        "--corpus",
-        metavar="FILE",
-        help="CSV/TSV/XLSX of texts: their words are the rows unless --words is given, and "
+    _add_corpus_arguments(
+        rows,
+        "CSV/TSV/XLSX of texts: their words are the rows unless --words is given, and "
         "aggregated reads the words in them",
     )
-    rows.add_argument("--text-col", help="the corpus's text column: name or 1-based number")
-    rows.add_argument("--header", default="auto", choices=list(HEADER))
-    rows.add_argument("--sheet", default=None, help="the corpus's xlsx sheet")
-    rows.add_argument("--user-dict", metavar="FILE", help="a jieba user dictionary")
     _add_settings(rows, WordOptions)
     p.add_argument("--dtype", default=DTYPES[0], choices=DTYPES, help="what matrix.npy holds")
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_matrix)
+
+
+def _add_corpus_arguments(parser: Any, what: str) -> None:
+    """--corpus FILE and how to read it (the flags _words_and_corpus reads)."""
+    parser.add_argument("--corpus", metavar="FILE", help=what)
+    parser.add_argument("--text-col", help="the corpus's text column: name or 1-based number")
+    parser.add_argument("--header", default="auto", choices=list(HEADER))
+    parser.add_argument("--sheet", default=None, help="the corpus's xlsx sheet")
+    parser.add_argument("--user-dict", metavar="FILE", help="a jieba user dictionary")
 
 
 def _neighbours_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -487,13 +491,7 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="instead of one matrix: build every method and option from this run or model and "
         "print a table of their scores (Markdown, or --json)",
     )
-    p.add_argument(
-        "--corpus", metavar="FILE", help="with --all: texts that aggregated reads words in"
-    )
-    p.add_argument("--text-col", help="the corpus's text column: name or 1-based number")
-    p.add_argument("--header", default="auto", choices=list(HEADER))
-    p.add_argument("--sheet", default=None, help="the corpus's xlsx sheet")
-    p.add_argument("--user-dict", metavar="FILE", help="a jieba user dictionary")
+    _add_corpus_arguments(p, "with --all: texts that aggregated reads words in")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument(
         "--similarity",

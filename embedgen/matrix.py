@@ -308,6 +308,13 @@ def reflects_run(options: MatrixOptions, run: Run | None) -> bool:
     return options.method.reflects_tuning
 
 
+def _split(source: Encoder | Run) -> tuple[Run | None, Encoder]:
+    """The run (None for a plain model) and the encoder that builds the rows."""
+    if isinstance(source, Run):
+        return source, source.encoder
+    return None, source
+
+
 def name_for(
     source: Encoder | Run,
     options: MatrixOptions,
@@ -316,8 +323,8 @@ def name_for(
     corpus: Corpus | None = None,
 ) -> str:
     """The matrix's name by the one naming rule (``embedgen.paths.matrix_name``)."""
-    run = source if isinstance(source, Run) else None
-    info = (run.encoder if run is not None else source).info
+    run, encoder = _split(source)
+    info = encoder.info
     layers = None
     if options.method.reads_context:
         layers = resolve_layers(options, info.num_layers, info.model_id)
@@ -349,12 +356,11 @@ def folder_for(
 ) -> Path:
     """Where the matrix goes unless told otherwise: its run's ``matrices/<name>``, or
     ``$EMBEDGEN_HOME/matrices/<model>/<name>`` for a plain model."""
-    run = source if isinstance(source, Run) else None
-    info = (run.encoder if run is not None else source).info
+    run, encoder = _split(source)
     return matrix_folder(
         name_for(source, options, words=words, corpus=corpus),
         run_folder=run.folder if run is not None else None,
-        model_id=info.model_id,
+        model_id=encoder.info.model_id,
     )
 
 
@@ -381,8 +387,7 @@ def build_matrix(
     its rows are the corpus's words.
     """
     options = options or MatrixOptions()
-    run = source if isinstance(source, Run) else None
-    encoder = run.encoder if run is not None else source
+    run, encoder = _split(source)
     _check_can_build(options, run, words, corpus)
     if words is None and options.method.needs_words:
         assert corpus is not None  # checked above

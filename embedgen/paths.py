@@ -74,6 +74,7 @@ class MatrixChoices(Protocol):
 
     method: str
     through_projection: bool
+    label_weight: float
     drop_special: bool
     cjk_only: bool
     drop_continuation: bool
@@ -101,9 +102,8 @@ def matrix_name(
     if layers is not None:
         first, last = layers
         parts.append(f"L{first}" if first == last else f"L{first}-{last}")
-    weight = getattr(options, "label_weight", 0)
-    if weight:
-        parts.append(f"labels{weight:g}")
+    if options.label_weight:
+        parts.append(f"labels{options.label_weight:g}")
     elif method in ("contextual", "aggregated") and tuned and not options.through_projection:
         parts.append("raw")
     parts.append("tuned" if tuned else "base")

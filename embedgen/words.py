@@ -21,6 +21,7 @@ every pool (kept only when it is a word's one piece).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -122,6 +123,12 @@ class Corpus:
         """The jieba tokenizer this corpus is segmented with."""
         return segmenter(self.user_dict)
 
+    @functools.cached_property
+    def segments(self) -> tuple[tuple[tuple[str, int, int], ...], ...]:
+        """Each text's words with their character spans, segmented once and kept."""
+        seg = self.segmenter()
+        return tuple(tuple(seg.tokenize(text)) for text in self.texts)
+
     def record(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -141,8 +148,14 @@ def segmenter(user_dict: str | os.PathLike[str] | None = None) -> Any:
     """A jieba tokenizer of our own (the global one is left alone), with ``user_dict`` loaded.
 
     A user dictionary has one word per line, optionally followed by a frequency and a part of
-    speech, as jieba reads it.
+    speech, as jieba reads it. One tokenizer per dictionary is made and kept: building one
+    reads jieba's dictionary, about a second.
     """
+    return _segmenter(str(user_dict) if user_dict is not None else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _segmenter(user_dict: str | None) -> Any:
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
@@ -185,10 +198,9 @@ def words_from_corpus(corpus: Corpus, options: WordOptions | None = None) -> Wor
     """The corpus's words, most frequent first, by ``options`` (minimum count, top N, CJK)."""
     options = options or WordOptions()
     texts, name = corpus.texts, corpus.name
-    seg = corpus.segmenter()
     counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(w for w in seg.lcut(text) if is_word(w, cjk=options.cjk_words))
+    for words in corpus.segments:
+        counts.update(w for w, _, _ in words if is_word(w, cjk=options.cjk_words))
     kept = [(w, n) for w, n in counts.most_common() if n >= options.min_count]
     rare = len(counts) - len(kept)
     if options.top_n is not None:
@@ -272,11 +284,10 @@ def _decode_lines(raw: bytes, name: str) -> list[str]:
 
 def count_in(vocab: WordVocab, corpus: Corpus) -> WordVocab:
     """``vocab`` with each word's count in ``corpus`` (segmented as for a corpus vocabulary)."""
-    seg = corpus.segmenter()
     wanted = set(vocab.words)
     counts: Counter[str] = Counter()
-    for text in corpus.texts:
-        counts.update(w for w in seg.lcut(text) if w in wanted)
+    for words in corpus.segments:
+        counts.update(w for w, _, _ in words if w in wanted)
     return WordVocab(vocab.words, tuple(counts[w] for w in vocab.words), vocab.record)
 
 
@@ -398,14 +409,12 @@ class Context:
 def corpus_contexts(words: Sequence[str], corpus: Corpus, *, per_word: int) -> list[Context]:
     """Up to ``per_word`` occurrences of each word in the corpus, as jieba segments it (a word
     inside a longer segment does not count), in text order."""
-    seg = corpus.segmenter()
-    texts = corpus.texts
     row = {w: i for i, w in enumerate(words)}
     taken = [0] * len(words)
     open_rows = len(words)
     found = []
-    for text in texts:
-        for word, start, end in seg.tokenize(text):
+    for text, segments in zip(corpus.texts, corpus.segments, strict=True):
+        for word, start, end in segments:
             i = row.get(word)
             if i is not None and taken[i] < per_word:
                 found.append(Context(text, start, end, i))

@@ -185,30 +185,37 @@ if build:
             **extra,
         )
     )
-    corpus = Corpus.of(data.texts, data.source_name) if word_rows and data is not None else None
+    data_corpus = Corpus.of(data.texts, data.source_name) if word_rows and data else None
+    word_options = None
     if words_from_data:
         word_options = ui.attempt(
             lambda: WordOptions(
                 min_count=int(min_count), top_n=int(top_n) or None, cjk_words=cjk_words
             )
         )
-        with st.spinner("Segmenting your texts into words…"):
-            word_list = ui.attempt(lambda: words_from_corpus(corpus, word_options))
+    corpus = data_corpus
     if method is Method.AGGREGATED and not options.corpus_contexts:
-        corpus = None
-    name = ui.attempt(lambda: name_for(source, options, words=word_list, corpus=corpus))
-    folder = ui.attempt(lambda: folder_for(source, options, words=word_list, corpus=corpus))
+        corpus = None  # words are read in generated sentences only
+    named = data_corpus if words_from_data else corpus  # the words' corpus names the rows
+    name = ui.attempt(lambda: name_for(source, options, words=word_list, corpus=named))
+    folder = ui.attempt(lambda: folder_for(source, options, words=word_list, corpus=named))
 
     def work(
         job: Job,
         source: Encoder | Run = source,
         options: MatrixOptions = options,
         words: WordVocab | None = word_list,
+        word_options: WordOptions | None = word_options,
+        data_corpus: Corpus | None = data_corpus,
         corpus: Corpus | None = corpus,
         folder: Path = folder,
         name: str = name,
         dtype: str = dtype,
     ) -> ui.MatrixEntry:
+        if word_options is not None:  # segmenting takes seconds: here, not on the page
+            job.stage = "segmenting your texts into words"
+            words = words_from_corpus(data_corpus, word_options)
+            job.stage = ""
         matrix = build_matrix(
             source, options, words=words, corpus=corpus, progress=job.report, cancel=job.cancel
         )

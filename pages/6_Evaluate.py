@@ -42,6 +42,23 @@ def index_of(key: str, _entry: ui.MatrixEntry) -> NeighbourIndex:
     return NeighbourIndex(_entry.matrix)
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def analogy_of(key: str, file_id: str, pool: bool, _entry: ui.MatrixEntry, _dataset):
+    """A matrix's answers to an analogy file, kept across reruns (CA8 takes seconds)."""
+    return analogy(index_of(key, _entry), _dataset, pool=pool)
+
+
+def read_uploads(uploads, reader) -> list:
+    """Each uploaded file read by ``reader``; a file that cannot be read is shown, not used."""
+    read = []
+    for upload in uploads or []:
+        try:
+            read.append((upload.file_id, reader(upload.getvalue(), name=upload.name)))
+        except EmbedgenError as exc:
+            st.error(str(exc))
+    return read
+
+
 pool = st.toggle(
     "Pool words that are not rows from their pieces",
     True,
@@ -60,12 +77,7 @@ with tab_sim:
         accept_multiple_files=True,
         key="evaluate_similarity_files",
     )
-    sets = []
-    for upload in uploads or []:
-        try:
-            sets.append(read_similarity(upload.getvalue(), name=upload.name))
-        except EmbedgenError as exc:
-            st.error(str(exc))
+    sets = [dataset for _, dataset in read_uploads(uploads, read_similarity)]
     rows, details = [], []
     for name in chosen:
         index = index_of(entries[name].key, entries[name])
@@ -93,7 +105,7 @@ with tab_sim:
                 "Pearson": st.column_config.NumberColumn(format="%.3f"),
             },
         )
-        few = [r for r in rows if int(r["pairs"].split("/")[0]) < MIN_PAIRS]
+        few = [d for d in details if d.pairs_found < MIN_PAIRS]
         if few:
             st.warning(
                 f"{len(few)} of these scores rest on fewer than {MIN_PAIRS} pairs and mean "
@@ -119,18 +131,13 @@ with tab_analogy:
         accept_multiple_files=True,
         key="evaluate_analogy_files",
     )
-    questions = []
-    for upload in uploads or []:
-        try:
-            questions.append(read_analogy(upload.getvalue(), name=upload.name))
-        except EmbedgenError as exc:
-            st.error(str(exc))
+    questions = read_uploads(uploads, read_analogy)
     rows = []
     for name in chosen:
-        index = index_of(entries[name].key, entries[name])
-        for dataset in questions:
+        entry = entries[name]
+        for file_id, dataset in questions:
             with st.spinner(f"Answering {len(dataset):,} questions with {name}…"):
-                result = analogy(index, dataset, pool=pool)
+                result = analogy_of(entry.key, file_id, pool, entry, dataset)
             for score in (result.overall, *result.sections):
                 rows.append(
                     {
@@ -160,16 +167,16 @@ with tab_analogy:
     elif not questions:
         st.info("Upload one or more analogy files.")
 
+data = st.session_state[ui.DATA_LABELLED]
 with tab_purity:
-    data = st.session_state[ui.DATA_LABELLED]
     encoder = ui.current_encoder()
     if data is None:
-        ui.require(None, "Choose labelled data to measure label purity.", "pages/2_Data.py")
+        st.info("Choose labelled data (Data page) to measure label purity.")
     c1, c2 = st.columns(2)
     per_label = c1.number_input("Words per label", 2, 500, 30, key="evaluate_per_label")
     k = c2.number_input("Neighbours", 1, 100, 10, key="evaluate_k")
     rows = []
-    for name in chosen:
+    for name in chosen if data is not None else []:
         entry = entries[name]
         tokenizer = encoder.tokenizer if encoder is not None else None
         words = entry.matrix.manifest.get("rows_are") == "words"
