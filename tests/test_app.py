@@ -384,3 +384,18 @@ def test_the_tradeoff_of_a_run_is_drawn(app: AppTest, tiny_model_dir: Path) -> N
     points = app.dataframe[-1].value
     assert "label weight" in set(points["kind"]) and "untuned" in set(points["kind"])
     assert points["purity"].between(0, 1).all()
+
+
+def test_an_unreadable_benchmark_upload_is_named_and_the_rest_still_scores(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    go(app, "6_Evaluate")
+    uploader = app.get("file_uploader")[0]
+    uploader.upload("gbk.txt", "好\t坏\t1\n".encode("gbk"), "text/plain").run()
+    assert not app.exception
+    assert any("gbk.txt" in str(e.value) and "UTF-8" in str(e.value) for e in app.error)
+    assert any("Upload one or more" in str(i.value) for i in app.info)

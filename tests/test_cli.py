@@ -647,3 +647,27 @@ def test_bad_word_options_are_refused_in_one_line(
     argv = [reviews_csv if a == "CSV" else a for a in extra]
     line = refusal(cli(capsys, "matrix", tiny_model_dir, *argv), "matrix")
     assert expected in line, line
+
+
+def test_a_missing_user_dictionary_is_refused_in_one_line(capsys, tiny_model_dir, reviews_csv):
+    line = refusal(
+        cli(capsys, "matrix", tiny_model_dir, "--corpus", reviews_csv, "--text-col", "text",
+            "--user-dict", "nope.txt"),
+        "matrix",
+    )  # fmt: skip
+    assert "nope.txt: no such user dictionary" in line, line
+
+
+def test_evaluate_refuses_a_corpus_without_all(capsys, tmp_path, reviews_csv):
+    from conftest import make_matrix
+
+    from embedgen.matrix import save_matrix
+
+    save_matrix(make_matrix(), tmp_path / "M")
+    (tmp_path / "sim.txt").write_text("好\t坏\t1\n", encoding="utf-8")
+    line = refusal(
+        cli(capsys, "evaluate", tmp_path / "M", "--similarity", tmp_path / "sim.txt",
+            "--corpus", reviews_csv),
+        "evaluate",
+    )  # fmt: skip
+    assert "--corpus goes with --all" in line, line

@@ -271,3 +271,14 @@ def test_the_app_listens_on_this_machine_only_unless_the_operator_says_so(
         server.stop()
     assert addresses, "the server was not found listening"
     assert addresses <= LOOPBACK, f"listening beyond this machine: {addresses}"
+
+
+def test_a_broken_settings_file_stops_the_app_with_a_note_not_a_traceback(
+    app: AppTest, home: Path
+) -> None:
+    (home / "config.toml").write_text("allow_remote_code = [\n", encoding="utf-8")
+    app.run()
+    assert not app.exception
+    message = " ".join(str(e.value) for e in app.error)
+    assert "settings cannot be read" in message and "server log" in message
+    assert str(home) not in message, "a server path reached the visitor"

@@ -332,3 +332,41 @@ def test_the_same_inputs_give_the_same_matrix(tiny_encoder, corpus: Corpus) -> N
     first = build_matrix(tiny_encoder, options, words=words, corpus=corpus)
     second = build_matrix(tiny_encoder, options, words=words, corpus=corpus)
     np.testing.assert_array_equal(first.vectors, second.vectors)
+
+
+def test_a_missing_or_unreadable_user_dictionary_is_named(tmp_path: Path) -> None:
+    missing = Corpus.of(["外卖"], "shop", user_dict=tmp_path / "nope.txt")
+    with pytest.raises(BadTable, match="nope.txt: no such user dictionary"):
+        words_from_corpus(missing)
+    (tmp_path / "gbk.txt").write_bytes("性价比超高 100\n".encode("gbk"))
+    unreadable = Corpus.of(["外卖"], "shop", user_dict=tmp_path / "gbk.txt")
+    with pytest.raises(BadTable, match="gbk.txt is not a user dictionary jieba can read"):
+        words_from_corpus(unreadable)
+
+
+def test_aggregated_with_no_contexts_at_all_is_refused() -> None:
+    with pytest.raises(BadConfig, match="aggregated needs contexts"):
+        MatrixOptions(method="aggregated", corpus_contexts=0, generated_contexts=0)
+
+
+def test_a_label_weight_needs_a_run_and_contextual_rows(tiny_encoder) -> None:
+    with pytest.raises(BadConfig, match="label weight adds the run's label signal"):
+        build_matrix(tiny_encoder, MatrixOptions(method="contextual", label_weight=0.5))
+
+
+def test_a_damaged_rows_table_is_refused_on_load(
+    tiny_encoder, corpus: Corpus, tmp_path: Path
+) -> None:
+    from embedgen.errors import BadRun
+
+    matrix = build_matrix(
+        tiny_encoder, MatrixOptions(method="aggregated"), words=words_from_list(["好美", "坏"]),
+        corpus=corpus,
+    )  # fmt: skip
+    folder = save_matrix(matrix, tmp_path / "m")
+    (folder / "rows.tsv").write_text("token\tcorpus_count\n好美\t1\n", encoding="utf-8")
+    with pytest.raises(BadRun, match="rows.tsv does not hold one line of 4 fields per row"):
+        load_matrix(folder)
+    (folder / "rows.tsv").unlink()
+    with pytest.raises(BadRun, match="has no rows.tsv"):
+        load_matrix(folder)
