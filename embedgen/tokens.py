@@ -7,6 +7,7 @@ Also the small facts about token strings the rest of the library needs: subword 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from embedgen.errors import BadConfig
@@ -25,6 +26,14 @@ def is_cjk_char(ch: str) -> bool:
         or 0xF900 <= cp <= 0xFAFF
         or 0x2F800 <= cp <= 0x2FA1F
     )
+
+
+def mostly_cjk(texts: Sequence[str], share: float = 0.5, sample: int = 2000) -> bool:
+    """Whether at least ``share`` of (the first ``sample`` of) ``texts`` hold a CJK character."""
+    seen = texts[:sample]
+    if not seen:
+        return False
+    return sum(any(is_cjk_char(c) for c in t) for t in seen) >= share * len(seen)
 
 
 def strip_marker(token: str) -> str:

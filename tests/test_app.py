@@ -11,6 +11,8 @@ import pytest
 from conftest import synthetic_rows, workbook_bytes
 from streamlit.testing.v1 import AppTest
 
+from embedgen.tokens import is_cjk_token
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
 
@@ -200,7 +202,7 @@ def test_train_matrix_explore_export(app: AppTest, tiny_model_dir: Path, tmp_pat
     app.radio(key="matrix_method").set_value("projected")
     click(app, "Build matrix")
     wait_for(app, "matrix_job")
-    entry = app.session_state["matrices"]["projected-tuned"]
+    entry = app.session_state["matrices"]["projected-tuned-cjk"]  # Chinese data: CJK rows
     assert entry.matrix.shape[1] == 8
     assert (Path(entry.folder) / "matrix.npy").exists()
     assert {m.label: m.value for m in app.metric}["Shape"] == f"{entry.matrix.shape[0]:,} × 8"
@@ -375,7 +377,7 @@ def test_the_tradeoff_of_a_run_is_drawn(app: AppTest, tiny_model_dir: Path) -> N
     app.number_input(key="matrix_label_weight").set_value(0.5)
     click(app, "Build matrix")
     wait_for(app, "matrix_job")
-    entry = app.session_state["matrices"]["contextual-L2-labels0.5-tuned"]
+    entry = app.session_state["matrices"]["contextual-L2-labels0.5-tuned-cjk"]
     assert entry.matrix.manifest["label_signal"]["weight"] == 0.5
     go(app, "6_Evaluate")
     click(app, "Compute the trade-off")
@@ -399,3 +401,26 @@ def test_an_unreadable_benchmark_upload_is_named_and_the_rest_still_scores(
     assert not app.exception
     assert any("gbk.txt" in str(e.value) and "UTF-8" in str(e.value) for e in app.error)
     assert any("Upload one or more" in str(i.value) for i in app.info)
+
+
+def test_without_chinese_data_every_token_stays_by_default(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    assert app.checkbox(key="matrix_cjk_only").value is False  # no data: every token
+    upload(app, "reviews.csv", csv_bytes([("the food was good", "a"), ("bad food", "b")] * 3))
+    go(app, "4_Matrix")
+    assert app.checkbox(key="matrix_cjk_only").value is False  # data with no Chinese
+
+
+def test_chinese_data_ticks_cjk_tokens_only(app: AppTest, tiny_model_dir: Path) -> None:
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(40)))
+    go(app, "4_Matrix")
+    assert app.checkbox(key="matrix_cjk_only").value is True
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    (entry,) = app.session_state["matrices"].values()
+    assert entry.name == "input-base-cjk"  # a plain model's default method, CJK rows
+    assert all(is_cjk_token(t) for t in entry.matrix.vocab)

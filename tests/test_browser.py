@@ -183,7 +183,7 @@ def test_whole_app_in_a_real_browser(
         # -- Explore ---------------------------------------------------------------------------
         goto(page, "Explore")
         expect(page.get_by_label("Token or word")).to_have_value("好")
-        expect(page.get_by_text("projected-tuned · projected")).to_be_visible()
+        expect(page.get_by_text("projected-tuned-cjk · projected")).to_be_visible()
         table = page.get_by_test_id("stDataFrame").first
         expect(table).to_be_visible()
         # The grid draws on a canvas; its accessible <table> inside the canvas has the cells.

@@ -307,3 +307,11 @@ def test_save_interrupted_inside_np_save_leaves_no_file(matrix, tmp_path, monkey
     with pytest.raises(OSError, match="disk full"):
         save_matrix(matrix, tmp_path / "m")
     assert files_in(tmp_path / "m") == []  # neither matrix.npy nor a stray temporary file
+
+
+def test_mostly_cjk_tells_chinese_texts_from_others() -> None:
+    from embedgen.tokens import mostly_cjk
+
+    assert mostly_cjk(["外卖很快", "good", "送餐慢"])
+    assert not mostly_cjk(["good food", "bad", "外卖"])
+    assert not mostly_cjk([])

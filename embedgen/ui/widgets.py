@@ -3,6 +3,7 @@ the config field, so a page cannot disagree with the library or the command line
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from embedgen.fields import spec
@@ -16,11 +17,15 @@ def setting_input(
     key: str,
     label: str | None = None,
     max_value: float | None = None,
+    default: Any = None,
     **extra: Any,
 ) -> Any:
     """A checkbox, select box or number input for the setting ``name`` of ``cls``, in ``where``
-    (``st`` or a column). ``max_value`` narrows the upper limit (e.g. the model's layers)."""
+    (``st`` or a column). ``max_value`` narrows the upper limit (e.g. the model's layers);
+    ``default`` replaces the setting's default where the page knows better (the data)."""
     s = spec(cls, name)
+    if default is not None:
+        s = dataclasses.replace(s, default=default)
     label = label or s.label[0].upper() + s.label[1:]
     help_text = extra.pop("help", None) or s.help or None
     if isinstance(s.default, bool):
