@@ -424,3 +424,23 @@ def test_chinese_data_ticks_cjk_tokens_only(app: AppTest, tiny_model_dir: Path) 
     (entry,) = app.session_state["matrices"].values()
     assert entry.name == "input-base-cjk"  # a plain model's default method, CJK rows
     assert all(is_cjk_token(t) for t in entry.matrix.vocab)
+
+
+def test_the_server_does_not_collect_garbage_after_every_rerun() -> None:
+    """`streamlit run app.py` from the project folder reads .streamlit/config.toml.
+
+    Streamlit's default full garbage collection after each script run held the GIL for about
+    0.4 s per progress-panel rerun (twice a second) once a model was loaded, and jobs ran at a
+    third of the CLI's speed (BENCHMARKS.md, "The app against the CLI").
+    """
+    import subprocess
+    import sys
+
+    probe = (
+        "from streamlit import config; config.get_config_options(force_reparse=True); "
+        "print(config.get_option('runner.postScriptGC'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
