@@ -45,6 +45,12 @@ class _Bar:
         self.bar.n = done
         self.bar.refresh()
 
+    def set_stage(self, name: str, unit: str = "") -> None:
+        """A new stage: a new bar named after it (see :func:`embedgen.progress.stage`)."""
+        self.close()
+        self.desc = name
+        self.unit = unit or self.unit
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -78,6 +78,16 @@ def human_bytes(n: int) -> str:
     return f"{size:.1f} GiB"
 
 
+def human_seconds(seconds: float) -> str:
+    """75 -> "1 min 15 s"; 4000 -> "1 h 7 min"."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
 def init_state() -> None:
     """Every page calls this first: the app's navigation, then this session's defaults."""
     _leave_pages_directory_mode()
@@ -247,10 +257,14 @@ def job_status(job: Job) -> None:
     """A progress bar with the stage and elapsed time; messages when it ended badly."""
     label = f"{job.name}: {job.state}"
     if job.stage and job.active:
-        label += f" ({job.stage})"
+        label += f" · {job.stage}"
     label += f" · {job.elapsed:.0f} s"
     if job.total and job.active:
         label += f" · {job.done:,}/{job.total:,} {job.unit}".rstrip()
+        if job.rate is not None:
+            label += f" · {job.rate:,.1f} {job.unit or 'steps'}/s"
+        if job.eta is not None:
+            label += f" · about {human_seconds(job.eta)} left"
     st.progress(job.fraction if job.state is not JobState.DONE else 1.0, text=label)
     if job.state is JobState.FAILED:
         st.error(job.error or f"{job.name} failed.")

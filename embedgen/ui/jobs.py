@@ -45,6 +45,8 @@ class Job:
     done: int = 0
     total: int = 0
     stage: str = ""
+    stage_started: float = field(default_factory=time.time)
+    stage_first: tuple[float, int] | None = None  # (time, done) of the stage's first report
     events: list[Any] = field(default_factory=list)
     result: Any = None
     error: str | None = None
@@ -56,7 +58,17 @@ class Job:
 
     # -- called from the worker thread ----------------------------------------------------
     def report(self, done: int, total: int) -> None:
+        if self.stage_first is None:
+            self.stage_first = (time.time(), done)
         self.done, self.total = done, total
+
+    __call__ = report  # a job is a ProgressFn: pass ``progress=job``
+
+    def set_stage(self, name: str, unit: str = "") -> None:
+        """A new stage (embedgen.progress.stage): its own counts, rate and ETA."""
+        self.stage, self.unit = name, unit or self.unit
+        self.done = self.total = 0
+        self.stage_started, self.stage_first = time.time(), None
 
     # -- called from the page ---------------------------------------------------------------
     @property
@@ -70,6 +82,25 @@ class Job:
     @property
     def elapsed(self) -> float:
         return (self.finished or time.time()) - self.started
+
+    @property
+    def rate(self) -> float | None:
+        """Units per second in the current stage, once it has advanced for a second."""
+        if self.stage_first is None:
+            return None
+        since, done0 = self.stage_first
+        seconds = time.time() - since
+        if seconds < 1.0 or self.done <= done0:
+            return None
+        return (self.done - done0) / seconds
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left in the current stage at the current rate, when there is one."""
+        rate = self.rate
+        if rate is None or not self.total:
+            return None
+        return max(0.0, (self.total - self.done) / rate)
 
     def request_cancel(self) -> None:
         self.cancel.set()
