@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, then a rename.
 
-An interrupted write never leaves a half-written file under the final name. Also the checksum
-that written files are recorded and checked by.
+An interrupted write never leaves a half-written file under the final name, nor a folder whose
+files come from two writes (:func:`atomic_folder`). Also the checksum that written files are
+recorded and checked by.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path``; when the block succeeds it becomes
+    ``path``, replacing what was there.
+
+    A kill while the files are written leaves the old folder whole (and a hidden staging
+    folder, removed by the next write); the swap itself is two renames. Without this, a kill
+    during a rebuild left matrix.npy from the new build beside the old manifest.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*.staging"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed write
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+    try:
+        yield staging
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old / "folder")
+            os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

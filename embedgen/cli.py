@@ -143,7 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from embedgen.matrix import MatrixOptions, build_matrix, folder_for, save_matrix
+    from embedgen.errors import BadConfig
+    from embedgen.matrix import MatrixOptions, build_matrix, folder_for, save_matrix, saved_matrix
     from embedgen.models import load_encoder
     from embedgen.postprocess import PostProcess
     from embedgen.runs import is_run_folder, load_run
@@ -159,6 +160,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         source = load_encoder(args.source, trust_remote_code=args.trust_remote_code)
     where = folder_for(source, options, words=words, corpus=corpus)
     out = Path(args.out) if args.out else where
+    if saved_matrix(out) is not None and not args.overwrite:  # asked before the work, not after
+        raise BadConfig(
+            f"{out} already holds a matrix. Pass --overwrite to replace it, or --out a new "
+            "folder to keep both."
+        )
     with _cancel_on_ctrl_c() as cancel, _progress("matrix", args, unit="batch") as bar:
         matrix = build_matrix(
             source, options, words=words, corpus=corpus, progress=bar, cancel=cancel
@@ -438,6 +444,11 @@ def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="output folder (default: RUN_DIR/matrices/<name>, or "
         "$EMBEDGEN_HOME/matrices/<model>/<name>; the name says method, layer, tuned or base, "
         "filters and post-processing)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a matrix already saved in the output folder (without it, that is refused)",
     )
     _add_settings(p, MatrixOptions)
     _add_settings(p, PostProcess)

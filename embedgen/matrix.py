@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ import torch
 from torch import nn
 
 from embedgen import __version__
-from embedgen.atomic import atomic_path, sha256_file, write_bytes, write_json
+from embedgen.atomic import atomic_folder, atomic_path, sha256_file, write_bytes, write_json
 from embedgen.blend import SHRINK, blend, label_signal, logits
 from embedgen.device import DeviceChoice, autocast, resolve_device
 from embedgen.errors import BadConfig, BadRun
@@ -69,6 +70,7 @@ from embedgen.words import (
     pooled_rows,
     whole_word_vectors,
     words_from_corpus,
+    words_from_list,
 )
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,26 @@ class EmbeddingMatrix:
     def method(self) -> Method | None:
         """The method that made the matrix, or None for one made by hand."""
         return self.manifest.get("method")
+
+    @property
+    def label(self) -> str:
+        """What the matrix is, for people: "tuned · contextual · L12 · CJK · 17,134 tokens"."""
+        m = self.manifest
+        if m.get("method") is None:
+            return f"{self.shape[0]:,} rows"
+        parts = ["tuned" if m.get("reflects_tuning") else "untuned", str(m["method"])]
+        layers = m.get("layers")
+        if layers:
+            first, last = layers
+            parts.append(f"L{first}" if first == last else f"L{first}-{last}")
+        weight = (m.get("label_signal") or {}).get("weight")
+        if weight:
+            parts.append(f"labels × {weight:g}")
+        if (m.get("selection") or {}).get("cjk_only") and m.get("rows_are") != "words":
+            parts.append("CJK")
+        parts += [str(step["step"]) for step in m.get("postprocess") or []]
+        parts.append(f"{self.shape[0]:,} {m.get('rows_are', 'rows')}")
+        return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -393,12 +415,7 @@ def build_matrix(
         assert corpus is not None  # checked above
         words = words_from_corpus(corpus)
     head = run.head if run is not None else None
-    if options.method is Method.INPUT or options.label_weight:
-        projection = None  # label-weighted rows start from the raw states (blend.py)
-    elif options.method.needs_run:
-        projection = head
-    else:
-        projection = head if options.through_projection else None
+    projection = _projection_for(options, head)
     if words is None:
         vectors, vocab, rows = _token_rows(encoder, projection, options, progress, cancel)
         columns: dict[str, tuple[Any, ...]] = {}
@@ -425,6 +442,103 @@ def build_matrix(
         vocab=tuple(vocab),
         manifest=_manifest(encoder, run, options, rows, steps, vectors.shape),
         columns=columns,
+    )
+
+
+def _projection_for(options: MatrixOptions, head: Head | None) -> Head | None:
+    """The trained projection the rows pass through, or None."""
+    if options.method is Method.INPUT or options.label_weight:
+        return None  # label-weighted rows start from the raw states (blend.py)
+    if options.method.needs_run:
+        return head
+    return head if options.through_projection else None
+
+
+@dataclass(frozen=True)
+class BuildEstimate:
+    """How long building a matrix will take: measured on ``sample`` rows, scaled to ``rows``."""
+
+    rows: int
+    seconds: float
+    sample: int
+    sample_seconds: float
+
+    def describe(self) -> str:
+        """ "about 25 s for 17,134 rows (measured on 256 rows)"."""
+        seconds = self.seconds
+        if seconds < 1:
+            took = "under a second"
+        elif seconds < 90:
+            took = f"about {seconds:.0f} s"
+        elif seconds < 5400:
+            took = f"about {seconds / 60:.0f} min"
+        else:
+            took = f"about {seconds / 3600:.1f} h"
+        how = f" (measured on {self.sample:,} rows)" if self.sample else ""
+        return f"{took} for {self.rows:,} rows{how}"
+
+
+def estimate_build(
+    source: Encoder | Run,
+    options: MatrixOptions | None = None,
+    *,
+    words: WordVocab | None = None,
+    corpus: Corpus | None = None,
+    sample: int = 128,
+) -> BuildEstimate:
+    """How long :func:`build_matrix` will take with these arguments, from a quick sample.
+
+    Rows that are read through the encoder (``contextual``, ``aggregated``) are timed on
+    ``sample`` rows spread over the vocabulary (two sizes, so the fixed cost of a build is not
+    multiplied by the number of rows); table rows (``input``, ``projected``) cost almost
+    nothing. Takes about a second on a CPU for the default matrix of a small model.
+    """
+    options = options or MatrixOptions()
+    run, encoder = _split(source)
+    if words is None and options.method.needs_words and corpus is not None:
+        words = words_from_corpus(corpus)
+    if words is None:
+        ids, _ = select_tokens(
+            encoder.tokenizer,
+            encoder.info.vocab_size,
+            drop_special=options.drop_special,
+            cjk_only=options.cjk_only,
+            drop_continuation=options.drop_continuation,
+        )
+        rows = len(ids)
+    else:
+        rows = len(words)
+    if not options.method.reads_context or rows == 0:
+        return BuildEstimate(rows=rows, seconds=0.0, sample=0, sample_seconds=0.0)
+    head = _projection_for(options, run.head if run is not None else None)
+    small = max(1, min(rows, sample) // 4)
+    large = max(small + 1, min(rows, sample))
+    if large > rows:  # a tiny vocabulary: measuring it is building it
+        large = small = rows
+
+    def timed(n: int) -> float:
+        step = max(1, rows // n)
+        if words is None:
+            picked_ids = ids[::step][:n]
+            info = encoder.info
+            layers = resolve_layers(options, info.num_layers, info.model_id)
+            started = time.perf_counter()
+            _contextual_rows(encoder, head, picked_ids, layers, options, None, None)
+        else:
+            picked = words_from_list(list(words.words[::step][:n]), name="sample")
+            started = time.perf_counter()
+            _word_rows(encoder, head, picked, corpus, options, None, None)
+        return time.perf_counter() - started
+
+    timed(small)  # warm-up: the first batch of a process pays for thread pools and kernels
+    t_small = timed(small)
+    t_large = timed(large) if large != small else t_small
+    per_row = max((t_large - t_small) / max(large - small, 1), t_large / large / 4)
+    if large == small:
+        per_row = t_large / large
+    fixed = max(0.0, t_large - per_row * large)
+    return BuildEstimate(
+        rows=rows, seconds=fixed + per_row * rows, sample=large, sample_seconds=t_large
     )
 
 
@@ -761,8 +875,14 @@ def save_matrix(
     """
     if dtype not in DTYPES:
         raise BadConfig(f"dtype {dtype!r} is not supported for matrix.npy; choose one of {DTYPES}.")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(folder)
+    with atomic_folder(final) as out:
+        _write_matrix_files(matrix, out, dtype)
+    log.info("Saved a %d x %d %s matrix to %s", *matrix.shape, dtype, final)
+    return final
+
+
+def _write_matrix_files(matrix: EmbeddingMatrix, out: Path, dtype: str) -> None:
 
     with atomic_path(out / MATRIX_FILE) as tmp:
         with tmp.open("wb") as f:
@@ -773,10 +893,12 @@ def save_matrix(
     tokens = [_escape_line(t) for t in matrix.vocab] if escaped else list(matrix.vocab)
     vocab_bytes = text_lines(tokens).encode("utf-8")
     write_bytes(out / VOCAB_FILE, vocab_bytes)
-    if escaped:
-        log.warning(
-            "%d tokens hold line breaks; vocab.txt is backslash-escaped (load_matrix undoes it)",
-            escaped,
+    model = (matrix.manifest.get("model") or {}).get("model_id", "")
+    if escaped and (model, escaped) not in _TOLD_LINE_BREAKS:  # once per model, not per save
+        _TOLD_LINE_BREAKS.add((model, escaped))
+        log.info(
+            "%s; vocab.txt escapes them with backslashes (load_matrix undoes it)",
+            "1 token holds a line break" if escaped == 1 else f"{escaped} tokens hold line breaks",
         )
 
     files = {MATRIX_FILE: matrix_sha, VOCAB_FILE: hashlib.sha256(vocab_bytes).hexdigest()}
@@ -784,8 +906,6 @@ def save_matrix(
         rows_bytes = _rows_table(matrix).encode("utf-8")
         write_bytes(out / ROWS_FILE, rows_bytes)
         files[ROWS_FILE] = hashlib.sha256(rows_bytes).hexdigest()
-    elif (out / ROWS_FILE).exists():
-        (out / ROWS_FILE).unlink()  # a rebuild without row facts: the old ones are not its
     rows, dims = matrix.shape
     manifest = _jsonable(dict(matrix.manifest))
     manifest.update(
@@ -800,8 +920,23 @@ def save_matrix(
         }
     )
     write_json(out / MANIFEST_FILE, manifest)
-    log.info("Saved a %d x %d %s matrix to %s", rows, dims, dtype, out)
-    return out
+
+
+_TOLD_LINE_BREAKS: set[tuple[str, int]] = set()
+
+
+def saved_matrix(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest of the complete matrix saved in ``folder``, or None when there is none.
+
+    What the app and the CLI check before writing, so nothing is replaced without asking.
+    """
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        return _read_manifest(path)
+    except BadRun:
+        return {}  # something is there, but not a readable matrix: still not to be lost
 
 
 def load_matrix(folder: str | os.PathLike[str], *, verify: bool = False) -> EmbeddingMatrix:

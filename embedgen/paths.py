@@ -136,3 +136,16 @@ def matrix_folder(name: str, *, run_folder: str | os.PathLike[str] | None, model
     if run_folder is not None:
         return Path(run_folder) / "matrices" / name
     return matrices_dir() / slug(Path(model_id).name) / name
+
+
+def free_folder(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` if nothing is there, else the first free ``<folder>-2``, ``-3``, ...: where a
+    second matrix of the same name goes when the user keeps both."""
+    folder = Path(folder)
+    if not folder.exists():
+        return folder
+    for n in range(2, 10_000):
+        other = folder.with_name(f"{folder.name}-{n}")
+        if not other.exists():
+            return other
+    raise FileExistsError(f"{folder.parent} already holds 9,999 folders named {folder.name}-N")

@@ -671,3 +671,18 @@ def test_evaluate_refuses_a_corpus_without_all(capsys, tmp_path, reviews_csv):
         "evaluate",
     )  # fmt: skip
     assert "--corpus goes with --all" in line, line
+
+
+def test_matrix_does_not_replace_a_saved_matrix_unless_told(capsys, tiny_model_dir, tmp_path):
+    out = tmp_path / "M"
+    assert cli(capsys, "matrix", tiny_model_dir, "--out", out).code == 0
+    before = (out / "manifest.json").read_bytes()
+    result = cli(capsys, "matrix", tiny_model_dir, "--method", "contextual", "--out", out)
+    message = refusal(result, "matrix")
+    assert "already holds a matrix" in message and "--overwrite" in message
+    assert (out / "manifest.json").read_bytes() == before
+    result = cli(
+        capsys, "matrix", tiny_model_dir, "--method", "contextual", "--out", out, "--overwrite"
+    )
+    assert result.code == 0, succeeded(result)
+    assert json.loads((out / "manifest.json").read_text("utf-8"))["method"] == "contextual"

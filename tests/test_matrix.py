@@ -306,7 +306,46 @@ def test_save_interrupted_inside_np_save_leaves_no_file(matrix, tmp_path, monkey
     monkeypatch.setattr(matrix_module.np, "save", fail)
     with pytest.raises(OSError, match="disk full"):
         save_matrix(matrix, tmp_path / "m")
-    assert files_in(tmp_path / "m") == []  # neither matrix.npy nor a stray temporary file
+    assert not (tmp_path / "m").exists()
+    assert list(tmp_path.iterdir()) == []  # no stray staging folder either
+
+
+def test_an_interrupted_rebuild_leaves_the_old_matrix_whole(matrix, tmp_path, monkeypatch):
+    """A kill during a rebuild into an existing folder left matrix.npy (float16) disagreeing
+    with manifest.json (float32); the folder is now swapped in only once it is complete."""
+    folder = save_matrix(matrix, tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_write_json = matrix_module.write_json
+
+    def fail(path, obj):  # the new matrix.npy and vocab.txt are written; the manifest fails
+        raise OSError("killed")
+
+    monkeypatch.setattr(matrix_module, "write_json", fail)
+    with pytest.raises(OSError, match="killed"):
+        save_matrix(matrix, folder, dtype="float16")
+    monkeypatch.setattr(matrix_module, "write_json", real_write_json)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert load_matrix(folder, verify=True).manifest["dtype"] == "float32"
+
+
+def test_saved_matrix_tells_a_complete_matrix_folder(matrix, tmp_path):
+    from embedgen.matrix import saved_matrix
+
+    assert saved_matrix(tmp_path / "none") is None
+    folder = save_matrix(matrix, tmp_path / "m")
+    assert saved_matrix(folder)["rows"] == matrix.shape[0]
+    (folder / "manifest.json").write_text("{broken", encoding="utf-8")
+    assert saved_matrix(folder) == {}  # something is there: not to be replaced silently
+
+
+def test_free_folder_finds_the_next_unused_name(tmp_path):
+    from embedgen.paths import free_folder
+
+    assert free_folder(tmp_path / "m") == tmp_path / "m"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m-2").mkdir()
+    assert free_folder(tmp_path / "m") == tmp_path / "m-3"
 
 
 def test_mostly_cjk_tells_chinese_texts_from_others() -> None:
@@ -315,3 +354,45 @@ def test_mostly_cjk_tells_chinese_texts_from_others() -> None:
     assert mostly_cjk(["外卖很快", "good", "送餐慢"])
     assert not mostly_cjk(["good food", "bad", "外卖"])
     assert not mostly_cjk([])
+
+
+def test_estimate_counts_the_rows_a_build_makes_and_times_a_sample(tiny_encoder) -> None:
+    from embedgen.matrix import estimate_build
+
+    options = MatrixOptions(method="contextual", cjk_only=True)
+    estimate = estimate_build(tiny_encoder, options, sample=16)
+    built = build_matrix(tiny_encoder, options)
+    assert estimate.rows == built.shape[0]
+    assert 0 < estimate.sample <= 16 and estimate.seconds > 0
+    assert f"for {built.shape[0]:,} rows (measured on {estimate.sample} rows)" in (
+        estimate.describe()
+    )
+    table = estimate_build(tiny_encoder, MatrixOptions(method="input"))
+    assert (table.rows, table.sample) == (build_matrix(tiny_encoder).shape[0], 0)
+
+
+def test_a_matrix_says_what_it_is(tiny_encoder) -> None:
+    from embedgen.postprocess import PostProcess
+
+    options = MatrixOptions(
+        method="contextual", layer=1, cjk_only=True, postprocess=PostProcess(center=True)
+    )
+    matrix = build_matrix(tiny_encoder, options)
+    assert matrix.label == f"untuned · contextual · L1 · CJK · center · {matrix.shape[0]:,} tokens"
+
+
+def test_tokens_with_line_breaks_are_logged_once_per_model(tmp_path, caplog) -> None:
+    """The server logged "1 tokens hold line breaks" on every save (five times in one visit)."""
+    import logging
+
+    matrix = EmbeddingMatrix(
+        np.zeros((2, 2), np.float32), ("a\nb", "c"), manifest={"model": {"model_id": "once"}}
+    )
+    with caplog.at_level(logging.INFO, logger="embedgen.matrix"):
+        for n in range(3):
+            save_matrix(matrix, tmp_path / f"m{n}")
+    told = [r.getMessage() for r in caplog.records if "line break" in r.getMessage()]
+    assert told == [
+        "1 token holds a line break; vocab.txt escapes them with backslashes "
+        "(load_matrix undoes it)"
+    ]
