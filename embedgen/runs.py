@@ -176,6 +176,9 @@ def train_and_save(
 ) -> Run:
     """Fine-tune and keep the run folder truthful throughout: running, then saved or failed.
 
+    A run cancelled before its first epoch finished has no trained head, so nothing of it is
+    kept: its run.json goes (and the folder, if that leaves it empty) and the run comes back
+    with no folder. What it encoded stays in the feature cache (``embedgen.features``).
     The CLI and the app both train through here, so a run started in one opens in the other.
     """
     folder = mark_running(folder, config, encoder.info.as_dict(), data.summary())
@@ -184,8 +187,32 @@ def train_and_save(
     except BaseException as exc:
         write_failure(folder, exc)
         raise
+    if not has_trained_head(run):
+        _discard(folder)
+        return run
     save_run(run, folder)
     return run
+
+
+def has_trained_head(run_or_record: Run | dict[str, Any]) -> bool:
+    """Whether a run (or its run.json record) finished at least one epoch: finished, or
+    cancelled after an epoch. Only such a run can build a matrix."""
+    if isinstance(run_or_record, Run):
+        status, history = run_or_record.status, run_or_record.history
+    else:
+        status, history = run_or_record.get("status"), run_or_record.get("history")
+    return status in (RunStatus.FINISHED, RunStatus.CANCELLED) and bool(history)
+
+
+def _discard(folder: Path) -> None:
+    """Remove the run.json that :func:`mark_running` wrote, and the folder if nothing else is
+    in it (a folder the user named may hold other things)."""
+    (folder / RUN_FILE).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        log.info("Kept %s: it holds other files", folder)
+    log.info("Nothing kept of the run in %s: it was cancelled before the first epoch", folder)
 
 
 def list_runs(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -254,6 +281,11 @@ def load_run(folder: str | os.PathLike[str], *, device: torch.device | str | Non
         raise BadRun(
             f"Run '{folder}' is {status}; it has no trained head to use. "
             "Wait for it to finish, or train again."
+        )
+    if not has_trained_head(record):
+        raise BadRun(
+            f"Run '{folder}' was cancelled before its first epoch finished; it has no trained "
+            "head to use. Train again (the texts it encoded are cached for the head strategy)."
         )
     if not (folder / HEAD_FILE).exists():
         raise BadRun(f"Run '{folder}' has no {HEAD_FILE}; the run is incomplete. Train again.")

@@ -5,7 +5,7 @@ import streamlit as st
 from embedgen.data import LabelledData
 from embedgen.models import Encoder
 from embedgen.paths import new_run_folder
-from embedgen.runs import list_runs, load_run, train_and_save
+from embedgen.runs import has_trained_head, list_runs, load_run, train_and_save
 from embedgen.train import FinetuneConfig, Run, Strategy
 from embedgen.ui import common as ui
 from embedgen.ui import plots
@@ -50,7 +50,7 @@ def show_run(run: Run) -> None:
 
 
 with st.expander("Open a saved run"):
-    runs = [r for r in list_runs() if r.get("status") in ("finished", "cancelled")]
+    runs = [r for r in list_runs() if has_trained_head(r)]
     if not runs:
         st.caption("No saved runs yet.")
     else:
@@ -80,34 +80,54 @@ if encoder is None or data is None:
 st.caption(
     f"{encoder.info.model_id} · {data.source_name}: {len(data):,} rows, {data.num_classes} classes"
 )
+# The strategy decides which settings apply, so it sits outside the form: the form's widgets
+# only change the page when it is submitted.
+strategy = setting_input(
+    st,
+    FinetuneConfig,
+    "strategy",
+    key="train_strategy",
+    help="\n\n".join(f"**{s}**: {s.description}" for s in Strategy),
+    disabled=busy,
+)
+tuned = strategy != Strategy.HEAD
+st.caption(Strategy(strategy).description)
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
-    strategy = setting_input(
-        c1,
-        FinetuneConfig,
-        "strategy",
-        key="train_strategy",
-        help="\n\n".join(f"**{s}**: {s.description}" for s in Strategy),
-    )
-    dim = setting_input(c2, FinetuneConfig, "dim", key="train_dim")
-    epochs = setting_input(c3, FinetuneConfig, "epochs", key="train_epochs")
+    dim = setting_input(c1, FinetuneConfig, "dim", key="train_dim")
+    epochs = setting_input(c2, FinetuneConfig, "epochs", key="train_epochs")
+    patience = setting_input(c3, FinetuneConfig, "patience", key="train_patience")
     c1, c2, c3 = st.columns(3)
     batch_size = setting_input(c1, FinetuneConfig, "batch_size", key="train_batch")
     head_lr = setting_input(
         c2, FinetuneConfig, "head_learning_rate", key="train_head_lr", format="%.0e"
     )
-    lr = setting_input(c3, FinetuneConfig, "learning_rate", key="train_lr", format="%.0e")
-    c1, c2, c3 = st.columns(3)
-    top_k = setting_input(
-        c1,
-        FinetuneConfig,
-        "top_k",
-        key="train_top_k",
-        max_value=max(1, encoder.info.num_layers),
-    )
-    patience = setting_input(c2, FinetuneConfig, "patience", key="train_patience")
     max_length = setting_input(c3, FinetuneConfig, "max_length", key="train_max_length")
-    train_embeddings = setting_input(st, FinetuneConfig, "train_embeddings", key="train_embeddings")
+    # Only what applies to the strategy: the rest keeps its default in the run's config.
+    extra: dict[str, object] = {}
+    c1, c2, _ = st.columns(3)
+    if tuned:
+        extra["learning_rate"] = float(
+            setting_input(c1, FinetuneConfig, "learning_rate", key="train_lr", format="%.0e")
+        )
+    if strategy == Strategy.TOP_K:
+        extra["top_k"] = int(
+            setting_input(
+                c2,
+                FinetuneConfig,
+                "top_k",
+                key="train_top_k",
+                max_value=max(1, encoder.info.num_layers),
+            )
+        )
+    if strategy == Strategy.FULL:
+        extra["train_embeddings"] = setting_input(
+            c2, FinetuneConfig, "train_embeddings", key="train_embeddings"
+        )
+    if not tuned:
+        extra["cache_features"] = setting_input(
+            c1, FinetuneConfig, "cache_features", key="train_cache_features"
+        )
     start = st.form_submit_button("Start training", type="primary", disabled=busy)
 
 if start:
@@ -117,13 +137,11 @@ if start:
             dim=int(dim),
             epochs=int(epochs),
             batch_size=int(batch_size),
-            learning_rate=float(lr),
             head_learning_rate=float(head_lr),
-            top_k=int(top_k),
             patience=int(patience),
             max_length=int(max_length),
-            train_embeddings=train_embeddings,
             val_fraction=st.session_state[ui.DATA_VAL_FRACTION],
+            **extra,
         )
     )
 
@@ -139,7 +157,7 @@ if start:
             data,
             config,
             folder,
-            progress=job.report,
+            progress=job,
             cancel=job.cancel,
             on_epoch=job.events.append,
         )
@@ -149,8 +167,12 @@ if start:
 
 if job is not None:
     ui.job_panel(job, render, key="train")
-    if job.state in (JobState.DONE, JobState.CANCELLED) and job.result is not None:
-        st.session_state[ui.TRAIN_RUN] = job.result
+    result = job.result
+    if job.state in (JobState.DONE, JobState.CANCELLED) and result is not None:
+        if has_trained_head(result):
+            st.session_state[ui.TRAIN_RUN] = result
+        else:  # nothing to build a matrix from, and nothing was saved
+            st.warning(result.message or "No epoch finished, so there is no trained head.")
 
 run = st.session_state[ui.TRAIN_RUN]
 if run is not None and (job is None or not job.active):

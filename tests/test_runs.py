@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,14 @@ import torch
 
 from embedgen.errors import BadRun
 from embedgen.runs import (
+    has_trained_head,
+    list_runs,
     load_run,
     mark_running,
     read_run_record,
     run_manifest,
     save_run,
+    train_and_save,
     write_failure,
 )
 from embedgen.train import FinetuneConfig, RunStatus, finetune
@@ -114,3 +118,47 @@ def test_manifest_describes_the_run(tiny_encoder, synthetic_data, tmp_path: Path
     assert m["metrics"]["epoch"] == run.best_epoch
     assert m["dataset"]["rows_train"] > 0
     json.dumps(m)  # manifests must be JSON
+
+
+def test_a_run_cancelled_before_its_first_epoch_is_not_kept(
+    tiny_encoder, synthetic_data, tmp_path: Path
+) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    folder = tmp_path / "run"
+    run = train_and_save(
+        tiny_encoder, synthetic_data, FinetuneConfig(epochs=2, dim=8), folder, cancel=cancel
+    )
+    assert run.status is RunStatus.CANCELLED and not run.history
+    assert run.folder is None
+    assert not folder.exists(), "a run with no trained head leaves no folder to list"
+
+
+def test_a_run_cancelled_after_an_epoch_is_kept(
+    tiny_encoder, synthetic_data, tmp_path: Path
+) -> None:
+    cancel = threading.Event()
+    run = train_and_save(
+        tiny_encoder,
+        synthetic_data,
+        FinetuneConfig(epochs=5, dim=8),
+        tmp_path / "run",
+        cancel=cancel,
+        on_epoch=lambda m: cancel.set(),
+    )
+    assert run.folder == str(tmp_path / "run")
+    (record,) = list_runs(tmp_path)
+    assert record["status"] == "cancelled" and has_trained_head(record)
+    assert load_run(tmp_path / "run").best_epoch == 1
+
+
+def test_an_older_cancelled_run_without_epochs_cannot_be_used(tiny_encoder, tmp_path: Path) -> None:
+    """Before runs cancelled that early were discarded, they were saved with an untrained head."""
+    folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
+    record = json.loads((folder / "run.json").read_text("utf-8"))
+    record.update(status="cancelled", history=[], best=None, best_epoch=0)
+    (folder / "run.json").write_text(json.dumps(record), "utf-8")
+    (folder / "head.safetensors").write_bytes(b"")
+    assert not has_trained_head(list_runs(tmp_path)[0])
+    with pytest.raises(BadRun, match="cancelled before its first epoch"):
+        load_run(folder)

@@ -19,6 +19,26 @@ from embedgen.train.metrics import macro_f1
 FAST = {"dim": 8, "batch_size": 32, "patience": 0}
 
 
+class Stages:
+    """A progress sink that records each stage's name, unit and (done, total) calls."""
+
+    def __init__(self, on_call=None) -> None:
+        self.names: list[str] = []
+        self.units: list[str] = []
+        self.calls: dict[str, list[tuple[int, int]]] = {}
+        self.on_call = on_call
+
+    def set_stage(self, name: str, unit: str = "") -> None:
+        self.names.append(name)
+        self.units.append(unit)
+        self.calls[name] = []
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls[self.names[-1]].append((done, total))
+        if self.on_call is not None:
+            self.on_call(self.names[-1], done, total)
+
+
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -126,17 +146,35 @@ def test_same_seed_same_run_other_seed_other_run(tiny_encoder, synthetic_data) -
     assert not torch.equal(head(0), head(1))
 
 
-def test_progress_reaches_the_total_in_order(tiny_encoder, synthetic_data) -> None:
-    calls: list[tuple[int, int]] = []
-    finetune(
-        tiny_encoder,
-        synthetic_data,
-        FinetuneConfig(epochs=2, **FAST),
-        progress=lambda d, t: calls.append((d, t)),
-    )
-    done = [d for d, _ in calls]
-    assert done == sorted(done)
-    assert calls[-1][0] == calls[-1][1] > 0
+# Progress goes by stage (embedgen.progress.stage): it used to be one count of rows over the
+# encoding pass and every epoch together, which read "192/77,655 rows" while still encoding.
+@pytest.mark.parametrize("cache", [True, False])
+def test_head_progress_names_encoding_then_each_epoch(
+    tiny_encoder, synthetic_data, cache: bool
+) -> None:
+    stages = Stages()
+    cfg = FinetuneConfig(epochs=2, cache_features=cache, **FAST)
+    run = finetune(tiny_encoder, synthetic_data, cfg, progress=stages)
+    n_texts = len(set(synthetic_data.texts))
+    assert stages.names == [f"encoding {n_texts:,} texts", "epoch 1 of 2", "epoch 2 of 2"]
+    assert stages.units == ["texts", "rows", "rows"]
+    per_epoch = run.data_summary["rows_train"]
+    for name, calls in stages.calls.items():
+        done = [d for d, _ in calls]
+        assert done == sorted(done), f"{name}: counts must only go up"
+        assert {t for _, t in calls} == {n_texts if name.startswith("enc") else per_epoch}
+        assert calls[-1][0] == calls[-1][1], f"{name} must end at its total"
+
+
+def test_tuning_progress_names_tokenizing_then_each_epoch(tiny_encoder, synthetic_data) -> None:
+    stages = Stages()
+    cfg = FinetuneConfig(strategy="top-k", top_k=1, epochs=2, **FAST)
+    finetune(tiny_encoder, synthetic_data, cfg, progress=stages)
+    n = len(synthetic_data)
+    assert stages.names == [f"tokenizing {n:,} texts", "epoch 1 of 2", "epoch 2 of 2"]
+    # An epoch of a tuned encoder passes over the training rows, then encodes the validation
+    # rows with the changed encoder: both are its rows.
+    assert stages.calls["epoch 1 of 2"][-1] == (n, n)
 
 
 def test_epoch_callback_sees_every_epoch(tiny_encoder, synthetic_data) -> None:
@@ -150,19 +188,19 @@ def test_epoch_callback_sees_every_epoch(tiny_encoder, synthetic_data) -> None:
 
 def test_cancel_stops_within_one_batch(tiny_encoder, synthetic_data) -> None:
     cancel = threading.Event()
-    calls: list[int] = []
 
-    def progress(done: int, total: int) -> None:  # counts rows: three batches of 16
-        calls.append(done)
-        if done == 48:
+    def after(name: str, done: int, total: int) -> None:  # counts rows: three batches of 16
+        if name == "epoch 1 of 5" and done == 48:
             cancel.set()
 
+    stages = Stages(after)
     cfg = FinetuneConfig(strategy="top-k", top_k=1, epochs=5, batch_size=16, dim=8, patience=0)
-    run = finetune(tiny_encoder, synthetic_data, cfg, progress=progress, cancel=cancel)
+    run = finetune(tiny_encoder, synthetic_data, cfg, progress=stages, cancel=cancel)
     assert run.status is RunStatus.CANCELLED
-    assert calls[:3] == [16, 32, 48]
-    assert calls[-1] == 48, "no batch may run after cancel was set"
-    assert "Cancelled" in run.message
+    assert stages.names[-1] == "epoch 1 of 5"
+    done = [d for d, _ in stages.calls["epoch 1 of 5"]]
+    assert done == [0, 16, 32, 48], "no batch may run after cancel was set"
+    assert "Cancelled before the first epoch" in run.message
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -209,22 +247,25 @@ def test_out_of_memory_halves_the_batch_and_carries_on(tiny_encoder, synthetic_d
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     hook = tiny_encoder.model.register_forward_pre_hook(too_big, with_kwargs=True)
-    calls: list[tuple[int, int]] = []
-    cfg = FinetuneConfig(epochs=2, batch_size=32, dim=8, patience=0)
+    stages = Stages()
+    # Without the feature cache, so the encoder runs (and runs out of memory) in this test.
+    cfg = FinetuneConfig(epochs=2, batch_size=32, dim=8, patience=0, cache_features=False)
     try:
-        run = finetune(tiny_encoder, synthetic_data, cfg, progress=lambda *a: calls.append(a))
+        run = finetune(tiny_encoder, synthetic_data, cfg, progress=stages)
     finally:
         hook.remove()
     assert run.status is RunStatus.FINISHED
     assert run.batch_size_used == 4
     assert len(run.history) == 2
     # Eight times the planned steps must not end the learning-rate schedule early: half the
-    # rows trained, half the head's rate left; and the progress bar ends exactly at its total.
+    # rows trained, half the head's rate left; and each stage's bar ends exactly at its total.
     first, last = run.history
     assert first.head_learning_rate == pytest.approx(0.5 * cfg.head_learning_rate)
     assert last.head_learning_rate == pytest.approx(0.0)
-    assert calls[-1][0] == calls[-1][1] == max(t for _, t in calls)
-    assert all(t == calls[0][1] for _, t in calls), "the total must not move"
+    assert len(stages.names) == 3
+    for name, calls in stages.calls.items():
+        assert all(t == calls[0][1] for _, t in calls), f"{name}: the total must not move"
+        assert calls[-1][0] == calls[-1][1], f"{name} must end at its total"
 
 
 def test_out_of_memory_at_batch_one_is_a_clear_error(tiny_encoder, synthetic_data) -> None:
@@ -234,7 +275,8 @@ def test_out_of_memory_at_batch_one_is_a_clear_error(tiny_encoder, synthetic_dat
     hook = tiny_encoder.model.register_forward_pre_hook(always, with_kwargs=True)
     try:
         with pytest.raises(BadConfig, match="batch size 1"):
-            finetune(tiny_encoder, synthetic_data, FinetuneConfig(epochs=1, batch_size=4, dim=8))
+            cfg = FinetuneConfig(epochs=1, batch_size=4, dim=8, cache_features=False)
+            finetune(tiny_encoder, synthetic_data, cfg)
     finally:
         hook.remove()
 

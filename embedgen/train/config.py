@@ -89,6 +89,15 @@ class FinetuneConfig:
         low_open=True,
         help="share of each class held out to validate",
     )
+    cache_features: bool = setting(
+        True,
+        "cache encoded features",
+        negated_flag=True,
+        flag="--no-cache-features",
+        help="strategy head only: keep the encoded texts under $EMBEDGEN_HOME/cache/features, "
+        "so a re-run on the same model, data, max length and pooling skips encoding "
+        "(size limit: EMBEDGEN_FEATURE_CACHE_MB, default 2048)",
+    )
     seed: int = setting(0, "seed", low=0, high=2**32 - 1, help="split, initialisation, order")
     device: DeviceChoice = setting(DeviceChoice.AUTO, "device", choices=DeviceChoice)
 

@@ -3,19 +3,25 @@
 Sentence features are the encoder's last hidden states averaged over real tokens, so the
 projection learns in the space the contextual token vectors live in. Read top to bottom:
 :func:`finetune` splits the data and hands it to a ``_Trainer``, which plans the optimizer,
-encodes the texts once when the encoder is frozen, runs epochs until the last one or an early
-stop, and restores the best epoch. Progress and the learning-rate schedule count rows, not
-batches, so both stay right when a GPU out-of-memory error halves the batch part-way.
+encodes the texts once when the encoder is frozen (through the feature cache,
+``embedgen.features``, so a re-run with other head settings skips it), runs epochs until the
+last one or an early stop, and restores the best epoch.
+
+Progress goes by stage (``embedgen.progress.stage``): "encoding N texts" (counting texts) for
+the frozen encoder or "tokenizing N texts" for the others, then "epoch k of n" (counting the
+rows of that epoch). Progress and the learning-rate schedule count rows, not batches, so both
+stay right when a GPU out-of-memory error halves the batch part-way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,8 +32,9 @@ from torch import nn
 from embedgen.data import LabelledData, split
 from embedgen.device import autocast, resolve_device
 from embedgen.errors import BadConfig, Cancelled
+from embedgen.features import FeatureCache, cached_features, feature_key
 from embedgen.models import Encoder
-from embedgen.progress import ProgressFn, check_cancel
+from embedgen.progress import ProgressFn, check_cancel, stage
 from embedgen.train.batches import Batches, pad_multiple, pool
 from embedgen.train.config import FinetuneConfig, Strategy
 from embedgen.train.head import Head
@@ -90,14 +97,14 @@ def finetune(
     """Train a head (and, by strategy, encoder layers) on ``data``; return the :class:`Run`.
 
     The encoder passed in is never changed: strategies that tune it work on a copy.
-    ``progress`` gets (rows done, rows total), counting every pass over a row (encoding, each
-    epoch); ``cancel`` is checked before every batch; ``on_epoch`` gets each epoch's metrics
-    as soon as they are known.
+    ``progress`` gets (done, total) within each stage ("encoding N texts" in texts, or
+    "tokenizing N texts"; then "epoch k of n" in rows); ``cancel`` is checked before every
+    batch; ``on_epoch`` gets each epoch's metrics as soon as they are known.
     """
     config = config or FinetuneConfig()
     train, val = split(data, val_fraction=config.val_fraction, seed=config.seed)
     log.info("Fine-tuning on %d rows, validating on %d", len(train), len(val))
-    trainer = _Trainer(encoder, train, val, config, progress, cancel, on_epoch)
+    trainer = _Trainer(encoder, train, val, config, progress, cancel, on_epoch, data.texts)
     try:
         run = trainer.run()
     finally:
@@ -189,6 +196,7 @@ class _Trainer:
         progress: ProgressFn | None,
         cancel: threading.Event | None,
         on_epoch: Callable[[EpochMetrics], None] | None,
+        texts: Sequence[str],
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
@@ -210,16 +218,15 @@ class _Trainer:
         self.head = Head(hidden, config.dim, self.num_classes, config.dropout).to(self.device)
         self.train_y = torch.tensor(train.labels, dtype=torch.long)
         self.val_y = torch.tensor(val.labels, dtype=torch.long)
-        multiple = pad_multiple(self.device)
-        self.train_tok = Batches(encoder.tokenizer, train.texts, config.max_length, multiple)
-        self.val_tok = Batches(encoder.tokenizer, val.texts, config.max_length, multiple)
+        self.multiple = pad_multiple(self.device)
+        self.train_texts, self.val_texts = train.texts, val.texts
+        # Every distinct text of the data once, in the data's order: the frozen encoder's
+        # features are cached for these, so another seed or split finds them too.
+        self.texts = list(dict.fromkeys(texts))
+        self.train_tok: Batches | None = None  # tokenised when the encoder trains
+        self.val_tok: Batches | None = None
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.done = 0  # rows processed so far: encoding passes and training passes
-        n_train, n_val = len(self.train_y), len(self.val_y)
-        if self.tuned:  # every epoch passes over the training and the validation rows
-            self.total = config.epochs * (n_train + n_val)
-        else:  # one encoding pass, then epochs over the cached training features
-            self.total = (n_train + n_val) + config.epochs * n_train
+        self.advance: Callable[[int], None] | None = None  # counts the current stage's units
         self.trained_rows = 0  # rows the optimizer has stepped over; drives the LR schedule
 
     # -- the run, top to bottom ----------------------------------------------------------------
@@ -230,23 +237,32 @@ class _Trainer:
         best = _Best()
         status, message = RunStatus.FINISHED, ""
         try:
-            train_feats, val_feats = self._cached_features()
-            for epoch in range(1, cfg.epochs + 1):
-                metrics, pred = self._epoch(epoch, optimizer, scheduler, train_feats, val_feats)
-                history.append(metrics)
-                if self.on_epoch is not None:
-                    self.on_epoch(metrics)
-                if metrics.val_macro_f1 > best.f1:
-                    best = _Best(metrics.val_macro_f1, epoch, pred, self._snapshot())
-                elif cfg.patience and epoch - best.epoch >= cfg.patience:
-                    message = (
-                        f"Stopped early after epoch {epoch}: no better macro-F1 since {best.epoch}."
-                    )
-                    log.info(message)
-                    break
+            train_feats, val_feats = self._prepare()
+            with self._epoch_threads():
+                for epoch in range(1, cfg.epochs + 1):
+                    metrics, pred = self._epoch(epoch, optimizer, scheduler, train_feats, val_feats)
+                    history.append(metrics)
+                    if self.on_epoch is not None:
+                        self.on_epoch(metrics)
+                    if metrics.val_macro_f1 > best.f1:
+                        best = _Best(metrics.val_macro_f1, epoch, pred, self._snapshot())
+                    elif cfg.patience and epoch - best.epoch >= cfg.patience:
+                        message = (
+                            f"Stopped early after epoch {epoch}: "
+                            f"no better macro-F1 since {best.epoch}."
+                        )
+                        log.info(message)
+                        break
         except Cancelled:
             status = RunStatus.CANCELLED
             message = f"Cancelled after {len(history)} of {cfg.epochs} epochs."
+            if not history:
+                message = "Cancelled before the first epoch finished; no head was trained."
+                if not self.tuned and cfg.cache_features:
+                    message += (
+                        " The texts encoded so far are cached: the next run on this model, "
+                        "data and max length starts from there."
+                    )
             log.info(message)
         return self._result(history, best, status, message)
 
@@ -266,11 +282,77 @@ class _Trainer:
         )
         return optimizer, scheduler
 
-    def _cached_features(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """With the encoder frozen, every text's features once; otherwise (None, None)."""
+    def _prepare(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """With the encoder frozen, every text's features once (from the feature cache where
+        it has them); otherwise tokenise the texts for the epochs and return (None, None)."""
+        cfg = self.config
         if self.tuned:
+            n = len(self.train_texts) + len(self.val_texts)
+            self._begin(f"tokenizing {n:,} texts", "texts", n)
+            self.train_tok = self._tokenize(self.train_texts)
+            self.val_tok = self._tokenize(self.val_texts)
+            self._advance(n)
             return None, None
-        return self._encode_all(self.train_tok), self._encode_all(self.val_tok)
+        stage(self.progress, f"encoding {len(self.texts):,} texts", "texts")
+        key = feature_key(
+            self.encoder,
+            self.texts,
+            max_length=cfg.max_length,
+            pooling=cfg.pooling,
+            device=self.device,
+        )
+        feats = cached_features(
+            key,
+            self.encoder.info.hidden_size,
+            self._encode_positions,
+            cache=FeatureCache() if cfg.cache_features else None,
+            progress=self.progress,
+            cancel=self.cancel,
+        )
+        position = {text: i for i, text in enumerate(self.texts)}
+        train_at = [position[t] for t in self.train_texts]
+        val_at = [position[t] for t in self.val_texts]
+        return feats[train_at], feats[val_at]
+
+    @contextlib.contextmanager
+    def _epoch_threads(self) -> Iterator[None]:
+        """Head-only epochs on the CPU run in one thread, then the thread count comes back.
+
+        Their matrices are tiny (a batch x hidden x d), so threads only add synchronisation;
+        and on a busy CPU the threads wait for each other. On two shared cores, 10 epochs over
+        waimai_10k's cached features took 142 s with two threads and 3.2 s with one
+        (bench/results/feature_cache.md).
+        """
+        if self.tuned or self.device.type != "cpu":
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def _tokenize(self, texts: Sequence[str]) -> Batches:
+        return Batches(self.encoder.tokenizer, texts, self.config.max_length, self.multiple)
+
+    def _begin(self, name: str, unit: str, total: int) -> None:
+        """Start a stage of ``total`` units: name it, count from 0 (``self._advance``)."""
+        stage(self.progress, name, unit)
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            if self.progress is not None:
+                self.progress(min(done, total), total)
+
+        self.advance = advance
+        advance(0)
+
+    def _advance(self, n: int) -> None:
+        if self.advance is not None:
+            self.advance(n)
 
     def _epoch(
         self,
@@ -282,6 +364,8 @@ class _Trainer:
     ) -> tuple[EpochMetrics, np.ndarray]:
         """Train one pass over the training rows in a seeded order; validate; say how it went."""
         t0 = time.perf_counter()
+        rows = len(self.train_y) + (len(self.val_y) if self.tuned else 0)
+        self._begin(f"epoch {epoch} of {self.config.epochs}", "rows", rows)
         self.head.train()
         if self.tuned:
             self.model.train()
@@ -291,7 +375,7 @@ class _Trainer:
         def step(index: Sequence[int]) -> None:
             losses.append((self._step(index, optimizer, scheduler, train_feats), len(index)))
 
-        self._chunks(order, step)
+        self._chunks(order, step, self._advance)
         val_loss, pred = self._evaluate(val_feats)
         y = self.val_y.numpy()
         metrics = EpochMetrics(
@@ -324,6 +408,7 @@ class _Trainer:
         if train_feats is not None:
             feats = train_feats[list(index)].to(self.device)
         else:
+            assert self.train_tok is not None
             feats = self._features(self.train_tok.collate(index, self.device))
         logits = self.head(feats).float()
         loss = nn.functional.cross_entropy(logits, self.train_y[list(index)].to(self.device))
@@ -360,8 +445,14 @@ class _Trainer:
         )
 
     # -- batching with progress, cancel and out-of-memory recovery ---------------------------
-    def _chunks(self, order: Sequence[int], step: Callable[[Sequence[int]], None]) -> None:
-        """Run ``step`` over ``order`` in batches, halving the batch on GPU out-of-memory."""
+    def _chunks(
+        self,
+        order: Sequence[int],
+        step: Callable[[Sequence[int]], None],
+        advance: Callable[[int], None],
+    ) -> None:
+        """Run ``step`` over ``order`` in batches, halving the batch on GPU out-of-memory;
+        ``advance(n)`` after each batch of n."""
         pos = 0
         while pos < len(order):
             check_cancel(self.cancel, "Fine-tuning")
@@ -374,9 +465,7 @@ class _Trainer:
                 self._halve_batch(exc)
                 continue
             pos += len(index)
-            self.done += len(index)
-            if self.progress is not None:
-                self.progress(min(self.done, self.total), self.total)
+            advance(len(index))
 
     def _halve_batch(self, exc: BaseException) -> None:
         _free_memory(self.device)
@@ -395,23 +484,30 @@ class _Trainer:
         return pool(out.last_hidden_state, batch["attention_mask"], self.config.pooling).float()
 
     @torch.no_grad()
-    def _encode_all(self, tok: Batches) -> torch.Tensor:
-        """Features of every text (frozen encoder), in the original order."""
+    def _encode_all(self, tok: Batches, advance: Callable[[int], None]) -> torch.Tensor:
+        """Features of every text of ``tok`` in its order, shortest batches first."""
         self.model.eval()
         feats = torch.empty((len(tok), self.encoder.info.hidden_size))
 
         def step(index: Sequence[int]) -> None:
             feats[list(index)] = self._features(tok.collate(index, self.device)).cpu()
 
-        self._chunks(tok.by_length(), step)
+        self._chunks(tok.by_length(), step, advance)
         return feats
+
+    def _encode_positions(
+        self, positions: Sequence[int], advance: Callable[[int], None]
+    ) -> torch.Tensor:
+        """Features of the texts at ``positions`` of ``self.texts`` (one feature-cache chunk)."""
+        return self._encode_all(self._tokenize([self.texts[i] for i in positions]), advance)
 
     @torch.no_grad()
     def _evaluate(self, val_feats: torch.Tensor | None) -> tuple[float, np.ndarray]:
         self.head.eval()
         self.model.eval()
         if val_feats is None:
-            val_feats = self._encode_all(self.val_tok)
+            assert self.val_tok is not None
+            val_feats = self._encode_all(self.val_tok, self._advance)
         logits = self.head(val_feats.to(self.device)).float().cpu()
         loss = nn.functional.cross_entropy(logits, self.val_y).item()
         return loss, logits.argmax(1).numpy()

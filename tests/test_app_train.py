@@ -1,0 +1,128 @@
+"""The Train page: only the settings that apply to the strategy, stages, and no empty runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_rows
+from streamlit.testing.v1 import AppTest
+
+from embedgen.ui.jobs import HEAVY_SLOTS
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 60
+
+
+@pytest.fixture()
+def app(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> AppTest:
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EMBEDGEN_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def run_page(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def go(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"pages/{page}.py")
+    return run_page(at)
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    next(b for b in at.button if b.label == label).click()
+    return run_page(at)
+
+
+def train_page(at: AppTest, model_dir: Path, rows: int = 120) -> AppTest:
+    """Load the tiny model, upload ``rows`` synthetic reviews and open the Train page."""
+    go(at, "1_Model")
+    at.radio(key="model_source").set_value("Folder on this machine").run()
+    at.text_input(key="model_folder").input(str(model_dir)).run()
+    click(at, "Load model")
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["text", "label"])
+    writer.writerows(synthetic_rows(rows))
+    go(at, "2_Data")
+    at.get("file_uploader")[0].upload("reviews.csv", buf.getvalue().encode(), "text/csv")
+    run_page(at)
+    return go(at, "3_Train")
+
+
+def keys(at: AppTest) -> set[str]:
+    return {w.key for w in [*at.number_input, *at.checkbox] if w.key}
+
+
+def test_the_form_shows_only_the_settings_of_the_chosen_strategy(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    train_page(app, tiny_model_dir)
+    common = {"train_dim", "train_epochs", "train_patience", "train_batch", "train_head_lr"}
+    head = keys(app)
+    assert common <= head
+    assert "train_cache_features" in head
+    assert not head & {"train_lr", "train_top_k", "train_embeddings"}, "they do nothing for head"
+
+    app.selectbox(key="train_strategy").set_value("top-k")
+    top_k = keys(run_page(app))
+    assert {"train_lr", "train_top_k"} <= top_k
+    assert not top_k & {"train_embeddings", "train_cache_features"}
+
+    app.selectbox(key="train_strategy").set_value("full")
+    full = keys(run_page(app))
+    assert {"train_lr", "train_embeddings"} <= full
+    assert not full & {"train_top_k", "train_cache_features"}
+
+
+def test_a_head_run_ends_in_its_last_epoch_stage_and_trains_with_the_defaults_that_apply(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    train_page(app, tiny_model_dir)
+    app.number_input(key="train_epochs").set_value(2)
+    app.number_input(key="train_dim").set_value(8)
+    click(app, "Start training")
+    job = app.session_state["train_job"]
+    assert job.wait(TIMEOUT)
+    run_page(app)
+    assert (job.stage, job.unit) == ("epoch 2 of 2", "rows")
+    run = app.session_state["train_run"]
+    assert str(run.status) == "finished" and run.config.cache_features
+    assert str(run.config.strategy) == "head" and run.config.top_k == 2  # the default
+
+
+def test_a_run_cancelled_before_its_first_epoch_is_neither_kept_nor_listed(
+    app: AppTest, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # A run saved that way by an older version: cancelled, no epoch, F1 0.000.
+    old = tmp_path / "home" / "runs" / "2020-01-01T00-00-00_reviews_head"
+    old.mkdir(parents=True)
+    (old / "run.json").write_text(
+        json.dumps({"status": "cancelled", "history": [], "best": None, "started": "2020"})
+    )
+    train_page(app, tiny_model_dir)
+    app.number_input(key="train_epochs").set_value(50)
+    HEAVY_SLOTS.acquire()  # another job holds the slot: this one waits, so the cancel is in time
+    try:
+        click(app, "Start training")
+        job = app.session_state["train_job"]
+        job.request_cancel()
+    finally:
+        HEAVY_SLOTS.release()
+    assert job.wait(TIMEOUT)
+    run_page(app)
+    assert str(job.state) == "cancelled"
+    assert app.session_state["train_run"] is None, "no trained head to build a matrix from"
+    runs = sorted(p.name for p in (tmp_path / "home" / "runs").iterdir())
+    assert runs == [old.name], "the cancelled run left no folder behind"
+    assert "No saved runs yet." in [str(c.value) for c in app.caption]
