@@ -255,14 +255,40 @@ def test_out_of_memory_halves_the_batch_and_carries_on(tiny_encoder, synthetic_d
     finally:
         hook.remove()
     assert run.status is RunStatus.FINISHED
-    assert run.batch_size_used == 4
+    # Only the encoding pass ran out of memory: its batch halved, the head's did not.
+    assert run.batch_size_used == 32
     assert len(run.history) == 2
-    # Eight times the planned steps must not end the learning-rate schedule early: half the
-    # rows trained, half the head's rate left; and each stage's bar ends exactly at its total.
+    # Half the rows trained, half the head's rate left; and each stage's bar ends exactly at
+    # its total.
     first, last = run.history
     assert first.head_learning_rate == pytest.approx(0.5 * cfg.head_learning_rate)
     assert last.head_learning_rate == pytest.approx(0.0)
     assert len(stages.names) == 3
+    for name, calls in stages.calls.items():
+        assert all(t == calls[0][1] for _, t in calls), f"{name}: the total must not move"
+        assert calls[-1][0] == calls[-1][1], f"{name} must end at its total"
+
+
+def test_out_of_memory_while_tuning_halves_the_training_batch(
+    tiny_encoder, synthetic_data
+) -> None:
+    """When the encoder trains, the training batch halves; eight times the planned steps
+    must not end the learning-rate schedule early, nor move a stage's total."""
+
+    def too_big(module, args, kwargs):
+        if kwargs["input_ids"].shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = tiny_encoder.model.register_forward_pre_hook(too_big, with_kwargs=True)
+    stages = Stages()
+    cfg = FinetuneConfig(strategy="top-k", top_k=1, epochs=2, batch_size=32, dim=8, patience=0)
+    try:
+        run = finetune(tiny_encoder, synthetic_data, cfg, progress=stages)
+    finally:
+        hook.remove()
+    assert run.status is RunStatus.FINISHED
+    assert run.batch_size_used == 4
+    assert run.history[-1].head_learning_rate == pytest.approx(0.0)
     for name, calls in stages.calls.items():
         assert all(t == calls[0][1] for _, t in calls), f"{name}: the total must not move"
         assert calls[-1][0] == calls[-1][1], f"{name} must end at its total"
@@ -330,3 +356,31 @@ def test_extra_padding_does_not_change_the_features(tiny_encoder) -> None:
         for i, ids in enumerate(batches.ids):
             alone = model(input_ids=torch.tensor([ids])).last_hidden_state.mean(1)[0]
             torch.testing.assert_close(padded[i], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_a_bigger_encoding_batch_gives_the_same_head(
+    tiny_encoder, synthetic_data, monkeypatch
+) -> None:
+    """The frozen encoder's pass takes bigger batches where ENCODE_BATCH says so (the GPU);
+    the features, and so the trained head, do not depend on it."""
+    from embedgen.train import loop
+
+    cfg = FinetuneConfig(epochs=2, batch_size=8, dim=8, patience=0, cache_features=False)
+    batches: list[int] = []
+
+    def count(module, args, kwargs):
+        batches.append(kwargs["input_ids"].shape[0])
+
+    hook = tiny_encoder.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        plain = finetune(tiny_encoder, synthetic_data, cfg)
+        assert max(batches) == 8
+        batches.clear()
+        monkeypatch.setitem(loop.ENCODE_BATCH, "cpu", 64)
+        bigger = finetune(tiny_encoder, synthetic_data, cfg)
+        assert max(batches) == 64
+    finally:
+        hook.remove()
+    assert bigger.batch_size_used == 8  # training keeps its own batch
+    for a, b in zip(plain.history, bigger.history, strict=True):
+        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-4, abs=1e-5)

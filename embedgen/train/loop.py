@@ -42,6 +42,10 @@ from embedgen.train.metrics import confusion_matrix, macro_f1
 
 log = logging.getLogger(__name__)
 
+# The least batch for the frozen encoder's no-grad pass, by device type (the training batch
+# when larger). The CPU keeps the training batch.
+ENCODE_BATCH = {"cuda": 256}
+
 
 class RunStatus(enum.StrEnum):
     RUNNING = "running"
@@ -204,6 +208,9 @@ class _Trainer:
         self.cancel = cancel
         self.on_epoch = on_epoch
         self.batch_size = config.batch_size
+        # Encoding needs no gradients, so on a GPU it takes bigger batches than training: at
+        # the training batch (32) a bert-base pass is launch-bound (BENCHMARKS.md, "GPU").
+        self.encode_batch_size = max(config.batch_size, ENCODE_BATCH.get(self.device.type, 0))
         self.num_classes = len(train.label_names)
         self.tuned = config.strategy is not Strategy.HEAD
         # Where the caller keeps the encoder; the run's modules go back there when it ends.
@@ -450,32 +457,33 @@ class _Trainer:
         order: Sequence[int],
         step: Callable[[Sequence[int]], None],
         advance: Callable[[int], None],
+        size: str = "batch_size",
     ) -> None:
-        """Run ``step`` over ``order`` in batches, halving the batch on GPU out-of-memory;
-        ``advance(n)`` after each batch of n."""
+        """Run ``step`` over ``order`` in batches of ``self.<size>``, halving it on GPU
+        out-of-memory; ``advance(n)`` after each batch of n."""
         pos = 0
         while pos < len(order):
             check_cancel(self.cancel, "Fine-tuning")
-            index = order[pos : pos + self.batch_size]
+            index = order[pos : pos + getattr(self, size)]
             try:
                 step(index)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc):
                     raise
-                self._halve_batch(exc)
+                self._halve_batch(exc, size)
                 continue
             pos += len(index)
             advance(len(index))
 
-    def _halve_batch(self, exc: BaseException) -> None:
+    def _halve_batch(self, exc: BaseException, size: str = "batch_size") -> None:
         _free_memory(self.device)
-        if self.batch_size == 1:
+        if getattr(self, size) == 1:
             raise BadConfig(
                 "Out of GPU memory even with batch size 1. Lower --max-length, choose "
                 "strategy 'head' or a smaller model, or use --device cpu."
             ) from exc
-        self.batch_size = max(1, self.batch_size // 2)
-        log.warning("Out of memory: batch size halved to %d", self.batch_size)
+        setattr(self, size, max(1, getattr(self, size) // 2))
+        log.warning("Out of memory: %s halved to %d", size.replace("_", " "), getattr(self, size))
 
     # -- encoder forward and evaluation ------------------------------------------------------
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -492,7 +500,7 @@ class _Trainer:
         def step(index: Sequence[int]) -> None:
             feats[list(index)] = self._features(tok.collate(index, self.device)).cpu()
 
-        self._chunks(tok.by_length(), step, advance)
+        self._chunks(tok.by_length(), step, advance, "encode_batch_size")
         return feats
 
     def _encode_positions(
