@@ -107,7 +107,7 @@ def run_worker(who: str, kind: str, rows: int, dims: int, seed: int | None) -> d
     from embedgen.projection import ProjectionOptions, project
 
     matrix = EmbeddingMatrix(x, tuple(str(i) for i in range(rows)))
-    options = ProjectionOptions(seed=seed)
+    options = ProjectionOptions(seed=seed, max_rows=None)  # every row, as before the cap
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()  # umap-learn is imported inside the first project()
         cold = project(matrix, options, cache_dir=Path(tmp, "a"))

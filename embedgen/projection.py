@@ -1,13 +1,44 @@
 """2D/3D maps of an embedding matrix (PCA or UMAP) for the browser's scatter plot, cached on disk.
 
-The UMAP path is: rows -> (cosine) L2-normalise -> PCA to ``pca_first`` dims -> exact or
-approximate k-nearest-neighbour graph -> UMAP layout. Each arrow is a stage that reports
-progress and checks ``cancel``. Results are cached under
-``$EMBEDGEN_HOME/cache/projections`` by the matrix fingerprint and the options, so reopening a
-map in the browser costs milliseconds.
+The UMAP path is: rows -> (at most ``max_rows``, a seeded sample) -> (cosine) L2-normalise ->
+PCA to ``pca_first`` dims -> k-nearest-neighbour graph -> UMAP layout. Each arrow is a stage
+named with :func:`embedgen.progress.stage`, reports its own progress and stops within about
+two seconds of ``cancel`` being set. Results are cached under ``$EMBEDGEN_HOME/cache/projections``
+by the matrix fingerprint and the options, so reopening a map in the browser costs milliseconds.
 
-umap-learn (and numba behind it) is imported only when a UMAP map is computed: importing it
-takes seconds, and compiling its layout code the first time in a process takes more.
+Bounded cost, decided by measurement (``bench/bench_map.py``, ``bench/results/map.md``; 2 shared
+cores, 21,000 rows of multilingual-e5-small's input embeddings and structured stand-ins):
+
+- **A row cap** (``max_rows``, default 20,000): a seeded random sample of the rows is mapped, in
+  10.9-14.6 s cold and 8.7-12.8 s warm (medians, 1-minute load 1.1-2.5). Rows a user highlights
+  that fell outside it are placed by :func:`place_rows`, at the mean map point of their 5
+  nearest sampled rows in the matrix's own space: for 1,000 held-out e5 rows that point was a
+  median 0.18 (90th percentile 0.64) of the typical distance between two map points away from
+  where a map of all rows put them, against 1.0 for a random row. The whole 250k-row vocabulary
+  of an XLM-R model takes minutes (:func:`estimate_seconds`), so the app asks first.
+- **Our own PCA, in row blocks** with cancel checked between blocks (``postprocess.pca`` is one
+  uninterruptible call), in torch: numpy's OpenBLAS threads, spinning beside torch's pool,
+  made a 20,000 x 384 PCA take 2.7 s instead of 0.2 s and slowed the next stage too.
+- **Exact kNN with torch** (matmul + ``topk``, blocks of rows, cancel checked per block) up to
+  32,768 rows: no numba compile, and ``torch.topk`` is ~7x faster than ``np.argpartition``
+  (0.08 s vs 0.54 s for a 1,000 x 21,000 block); 1.3-2.9 s for 20,000 rows. Above that limit,
+  pynndescent builds an approximate graph in a **child process** that cancel terminates: its
+  search is one numba call with no hook, and its first call compiles for ~30 s.
+- **PCA initialisation instead of spectral**: umap-learn's spectral init has no hook and grows
+  faster than the graph (0.4 s at 20,000 e5 rows, 3.1 s at 60,000; the issue saw minutes on a
+  full vocabulary, not measured here). Starting from the first PCA coordinates (Kobak &
+  Linderman 2021 recommend it for global structure) keeps as much: 15-NN kept 0.076 vs
+  0.076, trustworthiness 0.686 vs 0.686 at 20,000 rows. What umap-learn still runs without a
+  hook is its fuzzy graph, O(rows x neighbours): 0.2 s at 60,000 rows. Cancel took at most
+  0.12 s in every stage.
+- **numba's on-disk cache for umap-learn's kernels** (``Dispatcher.enable_caching``; umap-learn
+  declares ``cache=True`` on one of them only): the first fit in a process compiled for 12 s,
+  with the cache 0.1 s, so cold is now ~2 s above warm (importing umap-learn). The very first
+  map after installing still compiles (29-35 s).
+- 200 epochs (umap-learn's default above 10,000 rows; 500 below) and a fixed seed (one thread):
+  100 epochs would save 3.5 s of the 7 s layout but keep less (15-NN 0.068 vs 0.076).
+
+umap-learn (and numba behind it) is imported only when a UMAP map is computed.
 """
 
 from __future__ import annotations
@@ -16,12 +47,13 @@ import enum
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import re
+import tempfile
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -35,17 +67,21 @@ from embedgen.errors import BadConfig, Cancelled
 from embedgen.fields import Choice, check, setting
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.paths import cache_dir
-from embedgen.postprocess import pca
-from embedgen.progress import ProgressFn, check_cancel
+from embedgen.progress import ProgressFn, check_cancel, stage
 
 log = logging.getLogger(__name__)
 
 # Bump when the computation changes in a way that makes old cache files wrong.
-_CACHE_VERSION = 1
-# Up to this many (distinct) rows the kNN graph is exact: brute force in PCA space takes ~2 s
-# for 21k rows on 2 cores and needs no numba compile, where pynndescent's first call in a
-# process compiles for ~30 s. Above it, brute force grows as rows^2 and pynndescent wins.
+_CACHE_VERSION = 2  # 2: PCA initialisation, torch kNN
+# Up to this many (distinct) rows the kNN graph is exact: brute force in PCA space (torch)
+# takes 2-4 s for 20k rows on 2 cores and needs no numba compile, where pynndescent's first
+# call in a process compiles for ~30 s. Above it, brute force grows as rows^2 and pynndescent
+# (in a child process, so that cancel can stop it) wins.
 _EXACT_KNN_MAX_ROWS = 32_768
+# The default row cap: the first map of 20,000 rows takes 11-15 s cold on 2 cores (map.md).
+DEFAULT_MAX_ROWS = 20_000
+# Rows per block in PCA and the exact kNN graph: the unit of work between two cancel checks.
+_BLOCK_ROWS = 4096
 # Below this many distinct rows UMAP is not meaningful; the map falls back to PCA.
 _UMAP_MIN_ROWS = 4
 
@@ -92,12 +128,12 @@ class ProjectionOptions:
         help="fixed: reproducible, but UMAP's layout runs single-threaded; None: parallel",
     )
     max_rows: int | None = setting(
-        None,
+        DEFAULT_MAX_ROWS,
         "rows on the map",
         low=1,
         high=10**9,
         whole=True,
-        help="None: all rows; else a seeded random sample",
+        help="a seeded random sample of this many rows when the matrix has more; None: all rows",
     )
 
     def __post_init__(self) -> None:
@@ -242,12 +278,13 @@ def project(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> Projection:
-    """Return a 2D/3D map of the matrix rows, from the cache when it holds one.
+    """Return a 2D/3D map of the matrix rows (a sample of ``options.max_rows``), cached on disk.
 
-    Progress counts steps: 0 at the start, 1 after PCA, 2 after the neighbour graph, then one
-    step per UMAP epoch, and ``total`` when the map is saved (a PCA map has 2 steps, a cache
-    hit 1). ``cancel`` is checked between stages and between epochs; a cancelled map raises
-    :class:`Cancelled` and caches nothing.
+    Each stage is named with :func:`embedgen.progress.stage` and reports its own ``(done,
+    total)``: "PCA to 50 dims" (rows), "neighbour graph (exact, 20,000 rows)" (rows), "loading
+    umap-learn", "UMAP layout" (epochs); a PCA map has one stage, a cache hit "reading the
+    cache". ``cancel`` is checked at least every block of rows and every epoch; a cancelled map
+    raises :class:`Cancelled` and caches nothing.
     """
     options = options or ProjectionOptions()
     report = progress or (lambda done, total: None)
@@ -259,6 +296,7 @@ def project(
     cached = _load_cached(path, len(rows), options.dims)
     if cached is not None:
         coords, record = cached
+        stage(progress, "reading the cache")
         report(1, 1)
         log.info("Loaded %d-row %s map from cache %s.", len(rows), options.reducer, path.name)
         return Projection(
@@ -270,12 +308,14 @@ def project(
             details=record.get("details", {}),
         )
 
+    check_cancel(cancel, "The map")
     vectors = matrix.vectors if len(rows) == matrix.shape[0] else matrix.vectors[rows]
     _check_finite(vectors, rows, matrix.vocab)
-    coords, details = _compute(vectors, options, report, cancel)
+    coords, details = _compute(vectors, options, progress, cancel)
     check_cancel(cancel, "The map")
     seconds = time.perf_counter() - started
     details["computed_seconds"] = round(seconds, 3)
+    details["matrix_rows"] = int(matrix.shape[0])
     projection = Projection(
         coords=coords,
         options=options,
@@ -289,23 +329,89 @@ def project(
         coords,
         {"fingerprint": matrix_print, "record": projection.as_record(), "details": details},
     )
-    total = details["steps"]
-    report(total, total)
     return projection
 
 
 def warm_up(seed: int | None = 0) -> float:
-    """Compile UMAP's numba code on a tiny random matrix; return the seconds it took.
+    """Import umap-learn and load (or compile) its kernels on a tiny matrix; return the seconds.
 
-    The first UMAP map in a process pays for importing umap-learn and compiling its layout
-    (seconds; see BENCHMARKS.md). An app can call this in a background thread at start-up so
-    the user's first map does not. A fixed seed and ``seed=None`` compile different layouts.
+    With numba's on-disk cache (see the module docstring) this is mostly the import, 2-5 s;
+    on a fresh install it also compiles, ~12 s. A fixed seed and ``seed=None`` use different
+    layout kernels.
     """
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((64, 8)).astype(np.float32)
-    _compute(vectors, ProjectionOptions(seed=seed), lambda done, total: None, None)
+    _compute(vectors, ProjectionOptions(seed=seed), None, None)
     return time.perf_counter() - started
+
+
+def estimate_seconds(n_rows: int, options: ProjectionOptions | None = None) -> float:
+    """A rough wall-clock estimate of a first map of ``n_rows`` rows on 2 CPU cores.
+
+    Fitted to bench/results/map.md (PCA and kNN grow with rows and rows^2, the layout with
+    rows x epochs); good to a factor of two, for warning before a large map, not for promises.
+    """
+    options = options or ProjectionOptions()
+    n = n_rows if options.max_rows is None else min(n_rows, options.max_rows)
+    if options.reducer is Reducer.PCA:
+        return 0.5 + n * 2e-5
+    epochs = 500 if n <= 10_000 else 200
+    knn = 5e-9 * n * n if n <= _EXACT_KNN_MAX_ROWS else 30.0 + 4e-4 * n
+    layout = 1.8e-6 * n * epochs
+    return 4.0 + n * 3e-5 + knn + layout
+
+
+def place_rows(
+    matrix: EmbeddingMatrix, projection: Projection, rows: npt.ArrayLike, k: int = 5
+) -> npt.NDArray[np.float32]:
+    """Map coordinates for matrix ``rows``, also those the map's sample left out.
+
+    A sampled row gets its own point; any other row the mean point of its ``k`` nearest
+    sampled rows, nearest under the map's metric in the matrix's own space. That puts a
+    highlighted token among its neighbours even when ``max_rows`` left it off the map.
+    """
+    wanted = np.asarray(rows, dtype=np.int64).reshape(-1)
+    out = np.zeros((len(wanted), projection.coords.shape[1]), dtype=np.float32)
+    if len(wanted) == 0:
+        return out
+    if wanted.min() < 0 or wanted.max() >= matrix.shape[0]:
+        raise BadConfig(f"Rows to place must be in [0, {matrix.shape[0]}); got {wanted.tolist()}.")
+    sampled = projection.rows
+    position = np.searchsorted(sampled, wanted)
+    position = np.minimum(position, len(sampled) - 1)
+    found = sampled[position] == wanted
+    out[found] = projection.coords[position[found]]
+    missing = np.flatnonzero(~found)
+    if len(missing):
+        metric = projection.options.metric
+        base = _prepare(matrix.vectors[sampled], metric)
+        queries = _prepare(matrix.vectors[wanted[missing]], metric)
+        # squared Euclidean distance on prepared rows (unit length for cosine), |q|^2 dropped
+        scores = -2.0 * (queries @ base.T) + np.einsum("ij,ij->i", base, base)[None, :]
+        near = np.argsort(scores, axis=1, kind="stable")[:, : min(k, len(sampled))]
+        out[missing] = projection.coords[near].mean(axis=1)
+    return out
+
+
+def map_points(
+    matrix: EmbeddingMatrix, projection: Projection, rows: npt.ArrayLike = ()
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], int]:
+    """(coords, matrix row of each point, how many were placed) for drawing a map with ``rows``.
+
+    The map's own points come first; each of ``rows`` the sample left out is appended at the
+    point :func:`place_rows` gives it, so a highlighted token is always on the map.
+    """
+    wanted = np.unique(np.asarray(rows, dtype=np.int64).reshape(-1))
+    extra = wanted[~np.isin(wanted, projection.rows)]
+    if len(extra) == 0:
+        return projection.coords, projection.rows, 0
+    placed = place_rows(matrix, projection, extra)
+    return (
+        np.concatenate([projection.coords, placed]),
+        np.concatenate([projection.rows, extra]),
+        len(extra),
+    )
 
 
 def _select_rows(n: int, options: ProjectionOptions) -> npt.NDArray[np.int64]:
@@ -332,13 +438,13 @@ def _check_finite(vectors: np.ndarray, rows: np.ndarray, vocab: tuple[str, ...])
 def _compute(
     vectors: np.ndarray,
     options: ProjectionOptions,
-    report: ProgressFn,
+    progress: ProgressFn | None,
     cancel: threading.Event | None,
 ) -> tuple[npt.NDArray[np.float32], dict[str, Any]]:
     """Coords for ``vectors`` (already checked finite) and a record of what was done.
 
     Longer than most functions here on purpose: it reads as the map's stages in order
-    (distinct rows, PCA, kNN graph, layout), each timed, reported and cancellable.
+    (distinct rows, PCA, kNN graph, layout), each named, timed, and cancellable.
     """
     distinct, inverse = _distinct_rows(vectors)
     n = distinct.shape[0]
@@ -352,28 +458,20 @@ def _compute(
         use_umap = False
         details["reducer_used"] = Reducer.PCA.value
         details["fallback"] = f"{n} distinct rows < {_UMAP_MIN_ROWS}"
-
-    n_epochs = (500 if n <= 10_000 else 200) if use_umap else 0  # umap-learn's own defaults
-    steps = 3 + n_epochs if use_umap else 2
-    details["steps"] = steps
-    report(0, steps)
     check_cancel(cancel, "The map")
 
     x = _prepare(distinct, options.metric)
     stage_seconds: dict[str, float] = {}
     details["stage_seconds"] = stage_seconds
     clock = time.perf_counter()
-    if not use_umap:
-        coords = _pca_coords(x, options.dims, details)
-        stage_seconds["pca"] = round(time.perf_counter() - clock, 3)
-        report(1, steps)
-        return coords[inverse], details
-
-    if options.pca_first is not None and x.shape[1] > options.pca_first:
-        x = _pca_coords(x, options.pca_first, details)
+    reduce_to = options.dims if not use_umap else options.pca_first
+    reduced = reduce_to is not None and (not use_umap or x.shape[1] > reduce_to)
+    if reduced:
+        stage(progress, f"PCA to {reduce_to} dims", "rows")
+        x = _pca_coords(x, reduce_to, details, progress, cancel)
     stage_seconds["pca"] = round(time.perf_counter() - clock, 3)
-    report(1, steps)
-    check_cancel(cancel, "The map")
+    if not use_umap:
+        return x[inverse], details
 
     n_neighbors = options.n_neighbors
     if n_neighbors >= n:
@@ -384,15 +482,18 @@ def _compute(
         )  # fmt: skip
     details["n_neighbors_used"] = n_neighbors
     clock = time.perf_counter()
-    knn = _knn(x, n_neighbors, options.seed, details)
+    knn = _knn(x, n_neighbors, options.seed, details, progress, cancel)
     stage_seconds["knn"] = round(time.perf_counter() - clock, 3)
-    report(2, steps)
     check_cancel(cancel, "The map")
 
-    clock = time.perf_counter()
-    coords = _umap_layout(x, knn, n_neighbors, n_epochs, options, details, report, cancel)
-    stage_seconds["layout"] = round(time.perf_counter() - clock, 3)  # incl. umap-learn import
-    report(steps - 1, steps)
+    # PCA initialisation (module docstring): x's first columns when x was reduced by PCA
+    # (they come largest variance first), else a PCA of x to the map's dims.
+    if reduced and x.shape[1] >= options.dims:
+        init = x[:, : options.dims]
+    else:
+        stage(progress, f"PCA to {options.dims} dims (the layout's start)", "rows")
+        init = _pca_coords(x, options.dims, {}, progress, cancel)
+    coords = _umap_layout(x, init, knn, n_neighbors, options, details, progress, cancel)
     return coords[inverse], details
 
 
@@ -430,93 +531,187 @@ def _prepare(x: np.ndarray, metric: str) -> npt.NDArray[np.float32]:
     return (x / norms).astype(np.float32)
 
 
-def _pca_coords(x: np.ndarray, dims: int, details: dict[str, Any]) -> npt.NDArray[np.float32]:
-    """``x`` on its top ``dims`` principal axes, zero-padded when the matrix has fewer."""
+def _pca_coords(
+    x: np.ndarray,
+    dims: int,
+    details: dict[str, Any],
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+) -> npt.NDArray[np.float32]:
+    """``x`` centred on its top ``dims`` principal axes, zero-padded when it has fewer.
+
+    The Gram matrix is summed and the rows projected in blocks, cancel checked between
+    blocks; each axis's sign makes its largest entry positive, as ``postprocess.pca`` does.
+    torch does the products, not numpy: the kNN graph runs in torch's thread pool, and numpy's
+    OpenBLAS threads next to it made a 20,000 x 384 PCA take 2.7 s instead of 0.3 s.
+    """
+    import torch
+
     n, d = x.shape
+    report = progress or (lambda done, total: None)
     keep = min(dims, n, d)
     out = np.zeros((n, dims), dtype=np.float32)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    mean = xt.mean(dim=0, dtype=torch.float64)
+    gram = torch.zeros((d, d), dtype=torch.float64)
+    report(0, 2 * n)
+    for start in range(0, n, _BLOCK_ROWS):
+        check_cancel(cancel, "The map")
+        block = xt[start : start + _BLOCK_ROWS].double() - mean
+        gram += block.T @ block
+        report(min(n, start + _BLOCK_ROWS), 2 * n)
+    variances, axes = np.linalg.eigh(gram.numpy())
+    order = np.argsort(variances)[::-1]
+    variances = np.clip(variances[order], 0.0, None)
+    axes = axes[:, order[:keep]]
+    signs = np.sign(axes[np.argmax(np.abs(axes), axis=0), np.arange(keep)])
+    signs[signs == 0] = 1.0
+    axes_t = torch.from_numpy((axes * signs).astype(np.float32))
+    mean32 = mean.float()
     if n > 1:
-        out[:, :keep] = pca(x, keep)
-    total = float(x.var(axis=0, dtype=np.float64).sum())
-    kept = float(out.var(axis=0, dtype=np.float64).sum())
-    share = kept / total if total > 0 else 1.0
+        for start in range(0, n, _BLOCK_ROWS):
+            check_cancel(cancel, "The map")
+            block32 = xt[start : start + _BLOCK_ROWS] - mean32
+            out[start : start + _BLOCK_ROWS, :keep] = (block32 @ axes_t).numpy()
+            report(n + min(n, start + _BLOCK_ROWS), 2 * n)
+    total = float(variances.sum())
+    share = float(variances[:keep].sum() / total) if total > 0 else 1.0
     details[f"pca_{dims}_variance_kept"] = round(share, 4)
     log.info("PCA %d -> %d dims kept %.1f%% of the variance.", d, dims, 100 * share)
     return out
 
 
 def _knn(
-    x: np.ndarray, k: int, seed: int | None, details: dict[str, Any]
+    x: np.ndarray,
+    k: int,
+    seed: int | None,
+    details: dict[str, Any],
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32], Any]:
-    """(indices, distances, search index or None) of each row's ``k`` nearest rows, self first."""
+    """(indices, distances, None) of each row's ``k`` nearest rows, self first."""
     started = time.perf_counter()
-    if x.shape[0] <= _EXACT_KNN_MAX_ROWS:
-        indices, distances = _exact_knn(x, k)
-        index = None
+    n = x.shape[0]
+    if n <= _EXACT_KNN_MAX_ROWS:
+        stage(progress, f"neighbour graph (exact, {n:,} rows)", "rows")
+        indices, distances = _exact_knn(x, k, progress, cancel)
         details["knn"] = "exact"
     else:
-        from sklearn.utils import check_random_state
-        from umap.umap_ import nearest_neighbors
-
-        indices, distances, index = nearest_neighbors(
-            x,
-            k,
-            "euclidean",
-            {},
-            False,
-            check_random_state(seed),
-            low_memory=True,
-            n_jobs=1 if seed is not None else -1,
-        )
+        stage(progress, f"neighbour graph (approximate, {n:,} rows, pynndescent)")
+        indices, distances = _approximate_knn(x, k, seed, cancel)
         details["knn"] = "pynndescent"
-    log.info("%s %d-NN graph of %d rows in %.1f s.", details["knn"], k, len(x),
+    log.info("%s %d-NN graph of %d rows in %.1f s.", details["knn"], k, n,
              time.perf_counter() - started)  # fmt: skip
-    return indices, distances, index
+    return indices, distances, None
 
 
-def _exact_knn(x: np.ndarray, k: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-    """Brute-force Euclidean ``k``-NN (self included, first), in row blocks on all cores."""
+def _exact_knn(
+    x: np.ndarray,
+    k: int,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """Brute-force Euclidean ``k``-NN (self included, first), in row blocks.
+
+    torch's matmul and ``topk`` use every core and release the GIL; ``topk`` is several times
+    faster than ``np.argpartition`` over the same scores (module docstring).
+    """
+    import torch
+
+    report = progress or (lambda done, total: None)
     n = x.shape[0]
-    sq = np.einsum("ij,ij->i", x, x)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    sq = (xt * xt).sum(dim=1)
     indices = np.empty((n, k), dtype=np.int32)
     distances = np.empty((n, k), dtype=np.float32)
-    block = max(1, min(n, (1 << 24) // n))  # ~64 MB of float32 scores per block
-
-    def fill(start: int) -> None:
+    block = max(1, min(_BLOCK_ROWS, (1 << 24) // max(n, 1)))  # ~64 MB of scores per block
+    report(0, n)
+    for start in range(0, n, block):
+        check_cancel(cancel, "The map")
         stop = min(n, start + block)
         # |a-b|^2 - |a|^2: the row's own |a|^2 does not change its neighbour order.
-        scores = x[start:stop] @ x.T
-        scores *= -2.0
-        scores += sq[None, :]
-        local = np.arange(stop - start)
-        scores[local, start + local] = -np.inf  # self first, even against exact duplicates
-        part = np.argpartition(scores, k - 1, axis=1)[:, :k]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(part_scores, axis=1, kind="stable")
-        nearest = np.take_along_axis(part, order, axis=1)
-        d2 = np.take_along_axis(part_scores, order, axis=1) + sq[start:stop, None]
+        scores = xt[start:stop] @ xt.T
+        scores.mul_(-2.0).add_(sq[None, :])
+        local = torch.arange(stop - start)
+        scores[local, start + local] = -torch.inf  # self first, even against exact duplicates
+        part_scores, nearest = torch.topk(scores, k, dim=1, largest=False, sorted=True)
+        d2 = part_scores + sq[start:stop, None]
         d2[:, 0] = 0.0
-        indices[start:stop] = nearest
-        distances[start:stop] = np.sqrt(np.maximum(d2, 0.0))
-
-    # argpartition dominates and releases the GIL, so threads use every core.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(fill, range(0, n, block)))
+        indices[start:stop] = nearest.numpy()
+        distances[start:stop] = torch.sqrt(torch.clamp(d2, min=0.0)).numpy()
+        report(stop, n)
     return indices, distances
+
+
+def _approximate_knn(
+    x: np.ndarray, k: int, seed: int | None, cancel: threading.Event | None
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """pynndescent's k-NN graph, built in a child process that ``cancel`` terminates.
+
+    pynndescent's search is one numba call with no hook (and compiles for ~30 s the first time),
+    so a thread could not stop it; a process can be.
+    """
+    context = multiprocessing.get_context("spawn")  # fork is unsafe in a threaded server
+    with tempfile.TemporaryDirectory(prefix="embedgen-knn-") as folder:
+        source, target = Path(folder, "x.npy"), Path(folder, "knn.npz")
+        np.save(source, np.ascontiguousarray(x, dtype=np.float32))
+        child = context.Process(
+            target=_approximate_knn_child,
+            args=(str(source), str(target), k, seed),
+            name="embedgen-knn",
+            daemon=True,
+        )
+        child.start()
+        try:
+            while child.is_alive():
+                if cancel is not None and cancel.is_set():
+                    child.terminate()
+                    child.join(5)
+                    raise Cancelled("The map was cancelled.")
+                child.join(0.2)
+        finally:
+            if child.is_alive():
+                child.kill()
+                child.join()
+        if child.exitcode != 0 or not target.exists():
+            raise RuntimeError(f"the kNN child process failed (exit code {child.exitcode})")
+        with np.load(target) as result:
+            return result["indices"].astype(np.int32), result["distances"].astype(np.float32)
+
+
+def _approximate_knn_child(source: str, target: str, k: int, seed: int | None) -> None:
+    """In the child process: read rows, build pynndescent's graph, write it."""
+    from sklearn.utils import check_random_state
+    from umap.umap_ import nearest_neighbors
+
+    x = np.load(source)
+    indices, distances, _ = nearest_neighbors(
+        x,
+        k,
+        "euclidean",
+        {},
+        False,
+        check_random_state(seed),
+        low_memory=True,
+        n_jobs=1 if seed is not None else -1,
+    )
+    np.savez(target, indices=indices, distances=distances)
 
 
 class _EpochHook:
     """A file for umap-learn's tqdm bar: reads 'done/total' epochs, reports them, checks cancel.
 
     umap-learn offers no epoch callback; its ``tqdm_kwds`` are the cheap, public way in. Raising
-    here stops the layout between two epochs.
+    here stops the layout between two epochs. tqdm writes while holding its process-wide lock
+    and its ``refresh`` releases it only when the write returns, so the hook releases it before
+    raising: otherwise every later tqdm bar in another thread (a model download, the next map)
+    would wait forever.
     """
 
     _PATTERN = re.compile(r"(\d+)/(\d+)")
 
-    def __init__(self, report: ProgressFn, steps: int, cancel: threading.Event | None) -> None:
+    def __init__(self, report: ProgressFn, cancel: threading.Event | None) -> None:
         self.report = report
-        self.steps = steps
         self.cancel = cancel
         self.cancelled = False
 
@@ -524,38 +719,90 @@ class _EpochHook:
         if self.cancelled:
             return len(text)  # tqdm's close after the raise must not raise again
         if self.cancel is not None and self.cancel.is_set():
+            from tqdm import tqdm
+
             self.cancelled = True
+            tqdm.get_lock().release()  # taken by the refresh() that called this write
             raise Cancelled("The map was cancelled.")
         found = self._PATTERN.findall(text)
         if found:
-            done, _ = found[-1]
-            self.report(min(2 + int(done), self.steps - 1), self.steps)
+            done, total = found[-1]
+            self.report(int(done), int(total))
         return len(text)
 
     def flush(self) -> None:
         pass
 
 
+_umap_lock = threading.Lock()
+_umap_ready = False
+
+
+def _import_umap() -> Any:
+    """umap-learn, with numba's on-disk cache switched on for its kernels (module docstring).
+
+    umap-learn compiles its graph and layout kernels on their first call in every process
+    (~12 s on 2 cores) because only one is declared ``cache=True``. ``enable_caching`` is
+    numba's own switch for that flag; the cache lives beside umap-learn's files (or in numba's
+    user cache folder when those are read-only) and numba drops it when umap-learn changes.
+    """
+    global _umap_ready
+    with _umap_lock:
+        import numba
+        import umap
+        from umap import layouts, umap_
+
+        if not _umap_ready:
+            for module in (umap_, layouts):
+                for value in vars(module).values():
+                    if isinstance(value, numba.core.registry.CPUDispatcher) and (
+                        value.py_func.__module__ == module.__name__
+                    ):
+                        try:
+                            value.enable_caching()
+                        except Exception as exc:  # noqa: BLE001 - only costs the compile
+                            log.debug("No numba cache for %s (%s).", value.__name__, exc)
+            _umap_ready = True
+        return umap
+
+
 def _umap_layout(
     x: np.ndarray,
+    init: np.ndarray,
     knn: tuple[np.ndarray, np.ndarray, Any],
     n_neighbors: int,
-    n_epochs: int,
     options: ProjectionOptions,
     details: dict[str, Any],
-    report: ProgressFn,
+    progress: ProgressFn | None,
     cancel: threading.Event | None,
 ) -> npt.NDArray[np.float32]:
     import numba
-    import umap
 
-    hook = _EpochHook(report, 3 + n_epochs, cancel)
+    clock = time.perf_counter()
+    stage(progress, "loading umap-learn")
+    umap = _import_umap()
+    load_seconds = time.perf_counter() - clock
+    check_cancel(cancel, "The map")
+
+    n_epochs = 500 if x.shape[0] <= 10_000 else 200  # umap-learn's own defaults
+    start = np.array(init[:, : options.dims], dtype=np.float32)
+    flat = (
+        np.ptp(start, axis=0) == 0
+    )  # e.g. a 3D map of 2-column rows: umap-learn would divide by 0
+    if flat.any():
+        rng = np.random.default_rng(options.seed if options.seed is not None else 0)
+        start[:, flat] = 1e-4 * rng.standard_normal((len(start), int(flat.sum())))
+    stage(progress, "UMAP layout", "epochs")
+    report = progress or (lambda done, total: None)
+    report(0, n_epochs)
+    hook = _EpochHook(report, cancel)
     reducer = umap.UMAP(
         n_neighbors=n_neighbors,
         n_components=options.dims,
         min_dist=float(options.min_dist),
         metric="euclidean",  # on the unit-length (cosine) rows, see _prepare
         n_epochs=n_epochs,
+        init=start,
         low_memory=True,
         random_state=options.seed,
         n_jobs=1 if options.seed is not None else -1,  # umap-learn forces 1 with a seed anyway
@@ -568,7 +815,11 @@ def _umap_layout(
             "mininterval": 0.1,
         },
     )
-    details.update(n_epochs=n_epochs, threads=1 if options.seed is not None else os.cpu_count())
+    details.update(
+        n_epochs=n_epochs,
+        init="pca",
+        threads=1 if options.seed is not None else os.cpu_count(),
+    )
     threads = numba.get_num_threads()
     started = time.perf_counter()
     try:
@@ -578,7 +829,12 @@ def _umap_layout(
             coords = reducer.fit_transform(x)
     finally:
         numba.set_num_threads(threads)  # umap-learn resets it only when fit returns
-    log.info("UMAP layout (%d epochs) in %.1f s.", n_epochs, time.perf_counter() - started)
+    layout_seconds = time.perf_counter() - started
+    report(n_epochs, n_epochs)
+    log.info("UMAP layout (%d epochs) in %.1f s.", n_epochs, layout_seconds)
+    details["stage_seconds"].update(
+        load_umap=round(load_seconds, 3), layout=round(layout_seconds, 3)
+    )
     coords = np.asarray(coords, dtype=np.float32)
     if not np.isfinite(coords).all():
         # umap-learn leaves rows with no neighbour edge at NaN; put them at the map's centre.
@@ -589,12 +845,16 @@ def _umap_layout(
 
 
 __all__ = [
+    "DEFAULT_MAX_ROWS",
     "Projection",
     "ProjectionOptions",
     "Reducer",
     "cache_path",
     "default_cache_dir",
+    "estimate_seconds",
     "fingerprint",
+    "map_points",
+    "place_rows",
     "project",
     "warm_up",
 ]

@@ -13,14 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedgen import projection as projection_module
 from embedgen.errors import BadConfig, Cancelled
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.projection import (
+    DEFAULT_MAX_ROWS,
     Projection,
     ProjectionOptions,
     Reducer,
     cache_path,
+    estimate_seconds,
     fingerprint,
+    map_points,
+    place_rows,
     project,
     warm_up,
 )
@@ -51,6 +56,27 @@ def within_and_across(coords: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     return float(dist[same & off_diagonal].mean()), float(dist[~same].mean())
 
 
+class Stages:
+    """A progress sink like the app's job: each named stage and the counts reported in it."""
+
+    def __init__(self, cancel_at: str | None = None, cancel: threading.Event | None = None):
+        self.names: list[str] = []
+        self.units: list[str] = []
+        self.counts: dict[str, list[tuple[int, int]]] = {}
+        self.cancel_at, self.cancel = cancel_at, cancel
+
+    def set_stage(self, name: str, unit: str = "") -> None:
+        self.names.append(name)
+        self.units.append(unit)
+        self.counts[name] = []
+        if self.cancel_at is not None and name.startswith(self.cancel_at):
+            self.cancel.set()
+
+    def __call__(self, done: int, total: int) -> None:
+        assert self.names, f"({done}, {total}) reported before any stage was named"
+        self.counts[self.names[-1]].append((done, total))
+
+
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch) -> Path:
     """Keep every cache file in the test's folder, even one written without ``cache_dir``."""
@@ -64,12 +90,12 @@ def clusters() -> EmbeddingMatrix:
 
 
 @pytest.fixture(scope="module")
-def umap_map(clusters, tmp_path_factory) -> tuple[Projection, list[tuple[int, int]], Path]:
+def umap_map(clusters, tmp_path_factory) -> tuple[Projection, Stages, Path]:
     """The default (UMAP 2D, seed 0) map of the cluster matrix, its progress, its cache folder."""
-    steps: list[tuple[int, int]] = []
+    stages = Stages()
     cache_dir = tmp_path_factory.mktemp("projections")
-    result = project(clusters, cache_dir=cache_dir, progress=lambda d, t: steps.append((d, t)))
-    return result, steps, cache_dir
+    result = project(clusters, cache_dir=cache_dir, progress=stages)
+    return result, stages, cache_dir
 
 
 # ---- shape and structure -------------------------------------------------------------------
@@ -122,17 +148,31 @@ def test_record_names_reducer_params_seed_and_time(umap_map):
     assert record["threads"] == 1  # a fixed seed makes the layout single-threaded
     assert record["seconds"] > 0
     assert record["knn"] == "exact"
+    assert record["init"] == "pca"
 
 
-def test_progress_starts_at_zero_rises_and_reaches_its_total(umap_map):
-    steps = umap_map[1]
-    total = steps[0][1]
-    assert steps[0] == (0, total)
-    assert steps[-1] == (total, total)
-    assert all(t == total for _, t in steps)
-    done = [d for d, _ in steps]
-    assert done == sorted(done), "progress went backwards"
-    assert len(steps) > 4, "expected stage and epoch reports"
+def test_every_stage_is_named_in_order(umap_map):
+    stages = umap_map[1]
+    assert stages.names == [
+        "neighbour graph (exact, 300 rows)",
+        "PCA to 2 dims (the layout's start)",
+        "loading umap-learn",
+        "UMAP layout",
+    ]
+    assert stages.units[stages.names.index("UMAP layout")] == "epochs"
+
+
+def test_each_stage_counts_from_zero_up_to_its_own_total(umap_map):
+    stages = umap_map[1]
+    for name in ("neighbour graph (exact, 300 rows)", "UMAP layout"):
+        steps = stages.counts[name]
+        total = steps[0][1]
+        assert steps[0] == (0, total), name
+        assert steps[-1] == (total, total), name
+        done = [d for d, _ in steps]
+        assert done == sorted(done), f"{name}: progress went backwards"
+    assert stages.counts["UMAP layout"][-1] == (500, 500)  # umap-learn's epochs at 300 rows
+    assert len(stages.counts["UMAP layout"]) > 3, "expected reports between epochs"
 
 
 # ---- the cache -----------------------------------------------------------------------------
@@ -245,6 +285,17 @@ def test_tiny_matrix_clamps_neighbours_and_still_maps(tmp_path):
     assert result.details["reducer_used"] == "umap"
 
 
+def test_3d_umap_map_of_two_column_rows_is_finite(tmp_path):
+    rng = np.random.default_rng(6)
+    narrow = EmbeddingMatrix(
+        rng.standard_normal((40, 2)).astype(np.float32), tuple(f"w{i}" for i in range(40))
+    )
+    result = project(narrow, ProjectionOptions(dims=3, metric="euclidean"), cache_dir=tmp_path)
+    assert result.coords.shape == (40, 3)
+    assert np.isfinite(result.coords).all()
+    assert np.ptp(result.coords, axis=0).min() > 0
+
+
 @pytest.mark.parametrize("n_rows", [1, 2, 3])
 def test_fewer_than_four_rows_fall_back_to_pca(n_rows, tmp_path):
     rng = np.random.default_rng(4)
@@ -294,20 +345,147 @@ def test_cancel_before_start_raises_cancelled_and_caches_nothing(clusters, tmp_p
     assert not list(Path(tmp_path).glob("*.npy"))
 
 
-def test_cancel_during_umap_layout_raises_cancelled(clusters, tmp_path):
+@pytest.fixture(scope="module")
+def wide() -> EmbeddingMatrix:
+    """Wider than ``pca_first`` (50), so a UMAP map of it goes through every stage."""
+    return cluster_matrix(rows_per_cluster=40, dims=64, seed=2)
+
+
+WIDE_STAGES = ["PCA to 50 dims", "neighbour graph", "loading umap-learn", "UMAP layout"]
+
+
+@pytest.mark.parametrize("stage", WIDE_STAGES)
+def test_cancel_in_each_stage_stops_there_and_caches_nothing(wide, tmp_path, stage):
     import numba
 
     threads = numba.get_num_threads()
     cancel = threading.Event()
-
-    def cancel_once_layout_starts(done: int, total: int) -> None:
-        if done >= 2:  # the neighbour graph is done; the layout is next
-            cancel.set()
-
-    with pytest.raises(Cancelled):
-        project(clusters, cache_dir=tmp_path, progress=cancel_once_layout_starts, cancel=cancel)
+    stages = Stages(cancel_at=stage, cancel=cancel)
+    with pytest.raises(Cancelled, match="The map was cancelled"):
+        project(wide, cache_dir=tmp_path, progress=stages, cancel=cancel)
+    assert stages.names[-1].startswith(stage), f"went on to {stages.names[-1]!r} after cancel"
     assert not list(tmp_path.glob("*.npy"))
     assert numba.get_num_threads() == threads, "numba thread count was not restored"
+
+
+def test_a_map_of_the_wide_matrix_names_all_its_stages(wide, tmp_path):
+    stages = Stages()
+    result = project(wide, cache_dir=tmp_path, progress=stages)
+    assert [next(s for s in WIDE_STAGES if n.startswith(s)) for n in stages.names] == WIDE_STAGES
+    assert stages.counts["PCA to 50 dims"][-1] == (240, 240)  # rows summed, then projected
+    assert result.coords.shape == (120, 2)
+
+
+def test_cancel_between_layout_epochs_stops_the_layout(clusters, tmp_path):
+    cancel = threading.Event()
+    stages = Stages()
+
+    def cancel_after_ten_epochs(done: int, total: int) -> None:
+        stages(done, total)
+        if stages.names[-1] == "UMAP layout" and done >= 10:
+            cancel.set()
+
+    cancel_after_ten_epochs.set_stage = stages.set_stage  # type: ignore[attr-defined]
+    with pytest.raises(Cancelled):
+        project(clusters, cache_dir=tmp_path, progress=cancel_after_ten_epochs, cancel=cancel)
+    done, total = stages.counts["UMAP layout"][-1]
+    assert 10 <= done < total
+    assert not list(tmp_path.glob("*.npy"))
+
+
+def test_a_cancelled_layout_leaves_other_threads_progress_bars_working(clusters, tmp_path):
+    import io
+
+    from tqdm import tqdm
+
+    cancel = threading.Event()
+    stages = Stages(cancel_at="UMAP layout", cancel=cancel)
+    with pytest.raises(Cancelled):
+        project(clusters, cache_dir=tmp_path, progress=stages, cancel=cancel)
+    other = threading.Thread(target=lambda: list(tqdm(range(3), file=io.StringIO())))
+    other.start()
+    other.join(10)
+    assert not other.is_alive(), "tqdm's lock was left held by the cancelled layout"
+
+
+@pytest.fixture()
+def approximate_knn(monkeypatch):
+    """Lower the exact-graph limit so a small matrix takes pynndescent's (child process) path."""
+    monkeypatch.setattr(projection_module, "_EXACT_KNN_MAX_ROWS", 100)
+
+
+def test_above_the_exact_limit_the_graph_comes_from_a_child_process(
+    approximate_knn, clusters, tmp_path
+):
+    stages = Stages()
+    result = project(clusters, cache_dir=tmp_path, progress=stages)
+    assert result.details["knn"] == "pynndescent"
+    assert "neighbour graph (approximate, 300 rows, pynndescent)" in stages.names
+    within, across = within_and_across(result.coords, cluster_labels())
+    assert within < 0.5 * across, f"within-cluster {within:.2f} vs across {across:.2f}"
+
+
+def test_cancel_terminates_the_approximate_graphs_child_process(
+    approximate_knn, clusters, tmp_path
+):
+    import multiprocessing
+
+    cancel = threading.Event()
+    stages = Stages(cancel_at="neighbour graph", cancel=cancel)
+    with pytest.raises(Cancelled):
+        project(clusters, cache_dir=tmp_path, progress=stages, cancel=cancel)
+    assert not [c for c in multiprocessing.active_children() if c.name == "embedgen-knn"]
+    assert not list(tmp_path.glob("*.npy"))
+
+
+# ---- the row cap and rows left out of the sample ---------------------------------------------
+
+
+def test_maps_are_capped_at_20000_rows_by_default():
+    assert ProjectionOptions().max_rows == DEFAULT_MAX_ROWS == 20_000
+
+
+def test_estimate_grows_with_rows_and_the_cap_bounds_it():
+    capped = estimate_seconds(250_000)
+    everything = estimate_seconds(250_000, ProjectionOptions(max_rows=None))
+    assert capped == estimate_seconds(DEFAULT_MAX_ROWS) < everything
+    assert estimate_seconds(1_000) < estimate_seconds(5_000)
+
+
+def test_sampled_rows_are_placed_at_their_own_points(clusters, tmp_path):
+    options = ProjectionOptions(reducer=Reducer.PCA, max_rows=150)
+    result = project(clusters, options, cache_dir=tmp_path)
+    some = result.rows[[0, 7, 149]]
+    np.testing.assert_array_equal(place_rows(clusters, result, some), result.coords[[0, 7, 149]])
+
+
+def test_rows_left_out_of_the_sample_are_placed_among_their_cluster(clusters, tmp_path):
+    result = project(clusters, ProjectionOptions(max_rows=150), cache_dir=tmp_path)
+    left_out = np.setdiff1d(np.arange(300), result.rows)
+    assert len(left_out) == 150
+    placed = place_rows(clusters, result, left_out)
+    labels = cluster_labels()
+    centres = np.stack([result.coords[labels[result.rows] == c].mean(axis=0) for c in range(3)])
+    nearest = np.argmin(np.linalg.norm(placed[:, None] - centres[None], axis=-1), axis=1)
+    np.testing.assert_array_equal(nearest, labels[left_out])
+
+
+def test_map_points_add_only_the_highlighted_rows_the_sample_left_out(clusters, tmp_path):
+    options = ProjectionOptions(reducer=Reducer.PCA, max_rows=100)
+    result = project(clusters, options, cache_dir=tmp_path)
+    inside, outside = int(result.rows[5]), int(np.setdiff1d(np.arange(300), result.rows)[0])
+    coords, rows, placed = map_points(clusters, result, [inside, outside])
+    assert placed == 1 and len(rows) == len(coords) == 101
+    np.testing.assert_array_equal(rows[:100], result.rows)
+    assert rows[100] == outside
+    np.testing.assert_array_equal(coords[100], place_rows(clusters, result, [outside])[0])
+    assert map_points(clusters, result, [inside])[2] == 0
+
+
+def test_placing_a_row_outside_the_matrix_is_bad_config(clusters, tmp_path):
+    result = project(clusters, PCA_2D, cache_dir=tmp_path)
+    with pytest.raises(BadConfig, match=r"\[0, 300\)"):
+        place_rows(clusters, result, [300])
 
 
 def test_warm_up_compiles_without_writing_a_cache(home):

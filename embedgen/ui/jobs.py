@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -141,24 +140,6 @@ def _run(job: Job) -> None:
         )
     finally:
         job.finished = time.time()
-
-
-def warm_up_umap_once() -> None:
-    """Compile UMAP's kernels in the background, once per server process.
-
-    The first map in a process otherwise pays 7-10 s of compiling (BENCHMARKS.md). Set
-    EMBEDGEN_NO_WARMUP=1 to skip it (the tests do, to keep their CPU for themselves).
-    """
-    global _warming
-    if os.environ.get("EMBEDGEN_NO_WARMUP") or _warming is not None:
-        return
-    from embedgen.projection import warm_up
-
-    _warming = threading.Thread(target=warm_up, name="embedgen-umap-warm-up", daemon=True)
-    _warming.start()
-
-
-_warming: threading.Thread | None = None
 
 
 def start_job(
