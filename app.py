@@ -18,25 +18,71 @@ def start() -> None:
         "Turn a pretrained transformer into a word-embedding matrix shaped by your own labelled "
         "text. Follow the steps in order; each one is also a command (`embedgen --help`)."
     )
+    polling = any(job is not None and job.active for job in _jobs())
+
+    @st.fragment(run_every=1.0 if polling else None)
+    def steps() -> None:
+        for (path, _, icon, label), state in zip(PAGES, _where(), strict=True):
+            c1, c2 = st.columns([1, 3])
+            with c1:
+                st.page_link(path, label=label, icon=icon)
+            c2.caption(state)
+        if polling and not any(job is not None and job.active for job in _jobs()):
+            st.rerun(scope="app")  # every job has ended: stop polling
+
+    steps()
+    st.caption(f"embedgen {__version__}")
+
+
+def _jobs() -> list:
+    """This session's background jobs: training, matrix, map, trade-off."""
+    from embedgen.ui import common as ui
+
+    keys = (ui.TRAIN_JOB, ui.MATRIX_JOB, ui.PROJECTION_JOB, ui.TRADEOFF_JOB)
+    return [st.session_state[key] for key in keys]
+
+
+def _where() -> list[str]:
+    """One line per page: where this session stands on it, running jobs included."""
+    from embedgen.ui import common as ui
+
     encoder = ui.current_encoder()
     data = st.session_state[ui.DATA_LABELLED]
-    run = st.session_state[ui.TRAIN_RUN]
     matrices = st.session_state[ui.MATRICES]
-    where = [
+    _, matrix_job, map_job, tradeoff_job = _jobs()
+    built = f"{len(matrices)} built" if matrices else "none built"
+    building, mapping = ui.job_line(matrix_job), ui.job_line(map_job)
+    tradeoff = ui.job_line(tradeoff_job)
+    return [
         encoder.info.model_id if encoder else "not loaded",
         f"{data.source_name}: {len(data):,} rows, {data.num_classes} classes" if data else "none",
-        f"{run.status}, macro-F1 {run.best.val_macro_f1:.3f}" if run and run.best else "no run",
-        f"{len(matrices)} built" if matrices else "none built",
-        "neighbours, similarity, analogy, UMAP",
-        "word similarity, analogies, label purity",
+        _training(),
+        f"{built} · building one: {building}" if building else built,
+        "neighbours, similarity, analogy, UMAP" + (f" · map: {mapping}" if mapping else ""),
+        "word similarity, analogies, label purity"
+        + (f" · trade-off: {tradeoff}" if tradeoff else ""),
         ".npy + vocab.txt, word2vec, projector, zip",
     ]
-    for (path, _, icon, label), state in zip(PAGES, where, strict=True):
-        c1, c2 = st.columns([1, 3])
-        with c1:
-            st.page_link(path, label=label, icon=icon)
-        c2.caption(state)
-    st.caption(f"embedgen {__version__}")
+
+
+def _training() -> str:
+    """The Train step: the training under way, or the run this session has."""
+    from embedgen.ui import common as ui
+    from embedgen.ui.jobs import JobState
+
+    job, run = st.session_state[ui.TRAIN_JOB], st.session_state[ui.TRAIN_RUN]
+    if job is not None and job.active:
+        epochs = job.events  # one EpochMetrics per finished epoch
+        best = f", best macro-F1 so far {max(e.val_macro_f1 for e in epochs):.3f}" if epochs else ""
+        detail = f"epoch {len(epochs) + 1}{best}" if job.state is JobState.RUNNING else ""
+        return ui.job_line(job, detail) or ""
+    if run is None and job is not None:
+        run = job.result  # it ended while the Train page was closed
+        if job.state is JobState.FAILED:
+            return "the last training failed; the Train page says why"
+    if run is not None and run.best is not None:
+        return f"{run.status}, macro-F1 {run.best.val_macro_f1:.3f}"
+    return "no run"
 
 
 st.set_page_config(page_title="embedgen", page_icon="🔤", layout="wide")

@@ -9,10 +9,10 @@ numbers a user sees in Excel, and says what to do next.
 from __future__ import annotations
 
 import logging
-import statistics
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -22,25 +22,50 @@ from embedgen.table import LABEL_NAMES, Table, is_number, resolve_column, rows_t
 
 log = logging.getLogger(__name__)
 
+# Largest class / smallest class from which the Data page warns of imbalance.
+IMBALANCE_RATIO = 3.0
+
 
 def guess_columns(table: Table) -> tuple[str | None, str | None]:
     """Return the (text column, label column) to pre-select; ``None`` where nothing fits."""
     stats = {}
     for column in table.columns:
-        values = [v.strip() for v in table.frame[column] if v.strip()]
-        if values:
-            numeric = sum(map(is_number, values)) / len(values)
-            stats[column] = (values, numeric, statistics.median(map(len, values)))
+        # Counted once per distinct value: a label column of a million rows holds a few.
+        counts = Counter(v.strip() for v in table.frame[column].tolist())
+        counts.pop("", None)
+        if counts:
+            n = counts.total()
+            numeric = sum(c for v, c in counts.items() if is_number(v)) / n
+            stats[column] = (counts, numeric, _median_length(counts))
     texts = [c for c, (_, numeric, _) in stats.items() if numeric < 0.5]
     text = max(texts, key=lambda c: stats[c][2], default=None)
     labels = []
-    for column, (values, _, median_length) in stats.items():
-        distinct = len(set(values))
-        if column != text and 2 <= distinct <= 50 and distinct <= 0.5 * len(values):
+    for column, (counts, _, median_length) in stats.items():
+        distinct = len(counts)
+        if column != text and 2 <= distinct <= 50 and distinct <= 0.5 * counts.total():
             if median_length <= 30:
                 preferred = column.strip().lower() in LABEL_NAMES
                 labels.append((not preferred, distinct, column))
     return text, (min(labels)[2] if labels else None)
+
+
+def _median_length(counts: Counter[str]) -> float:
+    """Return the median length of the values counted in ``counts``, each as often as counted
+    (``statistics.median`` of the full list, without making it)."""
+    lengths: Counter[int] = Counter()
+    for value, count in counts.items():
+        lengths[len(value)] += count
+    order = sorted(lengths.items())
+
+    def nth(k: int) -> int:
+        for length, count in order:
+            if k < count:
+                return length
+            k -= count
+        raise IndexError(k)
+
+    n = lengths.total()
+    return (nth((n - 1) // 2) + nth(n // 2)) / 2
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,31 @@ class LabelledData:
         counts = Counter(self.labels)
         return {name: counts[i] for i, name in enumerate(self.label_names)}
 
+    def imbalance(self) -> float:
+        """Return how many times more rows the largest class has than the smallest (1.0: even).
+
+        A class without rows (possible in a subset) counts as 1 row, so the ratio stays finite.
+        """
+        counts = self.class_counts().values()
+        return max(counts) / max(1, min(counts))
+
+    def imbalance_note(self, threshold: float = IMBALANCE_RATIO) -> str | None:
+        """Return what an imbalance of at least ``threshold`` (largest class / smallest) means
+        for training, or ``None`` when the classes are closer in size than that."""
+        ratio = self.imbalance()
+        if ratio < threshold:
+            return None
+        counts = self.class_counts()
+        large = max(counts, key=lambda c: counts[c])
+        small = min(counts, key=lambda c: counts[c])
+        return (
+            f"The classes are imbalanced: '{large}' has {counts[large]:,} rows, '{small}' "
+            f"{counts[small]:,} ({ratio:.1f} times fewer). Accuracy can look good while the "
+            f"small class is mostly missed, so judge training by macro-F1, which weighs every "
+            f"class equally (training keeps the epoch with the best validation macro-F1); "
+            f"training does not reweight the classes. If you can, add examples of '{small}'."
+        )
+
     def dropped_summary(self) -> str:
         """Return one line on the dropped rows: "2 rows dropped: empty text in rows 5, 9"."""
         if not self.dropped:
@@ -106,13 +156,13 @@ class LabelledData:
 
     def subset(self, indices: Iterable[int]) -> LabelledData:
         """Return the examples at ``indices``, with the same label names and dropped rows."""
-        picked = [int(i) for i in indices]
-        return replace(
-            self,
-            texts=tuple(self.texts[i] for i in picked),
-            labels=tuple(self.labels[i] for i in picked),
-            rows=tuple(self.rows[i] for i in picked),
-        )
+        given = indices if isinstance(indices, np.ndarray) else list(indices)
+        picked: list[int] = np.asarray(given, dtype=np.intp).tolist()
+        if not picked:
+            return replace(self, texts=(), labels=(), rows=())
+        # itemgetter picks in C: a third of the time of a generator at a million rows.
+        take = itemgetter(*picked) if len(picked) > 1 else lambda seq: (seq[picked[0]],)
+        return replace(self, texts=take(self.texts), labels=take(self.labels), rows=take(self.rows))
 
 
 def prepare(
@@ -128,8 +178,9 @@ def prepare(
             f"{name}: column '{text_col}' was chosen as both text and label; choose two different "
             f"columns. Columns: {', '.join(table.columns)}."
         )
-    texts = [t.strip() for t in table.frame[text_col]]
-    raw_labels = [v.strip() for v in table.frame[label_col]]
+    texts = [t.strip() for t in table.frame[text_col].tolist()]  # tolist: 3x faster than iter
+    raw_labels = [v.strip() for v in table.frame[label_col].tolist()]
+    canonical = {label: _canonical(label) for label in set(raw_labels)}
     for column, values, kind in ((text_col, texts, "texts"), (label_col, raw_labels, "labels")):
         if not any(values):
             raise BadTable(
@@ -144,7 +195,7 @@ def prepare(
         elif not label:
             dropped.append(DroppedRow(table.row_number(i), "empty label"))
         else:
-            kept.append((text, _canonical(label), table.row_number(i)))
+            kept.append((text, canonical[label], table.row_number(i)))
     if not kept:
         raise BadTable(f"{name}: no row has both a text and a label. Fill in the labels.")
     label_names = _check_labels([label for _, label, _ in kept], name, label_col)
@@ -204,11 +255,12 @@ def _canonical(label: str) -> str:
 
 def _check_labels(labels: list[str], name: str, column: str) -> tuple[str, ...]:
     """Return the sorted class names, after checking the column holds classes at all."""
-    distinct = sorted(set(labels))
-    numbers = [float(v) for v in labels if is_number(v)]
+    counts = Counter(labels)
+    distinct = sorted(counts)
+    numbers = {v: float(v) for v in distinct if is_number(v)}
     many = len(distinct) > 50 and len(distinct) > 0.2 * len(labels)
-    if len(numbers) >= 0.9 * len(labels):
-        fractional = any(not v.is_integer() for v in numbers)
+    if sum(counts[v] for v in numbers) >= 0.9 * len(labels):
+        fractional = any(not x.is_integer() for x in numbers.values())
         if many or (fractional and len(distinct) > 10):
             raise BadTable(
                 f"{name}: column '{column}' looks like a continuous score ({len(distinct)} "
@@ -257,4 +309,5 @@ def split(
     log.info(
         "Split %d rows: %d train, %d validation (seed %d)", len(data), len(train), len(val), seed
     )
-    return data.subset(sorted(train)), data.subset(sorted(val))
+    train_idx, val_idx = (np.sort(np.asarray(part, dtype=np.intp)) for part in (train, val))
+    return data.subset(train_idx), data.subset(val_idx)

@@ -36,9 +36,20 @@ class ModelInfo:
     architecture: str
     model_type: str
     vocab_size: int  # rows of the token-embedding matrix
-    tokenizer_size: int
+    tokenizer_size: int  # ids the tokenizer can produce: len(tokenizer), added tokens included
     hidden_size: int
     num_layers: int
+    added_tokens: int = 0  # of tokenizer_size, tokens added on top of the base vocabulary
+    # Embedding rows no token id reaches: tables are often padded (to a multiple of 8, or
+    # left longer than the tokenizer), so the tokenizer never produces these ids.
+    rows_without_token: int = 0
+    tokens_without_row: int = 0  # tokens added after training, with no embedding row
+
+    @property
+    def token_rows(self) -> int:
+        """Return how many rows a "tokens" matrix can have before its filters: the ids that
+        both the tokenizer produces and the embedding table holds."""
+        return min(self.vocab_size, self.tokenizer_size)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -233,6 +244,8 @@ def load_encoder(
     model.eval()
     if device is not None:
         model.to(device)
+    rows, tokens = int(embeddings.weight.shape[0]), len(tokenizer)
+    base = getattr(tokenizer, "vocab_size", tokens)
     info = ModelInfo(
         model_id=spec,
         source=source,
@@ -240,10 +253,13 @@ def load_encoder(
         revision=_weights_digest(folder),
         architecture=type(model).__name__,
         model_type=str(getattr(config, "model_type", "unknown")),
-        vocab_size=int(embeddings.weight.shape[0]),
-        tokenizer_size=len(tokenizer),
+        vocab_size=rows,
+        tokenizer_size=tokens,
         hidden_size=int(getattr(config, "hidden_size", embeddings.weight.shape[1])),
         num_layers=int(getattr(config, "num_hidden_layers", 0)),
+        added_tokens=max(0, tokens - int(base)) if isinstance(base, int) else 0,
+        rows_without_token=max(0, rows - tokens),
+        tokens_without_row=max(0, tokens - rows),
     )
     log.info(
         "Loaded %s (%s, %d tokens, hidden %d, %d layers) from %s",

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from embedgen.errors import BadConfig, NotInVocabulary
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.postprocess import l2_normalize
-from embedgen.tokens import is_cjk_char, strip_marker
+from embedgen.tokens import is_cjk_char, is_cjk_token, strip_marker
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class NeighbourIndex:
                 len(self._more_rows),
             )
         self._longest_piece = max((len(strip_marker(t)) for t in self._row), default=0)
+        self._cjk: npt.NDArray[np.bool_] | None = None
 
     def __len__(self) -> int:
         return len(self.matrix.vocab)
@@ -190,11 +191,20 @@ class NeighbourIndex:
                 rows.update(self._more_rows.get(token, ()))
         return rows
 
-    def _best(self, scores: Vector, k: int, excluded: set[int]) -> list[Neighbour]:
-        """The ``k`` best-scoring rows not in ``excluded``, best first (ties: lower row first)."""
+    def _best(
+        self,
+        scores: Vector,
+        k: int,
+        excluded: set[int],
+        only: npt.NDArray[np.bool_] | None = None,
+    ) -> list[Neighbour]:
+        """The ``k`` best-scoring rows not in ``excluded`` (and where ``only`` is True, when
+        given), best first (ties: lower row first)."""
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise BadConfig(f"k = {k!r}: ask for at least 1 neighbour.")
         scores = np.array(scores, dtype=np.float32)
+        if only is not None:
+            excluded = excluded | set(np.flatnonzero(~only).tolist())
         if excluded:
             scores[list(excluded)] = -np.inf
         k = min(int(k), scores.shape[0] - len(excluded))
@@ -213,16 +223,32 @@ class NeighbourIndex:
 
     # -- questions ---------------------------------------------------------------------------
 
-    def top_k(self, query: Query, k: int = 10, *, exclude: Iterable[str] = ()) -> list[Neighbour]:
+    def top_k(
+        self,
+        query: Query,
+        k: int = 10,
+        *,
+        exclude: Iterable[str] = (),
+        only: npt.NDArray[np.bool_] | None = None,
+    ) -> list[Neighbour]:
         """Return the ``k`` tokens closest to ``query`` by cosine, closest first.
 
         ``query`` is a word (looked up as in :meth:`lookup`; its own token, or its pieces when
         pooled, are left out) or a vector of the matrix's width. ``exclude`` names more tokens to
-        leave out. Asking for more than there are returns all of them.
+        leave out; ``only`` (a mask over rows, e.g. :meth:`cjk_rows`) keeps the rest out.
+        Asking for more than there are returns all of them.
         """
         unit, own = self._query(query)
         excluded = self._rows_of(own) | self._rows_of(exclude)
-        return self._best(self._cosines(unit), k, excluded)
+        return self._best(self._cosines(unit), k, excluded, only)
+
+    def cjk_rows(self) -> npt.NDArray[np.bool_]:
+        """A mask of the rows whose token is made of CJK characters (marker aside)."""
+        if self._cjk is None:
+            self._cjk = np.fromiter(
+                (is_cjk_token(t) for t in self.matrix.vocab), bool, len(self.matrix.vocab)
+            )
+        return self._cjk
 
     def similarity(self, a: Query, b: Query) -> float:
         """Return the cosine of two words or vectors, in [-1, 1] (0 for a zero vector)."""

@@ -80,6 +80,22 @@ class Table:
         """Return the spreadsheet row number (as Excel shows it) of frame row ``i``."""
         return i + 2 if self.has_header else i + 1
 
+    @property
+    def numbering(self) -> str:
+        """Return how rows are numbered, in words: the numbers every message and preview use."""
+        first = "the header is row 1, the first text row 2" if self.has_header else "from 1"
+        return (
+            f"Rows are numbered as a spreadsheet numbers them: {first}. A quoted text that "
+            "spans several lines of the file is one row."
+        )
+
+    def preview(self, n: int = 20) -> pd.DataFrame:
+        """Return the first ``n`` rows, indexed by their row numbers (:meth:`row_number`), the
+        numbers messages about rows use."""
+        head = self.frame.head(n).copy()
+        head.index = pd.Index([self.row_number(i) for i in range(len(head))], name="row")
+        return head
+
 
 def read_table(
     source: str | os.PathLike[str] | bytes,

@@ -2,8 +2,41 @@
 
 import streamlit as st
 
-from embedgen.models import DEFAULT_MODEL, list_cached_models
+from embedgen.models import DEFAULT_MODEL, ModelInfo, list_cached_models
 from embedgen.ui import common as ui
+
+
+def vocabulary_note(info: ModelInfo) -> str:
+    """Why the two vocabulary numbers differ, and which one a token matrix starts from."""
+    rows, tokens = f"{info.vocab_size:,}", f"{info.tokenizer_size:,}"
+    if info.rows_without_token:
+        n = info.rows_without_token
+        note = (
+            f"The embedding table has {rows} rows but the tokenizer produces only {tokens} ids "
+            f"(0 to {info.tokenizer_size - 1:,}). The other {n:,} row{'s' if n > 1 else ''} "
+            f"{'are' if n > 1 else 'is'} padding that no text ever reaches (models round their "
+            "tables up), so they are left out."
+        )
+    elif info.tokens_without_row:
+        n = info.tokens_without_row
+        note = (
+            f"The tokenizer knows {tokens} tokens but the embedding table has only {rows} rows: "
+            f"{n:,} token{'s were' if n > 1 else ' was'} added to the tokenizer without a row, "
+            "so a matrix cannot hold them."
+        )
+    else:
+        note = f"One embedding row for each of the tokenizer's {tokens} tokens."
+    if info.added_tokens:
+        note += (
+            f" {info.added_tokens:,} of the tokenizer's tokens were added on top of its base "
+            "vocabulary (special tokens such as a mask token, or the model's own additions)."
+        )
+    return (
+        f"{note} A matrix of tokens starts from the {info.token_rows:,} ids that have both a "
+        "token and a row; the filters on the Matrix page (special and unused tokens, CJK only, "
+        "## pieces) then leave out some of them."
+    )
+
 
 st.set_page_config(page_title="Model · embedgen", layout="wide")
 ui.init_state()
@@ -64,16 +97,23 @@ if encoder is None:
 
 info = encoder.info
 st.subheader(info.model_id)
-cols = st.columns(5)
+cols = st.columns(6)
 cols[0].metric("Architecture", info.architecture)
-cols[1].metric("Vocabulary", f"{info.vocab_size:,}")
-cols[2].metric("Hidden size", info.hidden_size)
-cols[3].metric("Layers", info.num_layers)
-cols[4].metric("Device", device.device.upper())
-st.caption(
-    f"{device.describe()} · loaded from {info.source} · revision {info.revision[:19]} · "
-    f"tokenizer {info.tokenizer_size:,} tokens"
+cols[1].metric(
+    "Embedding rows",
+    f"{info.vocab_size:,}",
+    help="Rows of the model's token-embedding table (its config's vocab_size).",
 )
+cols[2].metric(
+    "Tokenizer tokens",
+    f"{info.tokenizer_size:,}",
+    help="Token ids the tokenizer can produce, added tokens included.",
+)
+cols[3].metric("Hidden size", info.hidden_size)
+cols[4].metric("Layers", info.num_layers)
+cols[5].metric("Device", device.device.upper())
+st.caption(vocabulary_note(info))
+st.caption(f"{device.describe()} · loaded from {info.source} · revision {info.revision[:19]}")
 sample = encoder.tokenizer.tokenize("这家店的牛肉面很好吃")
 st.write("Tokenizer sample:", " · ".join(sample))
 st.page_link("pages/2_Data.py", label="Next: labelled data", icon=":material/arrow_forward:")

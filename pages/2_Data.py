@@ -1,16 +1,17 @@
 """Data: a labelled table in, validated examples out."""
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
+from embedgen import table as tables
 from embedgen.data import guess_columns, prepare, split
 from embedgen.fields import spec
-from embedgen.table import read_table, xlsx_sheets
 from embedgen.train import FinetuneConfig
 from embedgen.ui import common as ui
+from embedgen.ui import plots
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"
 
@@ -38,15 +39,25 @@ if source.startswith("Upload"):
     )
     if upload is not None:
         raw = upload.getvalue()
+        digest = hashlib.sha256(raw).hexdigest()
         try:
             sheet = None
             if upload.name.lower().endswith((".xlsx", ".xlsm")):
-                sheets = xlsx_sheets(raw, name=upload.name)
+                sheets = ui.session_cached(
+                    "data_cache_sheets",
+                    digest,
+                    lambda: tables.xlsx_sheets(raw, name=upload.name),
+                )
                 if len(sheets) > 1:
                     sheet = st.selectbox(
                         "Sheet", sheets, key="data_sheet", help="This workbook has several sheets."
                     )
-            table = read_table(raw, name=upload.name, header=header, sheet=sheet)
+            # Parsed once per file and reading options; widget changes below reuse it.
+            table = ui.session_cached(
+                "data_cache_table",
+                (digest, upload.name, header, sheet),
+                lambda: tables.read_table(raw, name=upload.name, header=header, sheet=sheet),
+            )
         except Exception as exc:  # shown; the previous table is forgotten
             st.session_state[ui.DATA_TABLE] = None
             st.session_state[ui.DATA_LABELLED] = None
@@ -57,7 +68,13 @@ if source.startswith("Upload"):
         table = st.session_state[ui.DATA_TABLE]
         st.caption(f"Using **{table.label}**, uploaded earlier. Upload another file to replace it.")
 else:
-    table = ui.attempt(lambda: read_table(SAMPLE, header=header))
+    table = ui.attempt(
+        lambda: ui.session_cached(
+            "data_cache_table",
+            ("sample", header),
+            lambda: tables.read_table(SAMPLE, header=header),
+        )
+    )
 
 if table is None:
     st.session_state[ui.DATA_LABELLED] = None
@@ -71,9 +88,14 @@ st.caption(
     + (f"delimiter {table.delimiter!r} · " if table.delimiter else "")
     + ("header row" if table.has_header else "no header row")
 )
-st.dataframe(table.frame.head(20), width="stretch", height=260)
+st.dataframe(table.preview(20), width="stretch", height=260)
+st.caption(f"{table.numbering} Messages about rows below use the same numbers.")
 
-text_guess, label_guess = guess_columns(table)
+# What the table holds decides the guess and the examples: computed once for each.
+read_as = (table.sha256, table.label, table.has_header)
+text_guess, label_guess = ui.session_cached(
+    "data_cache_guess", read_as, lambda: guess_columns(table)
+)
 previous = st.session_state[ui.DATA_COLUMNS]
 if previous and previous[0] == table.sha256:
     text_guess, label_guess = previous[1], previous[2]
@@ -93,7 +115,12 @@ label_col = cols[1].selectbox(
 )
 
 try:
-    data = prepare(table, text_col, label_col)
+    data = ui.session_cached(
+        "data_cache_prepared",
+        (read_as, text_col, label_col),
+        lambda: prepare(table, text_col, label_col),
+        keep=2,
+    )
 except Exception as exc:  # every problem is shown, nothing else breaks
     st.session_state[ui.DATA_LABELLED] = None
     ui.show_error(exc)
@@ -104,6 +131,7 @@ st.session_state[ui.DATA_COLUMNS] = (table.sha256, text_col, label_col)
 if data.dropped:
     st.warning(data.dropped_summary())
     with st.expander(f"Dropped rows ({len(data.dropped)})"):
+        st.caption(table.numbering)
         st.dataframe(
             pd.DataFrame([{"row": d.row, "reason": d.reason} for d in data.dropped]),
             hide_index=True,
@@ -123,18 +151,20 @@ val_fraction = st.slider(
 )
 st.session_state[ui.DATA_VAL_FRACTION] = val_fraction
 seed = FinetuneConfig().seed  # the split training will make
-train, val = ui.attempt(lambda: split(data, val_fraction=val_fraction, seed=seed))
+train, val = ui.attempt(
+    lambda: ui.session_cached(
+        "data_cache_split",
+        (read_as, text_col, label_col, val_fraction, seed),
+        lambda: split(data, val_fraction=val_fraction, seed=seed),
+    )
+)
 
 left, right = st.columns([3, 2])
-fig = px.bar(
-    x=list(counts),
-    y=list(counts.values()),
-    labels={"x": label_col, "y": "rows"},
-    title=f"{data.num_classes} classes",
-)
-fig.update_layout(height=320, margin={"t": 40, "b": 0})
-left.plotly_chart(fig, width="stretch")
+left.plotly_chart(plots.label_counts_figure(counts, label_col), width="stretch")
 right.metric("Training rows", f"{len(train):,}")
 right.metric("Validation rows", f"{len(val):,}")
 right.caption(f"Split with seed {seed}, as training will; the same split every time.")
+note = data.imbalance_note()
+if note:
+    st.warning(note)
 st.page_link("pages/3_Train.py", label="Next: fine-tune", icon=":material/arrow_forward:")

@@ -11,20 +11,56 @@ from embedgen.matrix import (
     Method,
     build_matrix,
     default_method,
+    estimate_build,
     folder_for,
     methods_for,
     name_for,
     resolve_layer,
     save_matrix,
+    saved_matrix,
 )
-from embedgen.models import Encoder
+from embedgen.paths import free_folder
 from embedgen.postprocess import PostProcess
+from embedgen.progress import stage
 from embedgen.tokens import mostly_cjk
-from embedgen.train import Run
 from embedgen.ui import common as ui
 from embedgen.ui.jobs import Job, JobState, start_job
 from embedgen.ui.widgets import setting_input
-from embedgen.words import Corpus, WordOptions, WordVocab, words_from_corpus, words_from_list
+from embedgen.words import Corpus, WordOptions, words_from_corpus, words_from_list
+
+PENDING = "matrix_pending"  # a build that waits for the user's answer (replace? slow?)
+SLOW_SECONDS = 120  # builds estimated to take longer are confirmed first
+
+
+def work(job: Job, request: dict) -> ui.MatrixEntry:
+    """The build job: segment (words of the data), build, save."""
+    words = request["words"]
+    if request["word_options"] is not None:  # segmenting takes seconds: here, not on the page
+        stage(job, "segmenting your texts into words")
+        words = words_from_corpus(request["data_corpus"], request["word_options"])
+    estimate = request["estimate"]
+    stage(job, f"building ({estimate.describe()})" if estimate else "building", "steps")
+    matrix = build_matrix(
+        request["source"],
+        request["options"],
+        words=words,
+        corpus=request["corpus"],
+        progress=job,
+        cancel=job.cancel,
+    )
+    stage(job, "saving")
+    save_matrix(matrix, request["folder"], dtype=request["dtype"])
+    return ui.MatrixEntry(
+        name=request["name"], matrix=matrix, folder=str(request["folder"]), dtype=request["dtype"]
+    )
+
+
+def start_build(request: dict) -> Job:
+    job = st.session_state[ui.MATRIX_JOB] = start_job(
+        "Matrix", lambda job: work(job, request), unit="steps"
+    )
+    return job
+
 
 st.set_page_config(page_title="Matrix · embedgen", layout="wide")
 ui.init_state()
@@ -40,7 +76,7 @@ if run is not None:
     sources[f"Fine-tuned run ({Path(run.folder or '').name or 'this session'})"] = run
 if encoder is not None:
     sources[f"Model as it is ({encoder.info.model_id})"] = encoder
-source_label = st.radio("Build from", list(sources), key="matrix_source")
+source_label = st.radio("Build from", list(sources), key=ui.kept("matrix_source"))
 source = sources[source_label]
 from_run = source is run
 model_info = (run.encoder if from_run else encoder).info
@@ -51,7 +87,7 @@ rows_are = st.radio(
     "Rows",
     ROW_CHOICES if data is not None else [ROW_CHOICES[0], ROW_CHOICES[2]],
     horizontal=True,
-    key="matrix_rows",
+    key=ui.kept("matrix_rows"),
     help="Tokens: the model's vocabulary (characters for bert-base-chinese). Words: your data's "
     "words (segmented with jieba) or your own list; each word gets one row.",
 )
@@ -62,7 +98,7 @@ if rows_are == ROW_CHOICES[2]:
     listed = c1.file_uploader(
         "Word list (one word per line, UTF-8)", type=["txt"], key="matrix_list"
     )
-    pasted = c2.text_area("…or paste words, one per line", key="matrix_pasted", height=100)
+    pasted = c2.text_area("…or paste words, one per line", key=ui.kept("matrix_pasted"), height=100)
     if listed is not None:
         word_list = ui.attempt(lambda: words_from_list(listed.getvalue(), name=listed.name))
     elif pasted.strip():
@@ -78,7 +114,8 @@ method = Method(
         "Method",
         methods,
         index=methods.index(default),
-        key="matrix_method_words" if word_rows else "matrix_method",  # each keeps its choice
+        # each kind of rows keeps its own choice
+        key=ui.kept("matrix_method_words" if word_rows else "matrix_method"),
         help="input: untouched by fine-tuning. projected, contextual and aggregated (from a run) "
         "carry it.",
     )
@@ -93,12 +130,12 @@ with st.form("matrix_form"):
             0,
             model_info.num_layers,
             resolve_layer(None, model_info.num_layers),
-            key="matrix_layer",
+            key=ui.kept("matrix_layer"),
             help=spec(MatrixOptions, "layer").help,
         )
         layers = c1.text_input(
             "…or the mean of layers (A-B)",
-            key="matrix_layers",
+            key=ui.kept("matrix_layers"),
             placeholder=f"e.g. {max(0, model_info.num_layers - 3)}-{model_info.num_layers}",
             help=spec(MatrixOptions, "layers").help,
         )
@@ -118,7 +155,9 @@ with st.form("matrix_form"):
                 label="…or keep the untuned geometry, with labels of weight",
                 step=0.05,
             )
-    dtype = (c3 if method.reads_context else c1).selectbox("Save as", DTYPES, key="matrix_dtype")
+    dtype = (c3 if method.reads_context else c1).selectbox(
+        "Save as", DTYPES, key=ui.kept("matrix_dtype")
+    )
     words_from_data = rows_are == ROW_CHOICES[1]
     corpus_contexts = generated = 0
     if word_rows:
@@ -127,7 +166,7 @@ with st.form("matrix_form"):
         if words_from_data:
             min_count = setting_input(c1, WordOptions, "min_count", key="matrix_min_count")
             top_n = c2.number_input(
-                "Most frequent words (0 = all)", 0, 10_000_000, 0, key="matrix_top_n"
+                "Most frequent words (0 = all)", 0, 10_000_000, 0, key=ui.kept("matrix_top_n")
             )
             cjk_words = setting_input(c3, WordOptions, "cjk_words", key="matrix_cjk_words")
         if method is Method.AGGREGATED:
@@ -149,6 +188,11 @@ with st.form("matrix_form"):
         # lists with other scripts. multilingual-e5-small's default contextual matrix on 2 CPU
         # cores: 249,997 tokens 774 s in the app (240 s from the CLI); 17,134 CJK tokens 45 s.
         chinese = data is not None and mostly_cjk(data.texts)
+        # The default follows the data; a value kept from other data is not the user's choice.
+        data_id = None if data is None else (data.source_name, len(data))
+        if st.session_state.get("matrix_cjk_data") != data_id:
+            st.session_state.pop("matrix_cjk_only", None)
+            st.session_state["matrix_cjk_data"] = data_id
         cjk_only = setting_input(
             c2, MatrixOptions, "cjk_only", key="matrix_cjk_only", default=chinese or None
         )
@@ -163,7 +207,7 @@ with st.form("matrix_form"):
         0,
         int(spec(PostProcess, "pca_dims").high),
         0,
-        key="matrix_pca",
+        key=ui.kept("matrix_pca"),
         help=spec(PostProcess, "pca_dims").help,
     )
     l2 = setting_input(c5, PostProcess, "l2", key="matrix_l2")
@@ -206,31 +250,62 @@ if build:
     named = data_corpus if words_from_data else corpus  # the words' corpus names the rows
     name = ui.attempt(lambda: name_for(source, options, words=word_list, corpus=named))
     folder = ui.attempt(lambda: folder_for(source, options, words=word_list, corpus=named))
+    estimate = None
+    if not words_from_data:  # word rows of the data are known once segmented, in the job
+        with st.spinner("Measuring this machine's speed on a sample of rows…"):
+            estimate = ui.attempt(
+                lambda: estimate_build(source, options, words=word_list, corpus=corpus)
+            )
+    request = {
+        "source": source,
+        "options": options,
+        "words": word_list,
+        "word_options": word_options,
+        "data_corpus": data_corpus,
+        "corpus": corpus,
+        "folder": folder,
+        "name": name,
+        "dtype": dtype,
+        "estimate": estimate,
+        "existing": saved_matrix(folder),
+    }
+    slow = estimate is not None and estimate.seconds > SLOW_SECONDS
+    if request["existing"] is not None or slow:
+        st.session_state[PENDING] = request  # asked below; nothing is built or replaced yet
+    else:
+        job = start_build(request)
 
-    def work(
-        job: Job,
-        source: Encoder | Run = source,
-        options: MatrixOptions = options,
-        words: WordVocab | None = word_list,
-        word_options: WordOptions | None = word_options,
-        data_corpus: Corpus | None = data_corpus,
-        corpus: Corpus | None = corpus,
-        folder: Path = folder,
-        name: str = name,
-        dtype: str = dtype,
-    ) -> ui.MatrixEntry:
-        if word_options is not None:  # segmenting takes seconds: here, not on the page
-            job.stage = "segmenting your texts into words"
-            words = words_from_corpus(data_corpus, word_options)
-            job.stage = ""
-        matrix = build_matrix(
-            source, options, words=words, corpus=corpus, progress=job.report, cancel=job.cancel
-        )
-        job.stage = "saving"
-        save_matrix(matrix, folder, dtype=dtype)
-        return ui.MatrixEntry(name=name, matrix=matrix, folder=str(folder), dtype=dtype)
-
-    job = st.session_state[ui.MATRIX_JOB] = start_job("Matrix", work, unit="steps")
+pending = st.session_state.get(PENDING)
+if pending is not None:
+    with st.container(border=True):
+        existing, estimate = pending["existing"], pending["estimate"]
+        if existing is not None:
+            built = (existing or {}).get("created", "")
+            st.warning(
+                f"A matrix named **{pending['name']}** is already saved"
+                + (f" (built {built[:16].replace('T', ' ')})" if built else "")
+                + f" in `{pending['folder']}`. Replace it, or keep both?"
+            )
+        if estimate is not None and estimate.seconds > SLOW_SECONDS:
+            tip = ""
+            if not pending["options"].cjk_only and pending["words"] is None:
+                tip = " Ticking **CJK tokens only** keeps the Chinese rows and is much faster."
+            st.warning(f"This matrix will take {estimate.describe()} on this machine.{tip}")
+        c1, c2, c3 = st.columns(3)
+        if existing is not None:
+            if c1.button("Replace it", type="primary"):
+                del st.session_state[PENDING]
+                job = start_build(pending)
+            other = free_folder(pending["folder"])
+            if c2.button(f"Keep both (save as {other.name})"):
+                del st.session_state[PENDING]
+                job = start_build({**pending, "folder": other, "name": other.name})
+        elif c1.button("Build it", type="primary"):
+            del st.session_state[PENDING]
+            job = start_build(pending)
+        if c3.button("Don't build"):
+            del st.session_state[PENDING]
+            st.rerun()
 
 if job is not None:
     ui.job_panel(job, ui.job_status, key="matrix")
@@ -244,11 +319,14 @@ if entries:
     for entry in entries.values():
         m = entry.matrix
         with st.container(border=True):
-            cols = st.columns([2, 1, 1, 1])
-            cols[0].markdown(f"**{entry.name}**  \n{m.manifest.get('method_description', '')}")
-            cols[1].metric("Shape", f"{m.shape[0]:,} × {m.shape[1]}")
-            cols[2].metric("Saved as", entry.dtype)
-            cols[3].metric("Memory", ui.human_bytes(m.vectors.nbytes))
+            cols = st.columns([3, 1, 1, 1, 1])
+            cols[0].markdown(
+                f"**{m.label}**  \n`{entry.name}` · {m.manifest.get('method_description', '')}"
+            )
+            cols[1].metric("Rows", f"{m.shape[0]:,}")
+            cols[2].metric("Dimensions", f"{m.shape[1]:,}")
+            cols[3].metric("Saved as", entry.dtype)
+            cols[4].metric("Memory", ui.human_bytes(m.vectors.nbytes))
             post = ", ".join(s["step"] for s in m.manifest.get("postprocess", [])) or "none"
             layers = m.manifest.get("layers")
             where = ""

@@ -6,10 +6,19 @@ import streamlit as st
 from embedgen.errors import EmbedgenError
 from embedgen.matrix import EmbeddingMatrix, load_matrix
 from embedgen.neighbours import NeighbourIndex
-from embedgen.projection import Projection, ProjectionOptions, Reducer, project
+from embedgen.projection import (
+    DEFAULT_MAX_ROWS,
+    Projection,
+    ProjectionOptions,
+    Reducer,
+    estimate_seconds,
+    map_points,
+    project,
+)
+from embedgen.tokens import mostly_cjk
 from embedgen.ui import colours, plots
 from embedgen.ui import common as ui
-from embedgen.ui.jobs import Job, JobState, start_job, warm_up_umap_once
+from embedgen.ui.jobs import Job, JobState, start_job
 
 st.set_page_config(page_title="Explore · embedgen", layout="wide")
 ui.init_state()
@@ -24,7 +33,7 @@ def neighbour_index(key: str, _entry: ui.MatrixEntry) -> NeighbourIndex:
 entries: dict[str, ui.MatrixEntry] = st.session_state[ui.MATRICES]
 with st.expander("Open a saved matrix folder"):
     folder = st.text_input(
-        "Folder (holds matrix.npy, vocab.txt, manifest.json)", key="explore_open"
+        "Folder (holds matrix.npy, vocab.txt, manifest.json)", key=ui.kept("explore_open")
     )
     if st.button("Open", disabled=not folder.strip()):
         matrix = ui.attempt(lambda: load_matrix(ui.allowed_folder(folder.strip(), "matrix folder")))
@@ -38,17 +47,25 @@ if not entries:
 
 names = list(entries)
 c1, c2 = st.columns(2)
-name_a = c1.selectbox("Matrix", names, index=len(names) - 1, key="explore_a")
+name_a = ui.matrix_choice("Matrix", entries, key="explore_a", where=c1)
 compare = ["(none)"] + [n for n in names if n != name_a]
-name_b = c2.selectbox("Compare with", compare, index=min(1, len(compare) - 1), key="explore_b")
+if st.session_state.get("explore_b") not in compare:
+    st.session_state.pop("explore_b", None)
+name_b = c2.selectbox(
+    "Compare with",
+    compare,
+    index=min(1, len(compare) - 1),
+    key=ui.kept("explore_b"),
+    format_func=lambda n: n if n == "(none)" else f"{entries[n].matrix.label}  ({n})",
+)
 shown = [entries[name_a]] + ([entries[name_b]] if name_b != "(none)" else [])
 indexes = [neighbour_index(e.key, e) for e in shown]
 
 
-def neighbour_table(index: NeighbourIndex, word: str, k: int) -> None:
+def neighbour_table(index: NeighbourIndex, word: str, k: int, cjk: bool) -> None:
     try:
         lookup = index.lookup(word)
-        found = index.top_k(word, k=k)
+        found = index.top_k(word, k=k, only=index.cjk_rows() if cjk else None)
     except EmbedgenError as exc:
         st.warning(str(exc))
         return
@@ -73,19 +90,42 @@ def scores_table(found: list, height: int | None = None) -> None:
 tab_nn, tab_sim, tab_analogy, tab_map = st.tabs(["Neighbours", "Similarity", "Analogy", "Map"])
 with tab_nn:
     c1, c2 = st.columns([3, 1])
-    word = c1.text_input("Token or word", value="好", key="explore_word")
-    k = c2.number_input("How many", 1, 200, 10, key="explore_k")
+    word = c1.text_input("Token or word", value="好", key=ui.kept("explore_word"))
+    k = c2.number_input("How many", 1, 200, 10, key=ui.kept("explore_k"))
+    mixed = any(not index.cjk_rows().all() and index.cjk_rows().any() for index in indexes)
+    cjk = False
+    if mixed:  # a multilingual vocabulary: other scripts crowd Chinese neighbour lists
+        data = st.session_state[ui.DATA_LABELLED]
+        cjk = st.checkbox(
+            "Chinese neighbours only",
+            value=data is None or mostly_cjk(data.texts),
+            key=ui.kept("explore_cjk"),
+            help="Leaves out rows that are not made of CJK characters (Latin words, other "
+            "scripts, punctuation) from the lists below.",
+        )
     cols = st.columns(len(shown))
     for col, entry, index in zip(cols, shown, indexes, strict=True):
         with col:
-            st.markdown(f"**{entry.name}** · {entry.matrix.method}")
+            st.markdown(f"**{entry.matrix.label}**  \n`{entry.name}`")
             if word.strip():
-                neighbour_table(index, word.strip(), int(k))
+                neighbour_table(index, word.strip(), int(k), cjk)
+    marker = any(t.startswith("▁") for e in shown for t in e.matrix.vocab[:50_000])
+    st.caption(
+        "**cosine**: how alike two rows point, from 1 (the same direction) through 0 "
+        "(unrelated) to −1; it ranks neighbours within one matrix and is not comparable "
+        "between matrices."
+        + (
+            " **▁** marks a piece that starts a word in SentencePiece vocabularies (XLM-R, "
+            "e5): ▁好 is 好 at the start of a word, 好 the same character inside one."
+            if marker
+            else ""
+        )
+    )
 
 with tab_sim:
     c1, c2 = st.columns(2)
-    a = c1.text_input("First", value="好", key="explore_sim_a")
-    b = c2.text_input("Second", value="坏", key="explore_sim_b")
+    a = c1.text_input("First", value="好", key=ui.kept("explore_sim_a"))
+    b = c2.text_input("Second", value="坏", key=ui.kept("explore_sim_b"))
     if a.strip() and b.strip():
         for entry, index in zip(shown, indexes, strict=True):
             try:
@@ -98,9 +138,9 @@ with tab_sim:
 with tab_analogy:
     st.caption("a is to b as c is to ?  (3CosAdd: nearest to b − a + c)")
     c1, c2, c3 = st.columns(3)
-    qa = c1.text_input("a", value="男", key="explore_an_a")
-    qb = c2.text_input("b", value="女", key="explore_an_b")
-    qc = c3.text_input("c", value="王", key="explore_an_c")
+    qa = c1.text_input("a", value="男", key=ui.kept("explore_an_a"))
+    qb = c2.text_input("b", value="女", key=ui.kept("explore_an_b"))
+    qc = c3.text_input("c", value="王", key=ui.kept("explore_an_c"))
     if qa.strip() and qb.strip() and qc.strip():
         cols = st.columns(len(shown))
         for col, entry, index in zip(cols, shown, indexes, strict=True):
@@ -114,36 +154,60 @@ with tab_analogy:
 with tab_map:
     entry = entries[name_a]
     matrix = entry.matrix
+    n_rows = matrix.shape[0]
     data = st.session_state[ui.DATA_LABELLED]
     run = st.session_state[ui.TRAIN_RUN]
     model = run.encoder if run is not None else ui.current_encoder()
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4, c5 = st.columns(5)
     reducers = [Reducer.UMAP.value, Reducer.PCA.value]
-    reducer = c1.selectbox("Reducer", reducers, key="explore_reducer")
-    dims = c2.radio("Dimensions", [2, 3], horizontal=True, key="explore_dims")
+    reducer = c1.selectbox("Reducer", reducers, key=ui.kept("explore_reducer"))
+    dims = c2.radio("Dimensions", [2, 3], horizontal=True, key=ui.kept("explore_dims"))
     colour_by = c3.selectbox(
-        "Colour by", colours.choices(data is not None and model is not None), key="explore_colour"
+        "Colour by",
+        colours.choices(data is not None and model is not None),
+        key=ui.kept("explore_colour"),
     )
-    n_clusters = c4.number_input("Clusters", 2, 50, 12, key="explore_clusters")
-    options = ProjectionOptions(reducer=reducer, dims=int(dims))
+    n_clusters = c4.number_input("Clusters", 2, 50, 12, key=ui.kept("explore_clusters"))
+    cap = c5.number_input(
+        "Rows on the map",
+        min_value=1,
+        max_value=max(n_rows, DEFAULT_MAX_ROWS),
+        value=DEFAULT_MAX_ROWS,
+        step=1000,
+        key=ui.kept("explore_map_rows"),
+        help="A seeded random sample of this many rows is mapped; highlighted tokens are "
+        "always shown. Tick 'All rows' to map every row.",
+    )
+    every_row = st.checkbox(f"All {n_rows:,} rows", key=ui.kept("explore_map_all"))
+    everything = every_row or int(cap) >= n_rows  # one cache entry for "all rows"
+    options = ProjectionOptions(
+        reducer=reducer, dims=int(dims), max_rows=None if everything else int(cap)
+    )
+    shown_rows = n_rows if options.max_rows is None else options.max_rows
+    if every_row and n_rows > DEFAULT_MAX_ROWS:
+        st.warning(
+            f"A map of all {n_rows:,} rows takes about {estimate_seconds(n_rows, options):,.0f} s "
+            f"on 2 CPU cores (about {estimate_seconds(DEFAULT_MAX_ROWS, options):,.0f} s for "
+            f"{DEFAULT_MAX_ROWS:,}); you can cancel it at any stage."
+        )
     key = (entry.key, options)
     projections = st.session_state[ui.PROJECTIONS]
     pjob: Job | None = st.session_state[ui.PROJECTION_JOB]
     if pjob is not None and pjob.tag == key and pjob.state is JobState.DONE:
         projections[key] = pjob.result
     if key not in projections:
-        if reducer == Reducer.UMAP:
-            warm_up_umap_once()
-        slow = " The first UMAP in a server also compiles its kernels." if reducer == "umap" else ""
-        st.caption(
-            f"{matrix.shape[0]:,} points.{slow} Maps are cached on disk: revisiting is instant."
+        sample = (
+            f"{shown_rows:,} of {n_rows:,} rows (random sample, seed {options.seed})"
+            if shown_rows < n_rows
+            else f"all {n_rows:,} rows"
         )
+        st.caption(f"The map will show {sample}. Maps are cached on disk: revisiting is instant.")
         if st.button("Compute map", type="primary", disabled=pjob is not None and pjob.active):
 
             def work(
                 job: Job, matrix: EmbeddingMatrix = matrix, options: ProjectionOptions = options
             ) -> Projection:
-                return project(matrix, options, progress=job.report, cancel=job.cancel)
+                return project(matrix, options, progress=job, cancel=job.cancel)
 
             pjob = st.session_state[ui.PROJECTION_JOB] = start_job("Map", work, tag=key)
         if pjob is not None and pjob.tag == key:
@@ -159,26 +223,39 @@ with tab_map:
             model_id=model.info.model_id if model is not None else "",
         )
         c1, c2 = st.columns([3, 1])
-        search = c1.text_input("Highlight a token and its neighbours", key="explore_search")
-        hk = c2.number_input("Neighbours to highlight", 0, 50, 10, key="explore_search_k")
+        search = c1.text_input(
+            "Highlight a token and its neighbours", key=ui.kept("explore_search")
+        )
+        hk = c2.number_input("Neighbours to highlight", 0, 50, 10, key=ui.kept("explore_search_k"))
         highlight = {}
         if search.strip():
             try:
                 highlight = indexes[0].highlight(search.strip(), k=int(hk))
             except EmbedgenError as exc:
                 st.warning(str(exc))
+        points, point_rows, placed = map_points(matrix, projection, list(highlight))
+        at = {int(r): i for i, r in enumerate(point_rows)}
+        mapped = len(projection.rows)
+        note = (
+            f"{mapped:,} of {n_rows:,} rows, random sample (seed {projection.options.seed})"
+            if mapped < n_rows
+            else f"all {n_rows:,} rows"
+        )
+        if placed:
+            note += f" + {placed} highlighted, placed near their nearest sampled rows"
         fig = plots.scatter_map(
-            projection.coords,
-            matrix.vocab,
-            colour,
+            points,
+            [matrix.vocab[r] for r in point_rows],
+            [colour[r] for r in point_rows],
             colour_name=colour_by,
             categorical=categorical,
-            highlight=highlight,
-            hover_extra=hover,
+            highlight={at[r]: label for r, label in highlight.items()},
+            hover_extra=[hover[r] for r in point_rows] if hover is not None else None,
+            note=note,
         )
         st.plotly_chart(fig, width="stretch", key="explore_map_plot")
         how = "from cache" if projection.from_cache else f"{projection.seconds:.1f} s"
         st.caption(
-            f"{projection.options.reducer} {projection.options.dims}D of {matrix.shape[0]:,} "
-            f"rows · {how} · seed {projection.options.seed}"
+            f"{projection.options.reducer} {projection.options.dims}D of {note} · {how} · "
+            f"seed {projection.options.seed}"
         )

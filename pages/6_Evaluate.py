@@ -29,8 +29,16 @@ entries: dict[str, ui.MatrixEntry] = st.session_state[ui.MATRICES]
 if not entries:
     ui.require(None, "Build a matrix first.", "pages/4_Matrix.py")
 
+if "evaluate_matrices" in st.session_state:  # drop matrices this session no longer has
+    st.session_state["evaluate_matrices"] = [
+        n for n in st.session_state["evaluate_matrices"] if n in entries
+    ]
 chosen = st.multiselect(
-    "Matrices", list(entries), default=list(entries)[-2:], key="evaluate_matrices"
+    "Matrices",
+    list(entries),
+    default=list(entries)[-2:],
+    key=ui.kept("evaluate_matrices"),
+    format_func=lambda n: f"{entries[n].matrix.label}  ({n})",
 )
 if not chosen:
     st.info("Choose at least one matrix.")
@@ -62,7 +70,7 @@ def read_uploads(uploads, reader) -> list:
 pool = st.toggle(
     "Pool words that are not rows from their pieces",
     True,
-    key="evaluate_pool",
+    key=ui.kept("evaluate_pool"),
     help="A word missing from a token matrix is the mean of its tokens; pooled words are "
     "counted and listed, never used silently. Off: they count as missing.",
 )
@@ -173,8 +181,8 @@ with tab_purity:
     if data is None:
         st.info("Choose labelled data (Data page) to measure label purity.")
     c1, c2 = st.columns(2)
-    per_label = c1.number_input("Words per label", 2, 500, 30, key="evaluate_per_label")
-    k = c2.number_input("Neighbours", 1, 100, 10, key="evaluate_k")
+    per_label = c1.number_input("Words per label", 2, 500, 30, key=ui.kept("evaluate_per_label"))
+    k = c2.number_input("Neighbours", 1, 100, 10, key=ui.kept("evaluate_k"))
     rows = []
     for name in chosen if data is not None else []:
         entry = entries[name]

@@ -24,7 +24,7 @@ entries: dict[str, ui.MatrixEntry] = st.session_state[ui.MATRICES]
 if not entries:
     ui.require(None, "Build a matrix first.", "pages/4_Matrix.py")
 
-name = st.selectbox("Matrix", list(entries), index=len(entries) - 1, key="export_matrix")
+name = ui.matrix_choice("Matrix", entries, key="export_matrix")
 entry = entries[name]
 matrix = entry.matrix
 rows, dims = matrix.shape

@@ -219,3 +219,18 @@ def matrix():
 
 def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture()
+def app(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+):  # an AppTest of the whole app, run once
+    """The app, as a visitor opens it, with its own $EMBEDGEN_HOME."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
+    # The operator lets visitors open the tests' own folders (tiny models, matrices).
+    monkeypatch.setenv("EMBEDGEN_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
+    at.run()
+    return at

@@ -7,7 +7,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
 from conftest import synthetic_rows, workbook_bytes
 from streamlit.testing.v1 import AppTest
 
@@ -15,18 +14,6 @@ from embedgen.tokens import is_cjk_token
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
-
-
-@pytest.fixture()
-def app(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> AppTest:
-    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
-    # The operator lets visitors open the tests' own folders (tiny models, matrices).
-    monkeypatch.setenv("EMBEDGEN_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    return at
 
 
 def go(at: AppTest, page: str) -> AppTest:
@@ -205,7 +192,8 @@ def test_train_matrix_explore_export(app: AppTest, tiny_model_dir: Path, tmp_pat
     entry = app.session_state["matrices"]["projected-tuned-cjk"]  # Chinese data: CJK rows
     assert entry.matrix.shape[1] == 8
     assert (Path(entry.folder) / "matrix.npy").exists()
-    assert {m.label: m.value for m in app.metric}["Shape"] == f"{entry.matrix.shape[0]:,} × 8"
+    metrics = {m.label: m.value for m in app.metric}
+    assert (metrics["Rows"], metrics["Dimensions"]) == (f"{entry.matrix.shape[0]:,}", "8")
 
     go(app, "5_Explore")
     table = app.dataframe[0].value
@@ -257,7 +245,7 @@ def test_training_keeps_running_while_the_user_visits_other_pages(
     assert app.session_state["train_job"] is job
     assert any(p.value is not None for p in app.get("progress")), "the progress bar is back"
     assert any(b.label == "Cancel" for b in app.button)
-    while job.done == done_before:
+    while job.done == done_before or not job.events:  # an epoch done: the run is kept
         job.wait(0.05)
     job.request_cancel()
     wait_for(app, "train_job")

@@ -7,7 +7,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
 from conftest import synthetic_rows
 from streamlit.testing.v1 import AppTest
 
@@ -15,17 +14,6 @@ from embedgen.ui.jobs import HEAVY_SLOTS
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
-
-
-@pytest.fixture()
-def app(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> AppTest:
-    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("EMBEDGEN_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    return at
 
 
 def run_page(at: AppTest) -> AppTest:

@@ -173,17 +173,17 @@ def test_whole_app_in_a_real_browser(
         page.get_by_role("button", name="Build matrix").click()
         expect(page.get_by_text("Matrices in this session")).to_be_visible(timeout=LONG)
         idle(page)
-        shape = page.get_by_test_id("stMetric").filter(has_text="Shape")
-        expect(shape).to_contain_text("× 8")
-        shown_rows = int(
-            shape.get_by_test_id("stMetricValue").inner_text().split("×")[0].replace(",", "")
-        )
+        dims = page.get_by_test_id("stMetric").filter(has_text="Dimensions")
+        expect(dims).to_contain_text("8")
+        rows = page.get_by_test_id("stMetric").filter(has_text="Rows")
+        shown_rows = int(rows.get_by_test_id("stMetricValue").inner_text().replace(",", ""))
         shoot(page, "04_matrix")
 
         # -- Explore ---------------------------------------------------------------------------
         goto(page, "Explore")
         expect(page.get_by_label("Token or word")).to_have_value("好")
-        expect(page.get_by_text("projected-tuned-cjk · projected")).to_be_visible()
+        label = f"tuned · projected · CJK · {shown_rows:,} tokens"
+        expect(page.get_by_text(label, exact=True)).to_be_visible()
         table = page.get_by_test_id("stDataFrame").first
         expect(table).to_be_visible()
         # The grid draws on a canvas; its accessible <table> inside the canvas has the cells.

@@ -246,3 +246,37 @@ def test_real_thucnews_file_has_no_header_and_ten_classes():
     assert guess_columns(table) == ("column 1", "column 2")
     data = prepare(table, "column 1", "column 2")
     assert data.class_counts() == {str(i): 1000 for i in range(10)}
+
+
+# --- class balance ----------------------------------------------------------------------------
+
+
+def test_imbalance_is_the_largest_class_over_the_smallest():
+    assert labelled({"a": 30, "b": 10}).imbalance() == 3.0
+    assert labelled({"a": 5, "b": 5}).imbalance() == 1.0
+
+
+def test_an_imbalance_of_three_or_more_gets_a_note_on_macro_f1():
+    note = labelled({"好": 90, "差": 10, "中": 40}).imbalance_note()
+    assert note is not None
+    assert "'好' has 90 rows, '差' 10 (9.0 times fewer)" in note
+    assert "macro-F1" in note
+    assert labelled({"好": 20, "差": 10}).imbalance_note() is None
+
+
+# --- large tables -----------------------------------------------------------------------------
+
+
+def test_guessed_columns_and_labels_do_not_depend_on_how_often_values_repeat(tmp_path):
+    rows = [(f"第{i}条评论，内容比标签长得多", "1" if i % 4 else "0.0") for i in range(400)]
+    table = read_table(write(tmp_path, "many.csv", csv_text(rows)))
+    assert guess_columns(table) == ("review", "label")
+    data = prepare(table, "review", "label")
+    assert data.class_counts() == {"0": 100, "1": 300}  # "0.0" and "0" are one class
+
+
+def test_subset_keeps_the_order_asked_for_also_for_one_or_no_rows():
+    data = labelled({"a": 3, "b": 3})
+    assert data.subset([4, 0]).rows == (data.rows[4], data.rows[0])
+    assert data.subset([2]).texts == (data.texts[2],)
+    assert len(data.subset([])) == 0

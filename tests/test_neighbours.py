@@ -180,3 +180,19 @@ def test_analogy_leaves_out_the_three_question_words(royal_index):
 
 def test_analogy_3cosmul_finds_the_forced_answer(royal_index):
     assert royal_index.analogy_3cosmul("男", "女", "王", k=1)[0].token == "后"
+
+
+def test_neighbours_can_be_kept_to_cjk_rows() -> None:
+    from embedgen.matrix import EmbeddingMatrix
+    from embedgen.neighbours import NeighbourIndex
+
+    vocab = ("好", "棒", "good", "▁kaasa", "▁美", "坏")
+    vectors = np.array(
+        [[1, 0], [0.9, 0.1], [0.99, 0.01], [0.98, 0.02], [0.8, 0.2], [0, 1]], dtype=np.float32
+    )
+    index = NeighbourIndex(EmbeddingMatrix(vectors, vocab))
+    assert index.cjk_rows().tolist() == [True, True, False, False, True, True]
+    everything = [n.token for n in index.top_k("好", k=3)]
+    assert everything == ["good", "▁kaasa", "棒"]
+    cjk = [n.token for n in index.top_k("好", k=3, only=index.cjk_rows())]
+    assert cjk == ["棒", "▁美", "坏"]

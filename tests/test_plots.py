@@ -66,3 +66,25 @@ def test_a_3d_map_labels_its_highlights_in_the_trace() -> None:
     search = next(t for t in fig.data if t.name == "search")
     assert search.mode == "markers+text" and list(search.text) == ["1", "2"]
     assert not fig.layout.annotations
+
+
+def test_label_chart_draws_labels_as_categories_with_counts_on_the_bars() -> None:
+    from embedgen.ui.plots import label_counts_figure
+
+    fig = label_counts_figure({"0": 900, "1": 100, "10": 5}, "label")
+    bar = fig.data[0]
+    assert fig.layout.xaxis.type == "category"  # 0/1/10 are names, not a scale
+    assert list(bar.x) == ["0", "1", "10"]
+    assert list(bar.text) == ["900", "100", "5"]
+    assert fig.layout.title.text == "3 classes"
+    assert fig.layout.yaxis.range[1] > 900  # room for the count above the tallest bar
+
+
+def test_a_note_above_the_map_says_which_rows_it_shows() -> None:
+    coords = np.random.default_rng(0).normal(size=(10, 2))
+    kwargs = {"colour_name": "cluster", "categorical": True}
+    note = "10 of 400 rows, random sample (seed 0)"
+    fig = scatter_map(coords, [str(i) for i in range(10)], [""] * 10, note=note, **kwargs)
+    assert fig.layout.title.text == note
+    plain = scatter_map(coords, [str(i) for i in range(10)], [""] * 10, **kwargs)
+    assert plain.layout.title.text is None

@@ -287,3 +287,26 @@ def test_resolve_column_number_out_of_range_raises_bad_table(tmp_path):
     table = read_table(write(tmp_path, "waimai.csv", csv_text(REVIEWS)))
     with pytest.raises(BadTable, match="no column number 3; it has 2"):
         resolve_column(table, 3)
+
+
+# --- row numbers ------------------------------------------------------------------------------
+
+
+def test_preview_is_indexed_by_the_row_numbers_messages_use(tmp_path):
+    table = read_table(write(tmp_path, "r.csv", csv_text(REVIEWS)))
+    preview = table.preview(3)
+    assert list(preview.index) == [2, 3, 4] == [table.row_number(i) for i in range(3)]
+    assert preview.index.name == "row"
+    assert preview.loc[2, "review"] == REVIEWS[0][0]
+    assert "the header is row 1" in table.numbering
+    no_header = read_table(write(tmp_path, "n.csv", csv_text(REVIEWS, header=None)), header=False)
+    assert list(no_header.preview(2).index) == [1, 2]
+    assert "from 1" in no_header.numbering
+
+
+def test_a_text_spanning_lines_is_one_row_in_preview_and_messages(tmp_path):
+    raw = 'review,label\n"第一行\n第二行",1\n,0\n好吃,1\n难吃,0\n'
+    table = read_table(write(tmp_path, "m.csv", raw))
+    data = prepare(table, "review", "label", min_per_class=1)
+    assert data.dropped == (DroppedRow(3, "empty text"),)  # file line 4, spreadsheet row 3
+    assert table.preview().loc[3, "review"] == ""

@@ -269,9 +269,7 @@ def test_out_of_memory_halves_the_batch_and_carries_on(tiny_encoder, synthetic_d
         assert calls[-1][0] == calls[-1][1], f"{name} must end at its total"
 
 
-def test_out_of_memory_while_tuning_halves_the_training_batch(
-    tiny_encoder, synthetic_data
-) -> None:
+def test_out_of_memory_while_tuning_halves_the_training_batch(tiny_encoder, synthetic_data) -> None:
     """When the encoder trains, the training batch halves; eight times the planned steps
     must not end the learning-rate schedule early, nor move a stage's total."""
 

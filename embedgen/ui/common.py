@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import streamlit as st
 from streamlit import config
@@ -21,8 +21,10 @@ from embedgen.models import Encoder, load_encoder
 from embedgen.train.config import FinetuneConfig
 from embedgen.ui import PAGES, via_app
 from embedgen.ui.jobs import Job, JobState
+from embedgen.ui.widgets import keep_values, kept
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Session keys, by page. Values are set with setdefault in init_state().
 MODEL_LOADED = "model_loaded"  # (spec, trust_remote_code) of the loaded encoder
@@ -68,6 +70,35 @@ class MatrixEntry:
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
+def default_matrix(entries: dict[str, MatrixEntry], run: Any) -> str:
+    """The matrix a page offers first: the newest one that carries the current run's tuning,
+    else the newest one (so an untuned matrix built last is not one click from a download)."""
+    names = list(entries)
+    if run is not None and run.folder:
+        for name in reversed(names):
+            m = entries[name].matrix.manifest
+            made_by = (m.get("run") or {}).get("folder")
+            if m.get("reflects_tuning") and str(made_by) == str(run.folder):
+                return name
+    return names[-1]
+
+
+def matrix_choice(label: str, entries: dict[str, MatrixEntry], *, key: str, where: Any = st) -> str:
+    """A select box of this session's matrices, each shown by what it is, starting at
+    :func:`default_matrix` and keeping the user's choice across pages."""
+    names = list(entries)
+    if st.session_state.get(key) not in names:
+        st.session_state.pop(key, None)  # a choice from before a rebuild or a new session
+    first = default_matrix(entries, st.session_state[TRAIN_RUN])
+    return where.selectbox(
+        label,
+        names,
+        index=names.index(first),
+        key=kept(key),
+        format_func=lambda n: f"{entries[n].matrix.label}  ({n})",
+    )
+
+
 def human_bytes(n: int) -> str:
     """1536 -> "1.5 KiB"."""
     size = float(n)
@@ -91,6 +122,7 @@ def human_seconds(seconds: float) -> str:
 def init_state() -> None:
     """Every page calls this first: the app's navigation, then this session's defaults."""
     _leave_pages_directory_mode()
+    keep_values()
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     st.session_state.setdefault(MATRICES, {})
@@ -270,3 +302,36 @@ def job_status(job: Job) -> None:
         st.error(job.error or f"{job.name} failed.")
     elif job.state is JobState.CANCELLED:
         st.warning(job.error or f"{job.name} was cancelled.")
+
+
+def session_cached(slot: str, key: Hashable, compute: Callable[[], T], *, keep: int = 1) -> T:
+    """Return ``compute()``, computed once per session for ``key`` while ``key`` is among the
+    ``keep`` keys last asked for in ``slot`` (a session-state key).
+
+    For a session's own large objects (an uploaded table, the examples prepared from it):
+    unlike ``st.cache_data``, which hands every rerun a fresh unpickled copy, this returns the
+    stored object itself, so a rerun after a widget change costs nothing. Errors are not
+    stored: the next rerun tries again.
+    """
+    store: dict[Hashable, Any] = st.session_state.setdefault(slot, {})
+    if key in store:
+        store[key] = store.pop(key)  # the most recent last
+        return store[key]
+    value = compute()
+    store[key] = value
+    while len(store) > keep:
+        del store[next(iter(store))]
+    return value
+
+
+def job_line(job: Job | None, detail: str = "") -> str | None:
+    """One line on a background job while it is queued or running ("running · epoch 2 ·
+    40% · about 1 min left"), for pages other than the job's own; ``None`` otherwise."""
+    if job is None or not job.active:
+        return None
+    parts = [str(job.state), detail, job.stage]
+    if job.total:
+        parts.append(f"{job.fraction:.0%}")
+    if job.eta is not None:
+        parts.append(f"about {human_seconds(job.eta)} left")
+    return " · ".join(p for p in parts if p)

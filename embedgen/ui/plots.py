@@ -94,10 +94,12 @@ def scatter_map(
     categorical: bool,
     highlight: dict[int, str] | None = None,
     hover_extra: Sequence[str] | None = None,
+    note: str | None = None,
 ) -> go.Figure:
     """A WebGL scatter of a 2D or 3D map; hover shows the token, highlighted rows are labelled.
 
     ``highlight`` maps rows to labels, the searched token first (its label is bold on 2D maps).
+    ``note`` is written above the map, e.g. which rows a sampled map shows.
     """
     three_d = coords.shape[1] == 3
     hover = (
@@ -124,9 +126,11 @@ def scatter_map(
 
     if highlight:
         _add_highlight(fig, coords, highlight)
+    if note:
+        fig.update_layout(title={"text": note, "font": {"size": 13}, "x": 0.01})
     fig.update_layout(
         height=640,
-        margin={"t": 10, "b": 10, "l": 10, "r": 10},
+        margin={"t": 40 if note else 10, "b": 10, "l": 10, "r": 10},
         legend={"itemsizing": "constant", "title": colour_name if categorical else None},
         font={"family": CJK_FONT},
     )
@@ -249,6 +253,33 @@ def tradeoff_figure(records: Sequence[dict]) -> go.Figure:
         margin={"t": 10, "b": 40, "l": 60, "r": 10},
         xaxis_title="label purity (share of neighbours with the same label)",
         yaxis_title=records[0]["similarity_measure"].split(" (")[0] if records else "",
+        font={"family": CJK_FONT},
+    )
+    return fig
+
+
+def label_counts_figure(counts: dict[str, int], label_column: str) -> go.Figure:
+    """Rows per class as bars: one category per label (0/1 are names, not a scale), counts on
+    the bars."""
+    names, values = [str(n) for n in counts], list(counts.values())
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=values,
+            text=[f"{v:,}" for v in values],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate=f"{label_column} %{{x}}<br>%{{y:,}} rows<extra></extra>",
+        )
+    )
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=names)
+    fig.update_layout(
+        title=f"{len(names)} classes",
+        xaxis_title=label_column,
+        yaxis_title="rows",
+        yaxis_range=[0, max(values, default=0) * 1.15 or 1],
+        height=320,
+        margin={"t": 40, "b": 0},
         font={"family": CJK_FONT},
     )
     return fig

@@ -6,7 +6,29 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import streamlit as st
+
 from embedgen.fields import spec
+
+KEPT = "ui_kept_widgets"  # session key: the keys of widgets whose values outlive their page
+
+
+def kept(key: str) -> str:
+    """``key``, registered so that its widget keeps its value while the user is on other pages.
+
+    Streamlit forgets a widget's value when a page without it runs; ``common.init_state``
+    hands every registered value back to the session at the top of each page, which keeps it.
+    Only for widgets whose value can be set (not buttons or file uploaders).
+    """
+    st.session_state.setdefault(KEPT, set()).add(key)
+    return key
+
+
+def keep_values() -> None:
+    """Hold on to the registered widgets' values for this run (see :func:`kept`)."""
+    for key in st.session_state.get(KEPT, ()):
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def setting_input(
@@ -23,6 +45,7 @@ def setting_input(
     """A checkbox, select box or number input for the setting ``name`` of ``cls``, in ``where``
     (``st`` or a column). ``max_value`` narrows the upper limit (e.g. the model's layers);
     ``default`` replaces the setting's default where the page knows better (the data)."""
+    kept(key)
     s = spec(cls, name)
     if default is not None:
         s = dataclasses.replace(s, default=default)

@@ -1,0 +1,135 @@
+"""The app keeps the user's choices across pages, asks before replacing a saved matrix, and
+offers the run's tuned matrix first (issue 9: choices that stick, nothing overwritten)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import synthetic_rows
+from streamlit.testing.v1 import AppTest
+from test_app import click, csv_bytes, go, load_model, texts, upload, wait_for
+
+
+def build(at: AppTest, method: str | None = None) -> AppTest:
+    go(at, "4_Matrix")
+    if method is not None:
+        at.radio(key="matrix_method").set_value(method)
+    click(at, "Build matrix")
+    if at.session_state["matrix_job"] is not None:
+        wait_for(at, "matrix_job")
+    return at
+
+
+def train(at: AppTest, model_dir: Path) -> None:
+    load_model(at, model_dir)
+    upload(at, "reviews.csv", csv_bytes(synthetic_rows(120)))
+    go(at, "3_Train")
+    at.number_input(key="train_epochs").set_value(1)
+    at.number_input(key="train_dim").set_value(8)
+    click(at, "Start training")
+    wait_for(at, "train_job")
+
+
+def test_choices_survive_a_visit_to_other_pages(app: AppTest, tiny_model_dir: Path) -> None:
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    app.checkbox(key="matrix_center").check()
+    app.number_input(key="matrix_pca").set_value(4)
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    go(app, "4_Matrix")
+    app.checkbox(key="matrix_center").uncheck()
+    app.number_input(key="matrix_pca").set_value(0)
+    click(app, "Build matrix")  # a second matrix: input-base, no post-processing
+    wait_for(app, "matrix_job")
+    go(app, "5_Explore")
+    names = list(app.session_state["matrices"])
+    assert len(names) == 2
+    app.selectbox(key="explore_a").set_value(names[0]).run()
+    app.text_input(key="explore_word").input("美").run()
+    go(app, "7_Export")
+    go(app, "1_Model")
+    go(app, "5_Explore")
+    assert app.selectbox(key="explore_a").value == names[0]
+    assert app.text_input(key="explore_word").value == "美"
+    go(app, "4_Matrix")
+    assert app.checkbox(key="matrix_center").value is False  # as last submitted
+    assert app.number_input(key="matrix_pca").value == 0
+    assert app.radio(key="matrix_source").value.startswith("Model as it is")
+
+
+def test_an_unticked_cjk_box_stays_unticked(app: AppTest, tiny_model_dir: Path) -> None:
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(60)))  # Chinese: ticked by default
+    go(app, "4_Matrix")
+    assert app.checkbox(key="matrix_cjk_only").value is True
+    app.checkbox(key="matrix_cjk_only").uncheck()
+    click(app, "Build matrix")  # a form's values are the user's once submitted
+    wait_for(app, "matrix_job")
+    assert "input-base" in app.session_state["matrices"]
+    go(app, "2_Data")
+    go(app, "4_Matrix")
+    assert app.checkbox(key="matrix_cjk_only").value is False
+
+
+def test_a_saved_matrix_is_not_replaced_without_asking(app: AppTest, tiny_model_dir: Path) -> None:
+    load_model(app, tiny_model_dir)
+    build(app)
+    first = app.session_state["matrices"]["input-base"]
+    saved = (Path(first.folder) / "matrix.npy").read_bytes()
+    stamp = (Path(first.folder) / "manifest.json").stat().st_mtime_ns
+
+    build(app)  # the same options again: same name, same folder
+    assert app.session_state["matrix_job"].result is first, "a second build started unasked"
+    warning = " ".join(texts(app.warning))
+    assert "input-base" in warning and "already saved" in warning
+    assert (Path(first.folder) / "manifest.json").stat().st_mtime_ns == stamp
+
+    click(app, "Keep both (save as input-base-2)")
+    wait_for(app, "matrix_job")
+    second = app.session_state["matrices"]["input-base-2"]
+    assert Path(second.folder).name == "input-base-2"
+    assert (Path(first.folder) / "matrix.npy").read_bytes() == saved
+
+    build(app)
+    click(app, "Replace it")
+    wait_for(app, "matrix_job")
+    assert (Path(first.folder) / "manifest.json").stat().st_mtime_ns != stamp
+
+    build(app)
+    click(app, "Don't build")
+    assert "matrix_pending" not in app.session_state
+
+
+def test_explore_and_export_offer_the_runs_tuned_matrix_first(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    train(app, tiny_model_dir)
+    build(app, "projected")
+    go(app, "4_Matrix")
+    app.radio(key="matrix_source").set_value(app.radio(key="matrix_source").options[1])
+    click(app, "Build matrix")  # the untuned model's input matrix, built last
+    wait_for(app, "matrix_job")
+    assert list(app.session_state["matrices"])[-1] == "input-base-cjk"
+    go(app, "5_Explore")
+    assert app.selectbox(key="explore_a").value == "projected-tuned-cjk"
+    shown = app.selectbox(key="explore_a").format_func("projected-tuned-cjk")
+    assert shown.startswith("tuned · projected · ")
+    go(app, "7_Export")
+    assert app.selectbox(key="export_matrix").value == "projected-tuned-cjk"
+
+
+def test_neighbour_lists_of_a_mixed_vocabulary_can_keep_to_chinese(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    from embedgen.tokens import is_cjk_token
+
+    load_model(app, tiny_model_dir)
+    build(app)  # no data: every token, Latin ones too
+    go(app, "5_Explore")
+    app.number_input(key="explore_k").set_value(200).run()
+    assert app.checkbox(key="explore_cjk").value is True
+    assert all(is_cjk_token(t) for t in app.dataframe[0].value["token"])
+    app.checkbox(key="explore_cjk").uncheck().run()
+    assert not all(is_cjk_token(t) for t in app.dataframe[0].value["token"])
+    assert any("cosine" in c for c in texts(app.caption))
