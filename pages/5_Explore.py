@@ -37,7 +37,7 @@ with st.expander("Open a saved matrix folder"):
     )
     if st.button("Open", disabled=not folder.strip()):
         matrix = ui.attempt(lambda: load_matrix(ui.allowed_folder(folder.strip(), "matrix folder")))
-        name = f"{matrix.method} ({folder.strip().rstrip('/').rsplit('/', 1)[-1]})"
+        name = f"{matrix.method or 'matrix'} ({folder.strip().rstrip('/').rsplit('/', 1)[-1]})"
         dtype = str(matrix.manifest.get("dtype", "float32"))
         entries[name] = ui.MatrixEntry(name, matrix, folder.strip(), dtype)
         st.rerun()

@@ -320,3 +320,94 @@ def test_a_bookmarked_page_on_a_fresh_server_gets_the_app_navigation(
     expect(nav.get_by_role("link", name="app", exact=True)).to_have_count(0)
     goto(page, "Model")  # and the navigation works from there
     expect(page.get_by_role("heading", name="1 · Model")).to_be_visible()
+
+
+def test_progress_cancel_choices_and_overwrites_in_a_real_browser(
+    server: StreamlitServer,
+    page,
+    tmp_path: Path,
+) -> None:
+    """Issue 9 in the browser: training shows its encoding stage and a cancelled encoding is
+    kept; a map is cancelled mid-stage; choices survive page switches; a saved matrix is not
+    replaced without asking."""
+    from playwright.sync_api import expect
+
+    from embedgen.matrix import EmbeddingMatrix, save_matrix
+
+    expect.set_options(timeout=SHORT)
+    model_dir = build_tiny_bert(tmp_path / "tiny")
+    csv_path = write_csv(tmp_path / "many.csv", synthetic_rows(10_000))
+    rng = np.random.default_rng(0)  # a matrix big enough that its map takes seconds
+    big = EmbeddingMatrix(
+        rng.standard_normal((30_000, 16)).astype(np.float32),
+        tuple(f"t{i}" for i in range(30_000)),
+    )
+    big_folder = save_matrix(big, tmp_path / "big")
+    with report_failure(page, server):
+        page.goto(server.url)
+        expect(page.get_by_role("heading", name="embedgen")).to_be_visible(timeout=LONG)
+        goto(page, "Model")
+        page.get_by_text("Folder on this machine", exact=True).click()
+        folder = page.get_by_label("Folder", exact=True)
+        folder.fill(str(model_dir))
+        folder.press("Enter")
+        idle(page)
+        page.get_by_role("button", name="Load model").click()
+        expect(page.get_by_text("BertModel", exact=True)).to_be_visible(timeout=LONG)
+        goto(page, "Data")
+        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(csv_path))
+        expect(page.get_by_text("All 10,000 rows are usable.")).to_be_visible(timeout=LONG)
+
+        # -- Train: the encoding stage shows; Cancel keeps what was encoded -----------------
+        goto(page, "Train")
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("encoding 10,000 texts", exact=False)).to_be_visible(timeout=LONG)
+        shoot_running = ARTIFACTS / "20_train_encoding.png"
+        screenshot(page, shoot_running.stem)
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.get_by_text("Cancelled before the first epoch", exact=False)).to_be_visible(
+            timeout=LONG
+        )
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Best epoch")).to_be_visible(timeout=LONG)
+
+        # -- Matrix: the same matrix twice is not replaced without asking --------------------
+        goto(page, "Matrix")
+        page.get_by_role("radiogroup", name="Method").get_by_text("input", exact=True).click()
+        idle(page)
+        page.get_by_role("button", name="Build matrix").click()
+        expect(page.get_by_text("Matrices in this session")).to_be_visible(timeout=LONG)
+        page.get_by_role("button", name="Build matrix").click()
+        expect(page.get_by_text("is already saved", exact=False)).to_be_visible()
+        shoot(page, "21_matrix_ask_before_replacing")
+        page.get_by_role("button", name="Keep both (save as input-base-cjk-2)").click()
+        expect(page.get_by_text("input-base-cjk-2", exact=True)).to_be_visible(timeout=LONG)
+
+        # -- Explore: a choice survives a visit to another page ------------------------------
+        goto(page, "Explore")
+        k = page.get_by_label("How many")
+        k.fill("5")
+        k.press("Enter")
+        idle(page)
+        goto(page, "Export")
+        goto(page, "Explore")
+        expect(page.get_by_label("How many")).to_have_value("5")
+
+        # -- a map cancelled mid-stage -------------------------------------------------------
+        page.get_by_text("Open a saved matrix folder").click()
+        opened = page.get_by_label("Folder (holds matrix.npy, vocab.txt, manifest.json)")
+        opened.fill(str(big_folder))
+        opened.press("Enter")
+        idle(page)
+        page.get_by_test_id("stBaseButton-secondary").filter(has_text="Open").click()
+        idle(page)
+        page.get_by_test_id("stSelectbox").filter(has_text="Matrix").first.click()
+        page.get_by_role("option", name="30,000 rows", exact=False).click()
+        idle(page)
+        page.get_by_role("tab", name="Map").click()
+        idle(page)
+        page.get_by_role("button", name="Compute map").click()
+        expect(page.get_by_text("UMAP layout", exact=False)).to_be_visible(timeout=LONG)
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.get_by_text("Map: cancelled", exact=False)).to_be_visible(timeout=SHORT)
+        shoot(page, "22_map_cancelled")
