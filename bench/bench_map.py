@@ -46,14 +46,9 @@ SAMPLE = 2_000
 
 def structured(rows: int, dims: int) -> np.ndarray:
     """bench_projection.py's seeded stand-in for word vectors (100 sparse topics, a mean, noise)."""
-    rng = np.random.default_rng(0)
-    topics = rng.standard_normal((100, dims)) * np.linspace(2.0, 0.2, 100)[:, None]
-    weights = rng.standard_normal((rows, 100)) * (rng.random((rows, 100)) < 0.05)
-    mean = rng.standard_normal(dims) * 3.0
-    x = (mean + weights @ topics + 0.5 * rng.standard_normal((rows, dims))) * rng.uniform(
-        0.5, 2.0, (rows, 1)
-    )
-    return x.astype(np.float32)
+    from bench_projection import make_matrix
+
+    return make_matrix("structured", rows, dims)
 
 
 def real(folder: str, rows: int) -> np.ndarray:

@@ -498,13 +498,7 @@ def estimate_build(
     if words is None and options.method.needs_words and corpus is not None:
         words = words_from_corpus(corpus)
     if words is None:
-        ids, _ = select_tokens(
-            encoder.tokenizer,
-            encoder.info.vocab_size,
-            drop_special=options.drop_special,
-            cjk_only=options.cjk_only,
-            drop_continuation=options.drop_continuation,
-        )
+        ids, _ = _selected_tokens(encoder, options)
         rows = len(ids)
     else:
         rows = len(words)
@@ -576,13 +570,7 @@ def _token_rows(
     cancel: threading.Event | None,
 ) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     """Rows for the model's tokens (filtered), the tokens, and a record of the rows."""
-    ids, removed = select_tokens(
-        encoder.tokenizer,
-        encoder.info.vocab_size,
-        drop_special=options.drop_special,
-        cjk_only=options.cjk_only,
-        drop_continuation=options.drop_continuation,
-    )
+    ids, removed = _selected_tokens(encoder, options)
     log.info("Token rows: %d kept (%s removed)", len(ids), describe_removed(removed))
     record: dict[str, Any] = {"rows_are": "tokens", "removed": removed}
     if options.method.reads_context:
@@ -595,6 +583,17 @@ def _token_rows(
         if progress is not None:
             progress(1, 1)
     return vectors, encoder.tokenizer.convert_ids_to_tokens(ids), record
+
+
+def _selected_tokens(encoder: Encoder, options: MatrixOptions) -> tuple[list[int], Any]:
+    """The ids of the tokens that become rows by ``options``' filters, and what was removed."""
+    return select_tokens(
+        encoder.tokenizer,
+        encoder.info.vocab_size,
+        drop_special=options.drop_special,
+        cjk_only=options.cjk_only,
+        drop_continuation=options.drop_continuation,
+    )
 
 
 def _word_rows(

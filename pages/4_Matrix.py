@@ -319,14 +319,12 @@ if entries:
     for entry in entries.values():
         m = entry.matrix
         with st.container(border=True):
-            cols = st.columns([3, 1, 1, 1, 1])
+            cols = st.columns([3, 1, 1])
             cols[0].markdown(
                 f"**{m.label}**  \n`{entry.name}` · {m.manifest.get('method_description', '')}"
             )
             cols[1].metric("Rows", f"{m.shape[0]:,}")
             cols[2].metric("Dimensions", f"{m.shape[1]:,}")
-            cols[3].metric("Saved as", entry.dtype)
-            cols[4].metric("Memory", ui.human_bytes(m.vectors.nbytes))
             post = ", ".join(s["step"] for s in m.manifest.get("postprocess", [])) or "none"
             layers = m.manifest.get("layers")
             where = ""
@@ -345,7 +343,8 @@ if entries:
                 )
             st.caption(
                 f"Method **{m.method}** · rows are {rows} · {where}post-processing: {post} · "
-                f"saved in `{entry.folder}`"
+                f"{ui.human_bytes(m.vectors.nbytes)} in memory · saved as {entry.dtype} in "
+                f"`{entry.folder}`"
             )
     st.page_link(
         "pages/5_Explore.py",

@@ -110,6 +110,25 @@ def goto(page, label: str) -> None:
     idle(page)
 
 
+def open_model_and_data(page, server, model_dir: Path, csv_path: Path, rows: str) -> None:
+    """Start page → load the model from its folder → upload the CSV (``rows`` usable)."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url)
+    expect(page.get_by_role("heading", name="embedgen")).to_be_visible(timeout=LONG)
+    goto(page, "Model")
+    page.get_by_text("Folder on this machine", exact=True).click()
+    folder = page.get_by_label("Folder", exact=True)
+    folder.fill(str(model_dir))
+    folder.press("Enter")
+    idle(page)
+    page.get_by_role("button", name="Load model").click()
+    expect(page.get_by_text("BertModel", exact=True)).to_be_visible(timeout=LONG)
+    goto(page, "Data")
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(csv_path))
+    expect(page.get_by_text(f"All {rows} rows are usable.")).to_be_visible(timeout=LONG)
+
+
 def test_whole_app_in_a_real_browser(
     server: StreamlitServer,
     page,
@@ -255,19 +274,7 @@ def test_word_rows_evaluation_and_the_tradeoff_in_a_real_browser(
     sim = tmp_path / "mine.txt"
     sim.write_text("".join(f"{a}\t{b}\t{s}\n" for a, b, s in pairs), encoding="utf-8")
     with report_failure(page, server):
-        page.goto(server.url)
-        expect(page.get_by_role("heading", name="embedgen")).to_be_visible(timeout=LONG)
-        goto(page, "Model")
-        page.get_by_text("Folder on this machine", exact=True).click()
-        folder = page.get_by_label("Folder", exact=True)
-        folder.fill(str(model_dir))
-        folder.press("Enter")
-        idle(page)
-        page.get_by_role("button", name="Load model").click()
-        expect(page.get_by_text("BertModel", exact=True)).to_be_visible(timeout=LONG)
-        goto(page, "Data")
-        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(csv_path))
-        expect(page.get_by_text("All 120 rows are usable.")).to_be_visible(timeout=LONG)
+        open_model_and_data(page, server, model_dir, csv_path, "120")
         goto(page, "Train")
         epochs = page.get_by_label("Epochs", exact=True)
         epochs.fill("2")
@@ -336,7 +343,8 @@ def test_progress_cancel_choices_and_overwrites_in_a_real_browser(
 
     expect.set_options(timeout=SHORT)
     model_dir = build_tiny_bert(tmp_path / "tiny")
-    csv_path = write_csv(tmp_path / "many.csv", synthetic_rows(10_000))
+    # Enough texts that the tiny model's encoding lasts seconds, so Cancel lands in it.
+    csv_path = write_csv(tmp_path / "many.csv", synthetic_rows(30_000))
     rng = np.random.default_rng(0)  # a matrix big enough that its map takes seconds
     big = EmbeddingMatrix(
         rng.standard_normal((30_000, 16)).astype(np.float32),
@@ -344,26 +352,14 @@ def test_progress_cancel_choices_and_overwrites_in_a_real_browser(
     )
     big_folder = save_matrix(big, tmp_path / "big")
     with report_failure(page, server):
-        page.goto(server.url)
-        expect(page.get_by_role("heading", name="embedgen")).to_be_visible(timeout=LONG)
-        goto(page, "Model")
-        page.get_by_text("Folder on this machine", exact=True).click()
-        folder = page.get_by_label("Folder", exact=True)
-        folder.fill(str(model_dir))
-        folder.press("Enter")
-        idle(page)
-        page.get_by_role("button", name="Load model").click()
-        expect(page.get_by_text("BertModel", exact=True)).to_be_visible(timeout=LONG)
-        goto(page, "Data")
-        page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(csv_path))
-        expect(page.get_by_text("All 10,000 rows are usable.")).to_be_visible(timeout=LONG)
+        open_model_and_data(page, server, model_dir, csv_path, "30,000")
 
         # -- Train: the encoding stage shows; Cancel keeps what was encoded -----------------
         goto(page, "Train")
         page.get_by_role("button", name="Start training").click()
-        expect(page.get_by_text("encoding 10,000 texts", exact=False)).to_be_visible(timeout=LONG)
-        shoot_running = ARTIFACTS / "20_train_encoding.png"
-        screenshot(page, shoot_running.stem)
+        expect(page.get_by_text("encoding 30,000 texts", exact=False)).to_be_visible(timeout=LONG)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "20_train_encoding.png"))  # quick: no resizing
         page.get_by_role("button", name="Cancel").click()
         expect(page.get_by_text("Cancelled before the first epoch", exact=False)).to_be_visible(
             timeout=LONG

@@ -254,8 +254,13 @@ def attempt(fn: Callable[[], Any]) -> Any:
         st.stop()
 
 
+# How often a running job's panel redraws. Each redraw is a script run in the server and a
+# re-render in the browser, both taking CPU from the job on a small machine.
+POLL_SECONDS = 1.0
+
+
 def job_panel(job: Job, render: Callable[[Job], None], *, key: str) -> None:
-    """Draw ``render(job)`` and, while the job is active, redraw it every half second.
+    """Draw ``render(job)`` and, while the job is active, redraw it every second.
 
     When the job ends the whole page reruns once, so everything that depends on its result
     (tables, buttons) appears without a click. That holds too for a job that ended before
@@ -271,7 +276,7 @@ def job_panel(job: Job, render: Callable[[Job], None], *, key: str) -> None:
         st.rerun(scope="app")
     polling = job.active
 
-    @st.fragment(run_every=0.5 if polling else None)
+    @st.fragment(run_every=POLL_SECONDS if polling else None)
     def panel() -> None:
         render(job)
         if polling and not job.active:
@@ -294,7 +299,8 @@ def job_status(job: Job) -> None:
     if job.total and job.active:
         label += f" · {job.done:,}/{job.total:,} {job.unit}".rstrip()
         if job.rate is not None:
-            label += f" · {job.rate:,.1f} {job.unit or 'steps'}/s"
+            rate = f"{job.rate:,.0f}" if job.rate >= 100 else f"{job.rate:.1f}"
+            label += f" · {rate} {job.unit or 'steps'}/s"
         if job.eta is not None:
             label += f" · about {human_seconds(job.eta)} left"
     st.progress(job.fraction if job.state is not JobState.DONE else 1.0, text=label)
