@@ -51,25 +51,25 @@ choice = st.radio(
     "Where is the model?",
     ["Hub id", "Local cache", "Folder on this machine"],
     horizontal=True,
-    key="model_source",
+    key=ui.kept("model_source"),
 )
 if choice == "Hub id":
-    spec = st.text_input("Hub id", value=DEFAULT_MODEL, key="model_hub_id")
+    spec = st.text_input("Hub id", value=DEFAULT_MODEL, key=ui.kept("model_hub_id"))
 elif choice == "Local cache":
     if not cached:
         st.info("The local Hugging Face cache holds no models. Use a hub id or a folder.")
         spec = ""
     else:
         labels = {f"{m.model_id} ({m.size_bytes / 1e6:.0f} MB)": m.model_id for m in cached}
-        spec = labels[st.selectbox("Cached models", list(labels), key="model_cached")]
+        spec = labels[st.selectbox("Cached models", list(labels), key=ui.kept("model_cached"))]
 else:
     spec = st.text_input(
-        "Folder", placeholder="/path/to/model (holds config.json)", key="model_folder"
+        "Folder", placeholder="/path/to/model (holds config.json)", key=ui.kept("model_folder")
     )
 if ui.operator().allow_remote_code:
     trust = st.checkbox(
         "Allow this model's own code to run (only for repositories you trust)",
-        key="model_remote",
+        key=ui.kept("model_remote"),
         help="Some models ship Python code. embedgen never runs it unless you tick this.",
     )
 else:

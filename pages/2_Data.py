@@ -27,9 +27,11 @@ source = st.radio(
     "Data",
     ["Upload a file", "Sample dataset (400 Chinese sentences, 4 topics)"],
     horizontal=True,
-    key="data_source",
+    key=ui.kept("data_source"),
 )
-header_choice = st.radio("Header row", ["Detect", "Yes", "No"], horizontal=True, key="data_header")
+header_choice = st.radio(
+    "Header row", ["Detect", "Yes", "No"], horizontal=True, key=ui.kept("data_header")
+)
 header = {"Detect": None, "Yes": True, "No": False}[header_choice]
 
 table = None
@@ -50,7 +52,10 @@ if source.startswith("Upload"):
                 )
                 if len(sheets) > 1:
                     sheet = st.selectbox(
-                        "Sheet", sheets, key="data_sheet", help="This workbook has several sheets."
+                        "Sheet",
+                        sheets,
+                        key=ui.kept("data_sheet"),
+                        help="This workbook has several sheets.",
                     )
             # Parsed once per file and reading options; widget changes below reuse it.
             table = ui.session_cached(
@@ -105,13 +110,13 @@ text_col = cols[0].selectbox(
     "Text column",
     columns,
     index=columns.index(text_guess) if text_guess in columns else 0,
-    key=f"data_text_col_{table.sha256[:8]}",
+    key=ui.kept(f"data_text_col_{table.sha256[:8]}"),
 )
 label_col = cols[1].selectbox(
     "Label column",
     columns,
     index=columns.index(label_guess) if label_guess in columns else min(1, len(columns) - 1),
-    key=f"data_label_col_{table.sha256[:8]}",
+    key=ui.kept(f"data_label_col_{table.sha256[:8]}"),
 )
 
 try:

@@ -59,7 +59,7 @@ with st.expander("Open a saved run"):
             f"F1 {(r.get('best') or {}).get('val_macro_f1', 0):.3f}": r["folder"]
             for r in runs
         }
-        picked = st.selectbox("Saved runs", list(labels), key="train_saved_pick")
+        picked = st.selectbox("Saved runs", list(labels), key=ui.kept("train_saved_pick"))
         if st.button("Open run"):
             with st.spinner("Loading run…"):
                 st.session_state[ui.TRAIN_RUN] = ui.attempt(lambda: load_run(labels[picked]))

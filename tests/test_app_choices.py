@@ -133,3 +133,19 @@ def test_neighbour_lists_of_a_mixed_vocabulary_can_keep_to_chinese(
     app.checkbox(key="explore_cjk").uncheck().run()
     assert not all(is_cjk_token(t) for t in app.dataframe[0].value["token"])
     assert any("cosine" in c for c in texts(app.caption))
+
+
+def test_the_model_and_data_pages_keep_their_choices(app: AppTest) -> None:
+    go(app, "1_Model")
+    source = app.radio(key="model_source")
+    folder_choice = next(o for o in source.options if "Folder" in o)
+    source.set_value(folder_choice).run()
+    app.text_input(key="model_folder").input("/nowhere/model").run()
+    go(app, "2_Data")
+    app.radio(key="data_header").set_value("No").run()
+    go(app, "3_Train")
+    go(app, "1_Model")
+    assert app.radio(key="model_source").value == folder_choice
+    assert app.text_input(key="model_folder").value == "/nowhere/model"
+    go(app, "2_Data")
+    assert app.radio(key="data_header").value == "No"
