@@ -97,7 +97,7 @@ if encoder is None:
 
 info = encoder.info
 st.subheader(info.model_id)
-cols = st.columns(6)
+cols = st.columns([1.6, 1.2, 1.2, 1, 0.8, 0.8])  # "BertModel" was cut to "BertM…"
 cols[0].metric("Architecture", info.architecture)
 cols[1].metric(
     "Embedding rows",
