@@ -28,3 +28,15 @@ def test_same_seed_same_clusters() -> None:
 def test_too_many_clusters_is_refused() -> None:
     with pytest.raises(BadConfig, match="between 2 and 4"):
         kmeans_clusters(np.ones((4, 3), dtype=np.float32), 9)
+
+
+def test_a_large_matrix_is_fitted_on_a_sample_and_every_row_labelled() -> None:
+    rng = np.random.default_rng(2)
+    centres = np.eye(8, dtype=np.float32)[:3] * 5
+    rows = np.concatenate([c + rng.normal(0, 0.3, (400, 8)) for c in centres]).astype(np.float32)
+    labels = kmeans_clusters(rows, 3, fit_rows=90)  # fitted on 90 of 1,200 rows
+    assert labels.shape == (1200,)
+    groups = [set(labels[i * 400 : (i + 1) * 400]) for i in range(3)]
+    assert all(len(g) == 1 for g in groups), groups
+    assert len(set.union(*groups)) == 3
+    np.testing.assert_array_equal(labels, kmeans_clusters(rows, 3, fit_rows=90))
