@@ -526,10 +526,12 @@ def estimate_build(
 
     timed(small)  # warm-up: the first batch of a process pays for thread pools and kernels
     t_small = timed(small)
-    t_large = timed(large) if large != small else t_small
-    per_row = max((t_large - t_small) / max(large - small, 1), t_large / large / 4)
     if large == small:
-        per_row = t_large / large
+        return BuildEstimate(rows=rows, seconds=t_small, sample=rows, sample_seconds=t_small)
+    t_large = timed(large)
+    # The slope between the two sizes, but at least a quarter of the large sample's mean (so
+    # timing noise cannot make rows look free).
+    per_row = max((t_large - t_small) / (large - small), t_large / large / 4)
     fixed = max(0.0, t_large - per_row * large)
     return BuildEstimate(
         rows=rows, seconds=fixed + per_row * rows, sample=large, sample_seconds=t_large

@@ -44,7 +44,6 @@ class Job:
     done: int = 0
     total: int = 0
     stage: str = ""
-    stage_started: float = field(default_factory=time.time)
     stage_first: tuple[float, int] | None = None  # (time, done) of the stage's first report
     events: list[Any] = field(default_factory=list)
     result: Any = None
@@ -67,7 +66,7 @@ class Job:
         """A new stage (embedgen.progress.stage): its own counts, rate and ETA."""
         self.stage, self.unit = name, unit or self.unit
         self.done = self.total = 0
-        self.stage_started, self.stage_first = time.time(), None
+        self.stage_first = None
 
     # -- called from the page ---------------------------------------------------------------
     @property
