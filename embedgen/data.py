@@ -9,6 +9,7 @@ numbers a user sees in Excel, and says what to do next.
 from __future__ import annotations
 
 import logging
+import statistics
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # Largest class / smallest class from which the Data page warns of imbalance.
 IMBALANCE_RATIO = 3.0
+# A class with fewer rows than this is learnt from a handful of examples (one of them held out
+# for validation); when the median class is that small, the data gets a note.
+SMALL_CLASS_ROWS = 10
 
 
 def guess_columns(table: Table) -> tuple[str | None, str | None]:
@@ -128,6 +132,27 @@ class LabelledData:
             f"training does not reweight the classes. If you can, add examples of '{small}'."
         )
 
+    def small_classes_note(self, threshold: int = SMALL_CLASS_ROWS) -> str | None:
+        """Return what it means when half the classes or more have fewer than ``threshold``
+        rows, or ``None`` when the median class is larger than that."""
+        counts = self.class_counts()
+        median = statistics.median(counts.values()) if counts else threshold
+        if median >= threshold:
+            return None
+        small = sum(1 for n in counts.values() if n < threshold)
+        return (
+            f"{self.source_name}: {small:,} of {len(counts):,} classes have fewer than "
+            f"{threshold} rows (median {median:g} rows per class). From so few examples, some "
+            f"of them held out for validation, fine-tuning learns little and macro-F1 stays "
+            f"low and noisy. Add examples, merge rare classes into broader ones, or leave the "
+            f"rarest classes out."
+        )
+
+    def notes(self) -> tuple[str, ...]:
+        """Return the warnings about these data that do not stop training: too few rows per
+        class (:meth:`small_classes_note`), then imbalance (:meth:`imbalance_note`)."""
+        return tuple(n for n in (self.small_classes_note(), self.imbalance_note()) if n)
+
     def dropped_summary(self) -> str:
         """Return one line on the dropped rows: "2 rows dropped: empty text in rows 5, 9"."""
         if not self.dropped:
@@ -221,6 +246,9 @@ def prepare(
         f" ({reasons})" if reasons else "",
         data.num_classes,
     )
+    note = data.small_classes_note()
+    if note:
+        log.warning(note)
     return data
 
 

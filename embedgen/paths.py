@@ -33,6 +33,15 @@ def cache_dir() -> Path:
     return embedgen_home() / "cache"
 
 
+def tmp_dir() -> Path:
+    """Scratch folders of work under way (exports being assembled): ``$EMBEDGEN_HOME/tmp``.
+
+    What a killed process leaves here is removed when the app or the command next starts
+    (``embedgen.atomic.remove_leftovers``).
+    """
+    return embedgen_home() / "tmp"
+
+
 def hub_cache_dir() -> Path:
     """The Hugging Face hub cache folder (``HF_HUB_CACHE``, ``HF_HOME`` or the default)."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -47,8 +56,11 @@ def hub_cache_dir() -> Path:
 
 
 def slug(text: str) -> str:
-    """``text`` as a safe folder-name part: letters (CJK too), digits, - and _; at most 40."""
-    return re.sub(r"[^\w\-]+", "_", text, flags=re.UNICODE).strip("_")[:40] or "x"
+    """``text`` as a safe folder-name part: letters (CJK too), digits, - and _; at most 40
+    characters and 60 bytes of UTF-8, so that a name made of two (a matrix's word list and
+    corpus) stays under the 255 bytes a file name may have."""
+    cut = re.sub(r"[^\w\-]+", "_", text, flags=re.UNICODE).strip("_")[:40]
+    return cut.encode()[:60].decode(errors="ignore").rstrip("_") or "x"
 
 
 def new_run_folder(dataset_name: str, strategy: str, root: Path | None = None) -> Path:

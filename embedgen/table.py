@@ -1,8 +1,9 @@
 """A table in: read a CSV/TSV/TXT/XLSX file (bytes or a path) into a :class:`Table`.
 
-``read_table`` finds the encoding (UTF-8 with or without BOM, UTF-16, GB18030/GBK, Big5), the
-delimiter, whether the first row is a header, and for workbooks the sheet (``xlsx_sheets`` lists
-them); every cell comes back a string. ``resolve_column`` turns a column name or 1-based number
+``read_table`` finds the encoding (UTF-8 with or without BOM, UTF-16 with or without BOM,
+GB18030/GBK, Big5, Windows-1252 for Latin text), the delimiter, whether the first row is a
+header, and for workbooks the sheet (``xlsx_sheets`` lists them); every cell comes back a
+string. ``resolve_column`` turns a column name or 1-based number
 into a column of the table. Every message names the file and the row numbers a user sees in
 Excel, and says what to do next.
 """
@@ -14,15 +15,21 @@ import difflib
 import hashlib
 import io
 import logging
+import math
 import os
 import re
 import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, time, timedelta
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
+import openpyxl
 import pandas as pd
+from openpyxl.utils.cell import coordinate_to_tuple
 
 from embedgen.errors import BadTable
 
@@ -37,6 +44,13 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 # Encodings charset-normalizer may pick as a last resort; its guesses for other (single-byte)
 # encodings on bytes that are not text are too often wrong to trust.
 _FALLBACK_ENCODINGS = ("big5", "cp950", "big5hkscs", "shift_jis", "cp932", "euc_jp", "euc_kr")
+# The most characters one cell may hold. A model reads the first few hundred tokens of a text,
+# so a longer cell is almost always a file gone wrong (an unclosed quote swallowing the rest).
+MAX_CELL_CHARS = 1_000_000
+# The csv module refuses fields over 131,072 characters with a message that names no row or
+# column; it reads any size here and MAX_CELL_CHARS is checked afterwards, with one that does.
+# The setting is the process's, so it only ever grows.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 def is_number(value: str) -> bool:
@@ -117,17 +131,21 @@ def read_table(
         raise BadTable(f"{name} is an old Excel .xls file; save it as .xlsx or as CSV UTF-8.")
     if raw.startswith(b"PK\x03\x04") or suffix in (".xlsx", ".xlsm"):
         grid, sheet_name = _read_xlsx(raw, name, sheet)
-        encoding, delimiter = "xlsx", None
+        encoding, delimiter, may_hold_huge_cells = "xlsx", None, True
     else:
         text, encoding = _decode(raw, name)
         sheet_name = None
         delimiter = "\t" if suffix == ".tsv" else _sniff_delimiter(text)
         grid = _parse_delimited(text, delimiter, name)
+        may_hold_huge_cells = len(text) > MAX_CELL_CHARS  # no cell is longer than the file
     while grid and not any(c.strip() for c in grid[-1]):
         grid.pop()
     if not grid:
         raise BadTable(f"{name} is empty: it holds no rows. Choose a file with labelled texts.")
     has_header = _guess_header(grid) if header is None else header
+    if may_hold_huge_cells:
+        where = f"{name} [{sheet_name}]" if sheet_name is not None else name
+        _check_cell_sizes(grid, has_header, where)
     frame = _frame(grid, has_header, name, delimiter)
     log.info(
         "Read %s: %d rows x %d columns (%s, delimiter %r, %s)",
@@ -162,7 +180,11 @@ def xlsx_sheets(source: str | os.PathLike[str] | bytes, *, name: str | None = No
     """Return the sheet names of an .xlsx workbook (a path, or the bytes of an upload called
     ``name``), in workbook order."""
     raw, name = read_bytes(source, name)
-    return [str(s) for s in _open_xlsx(raw, name).sheet_names]
+    book = _open_xlsx(raw, name)
+    try:
+        return [str(s) for s in book.sheetnames]
+    finally:
+        book.close()
 
 
 def _decode(raw: bytes, name: str) -> tuple[str, str]:
@@ -172,18 +194,30 @@ def _decode(raw: bytes, name: str) -> tuple[str, str]:
             return raw.decode("utf-16"), "utf-16"
         except UnicodeDecodeError:
             pass
+    utf16 = _utf16_without_bom(raw)
+    if utf16 is not None:
+        try:
+            return raw.decode(utf16), utf16
+        except UnicodeDecodeError:
+            pass
     try:
         if raw.startswith(b"\xef\xbb\xbf"):
             return raw.decode("utf-8")[1:], "utf-8-sig"  # decoded whole so offsets count the BOM
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as exc:
         utf8_error = exc
-    try:
-        text = raw.decode("gb18030")
-    except UnicodeDecodeError:
-        pass
-    else:
-        return _gb18030_or_big5(raw, text)
+    if utf16 is not None:  # zero bytes: no 8-bit encoding of text reads this better
+        raise BadTable(
+            f"{name}: cannot read the text; it looks like UTF-16 without a byte-order mark "
+            f"(every other byte is zero) but does not decode as {utf16.upper()}. {SAVE_AS_UTF8}"
+        )
+    chinese, latin = _chinese(raw), _latin(raw)
+    if latin is not None and (chinese is None or _chinese_share(*chinese) < 0.5):
+        return latin, "cp1252"
+    if chinese is not None:
+        if latin is not None:
+            log.warning("%s reads as Latin text (cp1252) too; read as %s", name, chinese[1])
+        return chinese
     from charset_normalizer import from_bytes
 
     best = from_bytes(raw).best()
@@ -193,6 +227,88 @@ def _decode(raw: bytes, name: str) -> tuple[str, str]:
         f"{name}: cannot read the text; the byte at offset {utf8_error.start} "
         f"(0x{raw[utf8_error.start]:02x}) is neither UTF-8 nor GB18030/GBK. {SAVE_AS_UTF8}"
     )
+
+
+def _utf16_without_bom(raw: bytes, sample: int = 1 << 16) -> str | None:
+    """Return "utf-16-le" or "utf-16-be" when ``raw`` looks like UTF-16 without a byte-order
+    mark, else ``None``.
+
+    In UTF-16 every ASCII character (digits, delimiters, line ends) has a zero byte, on the
+    same side of each byte pair; text in 8-bit encodings has no zero bytes at all.
+    """
+    head = raw[: sample - sample % 2]
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    if max(even, odd) < 2 or 4 * min(even, odd) > max(even, odd):
+        return None
+    return "utf-16-le" if odd > even else "utf-16-be"
+
+
+def _chinese(raw: bytes) -> tuple[str, str] | None:
+    """Return the text and encoding of ``raw`` read as GB18030 or Big5, or ``None`` when
+    neither decodes it."""
+    try:
+        return _gb18030_or_big5(raw, raw.decode("gb18030"))
+    except UnicodeDecodeError:
+        pass
+    for codec in ("cp950", "big5hkscs"):
+        try:
+            return raw.decode(codec), codec
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def _chinese_share(text: str, codec: str, sample: int = 20_000) -> float:
+    """Share of the first ``sample`` non-ASCII characters of ``text`` that Chinese text is made
+    of: the common hanzi of ``codec``'s character set (see :func:`_common_share`), not glued to
+    a Latin letter after them, and CJK punctuation.
+
+    Latin text read as GB18030 or Big5 scores near 0: rare hanzi ("M黮ler"), or common ones
+    made of an accented capital and the letter after it ("Äpfel" in Big5: "癥fel").
+    """
+    common = ("gb2312", (0xB0, 0xF7)) if codec == "gb18030" else ("big5", (0xA4, 0xC6))
+    seen = hits = 0
+    for match in _NON_ASCII.finditer(text):
+        ch, after = match.group(), text[match.end() : match.end() + 1]
+        seen += 1
+        if "\u4e00" <= ch <= "\u9fff":
+            try:
+                lead = ch.encode(common[0])[0]
+            except UnicodeEncodeError:
+                lead = 0
+            glued = after.isascii() and after.isalpha()
+            hits += common[1][0] <= lead <= common[1][1] and not glued
+        else:
+            hits += ch == "\u00b7" or any(a <= ch <= b for a, b in _CJK_PUNCTUATION)
+        if seen >= sample:
+            break
+    return hits / seen if seen else 1.0
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_CJK_PUNCTUATION = (("\u2010", "\u2027"), ("\u3000", "\u303f"), ("\uff00", "\uffef"))
+
+
+def _latin(raw: bytes, sample: int = 20_000) -> str | None:
+    """Return ``raw`` read as Windows-1252 (cp1252) when it looks like Latin text, else ``None``.
+
+    In Latin text the bytes over 0x7F, accented letters and signs, stand alone or in pairs
+    between ASCII ones ("Müller", "5 €"); Chinese text in GBK or Big5 makes runs of them, two
+    bytes for every character. At least 90% of the first ``sample`` such bytes must stand so.
+    """
+    seen = alone = 0
+    for run in re.finditer(rb"[\x80-\xff]+", raw):
+        length = run.end() - run.start()
+        seen += length
+        alone += length if length <= 2 else 0
+        if seen >= sample:
+            break
+    if not seen or alone < 0.9 * seen:
+        return None
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:  # five byte values are not Windows-1252
+        return None
 
 
 def _common_share(text: str, codec: str, leads: tuple[int, int], sample: int = 20_000) -> float:
@@ -249,8 +365,14 @@ def _sniff_delimiter(text: str) -> str:
         mode, hits = Counter(counts).most_common(1)[0]
         return (hits / len(counts) if mode > 1 else 0.0), mode
 
+    # The Sniffer's regular expressions take time growing with the square of the sample on
+    # some texts (12 s for 32 KB of 'a,"a,"...'), so it sees the first 4 KB; its choice is then
+    # checked on the whole sample.
+    head = sample[:4096]
+    if len(sample) > len(head) and "\n" in head:
+        head = head[: head.rindex("\n")]
     try:
-        sniffed = csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
+        sniffed = csv.Sniffer().sniff(head, delimiters="".join(DELIMITERS)).delimiter
     except csv.Error:
         sniffed = None
     if sniffed in DELIMITERS and consistency(sniffed)[0] >= 0.9:
@@ -271,9 +393,12 @@ def _parse_delimited(text: str, delimiter: str, name: str) -> list[list[str]]:
         ) from None
 
 
-def _open_xlsx(raw: bytes, name: str) -> pd.ExcelFile:
+def _open_xlsx(raw: bytes, name: str) -> Any:
+    """Return the workbook in ``raw`` (an openpyxl read-only workbook, values not formulas)."""
     try:
-        return pd.ExcelFile(io.BytesIO(raw), engine="openpyxl")
+        return openpyxl.load_workbook(
+            io.BytesIO(raw), read_only=True, data_only=True, keep_links=False
+        )
     except Exception as exc:  # openpyxl raises several unrelated types for a broken file
         raise BadTable(f"{name} is not a readable .xlsx workbook ({exc}). {SAVE_AS_UTF8}") from None
 
@@ -281,10 +406,11 @@ def _open_xlsx(raw: bytes, name: str) -> pd.ExcelFile:
 def _read_xlsx(raw: bytes, name: str, sheet: str | int | None) -> tuple[list[list[str]], str]:
     """Return the cells of one sheet of an .xlsx workbook as strings, and the sheet's name."""
     book = _open_xlsx(raw, name)
-    sheets = [str(s) for s in book.sheet_names]
+    sheets = [str(s) for s in book.sheetnames]
     chosen: str | int = 0 if sheet is None else sheet
-    if isinstance(chosen, str) and chosen not in sheets and chosen.strip().isdigit():
-        chosen = int(chosen) - 1  # "2" names no sheet: the second one
+    number = _counted(chosen) if isinstance(chosen, str) and chosen not in sheets else None
+    if number is not None:
+        chosen = number - 1  # "2" names no sheet: the second one
         if chosen < 0:
             raise BadTable(f"{name}: sheets are counted from 1. Sheets: {', '.join(sheets)}.")
     if (isinstance(chosen, int) and not 0 <= chosen < len(sheets)) or (
@@ -296,10 +422,100 @@ def _read_xlsx(raw: bytes, name: str, sheet: str | int | None) -> tuple[list[lis
             "Give a sheet's name or its number, counting from 1."
         )
     sheet_name = sheets[chosen] if isinstance(chosen, int) else chosen
-    frame = pd.read_excel(book, sheet_name=sheet_name, header=None, dtype=str).fillna("")
     if sheet is None and len(sheets) > 1:
         log.info("%s has %d sheets; reading the first, %r", name, len(sheets), sheets[0])
-    return [[str(c) for c in row] for row in frame.itertuples(index=False)], sheet_name
+    worksheet = book[sheet_name]
+    if not hasattr(worksheet, "iter_rows"):
+        raise BadTable(
+            f"{name}: sheet '{sheet_name}' is a chart, not a table. Choose another sheet: "
+            f"{', '.join(sheets)}."
+        )
+    grid: list[list[str]] = []
+    try:
+        worksheet.reset_dimensions()  # some writers record a wrong size; read what is there
+        for row in worksheet.iter_rows():
+            grid.append([_cell_text(cell.value, cell.data_type) for cell in row])
+            while grid[-1] and not grid[-1][-1]:
+                grid[-1].pop()
+    except Exception as exc:  # a sheet's XML that openpyxl cannot parse, in many ways
+        bad = _not_a_number(worksheet)
+        if bad is not None:
+            ref, row, column, value = bad
+            raise BadTable(
+                f"{name} [{sheet_name}]: cell {ref} (row {row}, column {column}) is marked as a "
+                f"number but holds {value[:40]!r}. Type that number again in Excel, or clear the "
+                f"cell, and save the workbook; or save the sheet as CSV UTF-8."
+            ) from None
+        raise BadTable(
+            f"{name} [{sheet_name}]: cannot read the sheet from row {len(grid) + 1} on ({exc}). "
+            f"Open the workbook in Excel and save it again, or save that sheet as CSV UTF-8."
+        ) from None
+    finally:
+        book.close()
+    width = max(map(len, grid), default=0)
+    return [row + [""] * (width - len(row)) for row in grid], sheet_name
+
+
+def _not_a_number(worksheet: Any) -> tuple[str, int, int, str] | None:
+    """Return the reference, row, column and text of the first cell of ``worksheet`` marked as
+    a number that openpyxl cannot read as one ("NaN", "12abc"), from the sheet's XML; else
+    ``None``. openpyxl stops at such a cell without saying which; this finds it for the message.
+    """
+    try:
+        with worksheet._get_source() as source:  # the sheet's XML, as openpyxl reads it
+            for _, element in ElementTree.iterparse(source):
+                if element.tag.endswith("}c") and element.get("t", "n") == "n":
+                    value = next((c.text for c in element if c.tag.endswith("}v")), None)
+                    if value is not None and not _reads_as_number(value):
+                        ref = element.get("r", "")
+                        return (ref, *coordinate_to_tuple(ref), value)
+                    element.clear()
+    except Exception:  # the XML itself is broken, or the cell has no reference: none to name
+        return None
+    return None
+
+
+def _reads_as_number(value: str) -> bool:
+    """Return whether openpyxl reads ``value`` as a number: float() when it holds a "." or
+    an exponent, int() when not."""
+    try:
+        float(value) if any(c in value for c in ".eE") else int(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _cell_text(value: object, data_type: str) -> str:
+    """Return a workbook cell's value as text: whole numbers as digits up to 16 of them ("3"),
+    other numbers as the shortest text that reads back the same float ("1.5", "1e+300"),
+    dates as ISO text; errors (#N/A) and blanks as ``""``."""
+    if value is None or data_type == "e":
+        return ""
+    if isinstance(value, bool | str | int | date | time | timedelta):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if value.is_integer() and abs(value) < 1e16:
+            return str(int(value))
+        return repr(value)  # also "inf": an Excel number past a float's range, like -1.8E+308
+    return str(value)
+
+
+def _check_cell_sizes(grid: list[list[str]], has_header: bool, name: str) -> None:
+    """Refuse a cell longer than MAX_CELL_CHARS, naming its row, column and size."""
+    for i, record in enumerate(grid):
+        for j, cell in enumerate(record):
+            if len(cell) > MAX_CELL_CHARS:
+                column = f"column {j + 1}"
+                if has_header and i > 0 and j < len(grid[0]) and grid[0][j].strip():
+                    column += f" ('{grid[0][j].strip()}')"
+                raise BadTable(
+                    f"{name}: row {i + 1}, {column} holds {len(cell):,} characters; a cell may "
+                    f"hold at most {MAX_CELL_CHARS:,}. A model reads only the first few hundred "
+                    f"words of a text, so shorten that text or split it over several rows. (A "
+                    f"quote that is never closed also makes one huge cell of the rest of the file.)"
+                )
 
 
 def _guess_header(grid: list[list[str]]) -> bool:
@@ -378,13 +594,26 @@ def resolve_column(table: Table, spec: str | int) -> str:
         matches = [c for c in columns if c.strip().lower() == spec.strip().lower()]
         if len(matches) == 1:
             return matches[0]
-        if not spec.strip().isdigit():
-            close = difflib.get_close_matches(spec, columns, n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise BadTable(f"{table.name} has no column '{spec}'{hint}. {listing}")
-    number = int(spec)
+    number = _counted(spec) if isinstance(spec, str) else int(spec)
+    if number is None:
+        close = difflib.get_close_matches(str(spec), columns, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise BadTable(f"{table.name} has no column '{spec}'{hint}. {listing}")
     if not 1 <= number <= len(columns):
         raise BadTable(
             f"{table.name} has no column number {number}; it has {len(columns)}. {listing}"
         )
     return columns[number - 1]
+
+
+def _counted(text: str) -> int | None:
+    """Return the number ``text`` writes in decimal digits ("2", " 2 ", "２"), else ``None``:
+    also for "²", a digit to ``str.isdigit`` that ``int`` refuses, and for more digits than
+    ``int`` reads."""
+    digits = text.strip()
+    if not digits.isdecimal():
+        return None
+    try:
+        return int(digits)
+    except ValueError:  # over 4,300 digits
+        return None

@@ -169,7 +169,6 @@ left.plotly_chart(plots.label_counts_figure(counts, label_col), width="stretch")
 right.metric("Training rows", f"{len(train):,}")
 right.metric("Validation rows", f"{len(val):,}")
 right.caption(f"Split with seed {seed}, as training will; the same split every time.")
-note = data.imbalance_note()
-if note:
+for note in data.notes():  # too few rows per class, imbalance: warnings, not refusals
     st.warning(note)
 st.page_link("pages/3_Train.py", label="Next: fine-tune", icon=":material/arrow_forward:")

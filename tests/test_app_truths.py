@@ -141,6 +141,14 @@ def test_imbalanced_labels_get_a_note_about_macro_f1(app: AppTest) -> None:
 def test_balanced_labels_get_no_imbalance_note(app: AppTest) -> None:
     upload(app, "even.csv", csv_bytes(binary_rows(20, 20)))
     assert not [w for w in texts(app.warning) if "imbalanced" in w]
+    assert not [w for w in texts(app.warning) if "fewer than" in w]
+
+
+def test_many_classes_of_a_few_rows_get_a_warning_on_the_data_page(app: AppTest) -> None:
+    rows = [(f"第{i}条评论 很好", f"类{i % 40}") for i in range(120)]  # 40 classes of 3 rows
+    upload(app, "tiny_classes.csv", csv_bytes(rows))
+    note = " ".join(w for w in texts(app.warning) if "fewer than" in w)
+    assert "40 of 40 classes have fewer than 10 rows" in note, texts(app.warning)
 
 
 def test_preview_is_numbered_like_the_dropped_rows_message(app: AppTest) -> None:

@@ -264,6 +264,29 @@ def test_an_imbalance_of_three_or_more_gets_a_note_on_macro_f1():
     assert labelled({"好": 20, "差": 10}).imbalance_note() is None
 
 
+def test_many_classes_of_a_few_rows_get_a_warning_not_an_error(tmp_path, caplog):
+    rows = [(f"第{k}条评论，关于第{c}类", f"类别{c}") for c in range(500) for k in range(2)]
+    table = read_table(write(tmp_path, "tiny.csv", csv_text(rows)))
+    with caplog.at_level(logging.WARNING, logger="embedgen.data"):
+        data = prepare(table, "review", "label")  # not refused: the user may know better
+    note = data.small_classes_note()
+    assert note is not None
+    assert note.startswith("tiny.csv: 500 of 500 classes have fewer than 10 rows")
+    assert "median 2 rows per class" in note
+    assert "merge" in note
+    assert note in data.notes()
+    assert note in caplog.text
+
+
+def test_classes_of_ten_rows_or_more_get_no_small_class_warning():
+    assert labelled({"好": 10, "差": 12}).small_classes_note() is None
+    assert labelled({"好": 10, "差": 12}).notes() == ()
+    # A few rare classes among large ones are an imbalance, named by its own note.
+    data = labelled({"a": 40, "b": 40, "c": 40, "d": 3})
+    assert data.small_classes_note() is None
+    assert data.notes() == (data.imbalance_note(),)
+
+
 # --- large tables -----------------------------------------------------------------------------
 
 

@@ -96,6 +96,60 @@ def test_excel_unicode_text_utf16_with_tabs_is_read(tmp_path):
     assert table.columns == ["label", "review"]
 
 
+LATIN = [
+    ("Müller sagt: Grüße aus Köln", "1"),
+    ("Ärger mit der Lieferung", "0"),
+    ("Très bon café — naïve et déjà vu", "1"),
+    ("El señor pagó 5 €", "0"),
+    ("Smørrebrød og æbleskiver", "1"),
+    ("Œuvre complète – «très» chère", "0"),
+]
+
+
+def test_cp1252_latin_text_that_also_decodes_as_gb18030_is_read_as_cp1252(tmp_path):
+    rows = [("Müller", "1"), ("Ärger", "0"), ("Grüße", "1"), ("Köln", "0")]
+    raw = csv_text(rows, header=("label", "name")).encode("cp1252")
+    assert "M黮ler" in raw.decode("gb18030")  # what was read and trained on silently
+    table = read_table(write(tmp_path, "names.csv", raw))
+    assert table.encoding == "cp1252"
+    assert table.frame["name"].tolist() == [text for text, _ in rows]
+
+
+def test_cp1252_capitals_that_are_common_big5_bytes_are_still_latin(tmp_path):
+    rows = [("Äpfel", "1"), ("Ärger", "0"), ("Àla carte", "1"), ("Åse", "0")]
+    raw = csv_text(rows).encode("cp1252")
+    assert raw.decode("cp950").startswith("label,review\n1,癥fel")  # common characters
+    table = read_table(write(tmp_path, "caps.csv", raw))
+    assert table.encoding == "cp1252"
+    assert table.frame["review"].tolist() == [text for text, _ in rows]
+
+
+def test_cp1252_latin_text_with_accents_and_euro_is_read_back_equal(tmp_path):
+    table = read_table(write(tmp_path, "latin.csv", csv_text(LATIN).encode("cp1252")))
+    assert table.encoding == "cp1252"
+    assert table.frame["review"].tolist() == [text for text, _ in LATIN]
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_read(tmp_path, codec):
+    rows = REVIEWS + [("一二三", "1")]  # '一' is U+4E00: a NUL byte on the other side
+    raw = csv_text(rows, sep="\t", newline="\r\n").encode(codec)
+    table = read_table(write(tmp_path, "unicode.txt", raw))
+    assert table.encoding == codec
+    assert table.delimiter == "\t"
+    assert table.frame["review"].tolist() == [text for text, _ in rows]
+
+
+def test_broken_utf16_without_a_byte_order_mark_is_named_with_the_fix(tmp_path):
+    raw = csv_text(REVIEWS).encode("utf-16-le")[:-1]  # a byte short: the last one cut off
+    with pytest.raises(BadTable) as error:
+        read_table(write(tmp_path, "cut.csv", raw))
+    message = str(error.value)
+    assert message.startswith("cut.csv: cannot read the text; it looks like UTF-16")
+    assert "UTF-16-LE" in message
+    assert "CSV UTF-8" in message
+
+
 # --- reading: layout ------------------------------------------------------------------------
 
 
@@ -128,6 +182,18 @@ def test_semicolon_delimiter_is_sniffed(tmp_path):
 def test_tab_delimited_txt_is_sniffed(tmp_path):
     table = read_table(write(tmp_path, "reviews.txt", csv_text(REVIEWS, sep="\t")))
     assert table.delimiter == "\t"
+
+
+def test_a_text_that_slows_the_csv_sniffer_is_read_in_a_moment():
+    import time
+
+    raw = ('a,"' * 11_000).encode()  # csv.Sniffer took 12 s over 32 KB of it
+    start = time.perf_counter()
+    try:
+        read_table(raw, name="slow.csv")
+    except BadTable:
+        pass
+    assert time.perf_counter() - start < 3
 
 
 def test_first_row_of_data_is_not_taken_as_header(tmp_path):
@@ -229,6 +295,102 @@ def test_a_broken_workbook_is_named_when_its_sheets_are_listed(tmp_path):
         xlsx_sheets(raw, name="报表.xlsx")
     with pytest.raises(BadTable, match=r"^broken.xlsx is not a readable"):
         xlsx_sheets(write(tmp_path, "broken.xlsx", raw))
+
+
+def _xlsx_with(tmp_path: Path, values: list, *, replace: tuple[bytes, bytes] | None = None) -> Path:
+    """A workbook: a header, then one row per value (text "第i条" and the value); ``replace``
+    edits its XML, to write what openpyxl would not (Excel's own overflowing numbers, cells
+    over Excel's 32,767 characters)."""
+    import io
+    import zipfile
+
+    book = openpyxl.Workbook()
+    book.active.title = "数据"
+    book.active.append(["text", "value"])
+    for i, value in enumerate(values):
+        book.active.append([f"第{i}条", value])
+    buf = io.BytesIO()
+    book.save(buf)
+    if replace is None:
+        return write(tmp_path, "numbers.xlsx", buf.getvalue())
+    out, replaced = io.BytesIO(), 0
+    with zipfile.ZipFile(buf) as old, zipfile.ZipFile(out, "w") as new:
+        for item in old.infolist():
+            data = old.read(item.filename)
+            replaced += data.count(replace[0])
+            new.writestr(item, data.replace(*replace))
+    assert replaced == 1, f"{replace[0]!r} is {replaced} times in the workbook's XML"
+    return write(tmp_path, "numbers.xlsx", out.getvalue())
+
+
+def test_xlsx_number_past_the_float_range_is_text_not_a_crash(tmp_path):
+    # Excel writes its smallest number with 15 digits: -1.79769313486232E+308 rounds past
+    # the largest float, so Python reads it as -inf.
+    path = _xlsx_with(tmp_path, [12345.5, 1], replace=(b"12345.5", b"-1.79769313486232E+308"))
+    table = read_table(path)
+    assert table.frame["value"].tolist() == ["-inf", "1"]
+
+
+def test_xlsx_cell_marked_as_a_number_that_is_none_is_named_by_sheet_row_and_column(tmp_path):
+    path = _xlsx_with(tmp_path, [1, 12345.5, 3], replace=(b"12345.5", b"NaN"))
+    with pytest.raises(BadTable) as error:
+        read_table(path)
+    assert str(error.value).startswith(
+        "numbers.xlsx [数据]: cell B3 (row 3, column 2) is marked as a number but holds 'NaN'."
+    )
+
+
+def test_xlsx_extreme_numbers_and_dates_become_short_text(tmp_path):
+    import datetime
+
+    values = [-1.797e308, 2**70, 5e-324, 1e300, 1.5, 3.0, -7, datetime.datetime(2024, 1, 31)]
+    table = read_table(_xlsx_with(tmp_path, values))
+    assert table.frame["value"].tolist() == [
+        "-1.797e+308",
+        "1.180591620717411e+21",  # 2**70 as openpyxl writes it: a float, 16 digits
+        "5e-324",
+        "1e+300",
+        "1.5",
+        "3",
+        "-7",
+        "2024-01-31 00:00:00",
+    ]
+
+
+def test_a_huge_cell_names_its_row_column_size_and_the_limit(tmp_path):
+    from embedgen.table import MAX_CELL_CHARS
+
+    huge = "长" * (MAX_CELL_CHARS + 1)
+    raw = f"label,review\n1,好吃\n0,{huge}\n"
+    with pytest.raises(BadTable) as error:
+        read_table(write(tmp_path, "big.csv", raw))
+    message = str(error.value)
+    assert message.startswith("big.csv: row 3, column 2 ('review') holds ")
+    assert f"{MAX_CELL_CHARS + 1:,} characters" in message
+    assert f"{MAX_CELL_CHARS:,}" in message
+    assert "shorten" in message
+    assert "CSV UTF-8" not in message
+    path = _xlsx_with(tmp_path, ["短", "HUGE"], replace=(b"HUGE", huge.encode()))
+    with pytest.raises(
+        BadTable, match=r"^numbers.xlsx \[数据\]: row 3, column 2 \('value'\) holds"
+    ):
+        read_table(path)
+
+
+def test_a_long_upload_name_is_kept_in_messages_and_folder_names_stay_short(tmp_path):
+    from embedgen.paths import new_run_folder, slug
+
+    words = "二〇二四年第三季度华东区外卖平台用户评论情感标注数据（已清洗、去重、人工复核）"
+    name = (words * 3)[:90] + ".csv"  # 90 characters
+    assert len(name.encode()) > 255  # longer than a file name may be on Linux or macOS
+    table = read_table(csv_text(REVIEWS).encode(), name=name)
+    data = prepare(table, "review", "label")
+    assert data.source_name == table.name == name
+    assert len(slug(name).encode()) <= 60
+    folder = new_run_folder(data.source_name, "head", root=tmp_path)
+    # A matrix name holds a word list's and a corpus's name; with its staging suffix it fits.
+    matrix = folder / f"contextual-L12-tuned-words-{slug(name)}-in-{slug(name)}-center.staging"
+    matrix.mkdir()
 
 
 def test_bytes_upload_uses_name_for_format_and_messages():
