@@ -85,7 +85,16 @@ def _training() -> str:
     return "no run"
 
 
+@st.cache_resource(show_spinner=False)  # once per server process
+def _remove_leftovers() -> int:
+    """What killed writes (an export, a matrix build) left in $EMBEDGEN_HOME, removed."""
+    from embedgen.atomic import remove_leftovers
+
+    return len(remove_leftovers())
+
+
 st.set_page_config(page_title="embedgen", page_icon="🔤", layout="wide")
+_remove_leftovers()
 navigation = st.navigation(
     [st.Page(start, title="Start", icon=":material/home:", default=True)]
     + [st.Page(path, title=title, icon=icon) for path, title, icon, _ in PAGES]

@@ -1,7 +1,9 @@
 """The ``embedgen`` command: one subcommand per step, progress bars, one-line errors.
 
 Exit codes: 0 success, 2 bad input (one line on stderr saying what and where), 1 a bug
-(one line; ``--debug`` shows the traceback), 130 interrupted.
+(one line; ``--debug`` shows the traceback), 130 interrupted, 3 training cancelled by Ctrl-C,
+128 + N training stopped by signal N (143 for SIGTERM, 129 for SIGHUP) after saving its best
+finished epoch, as ``kill`` would have ended it but without losing the epochs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +90,48 @@ def _cancel_on_ctrl_c() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
+# What a scheduler, systemd or a closing terminal sends to ask a process to end.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@dataclass
+class _Stop:
+    """The signal that asked the work to stop, once one has."""
+
+    signum: int | None = None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or 0)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(cancel: threading.Event) -> Iterator[_Stop]:
+    """SIGTERM and SIGHUP ask the work to stop after the current batch, as Ctrl-C does, instead
+    of killing it: training then keeps its best finished epoch."""
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        stop.signum = stop.signum or signum
+        cancel.set()
+
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
+
+
 def _say(args: argparse.Namespace, message: str) -> None:
     if not args.quiet:
         print(message, file=sys.stderr)
@@ -127,10 +172,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"val acc {m.val_accuracy:.4f}  val macro-F1 {m.val_macro_f1:.4f}",
         )
 
-    with _cancel_on_ctrl_c() as cancel, _progress("train", args, unit="row") as bar:
+    with (
+        _cancel_on_ctrl_c() as cancel,
+        _stop_on_signals(cancel) as stopped,
+        _progress("train", args, unit="row") as bar,
+    ):
         run = train_and_save(
             encoder, data, config, out, progress=bar, cancel=cancel, on_epoch=on_epoch
         )
+    if stopped.signum and run.status is RunStatus.CANCELLED:
+        kept = (
+            f"after epoch {len(run.history)} of {config.epochs}; the best epoch "
+            f"({run.best_epoch}) is saved in {out}."
+            if run.history
+            else "before its first epoch finished; nothing was saved."
+        )
+        print(f"Stopped by {stopped.name} {kept}", file=sys.stderr)
+        return stopped.exit_code
     best = run.best
     summary = f"{run.status}: {run.message} " if run.message else f"{run.status}: "
     if best is not None:
@@ -568,6 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        from embedgen.atomic import remove_leftovers
+
+        remove_leftovers()  # what killed writes left in $EMBEDGEN_HOME (an hour old or more)
         return func(args)
     except EmbedgenError as exc:
         if args.debug:

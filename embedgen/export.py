@@ -3,6 +3,8 @@
 Our own matrix folder (matrix.npy, vocab.txt, manifest.json) lives beside ``EmbeddingMatrix``
 in ``embedgen.matrix``. Every file here is written to a temporary name in its folder and
 renamed into place (``embedgen.atomic``), so a crash never leaves a half file under its name.
+What a zip or a download is assembled from is staged under ``$EMBEDGEN_HOME/tmp``, where a
+crash's leftovers are found and removed at the next start.
 
 Token rules, one per format:
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from embedgen.atomic import atomic_path, write_text
+from embedgen.atomic import atomic_path, temp_folder, write_text
 from embedgen.errors import BadConfig
 from embedgen.fields import choice
 from embedgen.matrix import (
@@ -38,6 +39,7 @@ from embedgen.matrix import (
     save_matrix,
     text_lines,
 )
+from embedgen.paths import tmp_dir
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +184,7 @@ def export_zip(
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
-        staging = Path(work)
+    with temp_folder(tmp_dir(), out.name) as staging:
         save_matrix(matrix, staging, dtype=dtype)
         export_word2vec(matrix, staging / WORD2VEC_FILE)
         export_projector(matrix, staging)
@@ -210,8 +211,7 @@ def download_bytes(matrix: EmbeddingMatrix, name: str, *, dtype: str = "float32"
     """
     if name not in DOWNLOADS:
         raise BadConfig(f"Unknown download {name!r}; choose one of: {', '.join(DOWNLOADS)}.")
-    with tempfile.TemporaryDirectory(prefix="embedgen-download-") as work:
-        folder = Path(work)
+    with temp_folder(tmp_dir(), "download") as folder:
         if name in (MATRIX_FILE, VOCAB_FILE, MANIFEST_FILE):
             save_matrix(matrix, folder, dtype=dtype)
         elif name == WORD2VEC_FILE:

@@ -3,24 +3,28 @@
 ```
 RUN_DIR/
   run.json            status, config, model, dataset, label map, metrics per epoch, versions
+  heartbeat           touched every 10 s while the run trains; gone when it ends
   head.safetensors    projection + classifier
   encoder/            save_pretrained() output, only when the encoder changed (top-k, full)
   matrices/<name>/    matrices built from this run
 ```
+
+Whether a run is still training is told by its heartbeat, not by its process id: a process id
+is reused by the system, and means nothing on another host sharing the folder. A "running"
+run whose heartbeat is older than :data:`HEARTBEAT_STALE_SECONDS` reads as "interrupted".
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
-import re
-import shutil
 import socket
-import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +34,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from embedgen import __version__
-from embedgen.atomic import atomic_path, write_json
+from embedgen.atomic import atomic_folder, atomic_path, write_json
 from embedgen.data import LabelledData
-from embedgen.errors import BadRun, ModelNotAvailable
+from embedgen.errors import BadRun, EmbedgenError, ModelNotAvailable
 from embedgen.models import Encoder, load_encoder
 from embedgen.paths import runs_dir
 from embedgen.progress import ProgressFn
@@ -43,17 +47,14 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
+HEARTBEAT_FILE = "heartbeat"
+HEARTBEAT_SECONDS = 10.0  # how often a training process touches its heartbeat file
+# A heartbeat older than this: the process is gone (killed, its host down, the machine asleep).
+HEARTBEAT_STALE_SECONDS = 3 * HEARTBEAT_SECONDS
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def default_run_dir(dataset_name: str, strategy: str) -> Path:
-    """A new folder name under ``$EMBEDGEN_HOME/runs`` from the time, dataset and strategy."""
-    stem = re.sub(r"[^\w\-]+", "_", Path(dataset_name).stem, flags=re.UNICODE).strip("_") or "data"
-    stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
-    return runs_dir() / f"{stamp}_{stem}_{strategy}"
 
 
 def versions() -> dict[str, str]:
@@ -94,18 +95,31 @@ def ensure_new_run_dir(folder: str | os.PathLike[str]) -> Path:
     """Return ``folder`` if no run lives there yet; a second run never overwrites the first."""
     folder = Path(folder)
     if (folder / RUN_FILE).exists():
-        raise BadRun(
-            f"{folder} already holds a run. Choose a new --out folder or delete the old one."
-        )
+        raise _taken(folder)
     return folder
+
+
+def _taken(folder: Path) -> BadRun:
+    return BadRun(
+        f"Run folder '{folder.name}' already holds a run. Choose another folder, or delete "
+        "the old run."
+    )
 
 
 def mark_running(
     folder: str | os.PathLike[str], config: FinetuneConfig, model: dict[str, Any], dataset: dict
 ) -> Path:
-    """Create the run folder and write run.json with status "running" before training starts."""
+    """Claim the run folder and write run.json with status "running" before training starts.
+
+    The heartbeat file is the claim: it is created only if it is not there, so of two runs
+    started into one folder at the same moment the second is refused.
+    """
     folder = ensure_new_run_dir(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        (folder / HEARTBEAT_FILE).touch(exist_ok=False)
+    except FileExistsError:
+        raise _taken(folder) from None
     write_json(
         folder / RUN_FILE,
         _run_record(
@@ -147,15 +161,10 @@ def save_run(run: Run, folder: str | os.PathLike[str]) -> Path:
     with atomic_path(folder / HEAD_FILE) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in run.head.state_dict().items()}
         save_file(state, str(tmp), metadata={"format": "embedgen-head-1"})
-    if run.encoder_changed:
-        # save_pretrained writes several files: build the folder aside, then swap it in.
-        staging = Path(tempfile.mkdtemp(prefix=".encoder.", dir=folder))
-        run.encoder.model.save_pretrained(staging)
-        run.encoder.tokenizer.save_pretrained(staging)
-        target = folder / ENCODER_DIR
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+    if run.encoder_changed:  # save_pretrained writes several files: build the folder aside
+        with atomic_folder(folder / ENCODER_DIR) as staging:
+            run.encoder.model.save_pretrained(staging)
+            run.encoder.tokenizer.save_pretrained(staging)
     write_json(
         folder / RUN_FILE, _run_record(run, started=started or now_iso(), finished=now_iso())
     )
@@ -176,22 +185,70 @@ def train_and_save(
 ) -> Run:
     """Fine-tune and keep the run folder truthful throughout: running, then saved or failed.
 
-    A run cancelled before its first epoch finished has no trained head, so nothing of it is
-    kept: its run.json goes (and the folder, if that leaves it empty) and the run comes back
-    with no folder. What it encoded stays in the feature cache (``embedgen.features``).
-    The CLI and the app both train through here, so a run started in one opens in the other.
+    While it trains, the run's heartbeat beats (see the module docstring) and run.json gains
+    each epoch's metrics as it finishes. A run cancelled before its first epoch finished has
+    no trained head, so nothing of it is kept: its run.json goes (and the folder, if that
+    leaves it empty) and the run comes back with no folder. What it encoded stays in the
+    feature cache (``embedgen.features``). The CLI and the app both train through here, so a
+    run started in one opens in the other.
     """
     folder = mark_running(folder, config, encoder.info.as_dict(), data.summary())
-    try:
-        run = finetune(encoder, data, config, progress=progress, cancel=cancel, on_epoch=on_epoch)
-    except BaseException as exc:
-        write_failure(folder, exc)
-        raise
+    history: list[EpochMetrics] = []
+
+    def epoch_done(metrics: EpochMetrics) -> None:
+        history.append(metrics)
+        _record_history(folder, history)
+        if on_epoch is not None:
+            on_epoch(metrics)
+
+    with _heartbeat(folder):  # beats until the run's last status is written
+        try:
+            run = finetune(
+                encoder, data, config, progress=progress, cancel=cancel, on_epoch=epoch_done
+            )
+            if has_trained_head(run):
+                save_run(run, folder)
+        except BaseException as exc:
+            write_failure(folder, exc)
+            raise
     if not has_trained_head(run):
         _discard(folder)
-        return run
-    save_run(run, folder)
     return run
+
+
+@contextlib.contextmanager
+def _heartbeat(folder: Path) -> Iterator[None]:
+    """Touch ``folder``'s heartbeat file every :data:`HEARTBEAT_SECONDS` from a daemon thread
+    while the block runs; stop, and remove the file, when it ends."""
+    path = folder / HEARTBEAT_FILE
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                path.touch()
+            except OSError as exc:  # the folder was moved or deleted under the run
+                log.debug("No heartbeat for %s: %s", folder, exc)
+
+    thread = threading.Thread(target=beat, name=f"embedgen-heartbeat-{folder.name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        path.unlink(missing_ok=True)
+
+
+def _record_history(folder: Path, history: list[EpochMetrics]) -> None:
+    """Write the epochs finished so far into the running run's run.json, for those watching."""
+    path = folder / RUN_FILE
+    try:
+        record = json.loads(path.read_text("utf-8"))
+        record.update(history=[asdict(m) for m in history], updated=now_iso())
+        write_json(path, record)
+    except OSError as exc:  # the run goes on: its result is written when it ends
+        log.warning("Could not record epoch %d in %s: %s", len(history), path, exc)
 
 
 def has_trained_head(run_or_record: Run | dict[str, Any]) -> bool:
@@ -206,7 +263,7 @@ def has_trained_head(run_or_record: Run | dict[str, Any]) -> bool:
 
 def _discard(folder: Path) -> None:
     """Remove the run.json that :func:`mark_running` wrote, and the folder if nothing else is
-    in it (a folder the user named may hold other things)."""
+    in it (a folder the user named may hold other things). The heartbeat is gone already."""
     (folder / RUN_FILE).unlink(missing_ok=True)
     try:
         folder.rmdir()
@@ -248,24 +305,109 @@ def _pid_alive(pid: int) -> bool:
 
 
 def read_run_record(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """run.json of ``folder``, with a "running" run whose process is gone marked "interrupted"."""
+    """run.json of ``folder``, checked; a "running" run that stopped beating reads "interrupted".
+
+    A missing, unreadable or malformed record raises :class:`BadRun` naming the run folder by
+    its name (the app's users need not see the server's paths).
+    """
     folder = Path(folder)
     path = folder / RUN_FILE
     if not folder.is_dir():
-        raise BadRun(f"Run folder '{folder}' does not exist.")
+        raise BadRun(f"Run folder '{folder.name}' does not exist.")
     if not path.exists():
         raise BadRun(
-            f"'{folder}' is not a run folder (no {RUN_FILE}). Train one with `embedgen train`."
+            f"'{folder.name}' is not a run folder (no {RUN_FILE}). Train one with `embedgen train`."
         )
+    # The heartbeat before the record: a run removes its heartbeat only after writing the
+    # status it ended with, so a record still saying "running" read after a missing
+    # heartbeat was left by a process that is gone.
+    beat = _heartbeat_time(folder)
     try:
         record = json.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise BadRun(f"Run '{folder.name}': {RUN_FILE} cannot be read ({exc.strerror}).") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRun(f"{path} is damaged ({exc}). Train the run again.") from exc
-    if record.get("status") == RunStatus.RUNNING:
-        same_host = record.get("host") == socket.gethostname()
-        if same_host and not _pid_alive(int(record.get("pid", -1))):
-            record["status"] = str(RunStatus.INTERRUPTED)
+        raise _damaged(folder, str(exc)) from exc
+    _check_record(record, folder)
+    if record["status"] == RunStatus.RUNNING and not _still_training(record, beat):
+        record["status"] = str(RunStatus.INTERRUPTED)
     return record
+
+
+def _heartbeat_time(folder: Path) -> float | None:
+    try:
+        return (folder / HEARTBEAT_FILE).stat().st_mtime
+    except OSError:
+        return None
+
+
+def _still_training(record: dict[str, Any], beat: float | None) -> bool:
+    """Whether the process of a "running" record lives: its heartbeat is fresh and, when it
+    ran on this host, its process id still exists (a gone id proves it dead; a live one
+    proves nothing, ids are reused)."""
+    if beat is None or time.time() - beat > HEARTBEAT_STALE_SECONDS:
+        return False
+    pid = record.get("pid")
+    same_host = record.get("host") == socket.gethostname()
+    return not (same_host and isinstance(pid, int) and pid > 0 and not _pid_alive(pid))
+
+
+_STATUSES = frozenset(str(s) for s in RunStatus)
+_FIELD_KINDS: dict[str, type | tuple[type, ...]] = {  # what each field holds when present
+    "status": str,
+    "message": str,
+    "started": str,
+    "updated": str,
+    "finished": str,
+    "host": str,
+    "pid": int,
+    "best_epoch": int,
+    "batch_size_used": int,
+    "encoder_changed": bool,
+    "config": dict,
+    "model": dict,
+    "dataset": dict,
+    "label_names": list,
+    "history": list,
+    "confusion": list,
+    "best": (dict, type(None)),
+}
+# What a run with a trained head needs to be loaded.
+_TRAINED_FIELDS = ("config", "model", "label_names", "history", "best_epoch")
+
+
+def _check_record(record: Any, folder: Path) -> None:
+    """Raise :class:`BadRun` unless ``record`` has the shape run.json is written in."""
+    if not isinstance(record, dict):
+        raise _damaged(folder, f"it holds {_json_kind(record)}, not a run's record")
+    status = record.get("status")
+    if status is None:
+        raise _damaged(folder, "it has no status")
+    for key, kinds in _FIELD_KINDS.items():
+        if key in record and not isinstance(record[key], kinds):
+            raise _damaged(folder, f"'{key}' holds {_json_kind(record[key])}")
+    if status not in _STATUSES:
+        raise _damaged(folder, f"unknown status '{status}'")
+    if not all(isinstance(m, dict) for m in record.get("history", [])):
+        raise _damaged(folder, "'history' holds something other than epochs")
+    if has_trained_head(record):
+        missing = [key for key in _TRAINED_FIELDS if key not in record]
+        if missing:
+            raise _damaged(folder, f"it has no {', '.join(missing)}")
+
+
+def _damaged(folder: Path, what: str) -> BadRun:
+    return BadRun(f"Run '{folder.name}': {RUN_FILE} is damaged ({what}). Train the run again.")
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words: "null", "a list", "a number", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    kinds = {dict: "an object", list: "a list", str: "text", int: "a number", float: "a number"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def is_run_folder(path: str | os.PathLike[str]) -> bool:
@@ -275,31 +417,39 @@ def is_run_folder(path: str | os.PathLike[str]) -> bool:
 def load_run(folder: str | os.PathLike[str], *, device: torch.device | str | None = None) -> Run:
     """Load a saved run: its head, its encoder (tuned copy, or the original model) and record."""
     folder = Path(folder)
+    name = folder.name
     record = read_run_record(folder)
-    status = record.get("status")
+    status = record["status"]
     if status in (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED):
         raise BadRun(
-            f"Run '{folder}' is {status}; it has no trained head to use. "
+            f"Run '{name}' is {status}; it has no trained head to use. "
             "Wait for it to finish, or train again."
         )
     if not has_trained_head(record):
         raise BadRun(
-            f"Run '{folder}' was cancelled before its first epoch finished; it has no trained "
+            f"Run '{name}' was cancelled before its first epoch finished; it has no trained "
             "head to use. Train again (the texts it encoded are cached for the head strategy)."
         )
     if not (folder / HEAD_FILE).exists():
-        raise BadRun(f"Run '{folder}' has no {HEAD_FILE}; the run is incomplete. Train again.")
-    config = FinetuneConfig.from_dict(record["config"])
-    model = record["model"]
+        raise BadRun(f"Run '{name}' has no {HEAD_FILE}; the run is incomplete. Train again.")
+    try:  # the record's shape is checked; what is in its fields, here
+        config = FinetuneConfig.from_dict(record["config"])
+        model = record["model"]
+        if not isinstance(model.get("model_id"), str):
+            raise KeyError("model_id")
+        history = [EpochMetrics(**m) for m in record["history"]]
+    except (KeyError, TypeError, ValueError, EmbedgenError) as exc:
+        what = f"no {exc}" if isinstance(exc, KeyError) else str(exc).rstrip(".")
+        raise _damaged(folder, what) from exc
     if record.get("encoder_changed"):
         if not (folder / ENCODER_DIR / "config.json").exists():
-            raise BadRun(f"Run '{folder}' tuned the encoder but {ENCODER_DIR}/ is missing.")
+            raise BadRun(f"Run '{name}' tuned the encoder but {ENCODER_DIR}/ is missing.")
         encoder = load_encoder(str(folder / ENCODER_DIR), allow_download=False, device=device)
     else:
         try:
             encoder = load_encoder(model["model_id"], device=device)
         except ModelNotAvailable as exc:
-            raise BadRun(f"Run '{folder}' was trained on a model that is not here: {exc}") from exc
+            raise BadRun(f"Run '{name}' was trained on a model that is not here: {exc}") from exc
         if model.get("revision") not in (None, "unknown", encoder.info.revision):
             log.warning(
                 "The model at %s changed since the run (revision %s, now %s)",
@@ -324,10 +474,10 @@ def load_run(folder: str | os.PathLike[str], *, device: torch.device | str | Non
         head=head,
         encoder=encoder,
         encoder_changed=bool(record.get("encoder_changed")),
-        label_names=tuple(record.get("label_names", [])),
-        history=[EpochMetrics(**m) for m in record.get("history", [])],
+        label_names=tuple(record["label_names"]),
+        history=history,
         status=RunStatus(status),
-        best_epoch=int(record.get("best_epoch", 0)),
+        best_epoch=record["best_epoch"],
         confusion=record.get("confusion", []),
         data_summary=record.get("dataset", {}),
         batch_size_used=int(record.get("batch_size_used", 0)),

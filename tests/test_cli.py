@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -24,7 +27,9 @@ import numpy as np
 import pytest
 from conftest import NEGATIVE, POSITIVE, synthetic_rows, workbook_bytes, write_csv
 
-from embedgen.cli import main
+from embedgen.atomic import TEMP_PREFIX
+from embedgen.cli import _stop_on_signals, main
+from embedgen.runs import load_run
 
 DIM = 8
 SUBCOMMANDS = ("train", "matrix", "neighbors", "evaluate", "export", "models")
@@ -166,6 +171,72 @@ def test_console_entry_point_help_lists_every_subcommand():
     assert done.returncode == 0, f"`python -m embedgen --help` failed:\n{done.stderr}"
     missing = [c for c in SUBCOMMANDS if c not in done.stdout]
     assert not missing, f"--help does not list {missing}:\n{done.stdout}"
+
+
+def test_the_command_removes_what_killed_writes_left_in_embedgen_home(
+    capsys, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path))
+    stale = tmp_path / "tmp" / f"{TEMP_PREFIX}download"
+    stale.mkdir(parents=True)
+    then = time.time() - 2 * 3600
+    os.utime(stale, (then, then))
+    assert cli(capsys, "models").code == 0
+    assert not stale.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Stopped by the system: SIGTERM, SIGHUP
+# --------------------------------------------------------------------------------------------
+
+
+def _finished_epochs(run: Path) -> int:
+    try:
+        return len(read_json(run / "run.json").get("history") or [])
+    except (OSError, ValueError):
+        return 0
+
+
+def test_sigterm_during_training_keeps_the_finished_epochs(tiny_model_dir, reviews_csv, tmp_path):
+    """A scheduler stopping a 10,000-epoch run keeps the epochs that finished, like Ctrl-C."""
+    run = tmp_path / "RUN"
+    argv = train_args(tiny_model_dir, reviews_csv, run, "--epochs", 10_000, "--patience", 0)
+    with (tmp_path / "stderr.txt").open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "embedgen", *map(str, argv)], stdout=subprocess.PIPE, stderr=err
+        )
+        try:
+            deadline = time.monotonic() + 25
+            while _finished_epochs(run) < 1 and proc.poll() is None:
+                assert time.monotonic() < deadline, "no epoch finished within 25 s"
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=20)
+        finally:
+            proc.kill()
+    stderr = (tmp_path / "stderr.txt").read_text("utf-8")
+    assert code == 128 + signal.SIGTERM, f"exit code {code}; stderr:\n{stderr[-2000:]}"
+    record = read_json(run / "run.json")
+    assert record["status"] == "cancelled"
+    epochs = len(record["history"])
+    assert 1 <= epochs < 10_000
+    last = stderr.strip().splitlines()[-1]
+    assert last == (
+        f"Stopped by SIGTERM after epoch {epochs} of 10000; the best epoch "
+        f"({record['best_epoch']}) is saved in {run}."
+    ), last
+    assert load_run(run).best_epoch == record["best_epoch"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+def test_sighup_asks_the_work_to_stop_and_names_the_signal():
+    cancel = threading.Event()
+    with _stop_on_signals(cancel) as stopped:
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.05)  # the handler runs between bytecodes of the main thread
+        assert cancel.is_set()
+    assert stopped.name == "SIGHUP" and stopped.exit_code == 129
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL, "the old handler is back"
 
 
 # --------------------------------------------------------------------------------------------

@@ -196,3 +196,35 @@ def test_an_unknown_download_is_refused(matrix):
 
     with pytest.raises(BadConfig, match="Unknown download 'matrix.csv'"):
         download_bytes(matrix, "matrix.csv")
+
+
+def test_downloads_and_zips_are_staged_where_start_up_cleaning_finds_them(
+    matrix, tmp_path, monkeypatch
+):
+    """A server killed in the middle of a 400 MB export leaves its staging folder under
+    $EMBEDGEN_HOME/tmp, named as a leftover, not in the system's temp folder."""
+    import importlib
+
+    from embedgen.atomic import TEMP_PREFIX
+    from embedgen.export import WORD2VEC_FILE, ZIP_FILE, download_bytes
+
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
+    export_module = importlib.import_module("embedgen.export")  # not the export() function
+    staged: list[Path] = []
+    real = export_module.export_word2vec
+
+    def spy(matrix, path):
+        staged.append(Path(path))
+        return real(matrix, path)
+
+    monkeypatch.setattr(export_module, "export_word2vec", spy)
+    download_bytes(matrix, ZIP_FILE)
+    download_bytes(matrix, WORD2VEC_FILE)
+    export_zip(matrix, tmp_path / "out" / "b.zip")
+    home_tmp = tmp_path / "home" / "tmp"
+    assert len(staged) == 3
+    for path in staged:
+        assert path.parent.parent == home_tmp, path
+        assert path.parent.name.startswith(TEMP_PREFIX), path
+    assert list(home_tmp.iterdir()) == [], "the staging folders are removed after use"
+    assert files_in(tmp_path / "out") == ["b.zip"]

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from embedgen import runs
 from embedgen.errors import BadRun
+from embedgen.paths import new_run_folder
 from embedgen.runs import (
+    HEARTBEAT_FILE,
+    HEARTBEAT_SECONDS,
+    HEARTBEAT_STALE_SECONDS,
     has_trained_head,
     list_runs,
     load_run,
@@ -162,3 +170,209 @@ def test_an_older_cancelled_run_without_epochs_cannot_be_used(tiny_encoder, tmp_
     assert not has_trained_head(list_runs(tmp_path)[0])
     with pytest.raises(BadRun, match="cancelled before its first epoch"):
         load_run(folder)
+
+
+# -- running: told by a heartbeat -------------------------------------------------------------
+
+
+def _running_record(folder: Path, **fields: object) -> None:
+    record = json.loads((folder / "run.json").read_text("utf-8"))
+    record.update(fields)
+    (folder / "run.json").write_text(json.dumps(record), "utf-8")
+
+
+def _beat_at(folder: Path, seconds_ago: float) -> None:
+    then = time.time() - seconds_ago
+    os.utime(folder / HEARTBEAT_FILE, (then, then))
+
+
+def test_a_run_whose_heartbeat_stopped_reads_as_interrupted_though_its_pid_lives(
+    tmp_path: Path, tiny_encoder
+) -> None:
+    """The PID may have been reused by another process: the heartbeat decides."""
+    folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
+    _running_record(folder, pid=os.getpid(), host=socket.gethostname())
+    _beat_at(folder, HEARTBEAT_STALE_SECONDS + 5)
+    assert read_run_record(folder)["status"] == "interrupted"
+
+
+def test_a_run_on_another_host_with_a_fresh_heartbeat_reads_as_running(
+    tmp_path: Path, tiny_encoder
+) -> None:
+    folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
+    _running_record(folder, pid=1, host="another-host")
+    _beat_at(folder, HEARTBEAT_SECONDS)
+    assert read_run_record(folder)["status"] == "running"
+
+
+def test_a_run_on_another_host_whose_heartbeat_stopped_reads_as_interrupted(
+    tmp_path: Path, tiny_encoder
+) -> None:
+    folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
+    _running_record(folder, pid=1, host="another-host")
+    _beat_at(folder, HEARTBEAT_STALE_SECONDS + 5)
+    assert read_run_record(folder)["status"] == "interrupted"
+    with pytest.raises(BadRun, match="interrupted"):
+        load_run(folder)
+
+
+def test_a_running_record_without_a_heartbeat_reads_as_interrupted(
+    tmp_path: Path, tiny_encoder
+) -> None:
+    folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
+    (folder / HEARTBEAT_FILE).unlink()
+    assert read_run_record(folder)["status"] == "interrupted"
+
+
+def _heartbeats(folder: Path) -> list[threading.Thread]:
+    """The threads beating for ``folder`` (the app's tests may train in other threads)."""
+    return [t for t in threading.enumerate() if t.name == f"embedgen-heartbeat-{folder.name}"]
+
+
+def test_training_beats_while_it_runs_and_stops_beating_when_it_ends(
+    tiny_encoder, synthetic_data, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(runs, "HEARTBEAT_SECONDS", 0.02)
+    folder = tmp_path / "beating-run"
+    beats: list[float] = []
+
+    def on_epoch(m) -> None:
+        assert len(_heartbeats(folder)) == 1, "one heartbeat thread while training"
+        time.sleep(0.1)
+        beats.append((folder / HEARTBEAT_FILE).stat().st_mtime)
+        assert read_run_record(folder)["status"] == "running"
+
+    train_and_save(
+        tiny_encoder, synthetic_data, FinetuneConfig(epochs=2, dim=8), folder, on_epoch=on_epoch
+    )
+    assert beats[1] > beats[0], "the heartbeat file's time moves while training runs"
+    assert _heartbeats(folder) == [], "the heartbeat thread ends with the training"
+    assert not (folder / HEARTBEAT_FILE).exists()
+    assert read_run_record(folder)["status"] == "finished"
+
+
+def test_the_heartbeat_stops_when_training_fails(
+    tiny_encoder, synthetic_data, tmp_path: Path
+) -> None:
+    def fail(m) -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        train_and_save(
+            tiny_encoder,
+            synthetic_data,
+            FinetuneConfig(epochs=2, dim=8),
+            tmp_path / "failing-run",
+            on_epoch=fail,
+        )
+    assert _heartbeats(tmp_path / "failing-run") == []
+    assert read_run_record(tmp_path / "failing-run")["status"] == "failed"
+
+
+def test_run_json_shows_each_finished_epoch_while_training(
+    tiny_encoder, synthetic_data, tmp_path: Path
+) -> None:
+    folder = tmp_path / "run"
+    seen: list[int] = []
+
+    def on_epoch(m) -> None:
+        record = read_run_record(folder)
+        assert record["status"] == "running"
+        seen.append(len(record["history"]))
+
+    train_and_save(
+        tiny_encoder, synthetic_data, FinetuneConfig(epochs=3, dim=8), folder, on_epoch=on_epoch
+    )
+    assert seen == [1, 2, 3]
+
+
+# -- run folders: one per run, even when started at once ---------------------------------------
+
+
+def _at_once(n: int, fn):
+    """Call ``fn()`` from ``n`` threads released together; return results and exceptions."""
+    barrier = threading.Barrier(n)
+    results: list[object] = []
+
+    def call() -> None:
+        barrier.wait()
+        try:
+            results.append(fn())
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    folders = _at_once(8, lambda: new_run_folder("reviews.csv", "head", root=tmp_path))
+    assert all(isinstance(f, Path) for f in folders), folders
+    assert len(set(folders)) == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.name for f in folders)
+
+
+def test_of_two_runs_started_at_once_in_one_folder_one_is_refused(
+    tmp_path: Path, tiny_encoder
+) -> None:
+    for i in range(10):  # the race is narrow: try it often enough to lose it without the claim
+        folder = tmp_path / f"run{i}"
+        results = _at_once(
+            2, lambda f=folder: mark_running(f, FinetuneConfig(), tiny_encoder.info.as_dict(), {})
+        )
+        refused = [r for r in results if isinstance(r, BadRun)]
+        assert len(refused) == 1, results
+        assert "already" in str(refused[0]) and "--out" not in str(refused[0])
+
+
+# -- damaged run.json: refused in one line, skipped in lists ------------------------------------
+
+
+DAMAGED = {
+    "null": "null",
+    "a list": "[]",
+    "a number": "3",
+    "a string": '"finished"',
+    "no status": "{}",
+    "an unknown status": '{"status": "exploded"}',
+    "a status that is a list": '{"status": ["running"]}',
+    "a pid that is text": '{"status": "running", "pid": "abc", "host": "here"}',
+    "a start time that is a number": '{"status": "running", "started": 5}',
+    "history that is not a list": '{"status": "cancelled", "history": {"1": 2}}',
+    "best that is text": '{"status": "finished", "best": "0.9", "history": []}',
+    "a finished run without its config": (
+        '{"status": "finished", "history": [{"epoch": 1}], "best_epoch": 1, "model": {}, '
+        '"label_names": ["a", "b"]}'
+    ),
+}
+
+
+@pytest.mark.parametrize("text", DAMAGED.values(), ids=DAMAGED.keys())
+def test_a_damaged_run_json_is_refused_in_one_line_naming_the_run(tmp_path: Path, text) -> None:
+    folder = tmp_path / "broken-run"
+    folder.mkdir()
+    (folder / "run.json").write_text(text, "utf-8")
+    (folder / "head.safetensors").write_bytes(b"")
+    with pytest.raises(BadRun) as caught:
+        load_run(folder)
+    message = str(caught.value)
+    assert "broken-run" in message
+    assert str(tmp_path) not in message, "the server's paths stay out of the message"
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text", DAMAGED.values(), ids=DAMAGED.keys())
+def test_a_damaged_run_is_skipped_in_the_list_of_runs(
+    tmp_path: Path, tiny_encoder, text, caplog
+) -> None:
+    mark_running(tmp_path / "good-run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
+    (tmp_path / "broken-run").mkdir()
+    (tmp_path / "broken-run" / "run.json").write_text(text, "utf-8")
+    with caplog.at_level(logging.WARNING, logger="embedgen.runs"):
+        records = list_runs(tmp_path)
+    assert [Path(r["folder"]).name for r in records] == ["good-run"]
+    assert "broken-run" in caplog.text
