@@ -148,16 +148,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     from embedgen.paths import new_run_folder
     from embedgen.runs import ensure_new_run_dir, train_and_save
     from embedgen.table import read_table
-    from embedgen.train import FinetuneConfig, RunStatus
+    from embedgen.train import FinetuneConfig, RunStatus, distributed, finetune
 
+    rank0 = distributed.is_main()  # under torchrun, rank 0 alone reports and writes the run
+    if not rank0:
+        args.quiet, args.progress = True, False
+        logging.getLogger("embedgen").setLevel(logging.WARNING)
     table = read_table(args.data, header=HEADER[args.header], sheet=args.sheet)
     data = prepare(table, args.text_col, args.label_col)
     if data.dropped:
         _say(args, f"{table.name}: {data.dropped_summary()}")
     config = FinetuneConfig(**_settings(args, FinetuneConfig))
-    if args.out:  # refused before the model loads, which takes a while
+    if args.out and rank0:  # refused before the model loads, which takes a while
         ensure_new_run_dir(args.out)
     encoder = load_encoder(args.model, trust_remote_code=args.trust_remote_code)
+    if not rank0:  # the other processes train alongside rank 0 and write nothing
+        with _cancel_on_ctrl_c() as cancel, _stop_on_signals(cancel) as stopped:
+            run = finetune(encoder, data, config, cancel=cancel)
+        if stopped.signum and run.status is RunStatus.CANCELLED:
+            return stopped.exit_code
+        return 0 if run.status is RunStatus.FINISHED else 3
     out = Path(args.out) if args.out else new_run_folder(table.name, str(config.strategy))
     _say(
         args,

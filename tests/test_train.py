@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 
 import numpy as np
@@ -382,3 +384,60 @@ def test_a_bigger_encoding_batch_gives_the_same_head(
     assert bigger.batch_size_used == 8  # training keeps its own batch
     for a, b in zip(plain.history, bigger.history, strict=True):
         assert a.val_loss == pytest.approx(b.val_loss, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 0.0, -1e-3])
+@pytest.mark.parametrize("field", ["learning_rate", "head_learning_rate"])
+def test_a_learning_rate_must_be_a_positive_finite_number(field: str, value: float) -> None:
+    with pytest.raises(BadConfig, match="learning rate"):
+        FinetuneConfig(**{field: value})
+
+
+def test_an_infinite_head_learning_rate_is_one_line_from_the_cli(
+    tiny_model_dir, synthetic_csv, tmp_path, capsys
+) -> None:
+    from embedgen.cli import main
+
+    argv = ["train", "--model", tiny_model_dir, "--data", synthetic_csv, "--out", tmp_path / "r"]
+    code = main([str(a) for a in argv] + ["--text-col=text", "--label-col=label", "--head-lr=inf"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    assert lines[0].startswith("embedgen train: error: head learning rate") and "inf" in lines[0]
+
+
+# A head rate of 10 with weight decay 1 multiplies each weight by 1 - 10 * 1 = -9 a step, and
+# 54 steps of 4 rows take the weights past float32's largest number: both settings are within
+# their limits, and the run diverges in its first epoch.
+DIVERGES = {"head_learning_rate": 10.0, "weight_decay": 1.0, "batch_size": 4, "dim": 8}
+
+
+def test_a_diverging_run_stops_naming_the_epoch_and_batch(tiny_encoder, synthetic_data) -> None:
+    cfg = FinetuneConfig(epochs=2, patience=0, cache_features=False, **DIVERGES)
+    with pytest.raises(BadConfig) as caught:
+        finetune(tiny_encoder, synthetic_data, cfg)
+    message = str(caught.value)
+    assert re.fullmatch(
+        r"Training diverged at epoch 1, batch \d+ \(loss is (nan|inf)\)\. Lower the learning "
+        r"rate \(--head-lr\) and start again\.",
+        message,
+    ), message
+
+
+def test_a_diverging_run_is_one_line_from_the_cli_and_its_folder_says_failed(
+    tiny_model_dir, synthetic_csv, tmp_path, capsys
+) -> None:
+    from embedgen.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--model", tiny_model_dir, "--data", synthetic_csv, "--out", out]
+    argv += ["--text-col=text", "--label-col=label", "--epochs=2", "--dim=8"]
+    argv += ["--head-lr=10", "--weight-decay=1", "--batch-size=4", "--no-cache-features"]
+    code = main([str(a) for a in argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert lines[-1].startswith("embedgen train: error: Training diverged at epoch 1, batch")
+    assert not any("Traceback" in line for line in lines), lines
+    record = json.loads((out / "run.json").read_text("utf-8"))
+    assert record["status"] == "failed" and "Training diverged" in record["message"]
+

@@ -6,6 +6,8 @@
   matrix building).
 - ``metrics.py``: macro-F1 and the confusion matrix.
 - ``loop.py``: :func:`finetune` and the :class:`Run` it returns.
+- ``distributed.py``: training under torchrun: the process group, which process writes, and
+  the collectives the loop needs (no-ops in a single process).
 """
 
 from embedgen.train.config import FinetuneConfig, Pooling, Strategy

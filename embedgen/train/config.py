@@ -48,7 +48,13 @@ class FinetuneConfig:
     )
     dim: int = setting(128, "projection size d", low=1, high=8192)
     epochs: int = setting(10, "epochs", low=1, high=10_000)
-    batch_size: int = setting(32, "batch size", low=1, high=65_536)
+    batch_size: int = setting(
+        32,
+        "batch size",
+        low=1,
+        high=65_536,
+        help="rows per optimizer step; under torchrun, the rows of all processes together",
+    )
     learning_rate: float = setting(
         2e-5,
         "learning rate",

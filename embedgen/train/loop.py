@@ -11,6 +11,19 @@ Progress goes by stage (``embedgen.progress.stage``): "encoding N texts" (counti
 the frozen encoder or "tokenizing N texts" for the others, then "epoch k of n" (counting the
 rows of that epoch). Progress and the learning-rate schedule count rows, not batches, so both
 stay right when a GPU out-of-memory error halves the batch part-way.
+
+Under torchrun (``embedgen.train.distributed``) the same loop runs in every process. With the
+encoder training, the model and head train in DistributedDataParallel: every process draws the
+same seeded order, takes its share of each batch (``batch_size`` is the batch of all processes
+together, so a run on N GPUs takes the steps of a run on one) and validates on all the
+validation texts, each process encoding its share. With the encoder frozen, each process
+encodes its share of the texts, rank 0 alone reads and writes the feature cache, and every
+process trains the same small head on all the features. Metrics, early stopping and cancel
+are the same in every process; rank 0 writes (``embedgen.runs``).
+
+A training loss that is not finite stops the run with :class:`BadConfig` naming the epoch and
+batch. Losses stay on the device and are read every ``SYNC_EVERY`` batches (each batch on the
+CPU), so a GPU is not made to wait for the host after every step.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ import contextlib
 import copy
 import enum
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,11 +46,12 @@ from torch import nn
 from embedgen.data import LabelledData, split
 from embedgen.device import autocast, resolve_device
 from embedgen.errors import BadConfig, Cancelled
-from embedgen.features import FeatureCache, cached_features, feature_key
+from embedgen.features import FeatureCache, FeatureKey, cached_features, feature_key
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn, check_cancel, stage
+from embedgen.train import distributed
 from embedgen.train.batches import Batches, pad_multiple, pool
-from embedgen.train.config import FinetuneConfig, Strategy
+from embedgen.train.config import FinetuneConfig, Pooling, Strategy
 from embedgen.train.head import Head
 from embedgen.train.metrics import confusion_matrix, macro_f1
 
@@ -45,6 +60,14 @@ log = logging.getLogger(__name__)
 # The least batch for the frozen encoder's no-grad pass, by device type (the training batch
 # when larger). The CPU keeps the training batch.
 ENCODE_BATCH = {"cuda": 256}
+
+# Training batches between two reads of their losses, by device type (each batch elsewhere).
+# A read waits for the device and, under torchrun, is one small all-reduce that also carries
+# every process's cancel.
+SYNC_EVERY = {"cuda": 50}
+
+# What rank 0 sends the other processes when the user cancels the feature encoding.
+_ENCODING_CANCELLED = "cancelled"
 
 
 class RunStatus(enum.StrEnum):
@@ -104,15 +127,20 @@ def finetune(
     ``progress`` gets (done, total) within each stage ("encoding N texts" in texts, or
     "tokenizing N texts"; then "epoch k of n" in rows); ``cancel`` is checked before every
     batch; ``on_epoch`` gets each epoch's metrics as soon as they are known.
+
+    Launched by torchrun on several processes, each process calls this with the same
+    arguments and gets the same :class:`Run` (the module docstring says how the work is
+    shared); the caller writes from rank 0 only (``distributed.is_main()``).
     """
     config = config or FinetuneConfig()
     train, val = split(data, val_fraction=config.val_fraction, seed=config.seed)
     log.info("Fine-tuning on %d rows, validating on %d", len(train), len(val))
-    trainer = _Trainer(encoder, train, val, config, progress, cancel, on_epoch, data.texts)
-    try:
-        run = trainer.run()
-    finally:
-        trainer.release()
+    with distributed.process_group(resolve_device(config.device)):
+        trainer = _Trainer(encoder, train, val, config, progress, cancel, on_epoch, data.texts)
+        try:
+            run = trainer.run()
+        finally:
+            trainer.release()
     summary = data.summary()
     summary.update({"rows_train": len(train), "rows_validation": len(val)})
     return replace(run, label_names=tuple(data.label_names), data_summary=summary)
@@ -178,6 +206,50 @@ def _free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _diverged(where: str, strategy: Strategy) -> BadConfig:
+    flags = "--head-lr" if strategy is Strategy.HEAD else "--head-lr / --lr"
+    return BadConfig(
+        f"Training diverged {where}. Lower the learning rate ({flags}) and start again."
+    )
+
+
+class _Classifier(nn.Module):
+    """The encoder, pooling and head as one module. Under torchrun DistributedDataParallel
+    wraps it, so the gradients of the encoder's layers and of the head sync together."""
+
+    def __init__(self, model: nn.Module, head: Head, pooling: Pooling, device: torch.device):
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.pooling = pooling
+        self.device = device
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The texts' pooled features (float32)."""
+        with autocast(self.device):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return pool(out.last_hidden_state, attention_mask, self.pooling).float()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(input_ids, attention_mask)).float()
+
+
+@dataclass
+class _Losses:
+    """One epoch's training losses, a batch at a time.
+
+    A batch's loss waits on the device (summed over this process's rows) until it is read
+    with the others in ``pending``; ``read`` holds (mean loss, rows) of the batches read.
+    """
+
+    pending: list[torch.Tensor] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # each pending batch's rows, all processes
+    read: list[tuple[float, int]] = field(default_factory=list)
+
+    def mean(self) -> float:
+        return sum(v * n for v, n in self.read) / max(1, sum(n for _, n in self.read))
+
+
 @dataclass
 class _Best:
     """The best epoch so far: its macro-F1, predictions and a copy of what trained."""
@@ -203,7 +275,7 @@ class _Trainer:
         texts: Sequence[str],
     ) -> None:
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = distributed.local_device(resolve_device(config.device))
         self.progress = progress
         self.cancel = cancel
         self.on_epoch = on_epoch
@@ -223,6 +295,10 @@ class _Trainer:
         torch.manual_seed(config.seed)
         hidden = encoder.info.hidden_size
         self.head = Head(hidden, config.dim, self.num_classes, config.dropout).to(self.device)
+        self.classifier = _Classifier(self.model, self.head, config.pooling, self.device)
+        # What the tuned strategies step through: in DistributedDataParallel under torchrun.
+        self.net = distributed.wrap(self.classifier, self.device) if self.tuned else None
+        self.sync_every = SYNC_EVERY.get(self.device.type, 1)
         self.train_y = torch.tensor(train.labels, dtype=torch.long)
         self.val_y = torch.tensor(val.labels, dtype=torch.long)
         self.multiple = pad_multiple(self.device)
@@ -308,18 +384,51 @@ class _Trainer:
             pooling=cfg.pooling,
             device=self.device,
         )
-        feats = cached_features(
-            key,
-            self.encoder.info.hidden_size,
-            self._encode_positions,
-            cache=FeatureCache() if cfg.cache_features else None,
-            progress=self.progress,
-            cancel=self.cancel,
-        )
+        feats = self._frozen_features(key)
         position = {text: i for i, text in enumerate(self.texts)}
         train_at = [position[t] for t in self.train_texts]
         val_at = [position[t] for t in self.val_texts]
         return feats[train_at], feats[val_at]
+
+    def _frozen_features(self, key: FeatureKey) -> torch.Tensor:
+        """Every text's features from the frozen encoder, through the feature cache.
+
+        Under torchrun rank 0 alone reads and writes the cache: it names each chunk the cache
+        lacks, every process encodes its share of that chunk (``_encode_all``), and at the end
+        rank 0 sends all the features to the others. A cancel is rank 0's to make.
+        """
+        hidden = self.encoder.info.hidden_size
+        cache = FeatureCache() if self.config.cache_features else None
+        if distributed.world_size() == 1:
+            return cached_features(
+                key,
+                hidden,
+                self._encode_positions,
+                cache=cache,
+                progress=self.progress,
+                cancel=self.cancel,
+            )
+        if distributed.is_main():
+
+            def encode(positions: Sequence[int], advance: Callable[[int], None]) -> torch.Tensor:
+                distributed.from_main(positions)
+                return self._encode_positions(positions, advance)
+
+            try:
+                feats = cached_features(
+                    key, hidden, encode, cache=cache, progress=self.progress, cancel=self.cancel
+                )
+            except Cancelled:
+                distributed.from_main(_ENCODING_CANCELLED)
+                raise
+            distributed.from_main(None)
+        else:
+            while (positions := distributed.from_main(None)) is not None:
+                if positions == _ENCODING_CANCELLED:
+                    raise Cancelled("Encoding was cancelled.")
+                self._encode_positions(positions, lambda _n: None)
+            feats = torch.empty((key.n_texts, hidden))
+        return distributed.broadcast_rows(feats)
 
     @contextlib.contextmanager
     def _epoch_threads(self) -> Iterator[None]:
@@ -376,18 +485,24 @@ class _Trainer:
         self.head.train()
         if self.tuned:
             self.model.train()
+        # The same order in every process: under torchrun each takes its share of each batch.
         order = torch.randperm(len(self.train_y), generator=self.generator).tolist()
-        losses: list[tuple[float, int]] = []
+        losses = _Losses()
 
         def step(index: Sequence[int]) -> None:
-            losses.append((self._step(index, optimizer, scheduler, train_feats), len(index)))
+            losses.pending.append(self._step(index, optimizer, scheduler, train_feats))
+            losses.rows.append(len(index))
+            if len(losses.pending) >= self.sync_every:
+                self._read_losses(losses, epoch)
 
         self._chunks(order, step, self._advance)
+        self._read_losses(losses, epoch)
+        self._check_weights(optimizer, epoch)
         val_loss, pred = self._evaluate(val_feats)
         y = self.val_y.numpy()
         metrics = EpochMetrics(
             epoch=epoch,
-            train_loss=sum(v * n for v, n in losses) / max(1, sum(n for _, n in losses)),
+            train_loss=losses.mean(),
             val_loss=val_loss,
             val_accuracy=float(np.mean(pred == y)) if len(y) else 0.0,
             val_macro_f1=macro_f1(y, pred, self.num_classes),
@@ -409,22 +524,70 @@ class _Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         train_feats: torch.Tensor | None,
-    ) -> float:
-        """One optimizer step on the rows at ``index``; return its loss."""
+    ) -> torch.Tensor:
+        """One optimizer step on the batch at ``index``; return its loss summed over the rows
+        this process took (all of them in a single process, and with the encoder frozen)."""
         optimizer.zero_grad(set_to_none=True)
+        rows, weight = list(index), 1.0
+        if self.net is not None:
+            rows = list(distributed.shard(index))
+            if not rows:  # a last batch smaller than the world: still join the gradient sync
+                rows, weight = list(index[:1]), 0.0
         if train_feats is not None:
-            feats = train_feats[list(index)].to(self.device)
+            logits = self.head(train_feats[rows].to(self.device)).float()
         else:
-            assert self.train_tok is not None
-            feats = self._features(self.train_tok.collate(index, self.device))
-        logits = self.head(feats).float()
-        loss = nn.functional.cross_entropy(logits, self.train_y[list(index)].to(self.device))
-        loss.backward()
+            assert self.train_tok is not None and self.net is not None
+            logits = self.net(**self.train_tok.collate(rows, self.device))
+        target = self.train_y[rows].to(self.device)
+        total = nn.functional.cross_entropy(logits, target, reduction="sum") * weight
+        # The batch's mean loss. DistributedDataParallel averages the processes' gradients, so
+        # each scales its rows' sum by the world size: the average is then the mean over all
+        # the batch's rows, as in one process, however unevenly the rows were shared.
+        world = distributed.world_size() if self.net is not None else 1
+        (total * (world / len(index))).backward()
         nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
         optimizer.step()
         self.trained_rows += len(index)
         scheduler.step()
-        return loss.item()
+        return total.detach()
+
+    def _read_losses(self, losses: _Losses, epoch: int) -> None:
+        """Read the pending batches' losses; stop on one that is not finite, or on a cancel.
+
+        Under torchrun this is one all-reduce in every process at the same batch: it sums the
+        processes' shares of each loss (with the encoder training) and their cancel flags, so
+        they stop together.
+        """
+        pending = torch.stack(losses.pending) if losses.pending else torch.zeros(0)
+        pending = pending.to(self.device)
+        if distributed.world_size() > 1:
+            asked = float(self.cancel is not None and self.cancel.is_set())
+            flag = torch.tensor([asked], device=self.device)
+            if self.net is not None:
+                summed = distributed.sum_across(torch.cat([pending, flag]))
+                pending, flag = summed[:-1], summed[-1:]
+            else:  # every process trained on every row: the losses are the same everywhere
+                flag = distributed.sum_across(flag)
+            if flag.item() > 0:
+                raise Cancelled("Fine-tuning was cancelled.")
+        for total, n in zip(pending.tolist(), losses.rows, strict=True):
+            loss = total / n
+            if not math.isfinite(loss):
+                batch = len(losses.read) + 1
+                raise _diverged(
+                    f"at epoch {epoch}, batch {batch} (loss is {loss})", self.config.strategy
+                )
+            losses.read.append((loss, n))
+        losses.pending.clear()
+        losses.rows.clear()
+
+    def _check_weights(self, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        """Stop when what trains holds values that are not finite (a loss can stay finite
+        a step longer than the weights: the last step of an epoch has no loss after it)."""
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            where = f"in epoch {epoch} (the weights are no longer finite numbers)"
+            raise _diverged(where, self.config.strategy)
 
     def _result(
         self, history: list[EpochMetrics], best: _Best, status: RunStatus, message: str
@@ -460,10 +623,15 @@ class _Trainer:
         size: str = "batch_size",
     ) -> None:
         """Run ``step`` over ``order`` in batches of ``self.<size>``, halving it on GPU
-        out-of-memory; ``advance(n)`` after each batch of n."""
+        out-of-memory; ``advance(n)`` after each batch of n.
+
+        Under torchrun a cancel is not taken here: the processes must stop at the same batch,
+        so they agree on it when they read the losses (``_read_losses``).
+        """
         pos = 0
         while pos < len(order):
-            check_cancel(self.cancel, "Fine-tuning")
+            if distributed.world_size() == 1:
+                check_cancel(self.cancel, "Fine-tuning")
             index = order[pos : pos + getattr(self, size)]
             try:
                 step(index)
@@ -477,6 +645,16 @@ class _Trainer:
 
     def _halve_batch(self, exc: BaseException, size: str = "batch_size") -> None:
         _free_memory(self.device)
+        if size == "batch_size" and distributed.world_size() > 1:
+            # Every process must take the same steps; one cannot halve its batch alone.
+            world = distributed.world_size()
+            raise BadConfig(
+                f"Out of GPU memory in process {distributed.rank()} of {world} at a batch of "
+                f"{self.batch_size} rows ({-(-self.batch_size // world)} per process). Training "
+                "on several processes cannot lower the batch part-way: start again with a "
+                "smaller --batch-size (it counts the rows of all processes together), or "
+                "a lower --max-length."
+            ) from exc
         if getattr(self, size) == 1:
             raise BadConfig(
                 "Out of GPU memory even with batch size 1. Lower --max-length, choose "
@@ -487,20 +665,29 @@ class _Trainer:
 
     # -- encoder forward and evaluation ------------------------------------------------------
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with autocast(self.device):
-            out = self.model(**batch)
-        return pool(out.last_hidden_state, batch["attention_mask"], self.config.pooling).float()
+        return self.classifier.features(**batch)
 
     @torch.no_grad()
     def _encode_all(self, tok: Batches, advance: Callable[[int], None]) -> torch.Tensor:
-        """Features of every text of ``tok`` in its order, shortest batches first."""
+        """Features of every text of ``tok`` in its order, shortest batches first.
+
+        Under torchrun each process encodes its share of the texts and gets the others'.
+        """
         self.model.eval()
-        feats = torch.empty((len(tok), self.encoder.info.hidden_size))
+        mine = distributed.shard(range(len(tok)))
+        assert isinstance(mine, range)
+        feats = torch.empty((len(mine), self.encoder.info.hidden_size))
 
         def step(index: Sequence[int]) -> None:
-            feats[list(index)] = self._features(tok.collate(index, self.device)).cpu()
+            at = [i - mine.start for i in index]
+            feats[at] = self._features(tok.collate(index, self.device)).cpu()
 
-        self._chunks(tok.by_length(), step, advance, "encode_batch_size")
+        order = [i for i in tok.by_length() if i in mine]
+        self._chunks(order, step, advance, "encode_batch_size")
+        if len(mine) == len(tok):
+            return feats
+        feats = distributed.gather_rows(feats, len(tok))
+        advance(len(tok) - len(mine))
         return feats
 
     def _encode_positions(
@@ -545,6 +732,7 @@ class _Trainer:
         afterwards (building a matrix moves what it needs to the device for the time it
         takes); from an encoder kept on the GPU (the app's), it stays there, ready for use.
         """
+        self.net = None  # DistributedDataParallel's buffers go with it
         self.model.to(self.home)
         self.head.to(self.home)
         _free_memory(self.device)
