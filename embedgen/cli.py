@@ -316,10 +316,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # Read the files before the matrix, so a bad file is refused at once.
     similarity = [read_similarity(f) for f in args.similarity]
     analogy = [read_analogy(f) for f in args.analogy]
+    if args.search_words < 0:
+        raise BadConfig("--search-words must be 0 (none) or more.")
     if args.all is not None:
         return _evaluate_all(args, similarity, analogy)
     if args.corpus:
         raise BadConfig("--corpus goes with --all (it is read to build aggregated matrices).")
+    if args.search_words:
+        raise BadConfig("--search-words goes with --all (it adds rows to the matrices built).")
     report = evaluate(load_matrix(args.matrix), similarity, analogy, pool=args.pool)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -352,7 +356,13 @@ def _evaluate_all(args: argparse.Namespace, similarity: list[Any], analogy: list
         source = load_encoder(args.all, trust_remote_code=args.trust_remote_code)
     with _cancel_on_ctrl_c() as cancel, _progress("report", args, unit="matrix") as bar:
         records = evaluate_all(
-            source, similarity, analogy, corpus=corpus, progress=bar, cancel=cancel
+            source,
+            similarity,
+            analogy,
+            corpus=corpus,
+            search_words=args.search_words,
+            progress=bar,
+            cancel=cancel,
         )
     if args.json:
         print(json.dumps(records, ensure_ascii=False, indent=2))
@@ -577,6 +587,14 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "print a table of their scores (Markdown, or --json)",
     )
     _add_corpus_arguments(p, "with --all: texts that aggregated reads words in")
+    p.add_argument(
+        "--search-words",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --all: also give word matrices the N most frequent words of jieba's "
+        "dictionary, so analogy answers are searched among more than the benchmarks' words",
+    )
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument(
         "--similarity",

@@ -61,6 +61,29 @@ def test_benchmark_words_are_every_word_once_in_first_seen_order(files) -> None:
     assert {POSITIVE[3], NEGATIVE[3], "好美"} <= set(words)
 
 
+def test_search_words_add_common_dictionary_words_after_the_benchmarks_own(files) -> None:
+    similarity, analogy = files
+    own = benchmark_words(similarity, analogy)
+    vocab = benchmark_words(similarity, analogy, search_words=50)
+    assert vocab.words[: len(own)] == own.words, "the benchmarks' words come first, in order"
+    extra = vocab.words[len(own) :]
+    assert len(extra) == 50 and not set(extra) & set(own.words)
+    assert "的" in extra, "the most frequent Chinese word of a general dictionary is a candidate"
+    assert vocab.record["benchmark_words"] == len(own) and vocab.record["dictionary_words"] == 50
+
+
+def test_analogy_answers_are_searched_among_the_search_words_too(tiny_encoder, files) -> None:
+    similarity, analogy = files
+    option = next(o for o in options_for(tiny_encoder, corpus=False) if o.label == "input")
+    option = Option("input words", option.options, True)
+    alone = evaluate_all(tiny_encoder, similarity, analogy, options=[option])[0]
+    wider = evaluate_all(tiny_encoder, similarity, analogy, options=[option], search_words=300)[0]
+    assert wider["shape"][0] == alone["shape"][0] + 300
+    # More candidates can only take correct answers away (the right answer is a row either way).
+    assert wider["analogy"][0]["accuracy_3cosadd"] <= alone["analogy"][0]["accuracy_3cosadd"]
+    assert wider["similarity"][0]["pairs_found"] == alone["similarity"][0]["pairs_found"]
+
+
 def test_every_option_gets_a_record_equal_to_scoring_it_alone(tiny_encoder, files) -> None:
     similarity, analogy = files
     corpus = Corpus.of([t for t, _ in synthetic_rows(100)], "reviews")
@@ -123,6 +146,12 @@ def test_cli_evaluate_all_prints_the_table(capsys, tiny_model_dir, files, tmp_pa
         "evaluate",
     )
     assert "not both" in line
+    sim = tmp_path / "sim.txt"
+    args = ("--similarity", sim, "--search-words")
+    line = refusal(cli(capsys, "evaluate", tmp_path, *args, "9"), "evaluate")
+    assert "--search-words goes with --all" in line
+    line = refusal(cli(capsys, "evaluate", "--all", tiny_model_dir, *args, "-1"), "evaluate")
+    assert "--search-words must be 0" in line
 
 
 def test_the_tradeoff_scores_every_point_on_one_set_of_rows(run, files) -> None:
