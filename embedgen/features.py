@@ -43,6 +43,7 @@ from embedgen.atomic import atomic_path, write_json
 from embedgen.device import autocast_dtype
 from embedgen.paths import cache_dir
 from embedgen.progress import ProgressFn, check_cancel
+from embedgen.quantize import is_int8
 
 if TYPE_CHECKING:
     from embedgen.models import Encoder
@@ -96,12 +97,20 @@ def weights_fingerprint(model: torch.nn.Module, samples: int = 1024) -> str:
     """
     digest = hashlib.sha256()
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            flat = tensor.detach().reshape(-1)
-            step = max(1, flat.numel() // samples)
-            sample = flat[::step][:samples].to(device="cpu", dtype=torch.float32)
-            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-            digest.update(sample.numpy().tobytes())
+        for name, value in model.state_dict().items():
+            # An int8 copy's state holds packed (weight, bias) tuples and dtypes besides tensors.
+            tensors = value if isinstance(value, tuple) else (value,)
+            for tensor in tensors:
+                if not isinstance(tensor, torch.Tensor):
+                    digest.update(f"{name}:{tensor!r};".encode())
+                    continue
+                if tensor.is_quantized:
+                    tensor = tensor.dequantize()
+                flat = tensor.detach().reshape(-1)
+                step = max(1, flat.numel() // samples)
+                sample = flat[::step][:samples].to(device="cpu", dtype=torch.float32)
+                digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+                digest.update(sample.numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -138,6 +147,7 @@ def feature_key(
 ) -> FeatureKey:
     """The key of ``texts``' features from ``encoder``'s last layer as it is now, on ``device``."""
     dtype = autocast_dtype(device) or torch.float32
+    number_format = "int8" if is_int8(encoder.model) else str(dtype).removeprefix("torch.")
     tokenizer = encoder.tokenizer
     return FeatureKey(
         model_id=encoder.info.model_id,
@@ -149,7 +159,7 @@ def feature_key(
         max_length=max_length,
         pooling=str(pooling),
         layer="last",
-        compute=f"{device.type}-{str(dtype).removeprefix('torch.')}",
+        compute=f"{device.type}-{number_format}",
         chunk=CHUNK_TEXTS,
     )
 

@@ -6,6 +6,7 @@ from embedgen.data import LabelledData
 from embedgen.models import Encoder
 from embedgen.paths import new_run_folder
 from embedgen.runs import has_trained_head, list_runs, load_run, train_and_save
+from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import FinetuneConfig, Run, Strategy
 from embedgen.ui import common as ui
 from embedgen.ui import plots
@@ -92,6 +93,15 @@ strategy = setting_input(
 )
 tuned = strategy != Strategy.HEAD
 st.caption(Strategy(strategy).description)
+# The max length follows the data (its 95th percentile) until the user changes it.
+lengths = ui.session_cached(
+    "train_lengths_cache",
+    (encoder.info.model_id, data.source_sha256, len(data)),
+    lambda: text_lengths(encoder.tokenizer, data.texts, limit=max_positions(encoder)),
+)
+if st.session_state.get("train_lengths_for") != lengths:
+    st.session_state.pop("train_max_length", None)
+    st.session_state["train_lengths_for"] = lengths
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
     dim = setting_input(c1, FinetuneConfig, "dim", key="train_dim")
@@ -102,7 +112,16 @@ with st.form("train_form"):
     head_lr = setting_input(
         c2, FinetuneConfig, "head_learning_rate", key="train_head_lr", format="%.0e"
     )
-    max_length = setting_input(c3, FinetuneConfig, "max_length", key="train_max_length")
+    max_length = setting_input(
+        c3,
+        FinetuneConfig,
+        "max_length",
+        key="train_max_length",
+        default=lengths.suggested,
+        max_value=max_positions(encoder),
+        help=f"Tokens read per text; longer texts are cut. Your {lengths.describe()}; "
+        f"{lengths.suggested} cuts about 1 text in 20.",
+    )
     # Only what applies to the strategy: the rest keeps its default in the run's config.
     extra: dict[str, object] = {}
     c1, c2, _ = st.columns(3)
@@ -128,7 +147,13 @@ with st.form("train_form"):
         extra["cache_features"] = setting_input(
             c1, FinetuneConfig, "cache_features", key="train_cache_features"
         )
+        if encoder.device.type == "cpu":  # a GPU reads in bf16 already
+            extra["int8"] = setting_input(c2, FinetuneConfig, "int8", key="train_int8")
     start = st.form_submit_button("Start training", type="primary", disabled=busy)
+st.caption(
+    f"Token lengths of {data.source_name}: median {lengths.p50}, 95th percentile "
+    f"{lengths.p95}, longest {lengths.longest} ({lengths.texts:,} texts measured)."
+)
 
 if start:
     config = ui.attempt(

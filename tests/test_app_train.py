@@ -114,3 +114,29 @@ def test_a_run_cancelled_before_its_first_epoch_is_neither_kept_nor_listed(
     runs = sorted(p.name for p in (tmp_path / "home" / "runs").iterdir())
     assert runs == [old.name], "the cancelled run left no folder behind"
     assert "No saved runs yet." in [str(c.value) for c in app.caption]
+
+
+def test_max_length_follows_the_data_and_int8_reads_the_texts_of_a_head_run(
+    app: AppTest, tiny_model_dir: Path, tiny_encoder
+) -> None:
+    from embedgen.tokens import text_lengths
+
+    train_page(app, tiny_model_dir)
+    data = app.session_state["data_labelled"]
+    expected = text_lengths(tiny_encoder.tokenizer, data.texts).suggested
+    assert app.number_input(key="train_max_length").value == expected
+    captions = " ".join(str(c.value) for c in app.caption)
+    assert "95th percentile" in captions, "the page says how long the texts are"
+    assert "train_int8" in keys(app), "int8 is offered for head on the CPU"
+    app.number_input(key="train_epochs").set_value(1)
+    app.number_input(key="train_dim").set_value(8)
+    app.checkbox(key="train_int8").check()
+    click(app, "Start training")
+    job = app.session_state["train_job"]
+    assert job.wait(TIMEOUT)
+    run_page(app)
+    run = app.session_state["train_run"]
+    assert run.config.int8 and run.config.max_length == expected
+
+    app.selectbox(key="train_strategy").set_value("full")
+    assert "train_int8" not in keys(run_page(app)), "the tuned strategies need full precision"

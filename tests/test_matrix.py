@@ -356,6 +356,25 @@ def test_mostly_cjk_tells_chinese_texts_from_others() -> None:
     assert not mostly_cjk([])
 
 
+def test_text_lengths_give_percentiles_and_a_max_length_that_cuts_about_one_in_twenty(
+    tiny_encoder,
+) -> None:
+    from embedgen.tokens import text_lengths
+
+    tokenizer = tiny_encoder.tokenizer
+    # 95 texts of 3 characters and 5 of 40: with [CLS] and [SEP], 5 and 42 tokens each.
+    texts = ["好吃的"] * 95 + ["好" * 40] * 5
+    lengths = text_lengths(tokenizer, texts)
+    assert (lengths.p50, lengths.longest, lengths.texts) == (5, 42, 100)
+    assert lengths.p95 <= 42 and lengths.suggested % 8 == 0 and lengths.suggested >= 16
+    cut = sum(len(tokenizer(t)["input_ids"]) > lengths.suggested for t in texts)
+    assert cut <= 5, f"{cut} of 100 texts would be cut at {lengths.suggested}"
+    long = text_lengths(tokenizer, ["好" * 600] * 3, limit=512)
+    assert long.suggested == 512, "never above the model's positions"
+    sampled = text_lengths(tokenizer, ["好吃的"] * 5000, sample=300)
+    assert sampled.texts == 300
+
+
 def test_estimate_counts_the_rows_a_build_makes_and_times_a_sample(tiny_encoder) -> None:
     from embedgen.matrix import estimate_build
 

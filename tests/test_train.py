@@ -441,3 +441,21 @@ def test_a_diverging_run_is_one_line_from_the_cli_and_its_folder_says_failed(
     record = json.loads((out / "run.json").read_text("utf-8"))
     assert record["status"] == "failed" and "Training diverged" in record["message"]
 
+
+def test_max_length_defaults_to_what_the_data_needs(tiny_encoder, synthetic_data) -> None:
+    from embedgen.tokens import text_lengths
+
+    expected = text_lengths(tiny_encoder.tokenizer, synthetic_data.texts).suggested
+    run = finetune(
+        tiny_encoder, synthetic_data, FinetuneConfig(epochs=1, dim=8, patience=0, device="cpu")
+    )
+    assert FinetuneConfig().max_length is None, "the default is read from the data"
+    assert run.config.max_length == expected, "the run records the max length it used"
+    longest = max(len(tiny_encoder.tokenizer(t)["input_ids"]) for t in synthetic_data.texts)
+    assert 16 <= expected < 128 and expected % 8 == 0, f"{expected} for texts up to {longest}"
+    given = finetune(
+        tiny_encoder,
+        synthetic_data,
+        FinetuneConfig(epochs=1, dim=8, patience=0, max_length=24, device="cpu"),
+    )
+    assert given.config.max_length == 24

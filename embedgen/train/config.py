@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from embedgen.device import DeviceChoice
+from embedgen.errors import BadConfig
 from embedgen.fields import Choice, check, setting
 
 
@@ -79,7 +80,15 @@ class FinetuneConfig:
         choices=Pooling,
         help=" ".join(f"{p}: {p.description}." for p in Pooling),
     )
-    max_length: int = setting(128, "max length", low=8, high=8192, help="tokens per text")
+    max_length: int | None = setting(
+        None,
+        "max length",
+        low=8,
+        high=8192,
+        whole=True,
+        help="tokens per text; default: from the data, its 95th percentile rounded up to a "
+        "multiple of 8 (at most the model's positions)",
+    )
     patience: int = setting(
         3,
         "patience",
@@ -104,11 +113,23 @@ class FinetuneConfig:
         "so a re-run on the same model, data, max length and pooling skips encoding "
         "(size limit: EMBEDGEN_FEATURE_CACHE_MB, default 2048)",
     )
+    int8: bool = setting(
+        False,
+        "int8 encoder (CPU)",
+        flag="--int8",
+        help="strategy head on the CPU only: read the texts with an int8 copy of the encoder, "
+        "about 2.5x faster; features differ slightly from fp32 (BENCHMARKS.md, CPU encoding)",
+    )
     seed: int = setting(0, "seed", low=0, high=2**32 - 1, help="split, initialisation, order")
     device: DeviceChoice = setting(DeviceChoice.AUTO, "device", choices=DeviceChoice)
 
     def __post_init__(self) -> None:
         check(self)
+        if self.int8 and self.strategy is not Strategy.HEAD:
+            raise BadConfig(
+                f"int8 reading is for the head strategy's frozen encoder; {self.strategy} "
+                "trains encoder layers, which need full precision. Turn int8 off."
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in asdict(self).items()}

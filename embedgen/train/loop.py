@@ -49,6 +49,8 @@ from embedgen.errors import BadConfig, Cancelled
 from embedgen.features import FeatureCache, FeatureKey, cached_features, feature_key
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn, check_cancel, stage
+from embedgen.quantize import int8_encoder
+from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import distributed
 from embedgen.train.batches import Batches, pad_multiple, pool
 from embedgen.train.config import FinetuneConfig, Pooling, Strategy
@@ -133,6 +135,10 @@ def finetune(
     shared); the caller writes from rank 0 only (``distributed.is_main()``).
     """
     config = config or FinetuneConfig()
+    if config.max_length is None:
+        lengths = text_lengths(encoder.tokenizer, data.texts, limit=max_positions(encoder))
+        config = replace(config, max_length=lengths.suggested)
+        log.info("Max length %d tokens from the data: %s", lengths.suggested, lengths.describe())
     train, val = split(data, val_fraction=config.val_fraction, seed=config.seed)
     log.info("Fine-tuning on %d rows, validating on %d", len(train), len(val))
     with distributed.process_group(resolve_device(config.device)):
@@ -296,6 +302,7 @@ class _Trainer:
         hidden = encoder.info.hidden_size
         self.head = Head(hidden, config.dim, self.num_classes, config.dropout).to(self.device)
         self.classifier = _Classifier(self.model, self.head, config.pooling, self.device)
+        self.reader = self.classifier  # what encodes texts (an int8 copy's, for head --int8)
         # What the tuned strategies step through: in DistributedDataParallel under torchrun.
         self.net = distributed.wrap(self.classifier, self.device) if self.tuned else None
         self.sync_every = SYNC_EVERY.get(self.device.type, 1)
@@ -377,14 +384,20 @@ class _Trainer:
             self._advance(n)
             return None, None
         stage(self.progress, f"encoding {len(self.texts):,} texts", "texts")
+        # The texts may be read by an int8 copy (CPU); the run keeps the fp32 encoder.
+        reader = int8_encoder(self.encoder) if cfg.int8 else self.encoder
         key = feature_key(
-            self.encoder,
+            reader,
             self.texts,
             max_length=cfg.max_length,
             pooling=cfg.pooling,
             device=self.device,
         )
-        feats = self._frozen_features(key)
+        self.reader = _Classifier(reader.model, self.head, cfg.pooling, self.device)
+        try:
+            feats = self._frozen_features(key)
+        finally:
+            self.reader = self.classifier
         position = {text: i for i, text in enumerate(self.texts)}
         train_at = [position[t] for t in self.train_texts]
         val_at = [position[t] for t in self.val_texts]
@@ -665,7 +678,7 @@ class _Trainer:
 
     # -- encoder forward and evaluation ------------------------------------------------------
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.classifier.features(**batch)
+        return self.reader.features(**batch)
 
     @torch.no_grad()
     def _encode_all(self, tok: Batches, advance: Callable[[int], None]) -> torch.Tensor:
