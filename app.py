@@ -18,6 +18,9 @@ def start() -> None:
         "Turn a pretrained transformer into a word-embedding matrix shaped by your own labelled "
         "text. Follow the steps in order; each one is also a command (`embedgen --help`)."
     )
+    user = ui.current_user()
+    if user is not None:
+        st.caption(f"Signed in as {user}: the runs and matrices you see and save are yours alone.")
     polling = any(job is not None and job.active for job in _jobs())
 
     @st.fragment(run_every=1.0 if polling else None)

@@ -211,8 +211,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from embedgen.errors import BadConfig
-    from embedgen.matrix import MatrixOptions, build_matrix, folder_for, save_matrix, saved_matrix
+    from embedgen.errors import BadConfig, NotKept
+    from embedgen.matrix import (
+        MatrixCache,
+        MatrixOptions,
+        build_matrix,
+        folder_for,
+        save_matrix,
+        saved_matrix,
+    )
     from embedgen.models import load_encoder
     from embedgen.postprocess import PostProcess
     from embedgen.runs import is_run_folder, load_run
@@ -228,6 +235,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         source = load_encoder(args.source, trust_remote_code=args.trust_remote_code)
     where = folder_for(source, options, words=words, corpus=corpus)
     out = Path(args.out) if args.out else where
+    # A plain model's matrix in its default place can be built again: it joins the matrix
+    # cache, where it may later make room for newer ones. A run's, or one given --out, stays.
+    rebuildable = not args.out and not is_run_folder(args.source)
+    if rebuildable and MatrixCache().budget <= 0:  # said before the work, not after
+        raise BadConfig(
+            "Matrices built from a model are not kept on this server (matrix_cache_mb / "
+            "EMBEDGEN_MATRIX_CACHE_MB is 0). Pass --out FOLDER to save this one where you choose."
+        )
     if saved_matrix(out) is not None and not args.overwrite:  # asked before the work, not after
         raise BadConfig(
             f"{out} already holds a matrix. Pass --overwrite to replace it, or --out a new "
@@ -237,7 +252,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         matrix = build_matrix(
             source, options, words=words, corpus=corpus, progress=bar, cancel=cancel
         )
-    save_matrix(matrix, out, dtype=args.dtype)
+    try:
+        save_matrix(matrix, out, dtype=args.dtype, rebuildable=rebuildable)
+    except NotKept as exc:
+        raise NotKept(
+            f"{exc} Pass --out FOLDER to save it where you choose (never removed), or raise "
+            "EMBEDGEN_MATRIX_CACHE_MB."
+        ) from exc
     n, dims = matrix.shape
     what = "words" if matrix.manifest.get("rows_are") == "words" else "tokens"
     print(f"{matrix.method} matrix {n} {what} x {dims} ({args.dtype}) written to {out}")
@@ -521,7 +542,9 @@ def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--out",
         help="output folder (default: RUN_DIR/matrices/<name>, or "
         "$EMBEDGEN_HOME/matrices/<model>/<name>; the name says method, layer, tuned or base, "
-        "filters and post-processing)",
+        "filters and post-processing). A plain model's matrices in the default place are a "
+        "cache: the least recently used are removed to stay under matrix_cache_mb. A folder "
+        "given here is never removed",
     )
     p.add_argument(
         "--overwrite",

@@ -37,3 +37,7 @@ class Cancelled(EmbedgenError):
 
 class NotAllowed(EmbedgenError):
     """The operator of this server does not allow it, or what was asked for is not there."""
+
+
+class NotKept(EmbedgenError):
+    """What was made is bigger than the disk space the operator gives its kind; not saved."""

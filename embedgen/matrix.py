@@ -13,6 +13,9 @@ The matrix folder (:func:`save_matrix` / :func:`load_matrix`) is what this proje
     matrix.npy      float32 (or float16) rows x dims
     vocab.txt       UTF-8, "\\n" line ends, line i is the token of row i
     manifest.json   how the matrix was made, plus rows, dims, dtype, vocab escaping, sha256s
+    cache.json      only in a matrix built from a plain model into its default folder: it can be
+                    built again, so it belongs to the :class:`MatrixCache`, kept within the
+                    operator's ``matrix_cache_mb``; the file's time is the matrix's last use
 
 If any token holds a line break (``\\n``, ``\\r`` or another character that ``str.splitlines``
 breaks on), the whole of vocab.txt is escaped: ``\\`` -> ``\\\\``, ``\\n`` -> ``\\n``, ``\\r`` ->
@@ -24,6 +27,7 @@ renamed into place (``embedgen.atomic``); the manifest is written last.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import hashlib
@@ -45,13 +49,22 @@ import torch
 from torch import nn
 
 from embedgen import __version__
-from embedgen.atomic import atomic_folder, atomic_path, sha256_file, write_bytes, write_json
+from embedgen.atomic import (
+    TEMP_PREFIX,
+    atomic_folder,
+    atomic_path,
+    sha256_file,
+    write_bytes,
+    write_json,
+)
 from embedgen.blend import SHRINK, blend, label_signal, logits
+from embedgen.budget import MIB, Entry, evict, folder_size, human_size, remove, touch
+from embedgen.config import operator_settings
 from embedgen.device import DeviceChoice, autocast, resolve_device
-from embedgen.errors import BadConfig, BadRun
+from embedgen.errors import BadConfig, BadRun, NotKept
 from embedgen.fields import Choice, check, choice, setting
 from embedgen.models import Encoder
-from embedgen.paths import matrix_folder, matrix_name, slug
+from embedgen.paths import embedgen_home, matrix_folder, matrix_name, slug
 from embedgen.postprocess import PostProcess
 from embedgen.postprocess import apply as apply_postprocess
 from embedgen.progress import ProgressFn, check_cancel
@@ -79,6 +92,7 @@ MATRIX_FILE = "matrix.npy"
 VOCAB_FILE = "vocab.txt"
 MANIFEST_FILE = "manifest.json"
 ROWS_FILE = "rows.tsv"  # facts about each row, when the matrix has any (EmbeddingMatrix.columns)
+CACHE_FILE = "cache.json"  # in a rebuildable matrix's folder; its time is the matrix's last use
 DTYPES = ("float32", "float16")  # what matrix.npy may hold
 
 
@@ -866,21 +880,154 @@ _UNESCAPE = re.compile(r"\\(\\|n|r|u[0-9a-fA-F]{4})")
 
 
 def save_matrix(
-    matrix: EmbeddingMatrix, folder: str | os.PathLike[str], *, dtype: str = "float32"
+    matrix: EmbeddingMatrix,
+    folder: str | os.PathLike[str],
+    *,
+    dtype: str = "float32",
+    rebuildable: bool = False,
 ) -> Path:
     """Write ``matrix`` as a matrix folder (matrix.npy, vocab.txt, manifest.json); return it.
 
     ``dtype`` "float16" halves the file (about 3 significant digits survive); ``load_matrix``
     turns it back into float32. The manifest is written last, so a folder with a manifest is
     complete.
+
+    ``rebuildable``: the matrix was built from a plain model into its default folder
+    (:func:`folder_for`, under ``$EMBEDGEN_HOME/matrices``), so it can be built again. It joins
+    the :class:`MatrixCache`, whose least recently used matrices are then removed to keep it
+    within the operator's ``matrix_cache_mb``; one bigger than that whole budget is not saved
+    (:class:`NotKept`, nothing else removed). Without it (a run's matrix, a folder the user
+    named) the matrix is the user's and never removed.
     """
     if dtype not in DTYPES:
         raise BadConfig(f"dtype {dtype!r} is not supported for matrix.npy; choose one of {DTYPES}.")
     final = Path(folder)
-    with atomic_folder(final) as out:
+    cache = MatrixCache() if rebuildable else None
+    if cache is not None:
+        if not cache.holds(final):
+            raise ValueError(f"{final} is not a folder of the matrix cache ({cache.root}/*/*)")
+        at_least = matrix.vectors.size * np.dtype(dtype).itemsize
+        if at_least > cache.budget:
+            raise NotKept(_not_kept(final, at_least, cache.budget))
+    with using(final), atomic_folder(final) as out:
+        if cache is not None:
+            write_json(out / CACHE_FILE, _CACHE_NOTE)
         _write_matrix_files(matrix, out, dtype)
     log.info("Saved a %d x %d %s matrix to %s", *matrix.shape, dtype, final)
+    if cache is not None:
+        size = folder_size(final)
+        if size > cache.budget:  # vocab.txt and the manifest tipped it over
+            remove(Entry(final, (final,), size, 0.0))
+            raise NotKept(_not_kept(final, size, cache.budget))
+        cache.make_room(keep=final)
     return final
+
+
+_CACHE_NOTE = {
+    "rebuildable": True,
+    "note": "Built from a plain model, so it can be built again: embedgen removes it, least "
+    "recently used first (this file's time), when the matrices built from models outgrow the "
+    "operator's matrix_cache_mb. Delete this file to keep the matrix for good.",
+}
+
+
+def _not_kept(folder: Path, size: int, budget: int) -> str:
+    name = _matrix_name(folder)
+    if budget <= 0:
+        return (
+            f"The matrix '{name}' is not saved: the operator of this server keeps no matrices "
+            "built from a model (matrix_cache_mb is 0)."
+        )
+    return (
+        f"The matrix '{name}' takes {human_size(size)}, more than the {budget / MIB:,.4g} MiB "
+        "the operator of this server gives to matrices built from a model (matrix_cache_mb), "
+        "so it is not saved."
+    )
+
+
+def matrix_budget_bytes() -> int:
+    """The matrix cache's size limit in bytes: the operator's ``matrix_cache_mb``."""
+    return int(operator_settings().matrix_cache_mb * MIB)
+
+
+class MatrixCache:
+    """Matrices built from a plain model, in the ``matrices/`` folders under ``root`` (default
+    ``$EMBEDGEN_HOME``), at most ``budget`` bytes in all (default :func:`matrix_budget_bytes`;
+    0 keeps none).
+
+    Its entries are the folders ``<matrices>/<model>/<name>`` that hold ``cache.json``, written
+    by ``save_matrix(..., rebuildable=True)``, where ``<matrices>`` is ``root/matrices`` or a
+    workspace's, two levels down (``root/users/<user>/matrices``): one budget for the disk they
+    share. The file's time is the matrix's last use (saved, or loaded by :func:`load_matrix`).
+    A matrix saved there any other way is not the cache's: never counted, never removed.
+    Entries are removed only when one is saved, never the one saved nor one being read or
+    written in this process (:func:`using`).
+    """
+
+    PLACES = ("matrices/*/*", "*/*/matrices/*/*")  # <matrices>/<model>/<name>, under root
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, budget: int | None = None):
+        self.root = Path(root) if root is not None else embedgen_home()
+        self.budget = matrix_budget_bytes() if budget is None else budget
+
+    def holds(self, folder: str | os.PathLike[str]) -> bool:
+        """Whether ``folder`` is a place for one of the cache's matrices."""
+        path, root = Path(folder).resolve(), self.root.resolve()
+        if not path.is_relative_to(root):
+            return False
+        inside = path.relative_to(root)
+        return any(  # match() anchors at the right; the same length anchors the left too
+            len(inside.parts) == len(Path(place).parts) and inside.match(place)
+            for place in self.PLACES
+        )
+
+    def entries(self) -> list[Entry]:
+        """The cached matrices (folder, size, last use), in no particular order."""
+        found = []
+        for place in self.PLACES:
+            for mark in self.root.glob(f"{place}/{CACHE_FILE}"):
+                folder = mark.parent
+                if folder.name.startswith(TEMP_PREFIX):  # a save or a removal under way
+                    continue
+                try:
+                    used = mark.stat().st_mtime
+                except OSError:  # removed meanwhile
+                    continue
+                found.append(Entry(folder.resolve(), (folder,), folder_size(folder), used))
+        return found
+
+    def make_room(self, keep: str | os.PathLike[str]) -> list[Entry]:
+        """Remove the least recently used matrices (never ``keep``, never one in use in this
+        process) until the cache fits its budget; return those removed."""
+        with _IN_USE_LOCK:
+            busy = {Path(keep).resolve(), *_IN_USE}
+            return evict(
+                self.entries(),
+                self.budget,
+                busy,
+                what=("cached matrix", "cached matrices"),
+                setting="matrix_cache_mb",
+            )
+
+
+# Folders being read or written in this process: the cache leaves them alone.
+_IN_USE: collections.Counter[Path] = collections.Counter()
+_IN_USE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def using(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Within the block, the matrix cache of this process does not remove ``folder``."""
+    key = Path(folder).resolve()
+    with _IN_USE_LOCK:
+        _IN_USE[key] += 1
+    try:
+        yield
+    finally:
+        with _IN_USE_LOCK:
+            _IN_USE[key] -= 1
+            if not _IN_USE[key]:
+                del _IN_USE[key]
 
 
 def _write_matrix_files(matrix: EmbeddingMatrix, out: Path, dtype: str) -> None:
@@ -936,6 +1083,8 @@ def saved_matrix(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     try:
         return _read_manifest(path)
+    except FileNotFoundError:  # removed meanwhile
+        return None
     except BadRun:
         return {}  # something is there, but not a readable matrix: still not to be lost
 
@@ -946,26 +1095,48 @@ def load_matrix(folder: str | os.PathLike[str], *, verify: bool = False) -> Embe
     With ``verify`` the files' sha256 sums are checked against the manifest.
     """
     src = Path(folder)
+    with using(src):
+        try:
+            return _load_matrix(src, verify=verify)
+        except FileNotFoundError as exc:  # removed while it was read (by another process)
+            raise BadRun(_not_there(src)) from exc
+
+
+def _not_there(folder: Path) -> str:
+    return (
+        f"The matrix '{_matrix_name(folder)}' is not there: it was never saved, or it was "
+        "removed (matrices built from a model go when their disk space is full, least recently "
+        "used first). Build it again."
+    )
+
+
+def _matrix_name(folder: str | os.PathLike[str]) -> str:
+    """What messages call the matrix in ``folder``: its folder's name, never the server path."""
+    return Path(os.path.abspath(folder)).name or "matrix"
+
+
+def _load_matrix(src: Path, *, verify: bool) -> EmbeddingMatrix:
     if not src.is_dir():
-        raise BadRun(
-            f"{src} is not a matrix folder (it does not exist or is not a folder); "
-            f"build one with `embedgen matrix RUN_DIR_OR_MODEL --method input --out {src}`."
-        )
+        raise BadRun(_not_there(src))
+    if (src / CACHE_FILE).is_file():
+        touch(src / CACHE_FILE)  # used: the cache removes it last
+    name = _matrix_name(src)
     matrix_path = _need(src, MATRIX_FILE)
     vocab_path = _need(src, VOCAB_FILE)
     manifest = _read_manifest(_need(src, MANIFEST_FILE))
     if verify:
-        for name, expected in manifest.get("files", {}).items():
-            if (src / name).is_file() and sha256_file(src / name) != expected:
+        for file, expected in manifest.get("files", {}).items():
+            if (src / file).is_file() and sha256_file(src / file) != expected:
                 raise BadRun(
-                    f"{src / name} does not match the sha256 in {MANIFEST_FILE}; the file was "
-                    "changed or only partly written. Rebuild the matrix."
+                    f"The matrix '{name}': {file} does not match the sha256 in "
+                    f"{MANIFEST_FILE}; the file was changed or only partly written. Rebuild "
+                    "the matrix."
                 )
     vectors = _read_vectors(matrix_path)
     lines = _read_vocab(vocab_path, escaped=manifest.get("vocab_escaping") == "backslash")
     if vectors.shape[0] != len(lines):
         raise BadRun(
-            f"{src}: {MATRIX_FILE} has {vectors.shape[0]} rows but {VOCAB_FILE} has "
+            f"The matrix '{name}': {MATRIX_FILE} has {vectors.shape[0]} rows but {VOCAB_FILE} has "
             f"{len(lines)} lines; they must match one to one. The folder is incomplete or was "
             "edited by hand; rebuild the matrix."
         )
@@ -978,37 +1149,58 @@ def load_matrix(folder: str | os.PathLike[str], *, verify: bool = False) -> Embe
             columns=columns,
         )
     except BadConfig as exc:
-        raise BadRun(f"{src / MANIFEST_FILE}: {exc} Rebuild the matrix.") from exc
+        raise BadRun(f"The matrix '{name}': {MANIFEST_FILE}: {exc} Rebuild the matrix.") from exc
 
 
 def _need(folder: Path, name: str) -> Path:
     path = folder / name
     if not path.is_file():
         raise BadRun(
-            f"{folder} has no {name}; build one with "
-            f"`embedgen matrix RUN_DIR_OR_MODEL --method input --out {folder}`."
+            f"The matrix '{_matrix_name(folder)}' has no {name}: it was only partly written, or "
+            "it is being removed. Build it again."
         )
     return path
+
+
+def _in_matrix(path: Path) -> str:
+    """``"The matrix 'NAME': FILE"``, for messages about one of a matrix folder's files."""
+    return f"The matrix '{_matrix_name(path.parent)}': {path.name}"
+
+
+def _reason(exc: Exception) -> str:
+    """Why reading failed, without the file's server path (which OSError's text carries)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRun(f"{path} is not valid UTF-8 JSON ({exc}); rebuild the matrix.") from exc
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRun(
+            f"{_in_matrix(path)} is not readable UTF-8 JSON ({_reason(exc)}); rebuild the matrix."
+        ) from exc
     if not isinstance(manifest, dict):
-        raise BadRun(f"{path} does not hold a JSON object; rebuild the matrix.")
+        raise BadRun(f"{_in_matrix(path)} does not hold a JSON object; rebuild the matrix.")
     return manifest
 
 
 def _read_vectors(path: Path) -> np.ndarray:
     try:
         vectors = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
     except (OSError, ValueError) as exc:
-        raise BadRun(f"{path} cannot be read as a .npy array ({exc}); rebuild the matrix.") from exc
+        raise BadRun(
+            f"{_in_matrix(path)} cannot be read as a .npy array ({_reason(exc)}); rebuild the "
+            "matrix."
+        ) from exc
     if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
         raise BadRun(
-            f"{path} holds a {vectors.dtype} array of shape {vectors.shape}; "
+            f"{_in_matrix(path)} holds a {vectors.dtype} array of shape {vectors.shape}; "
             "a matrix must be 2-D floats. Rebuild the matrix."
         )
     return vectors
@@ -1017,8 +1209,12 @@ def _read_vectors(path: Path) -> np.ndarray:
 def _read_vocab(path: Path, *, escaped: bool) -> list[str]:
     try:
         text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRun(f"{path} is not UTF-8 ({exc}); rebuild the matrix.") from exc
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRun(
+            f"{_in_matrix(path)} is not readable UTF-8 ({_reason(exc)}); rebuild the matrix."
+        ) from exc
     if text and not text.endswith("\n"):
         text += "\n"  # tolerate a hand-edited file without a final line end
     lines = text[:-1].split("\n") if text else []
@@ -1046,12 +1242,17 @@ def _read_rows_table(
     path = _need(folder, ROWS_FILE)
     try:
         lines = path.read_text("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise BadRun(f"{path} is not UTF-8 ({exc}); rebuild the matrix.") from exc
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRun(
+            f"{_in_matrix(path)} is not readable UTF-8 ({_reason(exc)}); rebuild the matrix."
+        ) from exc
     table = [line.split("\t") for line in lines[1:]]
     if len(table) != rows or any(len(r) != len(names) + 1 for r in table):
         raise BadRun(
-            f"{path} does not hold one line of {len(names) + 1} fields per row ({rows} rows); "
+            f"{_in_matrix(path)} does not hold one line of {len(names) + 1} fields per row "
+            f"({rows} rows); "
             "rebuild the matrix."
         )
     columns = {}

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
 from embedgen.atomic import sha256_file
-from embedgen.config import resolve_quietly, under_any
+from embedgen.config import in_other_workspace, resolve_quietly, under_any
 from embedgen.errors import ModelNotAvailable, NotAllowed
 from embedgen.paths import hub_cache_dir
 
@@ -107,17 +107,22 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _resolve_folder(
-    spec: str, allow_download: bool, allowed_roots: Sequence[Path] | None
+    spec: str, allow_download: bool, allowed_roots: Sequence[Path] | None, user: str | None
 ) -> tuple[Path, str]:
     """Return the local folder holding the model's files and where it came from.
 
-    With ``allowed_roots`` (the app), a folder is only opened when it lies under one of them;
-    a folder outside them and a folder that is not there get the same message.
+    With ``allowed_roots`` (the app), a folder is only opened when it lies under one of them
+    and in no workspace but ``user``'s; a folder outside them and a folder that is not there
+    get the same message.
     """
     path = Path(spec).expanduser()
     if allowed_roots is not None:
         resolved = resolve_quietly(path)
-        inside = resolved is not None and under_any(resolved, allowed_roots)
+        inside = (
+            resolved is not None
+            and under_any(resolved, allowed_roots)
+            and not in_other_workspace(resolved, user)
+        )
         if not inside and _looks_like_path(spec):
             raise NotAllowed(
                 f"'{spec}' is not a model folder you can open here: it is not there, or it "
@@ -217,19 +222,21 @@ def load_encoder(
     trust_remote_code: bool = False,
     device: torch.device | str | None = None,
     allowed_roots: Sequence[Path] | None = None,
+    user: str | None = None,
 ) -> Encoder:
     """Load the encoder named by ``spec`` (hub id or local folder), preferring safetensors weights.
 
     Remote code in a model repository never runs unless ``trust_remote_code`` is set.
     ``allowed_roots`` limits local folders to those beneath them (the app passes the
-    operator's roots; the command line, the operator's own tool, passes none).
+    operator's roots; the command line, the operator's own tool, passes none); among the
+    users' workspaces (``embedgen.paths.workspace``) only ``user``'s own opens.
     """
     spec = str(spec).strip()
     if not spec:
         raise ModelNotAvailable(
             "No model given. Enter a hub id such as bert-base-chinese or a folder."
         )
-    folder, source = _resolve_folder(spec, allow_download, allowed_roots)
+    folder, source = _resolve_folder(spec, allow_download, allowed_roots, user)
     if source == "local folder":
         # Runs record this id; an absolute path keeps them usable from any working directory.
         spec = str(folder.resolve())

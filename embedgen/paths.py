@@ -6,6 +6,7 @@ point ``EMBEDGEN_HOME`` elsewhere without restarting anything.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from datetime import datetime
@@ -18,14 +19,37 @@ def embedgen_home() -> Path:
     return Path(os.environ.get("EMBEDGEN_HOME", Path.home() / ".embedgen")).expanduser()
 
 
-def runs_dir() -> Path:
-    """Where runs go unless told otherwise: ``$EMBEDGEN_HOME/runs``."""
-    return embedgen_home() / "runs"
+def users_dir() -> Path:
+    """Where the app keeps its users' workspaces: ``$EMBEDGEN_HOME/users``."""
+    return embedgen_home() / "users"
 
 
-def matrices_dir() -> Path:
-    """Where matrices of a plain model (no run) go: ``$EMBEDGEN_HOME/matrices``."""
-    return embedgen_home() / "matrices"
+def workspace(user: str | None = None) -> Path:
+    """The folder holding ``user``'s ``runs/`` and ``matrices/``: ``$EMBEDGEN_HOME/users/
+    <slug>-<hash>``, or for None the shared home, ``$EMBEDGEN_HOME`` itself.
+
+    The app gives each user a workspace when its operator turns workspaces on; the command
+    line (the operator's tool) and the app without workspaces use the shared home. The hash
+    of the exact name keeps apart two names that slug alike (``a.b`` and ``a_b``). Caches
+    (``cache/``) stay shared: they are keyed by the content they hold, so only someone who
+    has the same texts or matrix can reach an entry.
+    """
+    if user is None:
+        return embedgen_home()
+    digest = hashlib.sha256(user.encode("utf-8")).hexdigest()[:12]
+    return users_dir() / f"{slug(user)}-{digest}"
+
+
+def runs_dir(user: str | None = None) -> Path:
+    """Where runs go unless told otherwise: ``runs/`` in :func:`workspace` (by default
+    ``$EMBEDGEN_HOME/runs``)."""
+    return workspace(user) / "runs"
+
+
+def matrices_dir(user: str | None = None) -> Path:
+    """Where matrices of a plain model (no run) go: ``matrices/`` in :func:`workspace` (by
+    default ``$EMBEDGEN_HOME/matrices``)."""
+    return workspace(user) / "matrices"
 
 
 def cache_dir() -> Path:
@@ -142,12 +166,19 @@ def matrix_name(
     return "-".join(parts)
 
 
-def matrix_folder(name: str, *, run_folder: str | os.PathLike[str] | None, model_id: str) -> Path:
+def matrix_folder(
+    name: str,
+    *,
+    run_folder: str | os.PathLike[str] | None,
+    model_id: str,
+    user: str | None = None,
+) -> Path:
     """Where a matrix called ``name`` lives: in its run's ``matrices/``, or for a plain model
-    under ``$EMBEDGEN_HOME/matrices/<model>/``."""
+    under ``matrices/<model>/`` in ``user``'s :func:`workspace` (by default
+    ``$EMBEDGEN_HOME/matrices/<model>/``)."""
     if run_folder is not None:
         return Path(run_folder) / "matrices" / name
-    return matrices_dir() / slug(Path(model_id).name) / name
+    return matrices_dir(user) / slug(Path(model_id).name) / name
 
 
 def free_folder(folder: str | os.PathLike[str]) -> Path:

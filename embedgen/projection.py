@@ -5,6 +5,10 @@ PCA to ``pca_first`` dims -> k-nearest-neighbour graph -> UMAP layout. Each arro
 named with :func:`embedgen.progress.stage`, reports its own progress and stops within about
 two seconds of ``cancel`` being set. Results are cached under ``$EMBEDGEN_HOME/cache/projections``
 by the matrix fingerprint and the options, so reopening a map in the browser costs milliseconds.
+The cache is bounded (:class:`MapCache`): the operator's ``map_cache_mb`` (default 1024 MiB; 0
+switches it off) caps its size, and the least recently used maps (by the time of their record,
+touched on every use) go first when a new one is saved; a map bigger than the whole budget is
+not kept.
 
 Bounded cost, decided by measurement (``bench/bench_map.py``, ``bench/results/map.md``; 2 shared
 cores, 21,000 rows of multilingual-e5-small's input embeddings and structured stand-ins):
@@ -50,7 +54,6 @@ import logging
 import multiprocessing
 import os
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -63,10 +66,12 @@ import numpy as np
 import numpy.typing as npt
 
 from embedgen import atomic
+from embedgen.budget import MIB, Entry, evict, touch
+from embedgen.config import operator_settings
 from embedgen.errors import BadConfig, Cancelled
 from embedgen.fields import Choice, check, setting
 from embedgen.matrix import EmbeddingMatrix
-from embedgen.paths import cache_dir
+from embedgen.paths import cache_dir, tmp_dir
 from embedgen.progress import ProgressFn, check_cancel, stage
 
 log = logging.getLogger(__name__)
@@ -235,6 +240,57 @@ def default_cache_dir() -> Path:
     return cache_dir() / "projections"
 
 
+def map_budget_bytes() -> int:
+    """The map cache's size limit in bytes: the operator's ``map_cache_mb``."""
+    return int(operator_settings().map_cache_mb * MIB)
+
+
+class MapCache:
+    """Cached maps in ``root`` (default :func:`default_cache_dir`), at most ``budget`` bytes
+    (default :func:`map_budget_bytes`; 0 switches the cache off).
+
+    A map is two files, ``<matrix>-<options>.npy`` (coords) and ``.json`` (its record); the
+    record's time is the map's last use, touched on every cache hit.
+    """
+
+    _lock = threading.Lock()  # eviction lists the folder; one at a time per process
+
+    def __init__(self, root: Path | None = None, budget: int | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.budget = map_budget_bytes() if budget is None else budget
+
+    def entries(self) -> list[Entry]:
+        """The cached maps (coords file, size, last use), in no particular order."""
+        found = []
+        for coords in self.root.glob("*.npy"):
+            if coords.name.startswith(atomic.TEMP_PREFIX):  # a write under way
+                continue
+            record = coords.with_suffix(".json")
+            try:
+                size = coords.stat().st_size
+            except OSError:  # removed meanwhile
+                continue
+            try:
+                info = record.stat()
+                size, used = size + info.st_size, info.st_mtime
+            except OSError:
+                used = 0.0  # no record: a broken map, first to go
+            found.append(Entry(coords, (coords, record), size, used))
+        return found
+
+    def make_room(self, keep: Path) -> list[Entry]:
+        """Remove the least recently used maps (never ``keep``) until the cache fits its
+        budget; return those removed."""
+        with self._lock:
+            return evict(
+                self.entries(),
+                self.budget,
+                {keep},
+                what=("cached map", "cached maps"),
+                setting="map_cache_mb",
+            )
+
+
 def _load_cached(path: Path, n_rows: int, dims: int) -> tuple[np.ndarray, dict[str, Any]] | None:
     """The cached coords and record, or None when absent; a broken pair is logged and ignored."""
     record_path = path.with_suffix(".json")
@@ -252,17 +308,30 @@ def _load_cached(path: Path, n_rows: int, dims: int) -> tuple[np.ndarray, dict[s
     except (OSError, ValueError, EOFError) as exc:
         log.warning("Ignoring unreadable projection cache %s (%s); recomputing.", path.name, exc)
         return None
+    touch(record_path)  # used: the cache removes it last
     return coords, record
 
 
-def _save_cached(path: Path, coords: np.ndarray, record: dict[str, Any]) -> None:
+def _save_cached(cache: MapCache, path: Path, coords: np.ndarray, record: dict[str, Any]) -> None:
+    """Write the map and its record, then make room; a map bigger than the budget is not kept."""
+    text = json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+    size = coords.nbytes + 128 + len(text.encode("utf-8"))  # .npy header: at most 128 bytes
+    if size > cache.budget:
+        if cache.budget > 0:  # 0: the operator switched the cache off; nothing to say
+            log.info(
+                "This map needs more than the map cache's %s MiB; it is not kept (map_cache_mb).",
+                f"{cache.budget / MIB:,.4g}",
+            )
+        return
     try:
         with atomic.atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, coords, allow_pickle=False)
-        atomic.write_json(path.with_suffix(".json"), record)
+        atomic.write_text(path.with_suffix(".json"), text)
     except OSError as exc:  # a read-only cache must not lose the map that was just made
         log.warning("Could not write projection cache %s (%s).", path, exc)
+        return
+    cache.make_room(keep=path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,8 +361,9 @@ def project(
 
     rows = _select_rows(matrix.shape[0], options)
     matrix_print = fingerprint(matrix)
+    cache = MapCache(cache_dir)
     path = _cache_file(matrix_print, options, cache_dir)
-    cached = _load_cached(path, len(rows), options.dims)
+    cached = _load_cached(path, len(rows), options.dims) if cache.budget > 0 else None
     if cached is not None:
         coords, record = cached
         stage(progress, "reading the cache")
@@ -325,6 +395,7 @@ def project(
         details=details,
     )
     _save_cached(
+        cache,
         path,
         coords,
         {"fingerprint": matrix_print, "record": projection.as_record(), "details": details},
@@ -652,8 +723,10 @@ def _approximate_knn(
     so a thread could not stop it; a process can be.
     """
     context = multiprocessing.get_context("spawn")  # fork is unsafe in a threaded server
-    with tempfile.TemporaryDirectory(prefix="embedgen-knn-") as folder:
-        source, target = Path(folder, "x.npy"), Path(folder, "knn.npz")
+    # Under $EMBEDGEN_HOME/tmp with our temporary prefix: what a killed server leaves there
+    # is removed at the next start (atomic.remove_leftovers), which /tmp's would not be.
+    with atomic.temp_folder(tmp_dir(), "knn") as folder:
+        source, target = folder / "x.npy", folder / "knn.npz"
         np.save(source, np.ascontiguousarray(x, dtype=np.float32))
         child = context.Process(
             target=_approximate_knn_child,
@@ -846,6 +919,7 @@ def _umap_layout(
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
+    "MapCache",
     "Projection",
     "ProjectionOptions",
     "Reducer",
@@ -853,6 +927,7 @@ __all__ = [
     "default_cache_dir",
     "estimate_seconds",
     "fingerprint",
+    "map_budget_bytes",
     "map_points",
     "place_rows",
     "project",

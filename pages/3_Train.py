@@ -1,10 +1,12 @@
 """Train: fine-tune a projection head (and optionally encoder layers) with live progress."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from embedgen.data import LabelledData
 from embedgen.models import Encoder
-from embedgen.paths import new_run_folder
+from embedgen.paths import new_run_folder, runs_dir
 from embedgen.runs import has_trained_head, list_runs, load_run, train_and_save
 from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import FinetuneConfig, Run, Strategy
@@ -51,7 +53,7 @@ def show_run(run: Run) -> None:
 
 
 with st.expander("Open a saved run"):
-    runs = [r for r in list_runs() if has_trained_head(r)]
+    runs = [r for r in list_runs(runs_dir(ui.current_user())) if has_trained_head(r)]
     if not runs:
         st.caption("No saved runs yet.")
     else:
@@ -170,13 +172,16 @@ if start:
         )
     )
 
+    runs_root = runs_dir(ui.current_user())  # read here: the job's thread has no session
+
     def work(
         job: Job,
         encoder: Encoder = encoder,
         data: LabelledData = data,
         config: FinetuneConfig = config,
+        root: Path = runs_root,
     ) -> Run:
-        folder = new_run_folder(data.source_name, str(config.strategy))
+        folder = new_run_folder(data.source_name, str(config.strategy), root)
         return train_and_save(
             encoder,
             data,

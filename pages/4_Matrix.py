@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from embedgen.errors import NotKept
 from embedgen.fields import spec
 from embedgen.matrix import (
     DTYPES,
@@ -12,14 +13,13 @@ from embedgen.matrix import (
     build_matrix,
     default_method,
     estimate_build,
-    folder_for,
     methods_for,
     name_for,
     resolve_layer,
     save_matrix,
     saved_matrix,
 )
-from embedgen.paths import free_folder
+from embedgen.paths import free_folder, matrix_folder
 from embedgen.postprocess import PostProcess
 from embedgen.progress import stage
 from embedgen.tokens import mostly_cjk
@@ -49,9 +49,13 @@ def work(job: Job, request: dict) -> ui.MatrixEntry:
         cancel=job.cancel,
     )
     stage(job, "saving")
-    save_matrix(matrix, request["folder"], dtype=request["dtype"])
+    folder = str(request["folder"])
+    try:
+        save_matrix(matrix, folder, dtype=request["dtype"], rebuildable=request["rebuildable"])
+    except NotKept:  # bigger than the operator's matrix cache: this session keeps it
+        folder = ""
     return ui.MatrixEntry(
-        name=request["name"], matrix=matrix, folder=str(request["folder"]), dtype=request["dtype"]
+        name=request["name"], matrix=matrix, folder=folder, dtype=request["dtype"]
     )
 
 
@@ -249,7 +253,10 @@ if build:
         corpus = None  # words are read in generated sentences only
     named = data_corpus if words_from_data else corpus  # the words' corpus names the rows
     name = ui.attempt(lambda: name_for(source, options, words=word_list, corpus=named))
-    folder = ui.attempt(lambda: folder_for(source, options, words=word_list, corpus=named))
+    user = ui.current_user()
+    folder = matrix_folder(  # as matrix.folder_for, in this visitor's workspace
+        name, run_folder=run.folder if from_run else None, model_id=model_info.model_id, user=user
+    )
     estimate = None
     if not words_from_data:  # word rows of the data are known once segmented, in the job
         with st.spinner("Measuring this machine's speed on a sample of rows…"):
@@ -264,6 +271,9 @@ if build:
         "data_corpus": data_corpus,
         "corpus": corpus,
         "folder": folder,
+        # A plain model's matrix, in its default place (shared home or the user's workspace):
+        # a cache, under the operator's one budget for all of them (MatrixCache).
+        "rebuildable": not from_run,
         "name": name,
         "dtype": dtype,
         "estimate": estimate,
@@ -341,10 +351,15 @@ if entries:
                     f"{read['words_read_in_corpus']:,} words read in your data, the others in "
                     "generated sentences · "
                 )
+            saved = (
+                f"saved as {entry.dtype} in `{entry.folder}`"
+                if entry.folder
+                else "not saved: more than the disk space the operator of this server gives "
+                "matrices built from a model; it stays for this session (export it to keep it)"
+            )
             st.caption(
                 f"Method **{m.method}** · rows are {rows} · {where}post-processing: {post} · "
-                f"{ui.human_bytes(m.vectors.nbytes)} in memory · saved as {entry.dtype} in "
-                f"`{entry.folder}`"
+                f"{ui.human_bytes(m.vectors.nbytes)} in memory · {saved}"
             )
     st.page_link(
         "pages/5_Explore.py",

@@ -28,7 +28,8 @@ name = ui.matrix_choice("Matrix", entries, key="export_matrix")
 entry = entries[name]
 matrix = entry.matrix
 rows, dims = matrix.shape
-st.caption(f"**{name}** · method {matrix.method} · {rows:,} × {dims} · saved in `{entry.folder}`")
+saved = f"saved in `{entry.folder}`" if entry.folder else "not saved on the server"
+st.caption(f"**{name}** · method {matrix.method} · {rows:,} × {dims} · {saved}")
 st.caption(
     "Each file is written when you click its button, so large vocabularies cost nothing until "
     "you ask (word2vec text of a 21,128 × 768 matrix is about 200 MB)."

@@ -296,7 +296,8 @@ def test_a_folder_that_is_not_a_matrix_is_explained(app: AppTest, tmp_path: Path
     app.text_input(key="explore_open").input(str(tmp_path)).run()
     click(app, "Open")
     message = " ".join(texts(app.error))
-    assert str(tmp_path) in message and "matrix.npy" in message
+    assert f"'{tmp_path.name}'" in message and "matrix.npy" in message
+    assert str(tmp_path.parent) not in message, "messages name a matrix, not the server's folders"
 
 
 def _page_with_a_job_that_ends_before_its_panel() -> None:

@@ -14,13 +14,15 @@ from streamlit.testing.v1 import AppTest
 from embedgen.config import operator_settings
 from embedgen.errors import BadConfig, EmbedgenError, NotAllowed
 from embedgen.models import load_encoder
-from embedgen.paths import hub_cache_dir
+from embedgen.paths import hub_cache_dir, workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_VARIABLES = (
     "EMBEDGEN_ALLOW_REMOTE_CODE",
     "EMBEDGEN_ALLOWED_ROOTS",
     "EMBEDGEN_ALLOW_DOWNLOADS",
+    "EMBEDGEN_WORKSPACES",
+    "EMBEDGEN_USER_HEADER",
 )
 
 
@@ -80,6 +82,8 @@ def test_settings_file_is_read_and_the_environment_wins(
         ("allow_remote_code = [", "cannot be read"),
         ("allowed_roots = '/srv'", "allowed_roots must be a list"),
         ("alow_remote_code = true", "does not know: alow_remote_code"),
+        ("workspaces = 'maybe'", "workspaces must be true or false"),
+        ("user_header = 'X User'", "user_header must be the name of a request header"),
     ],
 )
 def test_a_broken_settings_file_is_named_with_what_is_wrong(
@@ -89,6 +93,20 @@ def test_a_broken_settings_file_is_named_with_what_is_wrong(
     with pytest.raises(BadConfig, match=expected) as err:
         operator_settings()
     assert "config.toml" in str(err.value)
+
+
+def test_workspaces_are_off_until_the_operator_turns_them_on(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = operator_settings()
+    assert settings.workspaces is False and settings.user_header == "X-Forwarded-User"
+    (home / "config.toml").write_text('workspaces = "on"\nuser_header = "X-Remote-User"\n')
+    settings = operator_settings()
+    assert settings.workspaces is True and settings.user_header == "X-Remote-User"
+    monkeypatch.setenv("EMBEDGEN_WORKSPACES", "off")
+    monkeypatch.setenv("EMBEDGEN_USER_HEADER", "X-Auth-Request-Email")
+    settings = operator_settings()
+    assert settings.workspaces is False and settings.user_header == "X-Auth-Request-Email"
 
 
 def test_a_bad_environment_flag_names_the_variable(
@@ -129,6 +147,49 @@ def test_a_link_out_of_a_root_or_dot_dot_does_not_escape_it(home: Path, tmp_path
         settings.allowed_folder(str(home / "link"), "matrix folder")
     with pytest.raises(NotAllowed):
         settings.allowed_folder(f"{home}/../secret", "matrix folder")
+
+
+def test_a_visitor_opens_their_own_workspace_and_no_one_elses(home: Path) -> None:
+    settings = operator_settings()
+    alices = workspace("alice@example.com") / "matrices" / "m"
+    alices.mkdir(parents=True)
+    assert settings.allowed_folder(str(alices), "matrix folder", "alice@example.com") == (
+        alices.resolve()
+    )
+    messages = []
+    for spec, user in (
+        (str(alices), "bob@example.com"),
+        (str(alices), None),  # workspaces turned off again: none of them is open
+        (str(home / "users"), "bob@example.com"),
+        (str(home / "nowhere"), "bob@example.com"),
+    ):
+        with pytest.raises(NotAllowed) as err:
+            settings.allowed_folder(spec, "matrix folder", user)
+        messages.append(str(err.value).replace(spec, "X"))
+    assert len(set(messages)) == 1, "another user's folder must read as a missing one"
+    shared = home / "matrices" / "m"
+    shared.mkdir(parents=True)
+    assert settings.allowed_folder(str(shared), "matrix folder", "bob@example.com") == (
+        shared.resolve()
+    ), "the shared home stays open as the allowed roots say"
+
+
+def test_model_folders_in_another_users_workspace_are_refused_alike(
+    home: Path, tiny_model_dir: Path
+) -> None:
+    roots = operator_settings().allowed_roots
+    alices = workspace("alice@example.com") / "runs" / "r" / "encoder"
+    shutil.copytree(tiny_model_dir, alices)
+    encoder = load_encoder(
+        str(alices), allow_download=False, allowed_roots=roots, user="alice@example.com"
+    )
+    assert encoder.info.architecture == "BertModel"
+    messages = []
+    for spec in (str(alices), "/no/such/folder"):
+        with pytest.raises(NotAllowed) as err:
+            load_encoder(spec, allow_download=False, allowed_roots=roots, user="bob@example.com")
+        messages.append(str(err.value).replace(spec, "X"))
+    assert messages[0] == messages[1]
 
 
 def test_model_folders_outside_the_roots_are_refused_alike(

@@ -425,6 +425,40 @@ def test_above_the_exact_limit_the_graph_comes_from_a_child_process(
     assert within < 0.5 * across, f"within-cluster {within:.2f} vs across {across:.2f}"
 
 
+def test_the_approximate_graphs_scratch_folder_lies_under_embedgen_home_tmp(home, monkeypatch):
+    """Not in the system's temporary folder: what a killed server leaves under
+    $EMBEDGEN_HOME/tmp is removed at the next start (atomic.remove_leftovers)."""
+    from embedgen.atomic import TEMP_PREFIX
+
+    seen: list[Path] = []
+
+    class Child:  # the child process, run in place: it records where its input lies
+        exitcode = 0
+
+        def __init__(self, target, args, name, daemon):
+            self.args = args
+
+        def start(self) -> None:
+            source, target, k, _ = self.args
+            seen.append(Path(source))
+            n = len(np.load(source))
+            np.savez(target, indices=np.zeros((n, k)), distances=np.zeros((n, k)))
+
+        def is_alive(self) -> bool:
+            return False
+
+    class Context:
+        Process = Child
+
+    monkeypatch.setattr(projection_module.multiprocessing, "get_context", lambda method: Context())
+    indices, _ = projection_module._approximate_knn(np.ones((20, 4)), 5, 0, None)
+    assert indices.shape == (20, 5)
+    (source,) = seen
+    assert source.parent.parent == home / "tmp"
+    assert source.parent.name.startswith(TEMP_PREFIX)
+    assert not source.parent.exists()
+
+
 def test_cancel_terminates_the_approximate_graphs_child_process(
     approximate_knn, clusters, tmp_path
 ):

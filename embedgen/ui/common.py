@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,12 +12,13 @@ from typing import Any, TypeVar
 import streamlit as st
 from streamlit import config
 
-from embedgen.config import OperatorSettings, operator_settings
+from embedgen.config import OperatorSettings, operator_settings, resolve_quietly
 from embedgen.device import DeviceInfo, device_info
 from embedgen.errors import EmbedgenError
 from embedgen.fields import spec
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.models import Encoder, load_encoder
+from embedgen.paths import users_dir
 from embedgen.train.config import FinetuneConfig
 from embedgen.ui import PAGES, via_app
 from embedgen.ui.jobs import Job, JobState
@@ -39,6 +40,7 @@ MATRICES = "matrices"  # name -> MatrixEntry
 PROJECTION_JOB = "explore_projection_job"
 PROJECTIONS = "explore_projections"  # (matrix key, ProjectionOptions) -> Projection
 TRADEOFF_JOB = "evaluate_tradeoff_job"
+USER = "ui_user"  # the visitor's name, once found (workspaces on)
 
 DEFAULTS: dict[str, Any] = {
     MODEL_LOADED: None,
@@ -127,6 +129,7 @@ def init_state() -> None:
         st.session_state.setdefault(key, value)
     st.session_state.setdefault(MATRICES, {})
     st.session_state.setdefault(PROJECTIONS, {})
+    current_user()  # with workspaces on, a visitor without a name goes no further
 
 
 def _leave_pages_directory_mode() -> None:
@@ -175,17 +178,71 @@ def operator() -> OperatorSettings:
         st.stop()
 
 
+def current_user() -> str | None:
+    """The visitor's name when the operator gives each user a workspace; None otherwise (the
+    shared home).
+
+    Found once per session (:func:`user_name`), so a session keeps one workspace. With
+    workspaces on and no name, the page says how to get one and stops: a visitor is never
+    put in the shared home instead.
+    """
+    settings = operator()
+    if not settings.workspaces:
+        return None
+    name = st.session_state.get(USER)
+    if name is None:
+        name = user_name(st.user.to_dict(), st.context.headers.get_all(settings.user_header))
+        if name is None:
+            st.error(
+                "This server gives each user a workspace of their own, and this visit brings "
+                "no user name. Sign in, or open the app through the address your team uses: "
+                f"its proxy must send the {settings.user_header} header. The operator of this "
+                "server can tell you which."
+            )
+            if "is_logged_in" in st.user:  # Streamlit's own sign-in is set up
+                st.button("Sign in", on_click=st.login)
+            st.stop()
+        st.session_state[USER] = name
+    return name
+
+
+def user_name(user_info: Mapping[str, Any], header_values: Sequence[str]) -> str | None:
+    """The name a visitor's workspace is kept under: the email (else the ``sub`` id) of a user
+    signed in with Streamlit's authentication (``st.user``), else the value of the operator's
+    user header; None when neither gives one.
+
+    A header sent more than once gives no name: a proxy that adds its header to one the
+    browser forged would leave the choice to their order.
+    """
+    if user_info.get("is_logged_in") is True:
+        for claim in ("email", "sub"):
+            value = user_info.get(claim)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    if len(header_values) == 1 and header_values[0].strip():
+        return header_values[0].strip()
+    return None
+
+
 def load_model(spec: str, trust_remote_code: bool = False) -> Encoder:
     """The encoder a visitor asked for, within what the operator allows."""
-    return cached_encoder(spec, trust_remote_code, operator())
+    path, users = resolve_quietly(spec), resolve_quietly(users_dir())
+    # Who asks decides only for folders among the workspaces: there each visitor gets a cache
+    # entry (an owner's loaded model is not handed to others); anywhere else all share one.
+    among_workspaces = path is not None and users is not None and path.is_relative_to(users)
+    user = current_user() if among_workspaces else None
+    return cached_encoder(spec, trust_remote_code, operator(), user)
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
-def cached_encoder(spec: str, trust_remote_code: bool, settings: OperatorSettings) -> Encoder:
-    """One loaded encoder per (spec, remote-code choice, settings) for the whole server.
+def cached_encoder(
+    spec: str, trust_remote_code: bool, settings: OperatorSettings, user: str | None = None
+) -> Encoder:
+    """One loaded encoder per (spec, remote-code choice, settings, user) for the whole server.
 
     Never mutated. The settings are part of the key, so an operator's change applies to
-    models loaded before it too.
+    models loaded before it too. ``user`` is the visitor for a folder among the workspaces
+    (:func:`load_model`), None for everything else.
     """
     from embedgen.device import resolve_device
 
@@ -194,13 +251,14 @@ def cached_encoder(spec: str, trust_remote_code: bool, settings: OperatorSetting
         trust_remote_code=trust_remote_code and settings.allow_remote_code,
         allow_download=settings.allow_downloads,
         allowed_roots=settings.allowed_roots,
+        user=user,
         device=resolve_device("auto"),
     )
 
 
 def allowed_folder(spec: str, what: str) -> Path:
-    """``spec`` resolved, when the operator lets visitors open it; otherwise one message."""
-    return operator().allowed_folder(spec, what)
+    """``spec`` resolved, when the operator lets this visitor open it; otherwise one message."""
+    return operator().allowed_folder(spec, what, current_user())
 
 
 @st.cache_data(show_spinner=False, ttl=30)
