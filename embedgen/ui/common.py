@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import streamlit as st
 from streamlit import config
 
+from embedgen.budget import human_size
 from embedgen.config import OperatorSettings, operator_settings, resolve_quietly
 from embedgen.device import DeviceInfo, device_info
 from embedgen.errors import EmbedgenError
@@ -101,14 +102,7 @@ def matrix_choice(label: str, entries: dict[str, MatrixEntry], *, key: str, wher
     )
 
 
-def human_bytes(n: int) -> str:
-    """1536 -> "1.5 KiB"."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
+human_bytes = human_size  # 1536 -> "1.5 KiB", as the library's logs say it
 
 
 def human_seconds(seconds: float) -> str:
