@@ -422,6 +422,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from embedgen.errors import BadConfig
+    from embedgen.queue import run_worker
+
+    if args.workers < 1:
+        raise BadConfig(f"--workers {args.workers}: give at least 1.")
+    run_worker(args.workers, args.worker_type)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from embedgen.models import list_cached_models
 
@@ -505,6 +515,19 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub, common)
     p = sub.add_parser("models", parents=[common], help="list models in the local HF cache")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="train the runs queued by the app (SQLite in $EMBEDGEN_HOME, or $EMBEDGEN_QUEUE_URL)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="runs trained at once (default 1)")
+    p.add_argument(
+        "--worker-type",
+        choices=("thread", "process"),
+        default="thread",
+        help="threads in this process, or a process per worker (default thread)",
+    )
+    p.set_defaults(func=cmd_worker)
     return parser
 
 

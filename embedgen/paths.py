@@ -52,6 +52,11 @@ def matrices_dir(user: str | None = None) -> Path:
     return workspace(user) / "matrices"
 
 
+def queue_dir() -> Path:
+    """The training queue's SQLite file and its workers' heartbeats: ``$EMBEDGEN_HOME/queue``."""
+    return embedgen_home() / "queue"
+
+
 def cache_dir() -> Path:
     """Derived data that can be rebuilt (maps): ``$EMBEDGEN_HOME/cache``."""
     return embedgen_home() / "cache"

@@ -4,6 +4,9 @@
 RUN_DIR/
   run.json            status, config, model, dataset, label map, metrics per epoch, versions
   heartbeat           touched every 10 s while the run trains; gone when it ends
+  data.json           a queued run's labelled data (embedgen.queue); gone when it ends
+  progress.json       a queued run's stage and counts, written by its worker
+  cancel              asks a queued run's worker to stop (embedgen.queue.cancel)
   head.safetensors    projection + classifier
   encoder/            save_pretrained() output, only when the encoder changed (top-k, full)
   matrices/<name>/    matrices built from this run
@@ -36,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from embedgen import __version__
 from embedgen.atomic import atomic_folder, atomic_path, write_json
 from embedgen.data import LabelledData
-from embedgen.errors import BadRun, EmbedgenError, ModelNotAvailable
+from embedgen.errors import BadRun, Cancelled, EmbedgenError, ModelNotAvailable
 from embedgen.models import Encoder, load_encoder
 from embedgen.paths import runs_dir
 from embedgen.progress import ProgressFn
@@ -107,19 +110,32 @@ def _taken(folder: Path) -> BadRun:
 
 
 def mark_running(
-    folder: str | os.PathLike[str], config: FinetuneConfig, model: dict[str, Any], dataset: dict
+    folder: str | os.PathLike[str],
+    config: FinetuneConfig,
+    model: dict[str, Any],
+    dataset: dict,
+    *,
+    queued: bool = False,
 ) -> Path:
     """Claim the run folder and write run.json with status "running" before training starts.
 
     The heartbeat file is the claim: it is created only if it is not there, so of two runs
-    started into one folder at the same moment the second is refused.
+    started into one folder at the same moment the second is refused. With ``queued`` the
+    folder must hold a queued run (:func:`write_queued`), which this run takes up; one that
+    was cancelled meanwhile raises :class:`Cancelled`.
     """
-    folder = ensure_new_run_dir(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        (folder / HEARTBEAT_FILE).touch(exist_ok=False)
-    except FileExistsError:
-        raise _taken(folder) from None
+    folder = Path(folder)
+    if queued:
+        record = claim_queued(folder)
+    else:
+        folder = ensure_new_run_dir(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            (folder / HEARTBEAT_FILE).touch(exist_ok=False)
+        except FileExistsError:
+            raise _taken(folder) from None
+        record = {}
+    since = {k: record[k] for k in ("queued", "task_id") if isinstance(record.get(k), str)}
     write_json(
         folder / RUN_FILE,
         _run_record(
@@ -128,12 +144,72 @@ def mark_running(
             config=config.as_dict(),
             model=model,
             dataset=dataset,
+            **since,
             started=now_iso(),
             pid=os.getpid(),
             host=socket.gethostname(),
         ),
     )
     return folder
+
+
+def write_queued(
+    folder: str | os.PathLike[str],
+    config: FinetuneConfig,
+    model: dict[str, Any],
+    dataset: dict,
+    *,
+    task_id: str,
+) -> Path:
+    """Write run.json with status "queued" into a new run folder: a run waiting for a worker
+    to take up the queue's task ``task_id``."""
+    folder = ensure_new_run_dir(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(
+        folder / RUN_FILE,
+        _run_record(
+            None,
+            status=str(RunStatus.QUEUED),
+            config=config.as_dict(),
+            model=model,
+            dataset=dataset,
+            queued=now_iso(),
+            task_id=task_id,
+        ),
+    )
+    return folder
+
+
+def claim_queued(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Claim the queued run in ``folder`` (create its heartbeat) and return its record.
+
+    Raises :class:`Cancelled` when the run is no longer queued (its owner cancelled it, or
+    another process claimed it): the claim is taken once, by a worker or by a cancel.
+    """
+    folder = Path(folder)
+    gone = Cancelled(f"Run '{folder.name}' is no longer queued; it was cancelled.")
+    if _queued_record(folder) is None:
+        raise gone
+    try:
+        (folder / HEARTBEAT_FILE).touch(exist_ok=False)
+    except (FileExistsError, FileNotFoundError):
+        raise gone from None
+    # Read again now that the claim is ours: a cancel may have claimed, removed the run and
+    # let go between the first read and the claim.
+    record = _queued_record(folder)
+    if record is None:
+        (folder / HEARTBEAT_FILE).unlink(missing_ok=True)
+        raise gone
+    return record
+
+
+def _queued_record(folder: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((folder / RUN_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and record.get("status") == RunStatus.QUEUED
+    return record if ok else None
 
 
 def write_failure(folder: str | os.PathLike[str], exc: BaseException) -> None:
@@ -155,9 +231,11 @@ def save_run(run: Run, folder: str | os.PathLike[str]) -> Path:
     """Write the run's head, tuned encoder (if any) and run.json into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    started = None
+    before: dict[str, Any] = {}
     if (folder / RUN_FILE).exists():
-        started = json.loads((folder / RUN_FILE).read_text("utf-8")).get("started")
+        before = json.loads((folder / RUN_FILE).read_text("utf-8"))
+    # When it was started (and queued, and as which task): kept from the running record.
+    kept = {k: before[k] for k in ("queued", "task_id") if isinstance(before.get(k), str)}
     with atomic_path(folder / HEAD_FILE) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in run.head.state_dict().items()}
         save_file(state, str(tmp), metadata={"format": "embedgen-head-1"})
@@ -166,7 +244,8 @@ def save_run(run: Run, folder: str | os.PathLike[str]) -> Path:
             run.encoder.model.save_pretrained(staging)
             run.encoder.tokenizer.save_pretrained(staging)
     write_json(
-        folder / RUN_FILE, _run_record(run, started=started or now_iso(), finished=now_iso())
+        folder / RUN_FILE,
+        _run_record(run, **kept, started=before.get("started") or now_iso(), finished=now_iso()),
     )
     run.folder = str(folder)
     log.info("Saved run to %s", folder)
@@ -182,6 +261,7 @@ def train_and_save(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    queued: bool = False,
 ) -> Run:
     """Fine-tune and keep the run folder truthful throughout: running, then saved or failed.
 
@@ -190,9 +270,10 @@ def train_and_save(
     no trained head, so nothing of it is kept: its run.json goes (and the folder, if that
     leaves it empty) and the run comes back with no folder. What it encoded stays in the
     feature cache (``embedgen.features``). The CLI and the app both train through here, so a
-    run started in one opens in the other.
+    run started in one opens in the other. With ``queued``, ``folder`` holds a queued run
+    that this call takes up (:func:`mark_running`).
     """
-    folder = mark_running(folder, config, encoder.info.as_dict(), data.summary())
+    folder = mark_running(folder, config, encoder.info.as_dict(), data.summary(), queued=queued)
     history: list[EpochMetrics] = []
 
     def epoch_done(metrics: EpochMetrics) -> None:
@@ -361,6 +442,8 @@ _FIELD_KINDS: dict[str, type | tuple[type, ...]] = {  # what each field holds wh
     "finished": str,
     "host": str,
     "pid": int,
+    "queued": str,
+    "task_id": str,
     "best_epoch": int,
     "batch_size_used": int,
     "encoder_changed": bool,
@@ -414,13 +497,23 @@ def is_run_folder(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / RUN_FILE).is_file()
 
 
-def load_run(folder: str | os.PathLike[str], *, device: torch.device | str | None = None) -> Run:
-    """Load a saved run: its head, its encoder (tuned copy, or the original model) and record."""
+def load_run(
+    folder: str | os.PathLike[str],
+    *,
+    device: torch.device | str | None = None,
+    loaded: Encoder | None = None,
+) -> Run:
+    """Load a saved run: its head, its encoder (tuned copy, or the original model) and record.
+
+    ``loaded``: an encoder the caller holds already (the app's). A run that did not tune its
+    encoder uses it when it is the run's model at the run's revision, instead of loading a
+    second copy of the same weights.
+    """
     folder = Path(folder)
     name = folder.name
     record = read_run_record(folder)
     status = record["status"]
-    if status in (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED):
+    if status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED):
         raise BadRun(
             f"Run '{name}' is {status}; it has no trained head to use. "
             "Wait for it to finish, or train again."
@@ -445,6 +538,12 @@ def load_run(folder: str | os.PathLike[str], *, device: torch.device | str | Non
         if not (folder / ENCODER_DIR / "config.json").exists():
             raise BadRun(f"Run '{name}' tuned the encoder but {ENCODER_DIR}/ is missing.")
         encoder = load_encoder(str(folder / ENCODER_DIR), allow_download=False, device=device)
+    elif (
+        loaded is not None
+        and loaded.info.model_id == model["model_id"]
+        and loaded.info.revision == model.get("revision", loaded.info.revision)
+    ):
+        encoder = loaded
     else:
         try:
             encoder = load_encoder(model["model_id"], device=device)

@@ -1,18 +1,20 @@
-"""Train: fine-tune a projection head (and optionally encoder layers) with live progress."""
+"""Train: fine-tune a projection head (and optionally encoder layers) with live progress.
 
-from pathlib import Path
+Training goes through the queue (embedgen.queue): Start writes the run folder and enqueues it,
+a worker process trains it, and this page watches the folder. A reloaded tab finds the
+user's queued and running runs in their runs folder.
+"""
 
 import streamlit as st
 
-from embedgen.data import LabelledData
-from embedgen.models import Encoder
+from embedgen import queue
 from embedgen.paths import new_run_folder, runs_dir
-from embedgen.runs import has_trained_head, list_runs, load_run, train_and_save
+from embedgen.runs import has_trained_head, list_runs, load_run
 from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import FinetuneConfig, Run, Strategy
 from embedgen.ui import common as ui
 from embedgen.ui import plots
-from embedgen.ui.jobs import Job, JobState, start_job
+from embedgen.ui.jobs import QueuedJob
 from embedgen.ui.widgets import setting_input
 
 st.set_page_config(page_title="Train · embedgen", layout="wide")
@@ -20,7 +22,7 @@ ui.init_state()
 st.title("3 · Train")
 
 
-def render(job: Job) -> None:
+def render(job: QueuedJob) -> None:
     ui.job_status(job)
     if job.events and job.active:  # once it ends, the result below shows the curves
         st.plotly_chart(plots.training_curves(job.events), width="stretch", key="train_live")
@@ -68,14 +70,35 @@ with st.expander("Open a saved run"):
                 st.session_state[ui.TRAIN_RUN] = ui.attempt(lambda: load_run(labels[picked]))
             st.session_state[ui.TRAIN_JOB] = None
 
-encoder = ui.current_encoder()
-data = st.session_state[ui.DATA_LABELLED]
-job: Job | None = st.session_state[ui.TRAIN_JOB]
+
+def show_job(job: QueuedJob) -> None:
+    """The run's panel while it waits or trains; its result (or why there is none) after."""
+    ui.job_panel(job, render, key="train")  # says too why a run ended without a head
+    if not job.active:
+        result = ui.attempt(lambda: job.result)
+        if result is not None:
+            st.session_state[ui.TRAIN_RUN] = result
+
+
+runs_root = runs_dir(ui.current_user())
+job: QueuedJob | None = st.session_state[ui.TRAIN_JOB]
+if job is None:  # a new tab: the user's runs still queued or training, newest first
+    active = [r for r in list_runs(runs_root) if r["status"] in ("queued", "running")]
+    if active:
+        job = st.session_state[ui.TRAIN_JOB] = QueuedJob(active[0]["folder"])
+        if len(active) > 1:
+            st.caption(f"{len(active) - 1} more of your runs are queued or training.")
 busy = job is not None and job.active
 
+encoder = ui.current_encoder()
+data = st.session_state[ui.DATA_LABELLED]
 if encoder is None or data is None:
-    if st.session_state[ui.TRAIN_RUN] is not None:
-        show_run(st.session_state[ui.TRAIN_RUN])
+    if job is not None or st.session_state[ui.TRAIN_RUN] is not None:
+        if job is not None:
+            show_job(job)
+        run = st.session_state[ui.TRAIN_RUN]
+        if run is not None and (job is None or not job.active):
+            show_run(run)
         st.stop()
     ui.require(encoder, "Load a model first.", "pages/1_Model.py")
     ui.require(data, "Choose labelled data first.", "pages/2_Data.py")
@@ -172,37 +195,23 @@ if start:
         )
     )
 
-    runs_root = runs_dir(ui.current_user())  # read here: the job's thread has no session
-
-    def work(
-        job: Job,
-        encoder: Encoder = encoder,
-        data: LabelledData = data,
-        config: FinetuneConfig = config,
-        root: Path = runs_root,
-    ) -> Run:
-        folder = new_run_folder(data.source_name, str(config.strategy), root)
-        return train_and_save(
-            encoder,
-            data,
-            config,
-            folder,
-            progress=job,
-            cancel=job.cancel,
-            on_epoch=job.events.append,
-        )
-
+    folder = new_run_folder(data.source_name, str(config.strategy), runs_root)
+    spec, trust_remote_code = st.session_state[ui.MODEL_LOADED]
+    settings = ui.operator()
+    request = queue.TrainRequest(
+        model=spec,
+        folder=str(folder),
+        config=config.as_dict(),
+        trust_remote_code=trust_remote_code and settings.allow_remote_code,
+        allow_download=settings.allow_downloads,
+    )
+    ui.attempt(lambda: queue.submit(request, data, encoder.info.as_dict()))
+    queue.ensure_worker()  # `streamlit run app.py` stays the one command
     st.session_state[ui.TRAIN_RUN] = None
-    job = st.session_state[ui.TRAIN_JOB] = start_job("Training", work, unit="rows")
+    job = st.session_state[ui.TRAIN_JOB] = QueuedJob(str(folder))
 
 if job is not None:
-    ui.job_panel(job, render, key="train")
-    result = job.result
-    if job.state in (JobState.DONE, JobState.CANCELLED) and result is not None:
-        if has_trained_head(result):
-            st.session_state[ui.TRAIN_RUN] = result
-        else:  # nothing to build a matrix from, and nothing was saved
-            st.warning(result.message or "No epoch finished, so there is no trained head.")
+    show_job(job)
 
 run = st.session_state[ui.TRAIN_RUN]
 if run is not None and (job is None or not job.active):

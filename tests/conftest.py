@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,15 @@ def _embedgen_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("embedgen-home")
     os.environ["EMBEDGEN_HOME"] = str(home)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _stop_app_worker() -> Iterator[None]:
+    """A worker the app started for a test (embedgen.queue.ensure_worker) ends with it."""
+    yield
+    queue = sys.modules.get("embedgen.queue")
+    if queue is not None:
+        queue.stop_started_worker()
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,19 @@
-"""The Train page: only the settings that apply to the strategy, stages, and no empty runs."""
+"""The Train page: only the settings that apply to the strategy, stages, no empty runs, and
+training through the queue (a worker process; a reloaded tab sees the run)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
+import pytest
 from conftest import synthetic_rows
 from streamlit.testing.v1 import AppTest
 
-from embedgen.ui.jobs import HEAVY_SLOTS
+from embedgen import queue
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -83,14 +86,15 @@ def test_a_head_run_ends_in_its_last_epoch_stage_and_trains_with_the_defaults_th
     job = app.session_state["train_job"]
     assert job.wait(TIMEOUT)
     run_page(app)
-    assert (job.stage, job.unit) == ("epoch 2 of 2", "rows")
+    progress = queue.read_progress(job.folder)  # what the worker last reported
+    assert (progress["stage"], progress["unit"]) == ("epoch 2 of 2", "rows")
     run = app.session_state["train_run"]
     assert str(run.status) == "finished" and run.config.cache_features
     assert str(run.config.strategy) == "head" and run.config.top_k == 2  # the default
 
 
 def test_a_run_cancelled_before_its_first_epoch_is_neither_kept_nor_listed(
-    app: AppTest, tiny_model_dir: Path, tmp_path: Path
+    app: AppTest, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A run saved that way by an older version: cancelled, no epoch, F1 0.000.
     old = tmp_path / "home" / "runs" / "2020-01-01T00-00-00_reviews_head"
@@ -98,18 +102,17 @@ def test_a_run_cancelled_before_its_first_epoch_is_neither_kept_nor_listed(
     (old / "run.json").write_text(
         json.dumps({"status": "cancelled", "history": [], "best": None, "started": "2020"})
     )
+    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # no worker: the run waits, the cancel is in time
     train_page(app, tiny_model_dir)
     app.number_input(key="train_epochs").set_value(50)
-    HEAVY_SLOTS.acquire()  # another job holds the slot: this one waits, so the cancel is in time
-    try:
-        click(app, "Start training")
-        job = app.session_state["train_job"]
-        job.request_cancel()
-    finally:
-        HEAVY_SLOTS.release()
+    click(app, "Start training")
+    job = app.session_state["train_job"]
+    assert (str(job.state), job.stage) == ("queued", "next in line")
+    click(app, "Cancel")
     assert job.wait(TIMEOUT)
     run_page(app)
     assert str(job.state) == "cancelled"
+    assert "nothing was kept" in " ".join(str(w.value) for w in app.warning)
     assert app.session_state["train_run"] is None, "no trained head to build a matrix from"
     runs = sorted(p.name for p in (tmp_path / "home" / "runs").iterdir())
     assert runs == [old.name], "the cancelled run left no folder behind"
@@ -140,3 +143,45 @@ def test_max_length_follows_the_data_and_int8_reads_the_texts_of_a_head_run(
 
     app.selectbox(key="train_strategy").set_value("full")
     assert "train_int8" not in keys(run_page(app)), "the tuned strategies need full precision"
+
+
+def progress_text(at: AppTest) -> str:
+    return " ".join(p.proto.text for p in at.get("progress"))
+
+
+def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop_it(
+    app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # the worker comes later, started by hand
+    train_page(app, tiny_model_dir)
+    app.number_input(key="train_epochs").set_value(10_000)
+    app.number_input(key="train_patience").set_value(0)
+    click(app, "Start training")
+    assert "Training: queued · next in line" in progress_text(app)
+    folder = app.session_state["train_job"].folder
+
+    # A new tab (a new session, no model loaded) finds the run in the user's runs folder.
+    tab = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    run_page(tab)
+    go(tab, "3_Train")
+    assert tab.session_state["train_job"].folder == folder
+    assert "Training: queued" in progress_text(tab)
+
+    monkeypatch.setenv(queue.AUTOSTART_ENV, "1")
+    assert queue.ensure_worker() is not None, "no worker was running, so one starts"
+    job = tab.session_state["train_job"]
+    deadline = time.monotonic() + TIMEOUT
+    while not (job.status == "running" and job.events) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.events, "the worker trains the run: an epoch is done"
+    run_page(tab)
+    assert "Training: running · epoch " in progress_text(tab)
+
+    click(tab, "Cancel")  # the other tab stops it: the run is the owner's, not the tab's
+    assert job.wait(TIMEOUT)
+    run_page(tab)
+    run = tab.session_state["train_run"]
+    assert str(run.status) == "cancelled" and run.history, "its finished epochs are kept"
+    run_page(app)
+    assert str(app.session_state["train_job"].state) == "cancelled"
+    assert str(app.session_state["train_run"].folder) == folder

@@ -58,6 +58,22 @@ def test_head_run_round_trips(tiny_encoder, synthetic_data, tmp_path: Path) -> N
     assert record["versions"]["embedgen"]
 
 
+def test_a_head_run_reuses_the_encoder_the_caller_holds(
+    tiny_encoder, synthetic_data, tmp_path: Path
+) -> None:
+    run = finetune(tiny_encoder, synthetic_data, FinetuneConfig(epochs=1, dim=8))
+    save_run(run, tmp_path / "run")
+    assert load_run(tmp_path / "run", loaded=tiny_encoder).encoder.model is tiny_encoder.model
+    other = tmp_path / "other"  # the same files under another name: not the run's model
+    other.mkdir()
+    for f in Path(tiny_encoder.info.path).iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    from embedgen.models import load_encoder
+
+    elsewhere = load_encoder(str(other))
+    assert load_run(tmp_path / "run", loaded=elsewhere).encoder.model is not elsewhere.model
+
+
 def test_tuned_encoder_is_saved_and_loaded(tiny_encoder, synthetic_data, tmp_path: Path) -> None:
     cfg = FinetuneConfig(strategy="top-k", top_k=1, epochs=1, dim=8, learning_rate=1e-3)
     run = finetune(tiny_encoder, synthetic_data, cfg)

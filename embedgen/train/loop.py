@@ -73,6 +73,7 @@ _ENCODING_CANCELLED = "cancelled"
 
 
 class RunStatus(enum.StrEnum):
+    QUEUED = "queued"  # written by embedgen.queue: waiting for a worker, nothing trained yet
     RUNNING = "running"
     FINISHED = "finished"
     CANCELLED = "cancelled"

@@ -22,7 +22,7 @@ from embedgen.models import Encoder, load_encoder
 from embedgen.paths import users_dir
 from embedgen.train.config import FinetuneConfig
 from embedgen.ui import PAGES, via_app
-from embedgen.ui.jobs import Job, JobState
+from embedgen.ui.jobs import Job, JobState, QueuedJob
 from embedgen.ui.widgets import keep_values, kept
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ def attempt(fn: Callable[[], Any]) -> Any:
 POLL_SECONDS = 1.0
 
 
-def job_panel(job: Job, render: Callable[[Job], None], *, key: str) -> None:
+def job_panel(job: Job | QueuedJob, render: Callable[[Any], None], *, key: str) -> None:
     """Draw ``render(job)`` and, while the job is active, redraw it every second.
 
     When the job ends the whole page reruns once, so everything that depends on its result
@@ -342,7 +342,7 @@ def job_panel(job: Job, render: Callable[[Job], None], *, key: str) -> None:
         panel()
 
 
-def job_status(job: Job) -> None:
+def job_status(job: Job | QueuedJob) -> None:
     """A progress bar with the stage and elapsed time; messages when it ended badly."""
     label = f"{job.name}: {job.state}"
     if job.stage and job.active:
@@ -382,7 +382,7 @@ def session_cached(slot: str, key: Hashable, compute: Callable[[], T], *, keep: 
     return value
 
 
-def job_line(job: Job | None, detail: str = "") -> str | None:
+def job_line(job: Job | QueuedJob | None, detail: str = "") -> str | None:
     """One line on a background job while it is queued or running ("running · epoch 2 ·
     40% · about 1 min left"), for pages other than the job's own; ``None`` otherwise."""
     if job is None or not job.active:

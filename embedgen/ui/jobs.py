@@ -4,6 +4,9 @@ A job's thread never calls Streamlit; it only updates plain attributes that the 
 when it polls (``st.fragment(run_every=...)``). Heavy jobs (training, contextual matrices,
 UMAP) take a process-wide slot first, so on one GPU box several analysts queue instead of
 running out of memory together.
+
+Training is not such a thread: it goes through the queue (:mod:`embedgen.queue`), trained by a
+worker process, and the page watches its run folder through a :class:`QueuedJob`.
 """
 
 from __future__ import annotations
@@ -154,3 +157,183 @@ def start_job(
     job.thread = threading.Thread(target=_run, args=(job,), name=f"embedgen-{name}", daemon=True)
     job.thread.start()
     return job
+
+
+@dataclass(eq=False)
+class QueuedJob:
+    """A training run in the queue (:mod:`embedgen.queue`), seen through its run folder.
+
+    It answers what a :class:`Job` answers (state, stage, counts, rate, time left, epochs so
+    far, result), so ``ui.job_panel`` draws both; each answer is read from run.json and
+    progress.json (at most every :data:`REFRESH_SECONDS`), so any session that knows the
+    folder, a reloaded tab too, sees the same run.
+    """
+
+    folder: str
+    name: str = "Training"
+    cancel: threading.Event = field(default_factory=threading.Event)
+    end_shown: bool = False
+    _record: dict[str, Any] | None = None
+    _progress: dict[str, Any] = field(default_factory=dict)
+    _place: int | None = None
+    _read_at: float = 0.0
+    _result: Any = None
+
+    REFRESH_SECONDS = 0.25
+
+    def _read(self) -> None:
+        if time.time() - self._read_at < self.REFRESH_SECONDS:
+            return
+        from embedgen import queue
+        from embedgen.errors import BadRun
+        from embedgen.runs import read_run_record
+
+        try:
+            self._record = read_run_record(self.folder)
+        except BadRun:  # removed: cancelled before its first epoch
+            self._record = None
+        status = self._record and self._record["status"]
+        self._progress = queue.read_progress(self.folder) if status == "running" else {}
+        self._place = queue.place(self.folder) if status == "queued" else None
+        self._read_at = time.time()
+
+    @property
+    def status(self) -> str | None:
+        """run.json's status ("queued", "running", ...); None once the run is gone."""
+        self._read()
+        return self._record["status"] if self._record else None
+
+    @property
+    def state(self) -> JobState:
+        status = self.status
+        if status is None:
+            return JobState.CANCELLED
+        return {
+            "queued": JobState.QUEUED,
+            "running": JobState.RUNNING,
+            "finished": JobState.DONE,
+            "cancelled": JobState.CANCELLED,
+        }.get(status, JobState.FAILED)
+
+    @property
+    def active(self) -> bool:
+        return self.state in (JobState.QUEUED, JobState.RUNNING)
+
+    @property
+    def stage(self) -> str:
+        status = self.status
+        if status == "queued":
+            if self._place is None:
+                return "waiting for a worker"
+            return "next in line" if self._place == 0 else f"{self._place} ahead of you"
+        return str(self._progress.get("stage", "")) if status == "running" else ""
+
+    @property
+    def unit(self) -> str:
+        self._read()
+        return str(self._progress.get("unit", ""))
+
+    @property
+    def done(self) -> int:
+        self._read()
+        return int(self._progress.get("done", 0))
+
+    @property
+    def total(self) -> int:
+        self._read()
+        return int(self._progress.get("total", 0))
+
+    @property
+    def fraction(self) -> float:
+        done, total = self.done, self.total
+        return min(1.0, done / total) if total else 0.0
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run was queued, until it ended."""
+        self._read()
+        record = self._record or {}
+        start = _seconds(record.get("queued") or record.get("started"))
+        if start is None:
+            return 0.0
+        end = None if self.active else _seconds(record.get("finished") or record.get("updated"))
+        return max(0.0, (end or time.time()) - start)
+
+    @property
+    def rate(self) -> float | None:
+        """Units per second in the current stage, once it has advanced for a second."""
+        self._read()
+        first, now = self._progress.get("first"), self._progress.get("time")
+        if not first or now is None:
+            return None
+        since, done0 = first
+        if now - since < 1.0 or self.done <= done0:
+            return None
+        return (self.done - done0) / (now - since)
+
+    @property
+    def eta(self) -> float | None:
+        rate = self.rate
+        if rate is None or not self.total:
+            return None
+        return max(0.0, (self.total - self.done) / rate)
+
+    @property
+    def events(self) -> list[Any]:
+        """The epochs finished so far (EpochMetrics), from run.json."""
+        from embedgen.train import EpochMetrics
+
+        self._read()
+        return [EpochMetrics(**m) for m in (self._record or {}).get("history", [])]
+
+    @property
+    def error(self) -> str | None:
+        status = self.status
+        if status is None:
+            return "Training was cancelled before its first epoch finished; nothing was kept."
+        message = (self._record or {}).get("message") or None
+        if status == "interrupted":
+            return (
+                "Training stopped without saying why: its worker is gone (stopped, or its "
+                "machine restarted). Start it again."
+            )
+        if status == "cancelled":
+            return message or "Training was cancelled; its best finished epoch is kept."
+        return message if status == "failed" else None
+
+    @property
+    def result(self) -> Any:
+        """The :class:`~embedgen.train.Run` once it ended with a trained head, else None."""
+        if self._result is None and not self.active and self._record is not None:
+            from embedgen.runs import has_trained_head, load_run
+            from embedgen.ui.common import current_encoder
+
+            if has_trained_head(self._record):
+                # The app's loaded encoder, not a second copy of the same weights.
+                self._result = load_run(self.folder, loaded=current_encoder())
+        return self._result
+
+    def request_cancel(self) -> None:
+        from embedgen import queue
+
+        self.cancel.set()
+        queue.cancel(self.folder)
+        self._read_at = 0.0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ends (for tests and scripts); True if it ended."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.active:
+            if end is not None and time.monotonic() > end:
+                return False
+            time.sleep(self.REFRESH_SECONDS)
+        return True
+
+
+def _seconds(iso: Any) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp() if isinstance(iso, str) else None
+    except ValueError:
+        return None

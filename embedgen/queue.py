@@ -1,0 +1,500 @@
+"""Training in a queue outside the web process: the huey queue, its task and its workers.
+
+The caller writes a queued run into its run folder (``data.json``, run.json "queued") and
+enqueues a :class:`TrainRequest` (:func:`submit`). A worker (``embedgen worker``, a process
+of its own, maybe on another machine that shares ``$EMBEDGEN_HOME``) takes it up, trains it
+with :func:`embedgen.runs.train_and_save` and writes ``progress.json`` as it goes. Everything
+a watcher shows is read from the run folder (:func:`read_progress`, :func:`place`), and
+stopping is a ``cancel`` file in it (:func:`cancel`), so a closed browser tab loses nothing
+and any session of the owner can stop the run.
+
+The queue is huey's: SQLite at ``$EMBEDGEN_HOME/queue/huey.db`` by default, Redis when
+``EMBEDGEN_QUEUE_URL=redis://host:6379/0`` (``pip install "embedgen[redis]"``). A queued run
+whose queue entry is lost (the queue file deleted, a worker killed between taking the task
+and claiming the run) stays "queued" until its owner cancels it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from huey import Huey, RedisHuey, SqliteHuey
+
+from embedgen.atomic import write_json
+from embedgen.data import DroppedRow, LabelledData
+from embedgen.errors import BadConfig, BadRun, Cancelled
+from embedgen.models import Encoder, load_encoder
+from embedgen.paths import queue_dir
+from embedgen.runs import (
+    HEARTBEAT_FILE,
+    RUN_FILE,
+    claim_queued,
+    read_run_record,
+    train_and_save,
+    write_queued,
+)
+from embedgen.train import FinetuneConfig, RunStatus
+
+log = logging.getLogger(__name__)
+
+QUEUE_URL_ENV = "EMBEDGEN_QUEUE_URL"
+AUTOSTART_ENV = "EMBEDGEN_WORKER_AUTOSTART"  # "0": the app never starts a worker itself
+DATA_FILE = "data.json"
+PROGRESS_FILE = "progress.json"
+CANCEL_FILE = "cancel"
+PROGRESS_SECONDS = 0.5  # progress.json is written at most this often (and at each new stage)
+CANCEL_POLL_SECONDS = 0.5
+WORKER_BEAT_SECONDS = 5.0  # a worker touches its heartbeat file this often
+WORKER_STALE_SECONDS = 15.0  # a worker heartbeat older than this: the worker is gone
+WORKER_POLL_SECONDS = 1.0  # an idle SQLite worker looks for tasks at least this often
+ENCODERS_KEPT = 2  # encoders a worker keeps loaded between runs
+
+
+# -- the queue ---------------------------------------------------------------------------------
+
+_queues: dict[str, tuple[Huey, Any]] = {}  # place -> (huey, its train task)
+_queues_lock = threading.Lock()
+
+
+def get_huey() -> Huey:
+    """The training queue: Redis at ``$EMBEDGEN_QUEUE_URL`` when set, else SQLite in
+    :func:`embedgen.paths.queue_dir`; one instance per place, with the ``train`` task."""
+    return _queue()[0]
+
+
+def _queue() -> tuple[Huey, Any]:
+    url = os.environ.get(QUEUE_URL_ENV, "").strip()
+    where = url or str(queue_dir() / "huey.db")
+    with _queues_lock:
+        if where not in _queues:
+            huey = _new_huey(url)
+            _queues[where] = (huey, huey.task(name="embedgen.train")(train))
+        return _queues[where]
+
+
+def _new_huey(url: str) -> Huey:
+    if not url:
+        queue_dir().mkdir(parents=True, exist_ok=True)
+        return SqliteHuey("embedgen", filename=str(queue_dir() / "huey.db"), results=False)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise BadConfig(
+            f"{QUEUE_URL_ENV}={url!r}: only Redis is supported (redis://host:6379/0). Unset it "
+            "to use the SQLite queue in $EMBEDGEN_HOME."
+        )
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise BadConfig(
+            f"{QUEUE_URL_ENV} points to Redis, but the redis package is not installed. Install "
+            'it with `pip install "embedgen[redis]"`, or unset the variable.'
+        ) from None
+    return RedisHuey("embedgen", url=url, results=False)
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What a worker needs to train a queued run; the data waits in the run folder."""
+
+    model: str  # hub id or folder, as load_encoder takes it
+    folder: str
+    config: dict[str, Any]  # FinetuneConfig.as_dict()
+    trust_remote_code: bool = False
+    allow_download: bool = True
+
+
+def submit(
+    request: TrainRequest, data: LabelledData, model_info: dict[str, Any] | None = None
+) -> str:
+    """Write the queued run into ``request.folder`` and enqueue it; return the task id.
+
+    ``model_info`` (``encoder.info.as_dict()``) is what run.json says of the model until a
+    worker loads it.
+    """
+    config = FinetuneConfig.from_dict(request.config)
+    huey, task = _queue()
+    message = task.s(asdict(request))
+    folder = Path(request.folder)
+    write_queued(folder, config, model_info or {}, data.summary(), task_id=message.id)
+    write_data(data, folder)  # before the queue hears of it: a worker reads it at once
+    huey.enqueue(message)
+    log.info("Queued training of %s (task %s)", folder.name, message.id)
+    return message.id
+
+
+def place(folder: str | os.PathLike[str]) -> int | None:
+    """How many queued runs are ahead of the one in ``folder``; None when it is not waiting
+    in the queue (a worker took it, or the queue cannot be read)."""
+    try:
+        task_id = json.loads((Path(folder) / RUN_FILE).read_text("utf-8")).get("task_id")
+        pending = get_huey().pending()
+    except Exception as exc:  # a queue that cannot be read only leaves the place unknown
+        log.debug("No place in the queue for %s: %s", folder, exc)
+        return None
+    ahead = 0
+    for message in pending:
+        if message.id == task_id:
+            return ahead
+        args = message.args[0] if message.args else {}
+        if _still_queued(Path(args.get("folder", ""))):  # cancelled ones are skipped at once
+            ahead += 1
+    return None
+
+
+def _still_queued(folder: Path) -> bool:
+    try:
+        status = json.loads((folder / RUN_FILE).read_text("utf-8")).get("status")
+    except (OSError, ValueError):
+        return False
+    return status == RunStatus.QUEUED
+
+
+def cancel(folder: str | os.PathLike[str]) -> bool:
+    """Ask the run in ``folder`` to stop; True when it had not started, and is gone.
+
+    A queued run is claimed here (as a worker would claim it) and removed, so no worker
+    trains it; a running one finds the ``cancel`` file within a second and stops after its
+    current batch, keeping its finished epochs (:func:`embedgen.runs.train_and_save`).
+    """
+    folder = Path(folder)
+    with contextlib.suppress(OSError):
+        (folder / CANCEL_FILE).touch()
+    try:
+        claim_queued(folder)
+    except Cancelled:
+        return False
+    (folder / RUN_FILE).unlink(missing_ok=True)
+    _tidy(folder, keep_progress=False)
+    log.info("Cancelled %s before a worker took it up", folder.name)
+    return True
+
+
+def _tidy(folder: Path, *, keep_progress: bool = True) -> None:
+    """Remove the queue's files from a run folder that ended, and the folder when nothing of
+    the run is left in it (a run cancelled before its first epoch)."""
+    gone = not (folder / RUN_FILE).exists()
+    names = [DATA_FILE, CANCEL_FILE] + ([] if keep_progress and not gone else [PROGRESS_FILE])
+    for name in [*names, HEARTBEAT_FILE] if gone else names:
+        (folder / name).unlink(missing_ok=True)
+    if gone:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+# -- the data a worker reads -------------------------------------------------------------------
+
+
+def write_data(data: LabelledData, folder: str | os.PathLike[str]) -> Path:
+    """Write ``data`` into ``folder/data.json``, whole, for :func:`read_data` in a worker."""
+    path = Path(folder) / DATA_FILE
+    record = asdict(data)
+    record["dropped"] = [[d.row, d.reason] for d in data.dropped]
+    write_json(path, record)
+    return path
+
+
+def read_data(folder: str | os.PathLike[str]) -> LabelledData:
+    """The :class:`LabelledData` that :func:`write_data` wrote into ``folder``."""
+    path = Path(folder) / DATA_FILE
+    try:
+        record = json.loads(path.read_text("utf-8"))
+        return LabelledData(
+            texts=tuple(record["texts"]),
+            labels=tuple(int(v) for v in record["labels"]),
+            label_names=tuple(record["label_names"]),
+            rows=tuple(int(v) for v in record["rows"]),
+            dropped=tuple(DroppedRow(int(r), str(why)) for r, why in record["dropped"]),
+            text_column=record["text_column"],
+            label_column=record["label_column"],
+            source_name=record["source_name"],
+            source_sha256=record["source_sha256"],
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadRun(
+            f"Queued run '{Path(folder).name}': its data ({DATA_FILE}) cannot be read ({exc}). "
+            "Start the training again."
+        ) from exc
+
+
+# -- what the worker writes and the watcher reads ------------------------------------------------
+
+
+class ProgressFile:
+    """A progress sink (``progress(done, total)`` and ``set_stage``) that writes
+    ``progress.json`` into the run folder: at each new stage and at most every
+    :data:`PROGRESS_SECONDS` otherwise, so watchers in other processes see it."""
+
+    def __init__(self, folder: Path, interval: float = PROGRESS_SECONDS) -> None:
+        self.path = folder / PROGRESS_FILE
+        self.interval = interval
+        self.state: dict[str, Any] = {"stage": "", "unit": "", "done": 0, "total": 0}
+        self.written = 0.0
+
+    def set_stage(self, name: str, unit: str = "") -> None:
+        now = time.time()
+        self.state = {
+            "stage": name,
+            "unit": unit or self.state["unit"],
+            "done": 0,
+            "total": 0,
+            "stage_started": now,
+            "first": None,  # [time, done] of the stage's first report: the rate counts from it
+        }
+        self._write(now)
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.time()
+        if self.state.get("first") is None:
+            self.state["first"] = [now, done]
+        self.state.update(done=done, total=total)
+        if now - self.written >= self.interval or (total and done >= total):
+            self._write(now)
+
+    def _write(self, now: float) -> None:
+        try:
+            write_json(self.path, {**self.state, "time": now})
+            self.written = now
+        except OSError as exc:  # watchers miss an update; the run goes on
+            log.debug("Could not write %s: %s", self.path, exc)
+
+
+def read_progress(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``progress.json`` in ``folder`` says (stage, unit, done, total, time, first);
+    empty when there is none yet."""
+    try:
+        progress = json.loads((Path(folder) / PROGRESS_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return progress if isinstance(progress, dict) else {}
+
+
+@contextlib.contextmanager
+def _watch_cancel(folder: Path) -> Iterator[threading.Event]:
+    """An event set once a ``cancel`` file appears in ``folder`` (polled by a thread)."""
+    event, stop = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(CANCEL_POLL_SECONDS):
+            if (folder / CANCEL_FILE).exists():
+                event.set()
+                return
+
+    thread = threading.Thread(target=watch, name=f"embedgen-cancel-{folder.name}", daemon=True)
+    thread.start()
+    try:
+        yield event
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- the task ------------------------------------------------------------------------------------
+
+_encoders: OrderedDict[tuple[str, bool], Encoder] = OrderedDict()
+_encoders_lock = threading.Lock()
+
+
+def _encoder(request: TrainRequest) -> Encoder:
+    """The request's encoder, loaded once per worker process for the last few models asked."""
+    from embedgen.device import resolve_device
+
+    key = (request.model, request.trust_remote_code)
+    with _encoders_lock:
+        if key in _encoders:
+            _encoders.move_to_end(key)
+            return _encoders[key]
+        encoder = load_encoder(
+            request.model,
+            trust_remote_code=request.trust_remote_code,
+            allow_download=request.allow_download,
+            device=resolve_device("auto"),
+        )
+        _encoders[key] = encoder
+        while len(_encoders) > ENCODERS_KEPT:
+            _encoders.popitem(last=False)
+        return encoder
+
+
+def train(request: dict[str, Any]) -> str:
+    """The queue's task: train the queued run of ``request`` (a :class:`TrainRequest` as a
+    dict); return the status it ended with."""
+    req = TrainRequest(**request)
+    folder = Path(req.folder)
+    if not _still_queued(folder):  # its owner cancelled it (and removed it) while it waited
+        log.info("Skipped %s: it is no longer queued", folder.name)
+        return str(RunStatus.CANCELLED)
+    if (folder / CANCEL_FILE).exists() and cancel(folder):  # a cancel that did not finish
+        return str(RunStatus.CANCELLED)
+    try:
+        return _train(req, folder)
+    finally:
+        _tidy(folder)
+        _free_memory()  # after _train returned: the run, its head and copies are gone
+
+
+def _train(req: TrainRequest, folder: Path) -> str:
+    try:
+        data = read_data(folder)
+        config = FinetuneConfig.from_dict(req.config)
+        encoder = _encoder(req)
+        with _watch_cancel(folder) as stop:
+            run = train_and_save(
+                encoder,
+                data,
+                config,
+                folder,
+                progress=ProgressFile(folder),
+                cancel=stop,
+                queued=True,
+            )
+        log.info("Trained %s: %s", folder.name, run.status)
+        return str(run.status)
+    except Cancelled:  # cancelled between the check in train() and the claim
+        return str(RunStatus.CANCELLED)
+    except Exception as exc:
+        if _still_queued(folder):  # it failed before the run was claimed: say so in run.json
+            _fail_queued(folder, exc)
+        log.exception("Training %s failed", folder.name)
+        return str(RunStatus.FAILED)
+
+
+def _fail_queued(folder: Path, exc: BaseException) -> None:
+    with contextlib.suppress(Cancelled, OSError):
+        record = claim_queued(folder)
+        record.update(status=str(RunStatus.FAILED), message=f"{type(exc).__name__}: {exc}")
+        write_json(folder / RUN_FILE, record)
+        (folder / HEARTBEAT_FILE).unlink(missing_ok=True)
+
+
+def _free_memory() -> None:
+    """Give the GPU memory of a finished run back to the device (the cached encoders stay:
+    :data:`ENCODERS_KEPT`)."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# -- workers -------------------------------------------------------------------------------------
+
+
+def run_worker(workers: int = 1, worker_type: str = "thread") -> None:
+    """Take training tasks from the queue until stopped (Ctrl-C, SIGTERM): huey's consumer,
+    with a heartbeat file that tells the app a worker is there."""
+    from huey.consumer import Consumer
+
+    huey = get_huey()
+    consumer = Consumer(
+        huey,
+        workers=workers,
+        worker_type=worker_type,
+        periodic=False,
+        max_delay=WORKER_POLL_SECONDS,
+    )
+    log.info(
+        "Worker %s with %d %s worker(s) on %s",
+        os.getpid(),
+        workers,
+        worker_type,
+        os.environ.get(QUEUE_URL_ENV) or queue_dir() / "huey.db",
+    )
+    with _worker_heartbeat():
+        consumer.run()
+
+
+@contextlib.contextmanager
+def _worker_heartbeat() -> Iterator[Path]:
+    path = queue_dir() / f"worker-{socket.gethostname()}-{os.getpid()}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(WORKER_BEAT_SECONDS):
+            with contextlib.suppress(OSError):
+                path.touch()
+
+    thread = threading.Thread(target=beat, name="embedgen-worker-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        path.unlink(missing_ok=True)
+
+
+def live_workers() -> list[Path]:
+    """Heartbeat files of the workers that beat in the last :data:`WORKER_STALE_SECONDS`."""
+    now = time.time()
+    live = []
+    for path in queue_dir().glob("worker-*"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime <= WORKER_STALE_SECONDS:
+                live.append(path)
+    return live
+
+
+_started: subprocess.Popen[bytes] | None = None
+_started_lock = threading.Lock()
+
+
+def ensure_worker() -> subprocess.Popen[bytes] | None:
+    """Start ``embedgen worker`` as a process of its own when no worker beats and this
+    process has not started one that still lives; return the process it started, if any.
+
+    Its output goes to ``$EMBEDGEN_HOME/queue/worker.log``. ``EMBEDGEN_WORKER_AUTOSTART=0``
+    turns this off (workers are started by the operator, perhaps on other machines).
+    """
+    global _started
+    if os.environ.get(AUTOSTART_ENV, "1").strip() in ("0", "false", "no"):
+        return None
+    with _started_lock:
+        if _started is not None and _started.poll() is None:
+            return None
+        if live_workers():
+            return None
+        queue_dir().mkdir(parents=True, exist_ok=True)
+        with open(queue_dir() / "worker.log", "ab") as out:
+            _started = subprocess.Popen(
+                [sys.executable, "-m", "embedgen", "worker"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # lives on when the web server stops
+            )
+        log.info("Started a training worker (process %d)", _started.pid)
+        return _started
+
+
+def stop_started_worker(timeout: float = 30.0) -> None:
+    """Stop the worker that :func:`ensure_worker` started in this process, if it runs (for
+    tests and scripts; the app leaves its worker running when it stops)."""
+    global _started
+    with _started_lock:
+        process, _started = _started, None
+    if process is not None and process.poll() is None:
+        process.terminate()
+        process.wait(timeout)
+
+
+def status_of(folder: str | os.PathLike[str]) -> str | None:
+    """The run's status as :func:`embedgen.runs.read_run_record` reads it; None when the run
+    folder or its run.json is gone (a run cancelled before its first epoch)."""
+    try:
+        return str(read_run_record(folder)["status"])
+    except BadRun:
+        return None

@@ -1,0 +1,176 @@
+"""The training queue: queued runs in their folders, real worker processes, cancel and place."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from embedgen import queue
+from embedgen.errors import BadConfig, BadRun
+from embedgen.paths import new_run_folder, runs_dir
+from embedgen.queue import TrainRequest
+from embedgen.runs import load_run, read_run_record
+from embedgen.train import FinetuneConfig
+
+WAIT = 90.0
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home of its own: its own SQLite queue, its own runs."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("EMBEDGEN_HOME", str(home))
+    monkeypatch.delenv(queue.QUEUE_URL_ENV, raising=False)
+    return home
+
+
+def request(model_dir: Path, **settings: object) -> TrainRequest:
+    config = FinetuneConfig(**{"epochs": 2, "dim": 8, **settings})  # type: ignore[arg-type]
+    folder = new_run_folder("reviews", str(config.strategy), runs_dir())
+    return TrainRequest(str(model_dir), str(folder), config.as_dict(), allow_download=False)
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = WAIT) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture()
+def start_worker(home: Path, tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Start ``embedgen worker`` processes on the test's home; each one's output goes to a log
+    file, whose path is returned. All are stopped at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str) -> Path:
+        log = tmp_path / f"{name}.log"
+        env = {**os.environ, "EMBEDGEN_HOME": str(home)}
+        with open(log, "wb") as out:
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "embedgen", "worker"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        return log
+
+    yield start
+    for process in started:
+        process.terminate()
+    for process in started:
+        process.wait(30)
+
+
+def test_labelled_data_round_trips_through_the_run_folder(synthetic_data, tmp_path: Path) -> None:
+    queue.write_data(synthetic_data, tmp_path)
+    assert queue.read_data(tmp_path) == synthetic_data
+
+
+def test_a_queued_run_reads_as_queued_until_a_worker_takes_it_and_has_no_head(
+    home: Path, tiny_model_dir: Path, synthetic_data
+) -> None:
+    first = request(tiny_model_dir)
+    second = request(tiny_model_dir)
+    queue.submit(first, synthetic_data)
+    queue.submit(second, synthetic_data)
+    record = read_run_record(second.folder)
+    assert record["status"] == "queued", "no heartbeat yet is not an interrupted run"
+    assert record["dataset"]["rows_used"] == len(synthetic_data)
+    assert (queue.place(first.folder), queue.place(second.folder)) == (0, 1)
+    with pytest.raises(BadRun, match="is queued"):
+        load_run(second.folder)
+
+    assert queue.cancel(first.folder), "a run no worker took is cancelled at once"
+    assert not Path(first.folder).exists(), "and nothing of it is kept"
+    assert queue.place(second.folder) == 0, "a cancelled run is nobody's place ahead"
+
+
+def test_the_task_trains_the_queued_run_and_skips_a_cancelled_one(
+    home: Path, tiny_model_dir: Path, synthetic_data
+) -> None:
+    wanted, dropped = request(tiny_model_dir), request(tiny_model_dir)
+    queue.submit(wanted, synthetic_data)
+    queue.submit(dropped, synthetic_data)
+    queue.cancel(dropped.folder)
+
+    assert queue.train(asdict(dropped)) == "cancelled"
+    assert not Path(dropped.folder).exists()
+    assert queue.train(asdict(wanted)) == "finished"
+    folder = Path(wanted.folder)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "head.safetensors",
+        "progress.json",
+        "run.json",
+    ], "the data and the claim are gone; the last progress stays"
+    progress = queue.read_progress(folder)
+    assert (progress["stage"], progress["done"]) == ("epoch 2 of 2", progress["total"])
+    record = read_run_record(folder)
+    assert record["status"] == "finished" and record["queued"] and record["task_id"]
+    assert queue.train(asdict(wanted)) == "cancelled", "a task taken twice trains once"
+    assert len(load_run(folder).history) == 2
+
+
+def test_two_worker_processes_train_each_run_once_and_stop_a_run_on_cancel(
+    home: Path, tiny_model_dir: Path, synthetic_data, start_worker: Callable[[str], Path]
+) -> None:
+    cancelled_early = request(tiny_model_dir)
+    long = request(tiny_model_dir, epochs=10_000, patience=0)
+    short = [request(tiny_model_dir) for _ in range(3)]
+    for r in [cancelled_early, long, *short]:
+        queue.submit(r, synthetic_data)
+    assert queue.cancel(cancelled_early.folder)
+    assert queue.place(short[-1].folder) == 3, "three runs ahead: the long one and two short"
+
+    logs = [start_worker("one"), start_worker("two")]
+    wait_for("two live workers", lambda: len(queue.live_workers()) == 2)
+
+    def status(r: TrainRequest) -> str | None:
+        return queue.status_of(r.folder)
+
+    # The long run holds one worker while the other trains the three short runs.
+    wait_for("the short runs", lambda: all(status(r) == "finished" for r in short))
+    assert status(long) == "running"
+    wait_for("an epoch of the long run", lambda: read_run_record(long.folder)["history"])
+    assert not queue.cancel(long.folder), "a running run is not removed, it is asked to stop"
+    wait_for("the long run to stop", lambda: status(long) == "cancelled")
+
+    for r in [*short, long]:
+        run = load_run(r.folder)
+        assert run.history, f"{r.folder} has no epochs"
+        assert queue.read_progress(r.folder)["stage"].startswith("epoch ")
+        assert not (Path(r.folder) / queue.DATA_FILE).exists()
+    assert not Path(cancelled_early.folder).exists()
+
+    texts = [log.read_text("utf-8") for log in logs]
+    for r in [*short, long]:
+        name = Path(r.folder).name
+        trained = sum(text.count(f"Trained {name}:") for text in texts)
+        assert trained == 1, f"{name} was trained {trained} times"
+    by_long = next(i for i, text in enumerate(texts) if f"Trained {Path(long.folder).name}" in text)
+    other = texts[1 - by_long]
+    assert all(f"Trained {Path(r.folder).name}" in other for r in short), "both workers worked"
+    record = json.loads((Path(long.folder) / "run.json").read_text("utf-8"))
+    assert record["status"] == "cancelled" and len(record["history"]) >= 1
+
+
+def test_a_redis_queue_without_the_redis_package_says_how_to_install_it(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if importlib.util.find_spec("redis") is not None:
+        pytest.skip("the redis package is installed here")
+    monkeypatch.setenv(queue.QUEUE_URL_ENV, "redis://localhost:6379/0")
+    with pytest.raises(BadConfig, match=r'pip install "embedgen\[redis\]"'):
+        queue.get_huey()
