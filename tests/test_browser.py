@@ -361,7 +361,7 @@ def test_progress_cancel_choices_and_overwrites_in_a_real_browser(
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "20_train_encoding.png"))  # quick: no resizing
         page.get_by_role("button", name="Cancel").click()
-        expect(page.get_by_text("Cancelled before the first epoch", exact=False)).to_be_visible(
+        expect(page.get_by_text("cancelled before its first epoch", exact=False)).to_be_visible(
             timeout=LONG
         )
         page.get_by_role("button", name="Start training").click()

@@ -178,6 +178,7 @@ class QueuedJob:
     _place: int | None = None
     _read_at: float = 0.0
     _result: Any = None
+    _elapsed: float = 0.0
 
     REFRESH_SECONDS = 0.25
 
@@ -252,12 +253,18 @@ class QueuedJob:
     def elapsed(self) -> float:
         """Seconds since the run was queued, until it ended."""
         self._read()
-        record = self._record or {}
-        start = _seconds(record.get("queued") or record.get("started"))
+        if self._record is None:  # removed (cancelled before its first epoch): as last seen
+            return self._elapsed
+        start = _seconds(self._record.get("queued") or self._record.get("started"))
         if start is None:
             return 0.0
-        end = None if self.active else _seconds(record.get("finished") or record.get("updated"))
-        return max(0.0, (end or time.time()) - start)
+        end = (
+            None
+            if self.active
+            else _seconds(self._record.get("finished") or self._record.get("updated"))
+        )
+        self._elapsed = max(0.0, (end or time.time()) - start)
+        return self._elapsed
 
     @property
     def rate(self) -> float | None:
