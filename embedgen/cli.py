@@ -428,7 +428,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise BadConfig(f"--workers {args.workers}: give at least 1.")
-    run_worker(args.workers, args.worker_type)
+    run_worker(args.workers, args.worker_type, stop_with=args.stop_with)
     return 0
 
 
@@ -526,6 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("thread", "process"),
         default="thread",
         help="threads in this process, or a process per worker (default thread)",
+    )
+    p.add_argument(
+        "--stop-with",
+        type=int,
+        metavar="PID",
+        help="stop, after the run under way, once process PID has ended (the app passes its "
+        "own, so a worker it started does not outlive it idle)",
     )
     p.set_defaults(func=cmd_worker)
     return parser

@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -392,9 +393,14 @@ def _free_memory() -> None:
 # -- workers -------------------------------------------------------------------------------------
 
 
-def run_worker(workers: int = 1, worker_type: str = "thread") -> None:
+def run_worker(workers: int = 1, worker_type: str = "thread", stop_with: int | None = None) -> None:
     """Take training tasks from the queue until stopped (Ctrl-C, SIGTERM): huey's consumer,
-    with a heartbeat file that tells the app a worker is there."""
+    with a heartbeat file that tells the app a worker is there.
+
+    ``stop_with``: a process id (the app's). Once that process has ended, the worker stops
+    after the run under way (huey's graceful stop, as on Ctrl-C): a training in progress
+    finishes, runs still queued wait for the next worker, and no idle worker is left behind.
+    """
     from huey.consumer import Consumer
 
     huey = get_huey()
@@ -412,12 +418,12 @@ def run_worker(workers: int = 1, worker_type: str = "thread") -> None:
         worker_type,
         os.environ.get(QUEUE_URL_ENV) or queue_dir() / "huey.db",
     )
-    with _worker_heartbeat():
+    with _worker_heartbeat(stop_with):
         consumer.run()
 
 
 @contextlib.contextmanager
-def _worker_heartbeat() -> Iterator[Path]:
+def _worker_heartbeat(stop_with: int | None = None) -> Iterator[Path]:
     path = queue_dir() / f"worker-{socket.gethostname()}-{os.getpid()}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
@@ -427,6 +433,10 @@ def _worker_heartbeat() -> Iterator[Path]:
         while not stop.wait(WORKER_BEAT_SECONDS):
             with contextlib.suppress(OSError):
                 path.touch()
+            if stop_with is not None and not _alive(stop_with):
+                log.info("Process %d has ended: stopping after the run under way", stop_with)
+                os.kill(os.getpid(), signal.SIGINT)  # huey's consumer: a graceful stop
+                return
 
     thread = threading.Thread(target=beat, name="embedgen-worker-heartbeat", daemon=True)
     thread.start()
@@ -435,6 +445,16 @@ def _worker_heartbeat() -> Iterator[Path]:
     finally:
         stop.set()
         path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 def live_workers() -> list[Path]:
@@ -470,11 +490,13 @@ def ensure_worker() -> subprocess.Popen[bytes] | None:
         queue_dir().mkdir(parents=True, exist_ok=True)
         with open(queue_dir() / "worker.log", "ab") as out:
             _started = subprocess.Popen(
-                [sys.executable, "-m", "embedgen", "worker"],
+                [sys.executable, "-m", "embedgen", "worker", "--stop-with", str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # lives on when the web server stops
+                # Its own session: Ctrl-C in the server's terminal does not cut a training
+                # short; --stop-with ends the worker, after its run, once the server is gone.
+                start_new_session=True,
             )
         log.info("Started a training worker (process %d)", _started.pid)
         return _started

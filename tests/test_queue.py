@@ -174,3 +174,27 @@ def test_a_redis_queue_without_the_redis_package_says_how_to_install_it(
     monkeypatch.setenv(queue.QUEUE_URL_ENV, "redis://localhost:6379/0")
     with pytest.raises(BadConfig, match=r'pip install "embedgen\[redis\]"'):
         queue.get_huey()
+
+
+def test_a_worker_started_with_a_process_stops_once_that_process_has_ended(home: Path) -> None:
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    env = {**os.environ, "EMBEDGEN_HOME": str(home)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "embedgen", "worker", "--stop-with", str(server.pid)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for("the worker's heartbeat", lambda: bool(queue.live_workers()))
+        time.sleep(queue.WORKER_BEAT_SECONDS + 1)
+        assert worker.poll() is None, "the worker stays while the process it goes with lives"
+        server.kill()
+        server.wait()  # gone, not a zombie
+        worker.wait(timeout=3 * queue.WORKER_BEAT_SECONDS + 10)
+        assert not queue.live_workers(), "its heartbeat file went with it"
+    finally:
+        for process in (server, worker):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
