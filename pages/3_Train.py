@@ -82,12 +82,17 @@ def show_job(job: QueuedJob) -> None:
 
 runs_root = runs_dir(ui.current_user())
 job: QueuedJob | None = st.session_state[ui.TRAIN_JOB]
-if job is None:  # a new tab: the user's runs still queued or training, newest first
+if job is None:  # a new tab: the runs still queued or training, newest first
     active = [r for r in list_runs(runs_root) if r["status"] in ("queued", "running")]
-    if active:
+    if active and ui.current_user() is not None:  # the user's own: their tab takes it up
         job = st.session_state[ui.TRAIN_JOB] = QueuedJob(active[0]["folder"])
         if len(active) > 1:
             st.caption(f"{len(active) - 1} more of your runs are queued or training.")
+    elif active:  # a shared runs folder: these may be anyone's, so none becomes this tab's
+        st.caption(
+            f"{len(active)} run(s) are queued or training on this server; each appears under "
+            "'Open a saved run' when it ends."
+        )
 busy = job is not None and job.active
 
 encoder = ui.current_encoder()

@@ -153,6 +153,8 @@ def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop
     app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # the worker comes later, started by hand
+    monkeypatch.setenv("EMBEDGEN_WORKSPACES", "on")  # a tab takes up only its user's runs
+    app.user = {"is_logged_in": True, "email": "a@example.com", "sub": "a"}
     train_page(app, tiny_model_dir)
     app.number_input(key="train_epochs").set_value(10_000)
     app.number_input(key="train_patience").set_value(0)
@@ -160,8 +162,16 @@ def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop
     assert "Training: queued · next in line" in progress_text(app)
     folder = app.session_state["train_job"].folder
 
-    # A new tab (a new session, no model loaded) finds the run in the user's runs folder.
+    # Another visitor's new tab does not take the run as its own.
+    other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    other.user = {"is_logged_in": True, "email": "b@example.com", "sub": "b"}
+    run_page(other)
+    go(other, "3_Train")
+    assert other.session_state["train_job"] is None
+
+    # A new tab of the same user (a new session, no model loaded) finds the run.
     tab = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    tab.user = app.user
     run_page(tab)
     go(tab, "3_Train")
     assert tab.session_state["train_job"].folder == folder
@@ -185,3 +195,19 @@ def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop
     run_page(app)
     assert str(app.session_state["train_job"].state) == "cancelled"
     assert str(app.session_state["train_run"].folder) == folder
+
+
+def test_without_workspaces_a_new_tab_takes_up_no_ones_run(
+    app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # the run stays queued
+    train_page(app, tiny_model_dir)
+    click(app, "Start training")
+    folder = app.session_state["train_job"].folder
+    other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    run_page(other)
+    go(other, "3_Train")
+    assert other.session_state["train_job"] is None, "a shared folder's run may be anyone's"
+    captions = " ".join(str(c.value) for c in other.caption)
+    assert "1 run(s) are queued or training on this server" in captions
+    queue.cancel(folder)
