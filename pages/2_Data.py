@@ -20,7 +20,8 @@ ui.init_state()
 st.title("2 · Data")
 st.caption(
     "CSV, TSV or XLSX; UTF-8, UTF-8 with BOM, GBK/GB18030 or Big5 (what Excel writes on "
-    "Chinese Windows). One column of text, one of labels."
+    "Chinese Windows), UTF-16, and Windows-1252 for Latin text. One column of text, one of "
+    "labels."
 )
 
 source = st.radio(

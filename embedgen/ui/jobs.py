@@ -34,6 +34,13 @@ class JobState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+def seconds_left(rate: float | None, done: int, total: int) -> float | None:
+    """Seconds until ``done`` reaches ``total`` at ``rate`` units a second; None without both."""
+    if rate is None or not total:
+        return None
+    return max(0.0, (total - done) / rate)
+
+
 @dataclass
 class Job:
     """One piece of background work and everything a page shows about it."""
@@ -98,10 +105,7 @@ class Job:
     @property
     def eta(self) -> float | None:
         """Seconds left in the current stage at the current rate, when there is one."""
-        rate = self.rate
-        if rate is None or not self.total:
-            return None
-        return max(0.0, (self.total - self.done) / rate)
+        return seconds_left(self.rate, self.done, self.total)
 
     def request_cancel(self) -> None:
         self.cancel.set()
@@ -280,10 +284,7 @@ class QueuedJob:
 
     @property
     def eta(self) -> float | None:
-        rate = self.rate
-        if rate is None or not self.total:
-            return None
-        return max(0.0, (self.total - self.done) / rate)
+        return seconds_left(self.rate, self.done, self.total)
 
     @property
     def events(self) -> list[Any]:
