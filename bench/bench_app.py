@@ -53,7 +53,7 @@ def app_side(model: str, data: Path, home: Path, shots: Path | None) -> dict[str
 
     def goto(page, label: str) -> None:
         page.get_by_test_id("stSidebarNav").get_by_role("link", name=label, exact=True).click()
-        page.wait_for_url(f"**/{label}")
+        page.wait_for_url(f"**/{label}*")  # the Train page may add ?run=
         idle(page)
 
     def shot(page, name: str) -> None:

@@ -66,7 +66,7 @@ def user(
 
     def goto(page, label: str) -> None:
         page.get_by_test_id("stSidebarNav").get_by_role("link", name=label, exact=True).click()
-        page.wait_for_url(f"**/{label}")
+        page.wait_for_url(f"**/{label}*")  # the Train page may add ?run=
         idle(page)
 
     def step(page, action: str, work) -> bool:
@@ -263,6 +263,11 @@ def main() -> None:
             f"server memory (RSS): {server_mem[0]:.0f} MiB at the start, {max(server_mem):.0f} "
             f"at most, {server_mem[-1]:.0f} at the end",
         ]
+        marks = [m for i, m in enumerate(memory) if m[1] is not None and i % 6 == 0]
+        lines.append(
+            "server memory every 30 s (MiB): "
+            + ", ".join(f"{m[1]:.0f} at {m[0]:.0f} s" for m in marks)
+        )
     if worker_mem:
         lines.append(
             f"training worker memory (RSS): {worker_mem[0]:.0f} MiB first seen, "

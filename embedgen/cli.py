@@ -12,7 +12,9 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -432,6 +434,67 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _all_runs_folders() -> list[Path]:
+    """The shared runs folder, then each workspace's (an operator sees them all)."""
+    from embedgen.paths import runs_dir, users_dir
+
+    roots = [runs_dir()]
+    if users_dir().is_dir():
+        roots += sorted(p / "runs" for p in users_dir().iterdir() if (p / "runs").is_dir())
+    return roots
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from embedgen.runs import list_runs
+
+    records = [r for root in _all_runs_folders() for r in list_runs(root)]
+    if args.active:
+        records = [r for r in records if r["status"] in ("queued", "running")]
+    if not records:
+        print("No runs are queued or training." if args.active else "No runs yet.")
+        return 0
+    for r in records:
+        f1 = (r.get("best") or {}).get("val_macro_f1")
+        when = r.get("started") or r.get("queued") or r.get("updated") or ""
+        epochs = len(r.get("history") or [])
+        score = f"F1 {f1:.3f}" if isinstance(f1, float) else "no epoch"
+        print(f"{r['status']}\t{when}\t{epochs} epochs\t{score}\t{r['folder']}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from embedgen import queue
+    from embedgen.errors import BadRun
+    from embedgen.runs import read_run_record
+
+    folder = Path(args.run)
+    record = read_run_record(folder)
+    status = record["status"]
+    if status not in ("queued", "running"):
+        raise BadRun(f"Run '{folder.name}' is {status}, not queued or training: nothing to stop.")
+    if record.get("task_id"):  # the queue's: its worker watches for the cancel file
+        if queue.cancel(folder):
+            print(f"Cancelled {folder.name} before a worker took it up; nothing is kept.")
+        else:
+            print(
+                f"Asked {folder.name} to stop: it stops after its current batch (within a "
+                "second or so) and keeps its finished epochs."
+            )
+        return 0
+    pid = record.get("pid")  # `embedgen train`: it stops on SIGTERM and keeps its best epoch
+    if record.get("host") != socket.gethostname() or not isinstance(pid, int):
+        raise BadRun(
+            f"Run '{folder.name}' is trained by `embedgen train` on {record.get('host')}: stop "
+            "that command there (Ctrl+C, or kill PID)."
+        )
+    os.kill(pid, signal.SIGTERM)
+    print(
+        f"Sent SIGTERM to `embedgen train` (pid {pid}): {folder.name} stops after its current "
+        "batch and keeps its best finished epoch."
+    )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from embedgen.models import list_cached_models
 
@@ -535,6 +598,20 @@ def build_parser() -> argparse.ArgumentParser:
         "own, so a worker it started does not outlive it idle)",
     )
     p.set_defaults(func=cmd_worker)
+    p = sub.add_parser(
+        "runs",
+        parents=[common],
+        help="list the runs in $EMBEDGEN_HOME and in every workspace",
+    )
+    p.add_argument("--active", action="store_true", help="only those queued or training")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser(
+        "cancel",
+        parents=[common],
+        help="stop a queued or training run (it keeps its finished epochs)",
+    )
+    p.add_argument("run", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_cancel)
     return parser
 
 

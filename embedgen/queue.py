@@ -115,6 +115,7 @@ class TrainRequest:
     config: dict[str, Any]  # FinetuneConfig.as_dict()
     trust_remote_code: bool = False
     allow_download: bool = True
+    owner: str | None = None  # runs.owner_tag of the secret that may take the run up again
 
 
 def submit(
@@ -129,7 +130,9 @@ def submit(
     huey, task = _queue()
     message = task.s(asdict(request))
     folder = Path(request.folder)
-    write_queued(folder, config, model_info or {}, data.summary(), task_id=message.id)
+    write_queued(
+        folder, config, model_info or {}, data.summary(), task_id=message.id, owner=request.owner
+    )
     write_data(data, folder)  # before the queue hears of it: a worker reads it at once
     huey.enqueue(message)
     log.info("Queued training of %s (task %s)", folder.name, message.id)

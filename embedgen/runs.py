@@ -20,6 +20,8 @@ run whose heartbeat is older than :data:`HEARTBEAT_STALE_SECONDS` reads as "inte
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -69,6 +71,22 @@ def versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
+
+
+# Kept from the queued record through "running" to the finished one.
+_CARRIED = ("queued", "task_id", "owner")
+
+
+def owner_tag(secret: str) -> str:
+    """What run.json keeps of the secret that owns a run: its SHA-256, so that reading
+    run.json does not hand anyone the secret itself."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def owned_by(record: dict[str, Any], secret: str | None) -> bool:
+    """True when ``secret`` is the one the run in ``record`` was started with."""
+    tag = record.get("owner")
+    return bool(secret) and isinstance(tag, str) and hmac.compare_digest(tag, owner_tag(secret))
 
 
 def _run_record(run_or_none: Run | None, **fields: Any) -> dict[str, Any]:
@@ -135,7 +153,7 @@ def mark_running(
         except FileExistsError:
             raise _taken(folder) from None
         record = {}
-    since = {k: record[k] for k in ("queued", "task_id") if isinstance(record.get(k), str)}
+    since = {k: record[k] for k in _CARRIED if isinstance(record.get(k), str)}
     write_json(
         folder / RUN_FILE,
         _run_record(
@@ -160,9 +178,11 @@ def write_queued(
     dataset: dict,
     *,
     task_id: str,
+    owner: str | None = None,
 ) -> Path:
     """Write run.json with status "queued" into a new run folder: a run waiting for a worker
-    to take up the queue's task ``task_id``."""
+    to take up the queue's task ``task_id``. ``owner`` is :func:`owner_tag` of the secret
+    that lets a browser tab take the run up again (the app's Train page)."""
     folder = ensure_new_run_dir(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(
@@ -175,6 +195,7 @@ def write_queued(
             dataset=dataset,
             queued=now_iso(),
             task_id=task_id,
+            **({"owner": owner} if owner else {}),
         ),
     )
     return folder
@@ -235,7 +256,7 @@ def save_run(run: Run, folder: str | os.PathLike[str]) -> Path:
     if (folder / RUN_FILE).exists():
         before = json.loads((folder / RUN_FILE).read_text("utf-8"))
     # When it was started (and queued, and as which task): kept from the running record.
-    kept = {k: before[k] for k in ("queued", "task_id") if isinstance(before.get(k), str)}
+    kept = {k: before[k] for k in _CARRIED if isinstance(before.get(k), str)}
     with atomic_path(folder / HEAD_FILE) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in run.head.state_dict().items()}
         save_file(state, str(tmp), metadata={"format": "embedgen-head-1"})
@@ -444,6 +465,7 @@ _FIELD_KINDS: dict[str, type | tuple[type, ...]] = {  # what each field holds wh
     "pid": int,
     "queued": str,
     "task_id": str,
+    "owner": str,
     "best_epoch": int,
     "batch_size_used": int,
     "encoder_changed": bool,

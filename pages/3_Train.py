@@ -9,7 +9,7 @@ import streamlit as st
 
 from embedgen import queue
 from embedgen.paths import new_run_folder, runs_dir
-from embedgen.runs import has_trained_head, list_runs, load_run
+from embedgen.runs import has_trained_head, list_runs, load_run, owned_by, owner_tag
 from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import FinetuneConfig, Run, Strategy
 from embedgen.ui import common as ui
@@ -73,6 +73,15 @@ with st.expander("Open a saved run"):
 
 def show_job(job: QueuedJob) -> None:
     """The run's panel while it waits or trains; its result (or why there is none) after."""
+    if ui.current_user() is None:  # no workspaces: the address is what owns the run
+        if job.active:
+            st.query_params[ui.RUN_PARAM] = ui.run_owner()
+            st.caption(
+                "This page's address now brings the run back after a reload, in another tab "
+                "or another browser. Whoever has the address can follow and cancel it."
+            )
+        elif ui.RUN_PARAM in st.query_params:
+            del st.query_params[ui.RUN_PARAM]
     ui.job_panel(job, render, key="train")  # says too why a run ended without a head
     if not job.active:
         result = ui.attempt(lambda: job.result)
@@ -84,14 +93,17 @@ runs_root = runs_dir(ui.current_user())
 job: QueuedJob | None = st.session_state[ui.TRAIN_JOB]
 if job is None:  # a new tab: the runs still queued or training, newest first
     active = [r for r in list_runs(runs_root) if r["status"] in ("queued", "running")]
-    if active and ui.current_user() is not None:  # the user's own: their tab takes it up
-        job = st.session_state[ui.TRAIN_JOB] = QueuedJob(active[0]["folder"])
-        if len(active) > 1:
-            st.caption(f"{len(active) - 1} more of your runs are queued or training.")
-    elif active:  # a shared runs folder: these may be anyone's, so none becomes this tab's
+    # The user's own (workspaces on), else those started with this tab's secret (its address).
+    owner = ui.run_owner()
+    mine = [r for r in active if ui.current_user() is not None or owned_by(r, owner)]
+    if mine:  # the tab takes up the newest
+        job = st.session_state[ui.TRAIN_JOB] = QueuedJob(mine[0]["folder"])
+        if len(mine) > 1:
+            st.caption(f"{len(mine) - 1} more of your runs are queued or training.")
+    if len(active) > len(mine):  # a shared runs folder: others' runs are not this tab's
         st.caption(
-            f"{len(active)} run(s) are queued or training on this server; each appears under "
-            "'Open a saved run' when it ends."
+            f"{len(active) - len(mine)} other run(s) are queued or training on this server; "
+            "each appears under 'Open a saved run' when it ends."
         )
 busy = job is not None and job.active
 
@@ -209,6 +221,7 @@ if start:
         config=config.as_dict(),
         trust_remote_code=trust_remote_code and settings.allow_remote_code,
         allow_download=settings.allow_downloads,
+        owner=owner_tag(ui.run_owner()),
     )
     ui.attempt(lambda: queue.submit(request, data, encoder.info.as_dict()))
     queue.ensure_worker()  # `streamlit run app.py` stays the one command

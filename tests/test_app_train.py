@@ -197,17 +197,45 @@ def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop
     assert str(app.session_state["train_run"].folder) == folder
 
 
-def test_without_workspaces_a_new_tab_takes_up_no_ones_run(
+def test_without_workspaces_a_tab_takes_up_only_the_run_whose_address_it_has(
     app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # the run stays queued
     train_page(app, tiny_model_dir)
     click(app, "Start training")
     folder = app.session_state["train_job"].folder
+    secret = app.query_params["run"]  # the page's address now carries the run's secret
+    assert isinstance(secret, str) and len(secret) >= 16
+    assert secret not in (Path(folder) / "run.json").read_text("utf-8"), "only its hash is kept"
+    assert "This page's address now brings the run back" in " ".join(
+        str(c.value) for c in app.caption
+    )
+
+    # Another visitor's tab: the shared runs folder's run is not theirs.
     other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     run_page(other)
     go(other, "3_Train")
     assert other.session_state["train_job"] is None, "a shared folder's run may be anyone's"
     captions = " ".join(str(c.value) for c in other.caption)
-    assert "1 run(s) are queued or training on this server" in captions
-    queue.cancel(folder)
+    assert "1 other run(s) are queued or training on this server" in captions
+    assert "Cancel" not in [b.label for b in other.button]
+    assert "run" not in other.query_params
+
+    # A made-up or another run's secret in the address takes up nothing.
+    forged = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    forged.query_params["run"] = "x" * 24
+    run_page(forged)
+    go(forged, "3_Train")
+    assert forged.session_state["train_job"] is None
+
+    # The reloaded tab (a new session with the same address, no model loaded) takes it up.
+    reloaded = AppTest.from_file(str(ROOT / "pages" / "3_Train.py"), default_timeout=TIMEOUT)
+    reloaded.query_params["run"] = secret
+    run_page(reloaded)
+    assert reloaded.session_state["train_job"].folder == folder
+    assert "Training: queued" in progress_text(reloaded)
+    click(reloaded, "Cancel")
+    assert reloaded.session_state["train_job"].wait(TIMEOUT)
+    assert not Path(folder).exists(), "cancelled before a worker took it: nothing is kept"
+    run_page(reloaded)
+    assert "run" not in reloaded.query_params, "the address lets go of the ended run"

@@ -106,7 +106,7 @@ def shoot(page, name: str) -> None:
 def goto(page, label: str) -> None:
     """Follow the sidebar link: same browser session, so session_state survives."""
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=label, exact=True).click()
-    page.wait_for_url(f"**/{label}")
+    page.wait_for_url(f"**/{label}*")  # the Train page may add ?run=
     idle(page)
 
 

@@ -228,6 +228,44 @@ def test_sigterm_during_training_keeps_the_finished_epochs(tiny_model_dir, revie
     assert load_run(run).best_epoch == record["best_epoch"]
 
 
+def test_embedgen_runs_lists_a_training_command_and_embedgen_cancel_stops_it(
+    tiny_model_dir, reviews_csv, tmp_path, monkeypatch, capsys
+):
+    """What an operator has for a run nobody's tab follows: list it, stop it."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("EMBEDGEN_HOME", str(home))
+    run = home / "runs" / "long"
+    argv = train_args(tiny_model_dir, reviews_csv, run, "--epochs", 10_000, "--patience", 0)
+    with (tmp_path / "stderr.txt").open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "embedgen", *map(str, argv)], stdout=subprocess.PIPE, stderr=err
+        )
+        try:
+            deadline = time.monotonic() + 25
+            while _finished_epochs(run) < 1 and proc.poll() is None:
+                assert time.monotonic() < deadline, "no epoch finished within 25 s"
+                time.sleep(0.1)
+            assert main(["runs", "--active"]) == 0
+            listed = capsys.readouterr().out.strip().splitlines()
+            assert len(listed) == 1 and listed[0].startswith("running\t")
+            assert listed[0].endswith(f"\t{run}")
+            assert main(["cancel", str(run)]) == 0
+            assert f"Sent SIGTERM to `embedgen train` (pid {proc.pid})" in capsys.readouterr().out
+            code = proc.wait(timeout=20)
+        finally:
+            proc.kill()
+    assert code == 128 + signal.SIGTERM
+    assert read_json(run / "run.json")["status"] == "cancelled"
+    assert main(["runs", "--active"]) == 0
+    assert capsys.readouterr().out.strip() == "No runs are queued or training."
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out.startswith("cancelled\t")
+    assert main(["cancel", str(run)]) == 2
+    assert "Run 'long' is cancelled, not queued or training: nothing to stop." in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
 def test_sighup_asks_the_work_to_stop_and_names_the_signal():
     cancel = threading.Event()

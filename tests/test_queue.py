@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from embedgen import queue
 from embedgen.errors import BadConfig, BadRun
 from embedgen.paths import new_run_folder, runs_dir
 from embedgen.queue import TrainRequest
-from embedgen.runs import load_run, read_run_record
+from embedgen.runs import load_run, owned_by, owner_tag, read_run_record
 from embedgen.train import FinetuneConfig
 
 WAIT = 90.0
@@ -98,10 +98,30 @@ def test_a_queued_run_reads_as_queued_until_a_worker_takes_it_and_has_no_head(
     assert queue.place(second.folder) == 0, "a cancelled run is nobody's place ahead"
 
 
+def test_embedgen_cancel_removes_a_queued_run_and_refuses_an_ended_one(
+    home: Path, tiny_model_dir: Path, synthetic_data, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from embedgen.cli import main
+
+    queued = request(tiny_model_dir)
+    queue.submit(queued, synthetic_data)
+    assert main(["runs", "--active"]) == 0
+    assert capsys.readouterr().out.startswith("queued\t")
+    assert main(["cancel", queued.folder]) == 0
+    name = Path(queued.folder).name
+    assert capsys.readouterr().out.strip() == (
+        f"Cancelled {name} before a worker took it up; nothing is kept."
+    )
+    assert not Path(queued.folder).exists()
+    assert main(["cancel", queued.folder]) == 2
+    assert f"Run folder '{name}' does not exist." in capsys.readouterr().err
+
+
 def test_the_task_trains_the_queued_run_and_skips_a_cancelled_one(
     home: Path, tiny_model_dir: Path, synthetic_data
 ) -> None:
-    wanted, dropped = request(tiny_model_dir), request(tiny_model_dir)
+    wanted = replace(request(tiny_model_dir), owner=owner_tag("a-tab-secret-0123456789"))
+    dropped = request(tiny_model_dir)
     queue.submit(wanted, synthetic_data)
     queue.submit(dropped, synthetic_data)
     queue.cancel(dropped.folder)
@@ -119,6 +139,8 @@ def test_the_task_trains_the_queued_run_and_skips_a_cancelled_one(
     assert (progress["stage"], progress["done"]) == ("epoch 2 of 2", progress["total"])
     record = read_run_record(folder)
     assert record["status"] == "finished" and record["queued"] and record["task_id"]
+    assert owned_by(record, "a-tab-secret-0123456789"), "the owner is kept to the end"
+    assert not owned_by(record, "another-tab-secret-98765") and not owned_by(record, None)
     assert queue.train(asdict(wanted)) == "cancelled", "a task taken twice trains once"
     assert len(load_run(folder).history) == 2
 

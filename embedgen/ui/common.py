@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import uuid
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ PROJECTION_JOB = "explore_projection_job"
 PROJECTIONS = "explore_projections"  # (matrix key, ProjectionOptions) -> Projection
 TRADEOFF_JOB = "evaluate_tradeoff_job"
 USER = "ui_user"  # the visitor's name, once found (workspaces on)
+TRAIN_OWNER = "train_owner"  # this tab's secret for the runs it starts (see run_owner)
+RUN_PARAM = "run"  # the Train page's address carries the secret: ?run=...
 
 DEFAULTS: dict[str, Any] = {
     MODEL_LOADED: None,
@@ -198,6 +202,26 @@ def current_user() -> str | None:
             st.stop()
         st.session_state[USER] = name
     return name
+
+
+_SECRET = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def run_owner() -> str:
+    """This tab's secret: the runs it starts are kept under its hash (``runs.owner_tag``).
+
+    The Train page puts the secret in its address (``?run=``) while a run of the tab's is
+    queued or training, so a reloaded tab, a tab reopened from the history or the address
+    pasted into another browser takes the run up again: follows it and can cancel it.
+    Whoever has the address owns the run; without workspaces nothing else tells visitors
+    apart. A well-formed secret in the address is taken when the tab follows no run.
+    """
+    given = st.query_params.get(RUN_PARAM)
+    if given and _SECRET.fullmatch(given) and st.session_state.get(TRAIN_JOB) is None:
+        st.session_state[TRAIN_OWNER] = given
+    if not st.session_state.get(TRAIN_OWNER):
+        st.session_state[TRAIN_OWNER] = secrets.token_urlsafe(18)
+    return st.session_state[TRAIN_OWNER]
 
 
 def user_name(user_info: Mapping[str, Any], header_values: Sequence[str]) -> str | None:
