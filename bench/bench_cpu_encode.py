@@ -1,4 +1,4 @@
-"""CPU encoding: what int8, the max length and the thread count do to the ``head`` strategy's
+"""CPU encoding: what int8, the max length and lanes do to the ``head`` strategy's
 first run (speed and validation macro-F1) and to a contextual matrix (speed, neighbours,
 word similarity), each against fp32 in the same run.
 
@@ -7,7 +7,9 @@ word similarity), each against fp32 in the same run.
 
 Head runs: a seeded, stratified sample of ``--rows`` waimai_10k reviews, feature cache off, 10
 epochs, each setting run ``--repeats`` times round-robin (medians); "today" is fp32 at max
-length 128 (the default before this benchmark) with torch's thread count. Encoding rows/s is
+length 128 (the default before this benchmark) with torch's thread count, one batch at a time
+(``EMBEDGEN_CPU_LANES=1``); "lanes" reads one batch per core side by side, one thread each
+(``embedgen.lanes``, the default now). Encoding rows/s is
 timed from the "encoding" stage to the first epoch. Matrix: multilingual-e5-small's 17,134 CJK
 tokens, ``contextual`` (last layer), fp32 against int8: build time, the share of each row's 10
 nearest neighbours both agree on (2,000 sampled rows), and wordsim-240/297 Spearman of whole-
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from embedgen.data import LabelledData, prepare  # noqa: E402
 from embedgen.evaluate import read_similarity, similarity  # noqa: E402
+from embedgen.lanes import LANES_ENV  # noqa: E402
 from embedgen.matrix import MatrixOptions, build_matrix  # noqa: E402
 from embedgen.models import load_encoder  # noqa: E402
 from embedgen.quantize import int8_encoder  # noqa: E402
@@ -73,9 +76,12 @@ def sample(data: LabelledData, rows: int, seed: int = 0) -> LabelledData:
     )
 
 
-def head_run(encoder, data, *, int8: bool, max_length: int | None, threads: int) -> dict:
+def head_run(
+    encoder, data, *, int8: bool, max_length: int | None, threads: int, lanes: int
+) -> dict:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    os.environ[LANES_ENV] = str(lanes)
     stages = Stages()
     config = FinetuneConfig(
         int8=int8, max_length=max_length, cache_features=False, device="cpu", seed=0
@@ -86,11 +92,13 @@ def head_run(encoder, data, *, int8: bool, max_length: int | None, threads: int)
         total = time.perf_counter() - start
     finally:
         torch.set_num_threads(before)
+        os.environ.pop(LANES_ENV, None)
     encode = stages.started["epoch"] - stages.started["encoding"]
     return {
         "int8": int8,
         "max_length": run.config.max_length,
         "threads": threads,
+        "lanes": lanes,
         "encode_s": encode,
         "rows_per_s": len(data) / encode,
         "total_s": total,
@@ -127,18 +135,18 @@ def main() -> None:
     data = sample(full, args.rows)
     lengths = text_lengths(encoder.tokenizer, data.texts)
     cores = torch.get_num_threads()
-    plans = [
-        (False, 128, cores),  # today
-        (False, None, cores),
-        (True, 128, cores),
-        (True, None, cores),
-        (True, None, 1),
+    plans = [  # int8, max length (None: from the data), threads, lanes
+        (False, 128, cores, 1),  # today: the defaults before this benchmark
+        (False, None, cores, 1),
+        (False, None, cores, cores),  # fp32 as it reads now
+        (True, None, cores, 1),
+        (True, None, cores, cores),  # int8 as it reads now
     ]
     # Round-robin repeats, medians: a shared machine's speed drifts between runs.
     runs: list[list[dict]] = [[] for _ in plans]
     for _ in range(args.repeats):
-        for i, (q, m, t) in enumerate(plans):
-            runs[i].append(head_run(encoder, data, int8=q, max_length=m, threads=t))
+        for i, (q, m, t, n) in enumerate(plans):
+            runs[i].append(head_run(encoder, data, int8=q, max_length=m, threads=t, lanes=n))
     records = []
     for done in runs:
         median = sorted(done, key=lambda r: r["rows_per_s"])[len(done) // 2]
@@ -155,13 +163,14 @@ def main() -> None:
         "",
         f"median of {args.repeats} round-robin runs (range in brackets)",
         "",
-        "| reader | max length | threads | encoding rows/s | × today | whole run s | "
+        "| reader | max length | threads | lanes | encoding rows/s | × today | whole run s | "
         "val macro-F1 |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in records:
         lines.append(
             f"| {'int8' if r['int8'] else 'fp32'} | {r['max_length']} | {r['threads']} | "
+            f"{r['lanes']} | "
             f"{r['rows_per_s']:.0f} ({r['spread'][0]:.0f}–{r['spread'][1]:.0f}) | "
             f"{r['rows_per_s'] / base['rows_per_s']:.2f} | "
             f"{r['total_s']:.1f} | {r['f1']:.3f} |"

@@ -14,6 +14,7 @@ import torch
 
 from embedgen import features
 from embedgen.features import FeatureCache, FeatureKey, cached_features, feature_key
+from embedgen.lanes import LANES_ENV
 from embedgen.train import FinetuneConfig, RunStatus, finetune
 
 FAST = {"dim": 8, "batch_size": 32, "patience": 0}
@@ -40,10 +41,12 @@ class Encoded:
     def __init__(self, model: torch.nn.Module) -> None:
         self.texts = 0
         self.model = model
+        self.lock = threading.Lock()  # batches are read side by side on the CPU (lanes)
 
     def __enter__(self) -> Encoded:
         def count(module, args, kwargs):
-            self.texts += kwargs["input_ids"].shape[0]
+            with self.lock:
+                self.texts += kwargs["input_ids"].shape[0]
 
         self.hook = self.model.register_forward_pre_hook(count, with_kwargs=True)
         return self
@@ -134,8 +137,10 @@ def test_tuning_strategies_do_not_use_the_cache(home: Path, tiny_encoder, synthe
 
 
 def test_cancel_during_encoding_keeps_finished_chunks_and_the_next_run_resumes(
-    home: Path, tiny_encoder, synthetic_data, small_chunks: int
+    home: Path, tiny_encoder, synthetic_data, small_chunks: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # One batch at a time, so the cancel lands in the second chunk (lanes would finish it).
+    monkeypatch.setenv(LANES_ENV, "1")
     n = len(set(synthetic_data.texts))
     cfg = FinetuneConfig(epochs=2, **FAST)
     cancel = threading.Event()

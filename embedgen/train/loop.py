@@ -47,6 +47,7 @@ from embedgen.data import LabelledData, split
 from embedgen.device import autocast, resolve_device
 from embedgen.errors import BadConfig, Cancelled
 from embedgen.features import FeatureCache, FeatureKey, cached_features, feature_key
+from embedgen.lanes import cpu_lanes, run_in_lanes
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn, check_cancel, stage
 from embedgen.quantize import int8_encoder
@@ -697,7 +698,30 @@ class _Trainer:
             feats[at] = self._features(tok.collate(index, self.device)).cpu()
 
         order = [i for i in tok.by_length() if i in mine]
-        self._chunks(order, step, advance, "encode_batch_size")
+        lanes = cpu_lanes() if self.device.type == "cpu" else 1
+        done = 0
+        if lanes > 1 and distributed.world_size() == 1:  # batches side by side, a core each
+
+            def finished(index: Sequence[int]) -> None:
+                nonlocal done
+                done += len(index)
+                advance(len(index))
+
+            size = self.encode_batch_size
+            try:
+                run_in_lanes(
+                    (order[p : p + size] for p in range(0, len(order), size)),
+                    step,
+                    finished,
+                    lanes,
+                    lambda: check_cancel(self.cancel, "Fine-tuning"),
+                )
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _is_oom(exc):
+                    raise
+                self._halve_batch(exc, "encode_batch_size")  # the rest one batch at a time
+        # What is left: everything without lanes, the rest after an out-of-memory, else none.
+        self._chunks(order[done:], step, advance, "encode_batch_size")
         if len(mine) == len(tok):
             return feats
         feats = distributed.gather_rows(feats, len(tok))
