@@ -454,10 +454,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("No runs are queued or training." if args.active else "No runs yet.")
         return 0
     for r in records:
+        history = [h for h in r.get("history") or [] if isinstance(h, dict)]
         f1 = (r.get("best") or {}).get("val_macro_f1")
+        if f1 is None and history:  # still training: the best epoch so far
+            f1 = max(h.get("val_macro_f1", 0.0) for h in history)
         when = r.get("started") or r.get("queued") or r.get("updated") or ""
-        epochs = len(r.get("history") or [])
-        score = f"F1 {f1:.3f}" if isinstance(f1, float) else "no epoch"
+        epochs = len(history)
+        score = f"best F1 {f1:.3f}" if isinstance(f1, float) else "no epoch"
         print(f"{r['status']}\t{when}\t{epochs} epochs\t{score}\t{r['folder']}")
     return 0
 
