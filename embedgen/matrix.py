@@ -63,6 +63,7 @@ from embedgen.config import operator_settings
 from embedgen.device import DeviceChoice, autocast, resolve_device
 from embedgen.errors import BadConfig, BadRun, NotKept
 from embedgen.fields import Choice, check, choice, setting
+from embedgen.lanes import counted, cpu_lanes, run_in_lanes
 from embedgen.models import Encoder
 from embedgen.paths import embedgen_home, matrix_folder, matrix_name, slug
 from embedgen.postprocess import PostProcess
@@ -80,6 +81,7 @@ from embedgen.words import (
     count_in,
     generated_contexts,
     layer_mean,
+    out_dims,
     pooled_rows,
     whole_word_vectors,
     words_from_corpus,
@@ -779,24 +781,30 @@ def _contextual_rows(
     device = resolve_device(options.device)
     model = encoder.model
     batches = list(iter_batches(len(ids), options.batch_size))
-    out_rows: list[np.ndarray] = []
-    with _on_device([model, head], device), _evaluating(model), torch.no_grad():
-        for b, rng in enumerate(batches):
-            check_cancel(cancel, "Matrix building")
-            chunk = torch.tensor([ids[i] for i in rng], dtype=torch.long)
-            seq = torch.tensor(frame, dtype=torch.long).repeat(len(chunk), 1)
-            seq = torch.cat([seq[:, :pos], chunk[:, None], seq[:, pos:]], dim=1).to(device)
-            with autocast(device):
-                out = model(
-                    input_ids=seq, attention_mask=torch.ones_like(seq), output_hidden_states=True
-                )
-            h = layer_mean(out.hidden_states, layers)[:, pos]
-            if head is not None:
-                h = head.project(h).float()
-            out_rows.append(h.cpu().numpy())
-            if progress is not None:
-                progress(b + 1, len(batches))
-    return np.concatenate(out_rows).astype(np.float32, copy=False)
+    out = np.empty((len(ids), out_dims(encoder, head)), dtype=np.float32)
+
+    def read(rng: range) -> None:
+        chunk = torch.tensor([ids[i] for i in rng], dtype=torch.long)
+        seq = torch.tensor(frame, dtype=torch.long).repeat(len(chunk), 1)
+        seq = torch.cat([seq[:, :pos], chunk[:, None], seq[:, pos:]], dim=1).to(device)
+        with autocast(device):
+            states = model(
+                input_ids=seq, attention_mask=torch.ones_like(seq), output_hidden_states=True
+            ).hidden_states
+        h = layer_mean(states, layers)[:, pos]
+        if head is not None:
+            h = head.project(h)
+        out[rng.start : rng.stop] = h.float().cpu().numpy()
+
+    with _on_device([model, head], device), _evaluating(model):
+        run_in_lanes(
+            batches,
+            read,
+            counted(progress, len(batches)),
+            cpu_lanes() if device.type == "cpu" else 1,
+            lambda: check_cancel(cancel, "Matrix building"),
+        )
+    return out
 
 
 @contextlib.contextmanager

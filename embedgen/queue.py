@@ -472,7 +472,9 @@ def live_workers() -> list[Path]:
 
 
 _started: subprocess.Popen[bytes] | None = None
+_started_at = 0.0  # time.monotonic() of the last start
 _started_lock = threading.Lock()
+RESTART_SECONDS = 30.0  # a worker that ended is started again at most this often
 
 
 def ensure_worker() -> subprocess.Popen[bytes] | None:
@@ -482,14 +484,16 @@ def ensure_worker() -> subprocess.Popen[bytes] | None:
     Its output goes to ``$EMBEDGEN_HOME/queue/worker.log``. ``EMBEDGEN_WORKER_AUTOSTART=0``
     turns this off (workers are started by the operator, perhaps on other machines).
     """
-    global _started
-    if os.environ.get(AUTOSTART_ENV, "1").strip() in ("0", "false", "no"):
+    global _started, _started_at
+    if not autostart():
         return None
     with _started_lock:
         if _started is not None and _started.poll() is None:
             return None
         if live_workers():
             return None
+        if _started is not None and time.monotonic() - _started_at < RESTART_SECONDS:
+            return None  # the last one ended young: not again at every page run
         queue_dir().mkdir(parents=True, exist_ok=True)
         with open(queue_dir() / "worker.log", "ab") as out:
             _started = subprocess.Popen(
@@ -501,8 +505,37 @@ def ensure_worker() -> subprocess.Popen[bytes] | None:
                 # short; --stop-with ends the worker, after its run, once the server is gone.
                 start_new_session=True,
             )
+        _started_at = time.monotonic()
         log.info("Started a training worker (process %d)", _started.pid)
         return _started
+
+
+def autostart() -> bool:
+    """Whether the app starts a worker itself (``EMBEDGEN_WORKER_AUTOSTART``, default on)."""
+    return os.environ.get(AUTOSTART_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def worker_trouble() -> str | None:
+    """Why queued runs wait for nothing, when this process can tell; None while a worker
+    beats, or the one it started is still starting.
+
+    For the people waiting: no server path, no traceback (the operator has the log).
+    """
+    if live_workers():
+        return None
+    if not autostart():
+        return (
+            "No training worker is running on this server, so queued runs wait. Ask the "
+            "operator to start one (`embedgen worker`)."
+        )
+    process = _started
+    if process is None or process.poll() is None:
+        return None
+    return (
+        f"The training worker this server started has stopped (exit code {process.returncode}), "
+        f"so queued runs wait. It is started again every {RESTART_SECONDS:.0f} s while they do; "
+        "if it keeps stopping, the operator finds why in the queue folder's worker.log."
+    )
 
 
 def stop_started_worker(timeout: float = 30.0) -> None:

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import torch
 from embedgen.device import autocast
 from embedgen.errors import BadConfig, BadTable
 from embedgen.fields import check, setting
+from embedgen.lanes import counted, cpu_lanes, run_in_lanes
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn, check_cancel
 from embedgen.table import read_bytes
@@ -395,37 +396,42 @@ def whole_word_vectors(
     pieces = word_pieces(tokenizer, words)
     frame, lead = special_frame(tokenizer)
     order = sorted(range(len(words)), key=lambda i: len(pieces[i]))
-    out = np.empty((len(words), _out_dims(encoder, head)), dtype=np.float32)
+    out = np.empty((len(words), out_dims(encoder, head)), dtype=np.float32)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    with torch.no_grad():
-        for b, index in enumerate(batches):
-            check_cancel(cancel, "Word vectors")
-            seqs = [frame[:lead] + pieces[i] + frame[lead:] for i in index]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for j, s in enumerate(seqs):
-                ids[j, : len(s)] = torch.tensor(s)
-                mask[j, : len(s)] = 1
-            with autocast(device):
-                hidden = encoder.model(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    output_hidden_states=True,
-                ).hidden_states
-            states = layer_mean(hidden, layers)
-            spans = [(j, range(lead, lead + len(pieces[i]))) for j, i in enumerate(index)]
-            vectors = _span_mean(states, spans)
-            if head is not None:
-                vectors = head.project(vectors).float()
-            out[index] = vectors.cpu().numpy()
-            if progress is not None:
-                progress(b + 1, len(batches))
+
+    def read(index: list[int]) -> None:
+        seqs = [frame[:lead] + pieces[i] + frame[lead:] for i in index]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for j, s in enumerate(seqs):
+            ids[j, : len(s)] = torch.tensor(s)
+            mask[j, : len(s)] = 1
+        with autocast(device):
+            hidden = encoder.model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                output_hidden_states=True,
+            ).hidden_states
+        states = layer_mean(hidden, layers)
+        spans = [(j, range(lead, lead + len(pieces[i]))) for j, i in enumerate(index)]
+        vectors = _span_mean(states, spans)
+        if head is not None:
+            vectors = head.project(vectors)
+        out[index] = vectors.float().cpu().numpy()
+
+    run_in_lanes(
+        batches,
+        read,
+        counted(progress, len(batches)),
+        cpu_lanes() if device.type == "cpu" else 1,
+        lambda: check_cancel(cancel, "Word vectors"),
+    )
     return out
 
 
-def _out_dims(encoder: Encoder, head: Head | None) -> int:
+def out_dims(encoder: Encoder, head: Head | None) -> int:
     return head.projection.out_features if head is not None else encoder.info.hidden_size
 
 
@@ -511,16 +517,17 @@ def context_vectors(
     by_text: dict[str, list[Context]] = {}
     for c in contexts:
         by_text.setdefault(c.text, []).append(c)
-    dims = _out_dims(encoder, head)
+    dims = out_dims(encoder, head)
     sums = np.zeros((rows, dims), dtype=np.float64)
     used = np.zeros(rows, dtype=np.int64)
     tokenizer = encoder.tokenizer
     lone = tokenizer.get_vocab().get(LONE_MARKER)
     order = sorted(by_text, key=len)
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    with torch.no_grad():
-        for b, chunk in enumerate(batches):
-            check_cancel(cancel, "Word vectors")
+
+    def tokenized() -> Iterator[tuple[list[str], Any]]:
+        # In the calling thread: a fast tokenizer cannot be used by two threads at once.
+        for chunk in batches:
             enc = tokenizer(
                 chunk,
                 truncation=True,
@@ -530,36 +537,54 @@ def context_vectors(
                 return_special_tokens_mask=True,
                 return_tensors="pt",
             )
-            with autocast(device):
-                hidden = encoder.model(
-                    input_ids=enc["input_ids"].to(device),
-                    attention_mask=enc["attention_mask"].to(device),
-                    output_hidden_states=True,
-                ).hidden_states
-            states = layer_mean(hidden, layers)
-            spans, targets = [], []
-            for j, text in enumerate(chunk):
-                offsets = enc["offset_mapping"][j].tolist()
-                real = (enc["special_tokens_mask"][j] == 0) & (enc["attention_mask"][j] == 1)
-                if lone is not None:
-                    real &= enc["input_ids"][j] != lone
-                for c in by_text[text]:
-                    pos = [
-                        k
-                        for k, (s, e) in enumerate(offsets)
-                        if real[k] and s < c.end and e > c.start
-                    ]
-                    if pos:
-                        spans.append((j, pos))
-                        targets.append(c.row)
-            if spans:
-                vectors = _span_mean(states, spans)
-                if head is not None:
-                    vectors = head.project(vectors).float()
-                np.add.at(sums, targets, vectors.cpu().numpy().astype(np.float64))
-                np.add.at(used, targets, 1)
-            if progress is not None:
-                progress(b + 1, len(batches))
+            yield chunk, enc
+
+    results: dict[int, tuple[list[int], np.ndarray]] = {}
+
+    def read(batch: tuple[list[str], Any]) -> None:
+        chunk, enc = batch
+        with autocast(device):
+            hidden = encoder.model(
+                input_ids=enc["input_ids"].to(device),
+                attention_mask=enc["attention_mask"].to(device),
+                output_hidden_states=True,
+            ).hidden_states
+        states = layer_mean(hidden, layers)
+        spans, targets = [], []
+        for j, text in enumerate(chunk):
+            offsets = enc["offset_mapping"][j].tolist()
+            real = (enc["special_tokens_mask"][j] == 0) & (enc["attention_mask"][j] == 1)
+            if lone is not None:
+                real &= enc["input_ids"][j] != lone
+            for c in by_text[text]:
+                pos = [
+                    k for k, (s, e) in enumerate(offsets) if real[k] and s < c.end and e > c.start
+                ]
+                if pos:
+                    spans.append((j, pos))
+                    targets.append(c.row)
+        if spans:
+            vectors = _span_mean(states, spans)
+            if head is not None:
+                vectors = head.project(vectors)
+            results[id(batch)] = (targets, vectors.float().cpu().numpy().astype(np.float64))
+
+    report = counted(progress, len(batches))
+
+    def add(batch: tuple[list[str], Any]) -> None:  # in order, in the calling thread
+        if id(batch) in results:
+            targets, vectors = results.pop(id(batch))
+            np.add.at(sums, targets, vectors)
+            np.add.at(used, targets, 1)
+        report(batch)
+
+    run_in_lanes(
+        tokenized(),
+        read,
+        add,
+        cpu_lanes() if device.type == "cpu" else 1,
+        lambda: check_cancel(cancel, "Word vectors"),
+    )
     out = np.full((rows, dims), np.nan, dtype=np.float32)
     seen = used > 0
     out[seen] = (sums[seen] / used[seen, None]).astype(np.float32)

@@ -24,6 +24,11 @@ st.title("3 · Train")
 
 def render(job: QueuedJob) -> None:
     ui.job_status(job)
+    if job.status == "queued":  # a worker that died leaves the run waiting for nothing
+        queue.ensure_worker()
+        trouble = queue.worker_trouble()
+        if trouble:
+            st.warning(trouble)
     if job.events and job.active:  # once it ends, the result below shows the curves
         st.plotly_chart(plots.training_curves(job.events), width="stretch", key="train_live")
 

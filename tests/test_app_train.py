@@ -108,6 +108,8 @@ def test_a_run_cancelled_before_its_first_epoch_is_neither_kept_nor_listed(
     click(app, "Start training")
     job = app.session_state["train_job"]
     assert (str(job.state), job.stage) == ("queued", "next in line")
+    waiting = " ".join(str(w.value) for w in app.warning)
+    assert "No training worker is running on this server, so queued runs wait." in waiting
     click(app, "Cancel")
     assert job.wait(TIMEOUT)
     run_page(app)

@@ -6,13 +6,17 @@ import threading
 import time
 from dataclasses import asdict, replace
 
+import numpy as np
 import pytest
 import torch
+from conftest import synthetic_rows
 
 from embedgen import lanes
 from embedgen.errors import Cancelled
 from embedgen.lanes import LANES_ENV, cpu_lanes, run_in_lanes
+from embedgen.matrix import MatrixOptions, build_matrix
 from embedgen.train import FinetuneConfig, RunStatus, finetune
+from embedgen.words import Corpus, words_from_corpus
 
 
 def test_each_batch_is_worked_once_in_a_lane_of_one_thread_without_gradients() -> None:
@@ -112,3 +116,36 @@ def test_a_cancel_while_reading_in_lanes_ends_the_run_as_cancelled(
     run = finetune(tiny_encoder, synthetic_data, replace(cfg), progress=progress, cancel=cancel)
     assert run.status is RunStatus.CANCELLED and not run.history
     assert asdict(run.config)["epochs"] == 2
+
+
+def test_matrices_read_in_lanes_equal_those_read_one_batch_at_a_time(
+    tiny_encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Token rows, whole words and aggregated words (corpus and generated contexts), each in
+    batches small enough that the lanes share them out."""
+    texts = [row[0] for row in synthetic_rows(120)]
+    corpus = Corpus.of(texts, "reviews")
+    words = words_from_corpus(corpus)
+    builds = {
+        "contextual tokens": (MatrixOptions(method="contextual", batch_size=16), {}),
+        "contextual words": (
+            MatrixOptions(method="contextual", batch_size=4),
+            {"words": words},
+        ),
+        "aggregated": (
+            MatrixOptions(method="aggregated", batch_size=4),
+            {"words": words, "corpus": corpus},
+        ),
+    }
+    for name, (options, given) in builds.items():
+        built = {}
+        for n in ("1", "3"):
+            monkeypatch.setenv(LANES_ENV, n)
+            steps: list[tuple[int, int]] = []
+            built[n] = build_matrix(
+                tiny_encoder, options, progress=lambda d, t: steps.append((d, t)), **given
+            )
+            assert steps and steps[-1][0] == steps[-1][1], f"{name}: progress ends at its total"
+        assert built["1"].vocab == built["3"].vocab
+        assert built["1"].columns == built["3"].columns, name
+        np.testing.assert_allclose(built["1"].vectors, built["3"].vectors, atol=1e-5, err_msg=name)

@@ -198,6 +198,32 @@ def test_a_redis_queue_without_the_redis_package_says_how_to_install_it(
         queue.get_huey()
 
 
+def test_a_worker_that_stops_at_once_is_reported_and_started_again_only_now_and_then(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soak's lesson: a worker that died at start left runs "queued · 1 ahead of you"
+    for good, with nothing on the page saying why."""
+    if importlib.util.find_spec("redis") is not None:
+        pytest.skip("the redis package is installed here")
+    # A real way for `embedgen worker` to stop at once: a Redis queue without its package.
+    monkeypatch.setenv(queue.QUEUE_URL_ENV, "redis://127.0.0.1:9/0")
+    monkeypatch.setenv(queue.AUTOSTART_ENV, "1")
+    assert queue.worker_trouble() is None, "no worker started yet: nothing to report"
+    first = queue.ensure_worker()
+    assert first is not None
+    assert first.wait(60) == 2
+    trouble = queue.worker_trouble()
+    assert trouble is not None and "has stopped (exit code 2)" in trouble
+    assert str(home) not in trouble and "Traceback" not in trouble
+    assert queue.ensure_worker() is None, "not started again at every page run"
+    monkeypatch.setattr(queue, "RESTART_SECONDS", 0.0)
+    again = queue.ensure_worker()
+    assert again is not None and again.pid != first.pid, "but again after a while"
+    again.wait(60)
+    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")
+    assert "Ask the operator to start one (`embedgen worker`)" in (queue.worker_trouble() or "")
+
+
 def test_a_worker_started_with_a_process_stops_once_that_process_has_ended(home: Path) -> None:
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     env = {**os.environ, "EMBEDGEN_HOME": str(home)}
