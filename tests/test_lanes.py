@@ -143,7 +143,7 @@ def test_matrices_read_in_lanes_equal_those_read_one_batch_at_a_time(
             monkeypatch.setenv(LANES_ENV, n)
             steps: list[tuple[int, int]] = []
             built[n] = build_matrix(
-                tiny_encoder, options, progress=lambda d, t: steps.append((d, t)), **given
+                tiny_encoder, options, progress=lambda d, t, s=steps: s.append((d, t)), **given
             )
             assert steps and steps[-1][0] == steps[-1][1], f"{name}: progress ends at its total"
         assert built["1"].vocab == built["3"].vocab
