@@ -3,8 +3,8 @@
 An encoder's matrix products on short texts are too small for several threads to share one
 of them well: on two cores, two threads read multilingual-e5-small features only ~1.4x as
 fast as one. Two batches at once, each in a thread of its own with one torch thread, keep
-both cores busy: ~1.3x the two-thread speed (fp32 and int8 alike; BENCHMARKS.md, "CPU
-encoding"). Every batch is computed exactly as it would be alone, so the result does not
+both cores busy: 1.1x (fp32) to 1.3x (int8) the two-thread speed of one batch at a time
+(BENCHMARKS.md, "CPU encoding"). Every batch is computed exactly as it would be alone, so the result does not
 depend on the lanes (up to float rounding).
 
 The lane count is torch's thread count (one per core by default), at most :data:`MAX_LANES`;
