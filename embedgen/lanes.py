@@ -4,8 +4,8 @@ An encoder's matrix products on short texts are too small for several threads to
 of them well: on two cores, two threads read multilingual-e5-small features only ~1.4x as
 fast as one. Two batches at once, each in a thread of its own with one torch thread, keep
 both cores busy: 1.1x (fp32) to 1.3x (int8) the two-thread speed of one batch at a time
-(BENCHMARKS.md, "CPU encoding"). Every batch is computed exactly as it would be alone, so the result does not
-depend on the lanes (up to float rounding).
+(BENCHMARKS.md, "CPU encoding"). Every batch is computed as it would be alone, so the result
+does not depend on the lanes (up to float rounding).
 
 The lane count is torch's thread count (one per core by default), at most :data:`MAX_LANES`;
 ``EMBEDGEN_CPU_LANES`` overrides it (``1``: one batch at a time with all threads, as before).
@@ -18,7 +18,7 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -43,7 +43,8 @@ def cpu_lanes() -> int:
 
 
 @contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
+def one_torch_thread() -> Iterator[None]:
+    """torch runs in one thread for the block (this process's setting), then as before."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -66,6 +67,20 @@ def counted(progress: Callable[[int, int], None] | None, total: int) -> Callable
             progress(n, total)
 
     return done
+
+
+def read_in_lanes(
+    batches: Sequence[T],
+    work: Callable[[T], None],
+    *,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None,
+    check: Callable[[], None],
+) -> None:
+    """A reading pass: :func:`run_in_lanes` on the CPU (one batch at a time elsewhere), its
+    progress counted in batches."""
+    lanes = cpu_lanes() if device.type == "cpu" else 1
+    run_in_lanes(batches, work, counted(progress, len(batches)), lanes, check)
 
 
 def run_in_lanes(
@@ -96,7 +111,7 @@ def run_in_lanes(
 
     in_flight: deque[tuple[T, Future[None]]] = deque()
     with (
-        _one_torch_thread(),
+        one_torch_thread(),
         ThreadPoolExecutor(
             lanes, thread_name_prefix="embedgen-lane", initializer=_lane_start
         ) as pool,

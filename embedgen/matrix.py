@@ -63,7 +63,7 @@ from embedgen.config import operator_settings
 from embedgen.device import DeviceChoice, autocast, resolve_device
 from embedgen.errors import BadConfig, BadRun, NotKept
 from embedgen.fields import Choice, check, choice, setting
-from embedgen.lanes import counted, cpu_lanes, run_in_lanes
+from embedgen.lanes import read_in_lanes
 from embedgen.models import Encoder
 from embedgen.paths import embedgen_home, matrix_folder, matrix_name, slug
 from embedgen.postprocess import PostProcess
@@ -797,12 +797,12 @@ def _contextual_rows(
         out[rng.start : rng.stop] = h.float().cpu().numpy()
 
     with _on_device([model, head], device), _evaluating(model):
-        run_in_lanes(
+        read_in_lanes(
             batches,
             read,
-            counted(progress, len(batches)),
-            cpu_lanes() if device.type == "cpu" else 1,
-            lambda: check_cancel(cancel, "Matrix building"),
+            device=device,
+            progress=progress,
+            check=lambda: check_cancel(cancel, "Matrix building"),
         )
     return out
 

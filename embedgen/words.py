@@ -38,7 +38,7 @@ import torch
 from embedgen.device import autocast
 from embedgen.errors import BadConfig, BadTable
 from embedgen.fields import check, setting
-from embedgen.lanes import counted, cpu_lanes, run_in_lanes
+from embedgen.lanes import counted, cpu_lanes, read_in_lanes, run_in_lanes
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn, check_cancel
 from embedgen.table import read_bytes
@@ -421,12 +421,12 @@ def whole_word_vectors(
             vectors = head.project(vectors)
         out[index] = vectors.float().cpu().numpy()
 
-    run_in_lanes(
+    read_in_lanes(
         batches,
         read,
-        counted(progress, len(batches)),
-        cpu_lanes() if device.type == "cpu" else 1,
-        lambda: check_cancel(cancel, "Word vectors"),
+        device=device,
+        progress=progress,
+        check=lambda: check_cancel(cancel, "Word vectors"),
     )
     return out
 

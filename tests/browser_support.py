@@ -157,3 +157,27 @@ def report_failure(page: Any, server: StreamlitServer) -> Iterator[None]:
             print(f"\n(no failure screenshot: {exc})")  # noqa: T201
         print("\n" + server.log_tail())  # noqa: T201
         raise
+
+
+@contextmanager
+def app_server(home: Path, allowed: Path, log_path: Path) -> Iterator[StreamlitServer]:
+    """The app on a free port with its own ``$EMBEDGEN_HOME``, offline, letting visitors open
+    folders under ``allowed`` (the tests' tiny models); the log's tail is printed on failure."""
+    srv = StreamlitServer(
+        log_path,
+        {
+            "EMBEDGEN_HOME": str(home),
+            "EMBEDGEN_ALLOWED_ROOTS": str(allowed),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        },
+    )
+    try:
+        srv.wait_healthy()
+        yield srv
+    except BaseException:
+        print("\n" + srv.log_tail())  # noqa: T201
+        raise
+    finally:
+        srv.stop()

@@ -21,6 +21,7 @@ from browser_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     StreamlitServer,
+    app_server,
     report_failure,
     screenshot,
 )
@@ -40,25 +41,11 @@ LONG = 90_000  # ms: model load, training, matrix, map on 2 CPU cores
 
 @pytest.fixture()
 def server(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamlitServer]:
-    srv = StreamlitServer(
-        tmp_path / "streamlit.log",
-        {
-            "EMBEDGEN_HOME": str(tmp_path / "home"),
-            # The operator lets visitors open the tests' own folders (the tiny model).
-            "EMBEDGEN_ALLOWED_ROOTS": str(tmp_path_factory.getbasetemp()),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-        },
-    )
-    try:
-        srv.wait_healthy()
+    # The operator lets visitors open the tests' own folders (the tiny model).
+    with app_server(
+        tmp_path / "home", tmp_path_factory.getbasetemp(), tmp_path / "streamlit.log"
+    ) as srv:
         yield srv
-    except BaseException:
-        print("\n" + srv.log_tail())  # noqa: T201
-        raise
-    finally:
-        srv.stop()
 
 
 @pytest.fixture()

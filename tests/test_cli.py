@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,11 +198,12 @@ def _finished_epochs(run: Path) -> int:
         return 0
 
 
-def test_sigterm_during_training_keeps_the_finished_epochs(tiny_model_dir, reviews_csv, tmp_path):
-    """A scheduler stopping a 10,000-epoch run keeps the epochs that finished, like Ctrl-C."""
-    run = tmp_path / "RUN"
-    argv = train_args(tiny_model_dir, reviews_csv, run, "--epochs", 10_000, "--patience", 0)
-    with (tmp_path / "stderr.txt").open("w") as err:
+@contextlib.contextmanager
+def long_training(model, data, run: Path, stderr: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`embedgen train` of 10,000 epochs in a process of its own, once an epoch has finished;
+    killed at the end if it is still there."""
+    argv = train_args(model, data, run, "--epochs", 10_000, "--patience", 0)
+    with stderr.open("w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "embedgen", *map(str, argv)], stdout=subprocess.PIPE, stderr=err
         )
@@ -210,10 +212,17 @@ def test_sigterm_during_training_keeps_the_finished_epochs(tiny_model_dir, revie
             while _finished_epochs(run) < 1 and proc.poll() is None:
                 assert time.monotonic() < deadline, "no epoch finished within 25 s"
                 time.sleep(0.1)
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=20)
+            yield proc
         finally:
             proc.kill()
+
+
+def test_sigterm_during_training_keeps_the_finished_epochs(tiny_model_dir, reviews_csv, tmp_path):
+    """A scheduler stopping a 10,000-epoch run keeps the epochs that finished, like Ctrl-C."""
+    run = tmp_path / "RUN"
+    with long_training(tiny_model_dir, reviews_csv, run, tmp_path / "stderr.txt") as proc:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
     stderr = (tmp_path / "stderr.txt").read_text("utf-8")
     assert code == 128 + signal.SIGTERM, f"exit code {code}; stderr:\n{stderr[-2000:]}"
     record = read_json(run / "run.json")
@@ -235,25 +244,14 @@ def test_embedgen_runs_lists_a_training_command_and_embedgen_cancel_stops_it(
     home = tmp_path / "home"
     monkeypatch.setenv("EMBEDGEN_HOME", str(home))
     run = home / "runs" / "long"
-    argv = train_args(tiny_model_dir, reviews_csv, run, "--epochs", 10_000, "--patience", 0)
-    with (tmp_path / "stderr.txt").open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "embedgen", *map(str, argv)], stdout=subprocess.PIPE, stderr=err
-        )
-        try:
-            deadline = time.monotonic() + 25
-            while _finished_epochs(run) < 1 and proc.poll() is None:
-                assert time.monotonic() < deadline, "no epoch finished within 25 s"
-                time.sleep(0.1)
-            assert main(["runs", "--active"]) == 0
-            listed = capsys.readouterr().out.strip().splitlines()
-            assert len(listed) == 1 and listed[0].startswith("running\t")
-            assert listed[0].endswith(f"\t{run}")
-            assert main(["cancel", str(run)]) == 0
-            assert f"Sent SIGTERM to `embedgen train` (pid {proc.pid})" in capsys.readouterr().out
-            code = proc.wait(timeout=20)
-        finally:
-            proc.kill()
+    with long_training(tiny_model_dir, reviews_csv, run, tmp_path / "stderr.txt") as proc:
+        assert main(["runs", "--active"]) == 0
+        listed = capsys.readouterr().out.strip().splitlines()
+        assert len(listed) == 1 and listed[0].startswith("running\t")
+        assert listed[0].endswith(f"\t{run}")
+        assert main(["cancel", str(run)]) == 0
+        assert f"Sent SIGTERM to `embedgen train` (pid {proc.pid})" in capsys.readouterr().out
+        code = proc.wait(timeout=20)
     assert code == 128 + signal.SIGTERM
     assert read_json(run / "run.json")["status"] == "cancelled"
     assert main(["runs", "--active"]) == 0

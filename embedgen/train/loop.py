@@ -47,7 +47,7 @@ from embedgen.data import LabelledData, split
 from embedgen.device import autocast, resolve_device
 from embedgen.errors import BadConfig, Cancelled
 from embedgen.features import FeatureCache, FeatureKey, cached_features, feature_key
-from embedgen.lanes import cpu_lanes, run_in_lanes
+from embedgen.lanes import cpu_lanes, one_torch_thread, run_in_lanes
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn, check_cancel, stage
 from embedgen.quantize import int8_encoder
@@ -457,12 +457,8 @@ class _Trainer:
         if self.tuned or self.device.type != "cpu":
             yield
             return
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             yield
-        finally:
-            torch.set_num_threads(before)
 
     def _tokenize(self, texts: Sequence[str]) -> Batches:
         return Batches(self.encoder.tokenizer, texts, self.config.max_length, self.multiple)
