@@ -59,16 +59,23 @@ def show_run(run: Run) -> None:
     )
 
 
+def saved_runs() -> dict[str, str]:
+    """Label -> folder of the runs with a trained head. A function, so that the records read
+    (every run.json) are not kept in this page's globals, which the job panel's fragment holds
+    on to for the session (the soak saw them pile up as runs accumulated)."""
+    return {
+        f"{r['folder'].rsplit('/', 1)[-1]} · {r['status']} · "
+        f"F1 {(r.get('best') or {}).get('val_macro_f1', 0):.3f}": r["folder"]
+        for r in list_runs(runs_dir(ui.current_user()))
+        if has_trained_head(r)
+    }
+
+
 with st.expander("Open a saved run"):
-    runs = [r for r in list_runs(runs_dir(ui.current_user())) if has_trained_head(r)]
-    if not runs:
+    labels = saved_runs()
+    if not labels:
         st.caption("No saved runs yet.")
     else:
-        labels = {
-            f"{r['folder'].rsplit('/', 1)[-1]} · {r['status']} · "
-            f"F1 {(r.get('best') or {}).get('val_macro_f1', 0):.3f}": r["folder"]
-            for r in runs
-        }
         picked = st.selectbox("Saved runs", list(labels), key=ui.kept("train_saved_pick"))
         if st.button("Open run"):
             with st.spinner("Loading run…"):
@@ -97,7 +104,11 @@ def show_job(job: QueuedJob) -> None:
 runs_root = runs_dir(ui.current_user())
 job: QueuedJob | None = st.session_state[ui.TRAIN_JOB]
 if job is None:  # a new tab: the runs still queued or training, newest first
-    active = [r for r in list_runs(runs_root) if r["status"] in ("queued", "running")]
+    active = [
+        {"folder": r["folder"], "owner": r.get("owner")}
+        for r in list_runs(runs_root)
+        if r["status"] in ("queued", "running")
+    ]
     # The user's own (workspaces on), else those started with this tab's secret (its address).
     owner = ui.run_owner()
     mine = [r for r in active if ui.current_user() is not None or owned_by(r, owner)]
