@@ -59,20 +59,29 @@ def show_run(run: Run) -> None:
     )
 
 
-def saved_runs() -> dict[str, str]:
-    """Label -> folder of the runs with a trained head. A function, so that the records read
-    (every run.json) are not kept in this page's globals, which the job panel's fragment holds
-    on to for the session (the soak saw them pile up as runs accumulated)."""
-    return {
+def read_runs() -> tuple[dict[str, str], list[dict[str, str | None]]]:
+    """One pass over the runs folder: label -> folder of the runs with a trained head, and the
+    folder and owner of those queued or training, newest first. A function, so that the
+    records read (every run.json) are not kept in this page's globals, which the job panel's
+    fragment holds on to for the session (the soak saw them pile up as runs accumulated)."""
+    records = list_runs(runs_dir(ui.current_user()))
+    saved = {
         f"{r['folder'].rsplit('/', 1)[-1]} · {r['status']} · "
         f"F1 {(r.get('best') or {}).get('val_macro_f1', 0):.3f}": r["folder"]
-        for r in list_runs(runs_dir(ui.current_user()))
+        for r in records
         if has_trained_head(r)
     }
+    active = [
+        {"folder": r["folder"], "owner": r.get("owner")}
+        for r in records
+        if r["status"] in ("queued", "running")
+    ]
+    return saved, active
 
 
+saved_runs, active_runs = read_runs()
 with st.expander("Open a saved run"):
-    labels = saved_runs()
+    labels = saved_runs
     if not labels:
         st.caption("No saved runs yet.")
     else:
@@ -104,11 +113,7 @@ def show_job(job: QueuedJob) -> None:
 runs_root = runs_dir(ui.current_user())
 job: QueuedJob | None = st.session_state[ui.TRAIN_JOB]
 if job is None:  # a new tab: the runs still queued or training, newest first
-    active = [
-        {"folder": r["folder"], "owner": r.get("owner")}
-        for r in list_runs(runs_root)
-        if r["status"] in ("queued", "running")
-    ]
+    active = active_runs
     # The user's own (workspaces on), else those started with this tab's secret (its address).
     owner = ui.run_owner()
     mine = [r for r in active if ui.current_user() is not None or owned_by(r, owner)]
