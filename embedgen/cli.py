@@ -219,6 +219,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         MatrixOptions,
         build_matrix,
         folder_for,
+        kept_note,
         save_matrix,
         saved_matrix,
     )
@@ -264,6 +265,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     n, dims = matrix.shape
     what = "words" if matrix.manifest.get("rows_are") == "words" else "tokens"
     print(f"{matrix.method} matrix {n} {what} x {dims} ({args.dtype}) written to {out}")
+    if (note := kept_note(matrix.manifest)) is not None:
+        print(f"  {note}")
     return 0
 
 

@@ -10,6 +10,7 @@ Those make the :class:`FeatureKey`; the features of a list of texts live in chun
   meta.json       what the key is made of, the number of texts, hidden size, chunk size
   000000.npy      float32 features of texts 0..1023
   000001.npy      texts 1024..2047, ...
+  words-<corpus>-k8.npz   the words' vectors the same pass kept (embedgen.wordstates)
 ```
 
 Each chunk is written atomically (a temporary name, then a rename) as soon as it is encoded,
@@ -197,6 +198,16 @@ class FeatureCache:
         else:
             os.utime(meta)
         return folder
+
+    def has_chunks(self, key: FeatureKey, *, every: bool = False) -> bool:
+        """Whether the entry of ``key`` holds any chunk (with ``every``: all of them)."""
+        folder = self.folder(key)
+        found = ((folder / f"{i:06d}.npy").exists() for i in range(-(-key.n_texts // key.chunk)))
+        return all(found) if every else any(found)
+
+    def room_for(self, nbytes: int, folder: Path) -> bool:
+        """Make room for ``nbytes`` more in ``folder`` (evicting others); whether they fit."""
+        return self._make_room(nbytes, keep=folder)
 
     def load(self, folder: Path, index: int, rows: int, hidden: int) -> np.ndarray | None:
         """Chunk ``index`` if it is there and whole; a damaged one is deleted (None)."""

@@ -87,6 +87,7 @@ from embedgen.words import (
     words_from_corpus,
     words_from_list,
 )
+from embedgen.wordstates import WordStates, kept_states
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +438,7 @@ def build_matrix(
         columns: dict[str, tuple[Any, ...]] = {}
     else:
         vectors, columns, rows = _word_rows(
-            encoder, projection, words, corpus, options, progress, cancel
+            encoder, projection, words, corpus, options, progress, cancel, run=run
         )
         vocab = words.words
     if options.label_weight:
@@ -537,7 +538,7 @@ def estimate_build(
         else:
             picked = words_from_list(list(words.words[::step][:n]), name="sample")
             started = time.perf_counter()
-            _word_rows(encoder, head, picked, corpus, options, None, None)
+            _word_rows(encoder, head, picked, corpus, options, None, None, run=run)
         return time.perf_counter() - started
 
     timed(small)  # warm-up: the first batch of a process pays for thread pools and kernels
@@ -622,8 +623,11 @@ def _word_rows(
     options: MatrixOptions,
     progress: ProgressFn | None,
     cancel: threading.Event | None,
+    *,
+    run: Run | None = None,
 ) -> tuple[np.ndarray, dict[str, tuple[Any, ...]], dict[str, Any]]:
-    """Rows for ``words`` by the method, the per-row columns (rows.tsv) and a record."""
+    """Rows for ``words`` by the method, the per-row columns (rows.tsv) and a record;
+    ``aggregated`` takes the word states ``run`` kept of ``corpus`` where it can."""
     if corpus is not None and words.record.get("source") != "corpus":
         words = count_in(words, corpus)
     record: dict[str, Any] = {"rows_are": "words", "vocabulary": words.record}
@@ -656,8 +660,13 @@ def _word_rows(
                 cancel=cancel,
             )
             return vectors, columns, record
-        vectors, read = _aggregated(
-            encoder, head, words, corpus, layers, options, device, progress, cancel
+        shared = (
+            kept_states(run, encoder, corpus, options, layers, device)
+            if run is not None and corpus is not None
+            else None
+        )
+        vectors, read, from_run = _aggregated(
+            encoder, head, words, corpus, layers, options, device, progress, cancel, shared
         )
     columns.update(read)
     record["contexts"] = {
@@ -666,6 +675,8 @@ def _word_rows(
         "words_read_in_corpus": int(sum(1 for n in read["corpus_contexts"] if n)),
         "words_read_alone": int(sum(1 for s in read["vector"] if s == "word alone")),
     }
+    if from_run is not None:
+        record["contexts"]["from_run"] = from_run
     return vectors, columns, record
 
 
@@ -679,10 +690,12 @@ def _aggregated(
     device: torch.device,
     progress: ProgressFn | None,
     cancel: threading.Event | None,
-) -> tuple[np.ndarray, dict[str, tuple[Any, ...]]]:
+    shared: WordStates | None = None,
+) -> tuple[np.ndarray, dict[str, tuple[Any, ...]], dict[str, int] | None]:
     """``aggregated`` rows: the mean over a word's corpus contexts averaged with the mean over
     its generated ones (either alone when the other is missing; the word alone when both are),
-    and per row how many corpus contexts it read and what its vector is made of."""
+    per row how many corpus contexts it read and what its vector is made of, and, with the
+    word states a run kept (``shared``), how many contexts came from them."""
     n = len(words)
     passes = []
     if corpus is not None and options.corpus_contexts:
@@ -690,8 +703,18 @@ def _aggregated(
     if options.generated_contexts:
         passes.append(generated_contexts(words.words, options.generated_contexts))
     means, counts = [], []
+    from_run = None
     for k, contexts in enumerate(passes):
         stage = _stage(progress, k, len(passes) + 1)
+        kept = None
+        if k == 0 and shared is not None and corpus is not None and options.corpus_contexts:
+            kept, contexts = shared.split(words.words, contexts, corpus)
+            from_run = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
+            log.info(
+                "Aggregated: %d corpus contexts from the run's word states, %d read again",
+                from_run["contexts"],
+                from_run["read_again"],
+            )
         mean, used = context_vectors(
             encoder,
             contexts,
@@ -703,6 +726,8 @@ def _aggregated(
             progress=stage,
             cancel=cancel,
         )
+        if kept is not None:
+            mean, used = _with_kept(mean, used, kept, head, device)
         means.append(mean)
         counts.append(used)
     have = np.stack([c > 0 for c in counts])  # passes x rows
@@ -734,10 +759,50 @@ def _aggregated(
     ]
     if progress is not None:
         progress(1, 1)
-    return vectors.astype(np.float32), {
-        "corpus_contexts": tuple(int(c) for c in in_corpus),
-        "vector": tuple(made_of),
-    }
+    return (
+        vectors.astype(np.float32),
+        {"corpus_contexts": tuple(int(c) for c in in_corpus), "vector": tuple(made_of)},
+        from_run,
+    )
+
+
+def kept_note(manifest: dict[str, Any]) -> str | None:
+    """For people, when an aggregated matrix took a run's word states: how many corpus
+    contexts came from them and how many were read again; else None."""
+    shared = (manifest.get("contexts") or {}).get("from_run")
+    if not shared:
+        return None
+    return (
+        f"{shared['contexts']:,} corpus contexts taken from the run's encoding pass, "
+        f"{shared['read_again']:,} read again"
+    )
+
+
+def _with_kept(
+    mean: np.ndarray,
+    used: np.ndarray,
+    kept: tuple[np.ndarray, np.ndarray],
+    head: Head | None,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over both the contexts just read (``mean`` of ``used`` each) and the kept sums
+    (raw states, ``kept`` = (sums, counts)), through ``head``'s projection when given: the
+    projection is affine, so the mean of projected vectors is the projected mean."""
+    sums, counts = kept
+    have = counts > 0
+    kept_mean = np.zeros_like(mean)
+    if have.any():
+        raw = sums[have] / counts[have, None]
+        if head is not None:
+            with torch.no_grad():
+                raw = head.project(torch.from_numpy(raw).float().to(device)).float().cpu().numpy()
+        kept_mean[have] = raw
+    total = used + counts
+    both = np.nan_to_num(mean) * used[:, None] + kept_mean * counts[:, None]
+    out = np.full_like(mean, np.nan)
+    seen = total > 0
+    out[seen] = (both[seen] / total[seen, None]).astype(np.float32)
+    return out, total
 
 
 def _stage(progress: ProgressFn | None, k: int, stages: int) -> ProgressFn | None:

@@ -13,6 +13,7 @@ from embedgen.matrix import (
     build_matrix,
     default_method,
     estimate_build,
+    kept_note,
     methods_for,
     name_for,
     resolve_layer,
@@ -351,6 +352,8 @@ if entries:
                     f"{read['words_read_in_corpus']:,} words read in your data, the others in "
                     "generated sentences · "
                 )
+            if (note := kept_note(m.manifest)) is not None:
+                where += f"{note} · "
             saved = (
                 f"saved as {entry.dtype} in `{entry.folder}`"
                 if entry.folder

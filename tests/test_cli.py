@@ -739,6 +739,23 @@ def test_aggregated_reads_the_words_of_a_corpus_in_it(
     assert header == "token\tcorpus_count\tcorpus_contexts\tvector"
 
 
+def test_aggregated_from_a_head_run_over_its_data_takes_the_runs_word_states(
+    capsys, tiny_model_dir, reviews_csv, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))  # an empty feature cache
+    run = tmp_path / "RUN"
+    trained = cli(capsys, *train_args(tiny_model_dir, reviews_csv, run))
+    assert trained.code == 0, succeeded(trained)
+    result = cli(
+        capsys, "matrix", run, "--method", "aggregated", "--corpus", reviews_csv,
+        "--text-col", "text", "--out", tmp_path / "A",
+    )  # fmt: skip
+    assert result.code == 0, succeeded(result)
+    assert "corpus contexts taken from the run's encoding pass" in result.out, result.out
+    shared = read_json(tmp_path / "A" / "manifest.json")["contexts"]["from_run"]
+    assert shared["contexts"] > 0
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [

@@ -27,10 +27,27 @@ class Batches:
     """
 
     def __init__(
-        self, tokenizer: Any, texts: Sequence[str], max_length: int, multiple: int = 1
+        self,
+        tokenizer: Any,
+        texts: Sequence[str],
+        max_length: int,
+        multiple: int = 1,
+        *,
+        offsets: bool = False,
     ) -> None:
-        enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+        enc = tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=max_length,
+            return_offsets_mapping=offsets,
+            return_special_tokens_mask=offsets,
+        )
         self.ids: list[list[int]] = enc["input_ids"]
+        # With ``offsets``: each token's characters in its text, and which tokens are special.
+        self.offsets: list[list[tuple[int, int]]] | None = (
+            enc["offset_mapping"] if offsets else None
+        )
+        self.special: list[list[int]] | None = enc["special_tokens_mask"] if offsets else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_length = max_length
         self.multiple = multiple

@@ -113,6 +113,15 @@ class FinetuneConfig:
         "so a re-run on the same model, data, max length and pooling skips encoding "
         "(size limit: EMBEDGEN_FEATURE_CACHE_MB, default 2048)",
     )
+    word_states: bool = setting(
+        True,
+        "keep word states for aggregated matrices",
+        negated_flag=True,
+        flag="--no-word-states",
+        help="strategy head, with the feature cache: while reading the texts, also keep each "
+        "word's vectors over its first 8 occurrences, so an aggregated matrix from the run "
+        "over the same data need not read the texts again",
+    )
     int8: bool = setting(
         False,
         "int8 encoder (CPU)",

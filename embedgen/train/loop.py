@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -57,6 +57,9 @@ from embedgen.train.batches import Batches, pad_multiple, pool
 from embedgen.train.config import FinetuneConfig, Pooling, Strategy
 from embedgen.train.head import Head
 from embedgen.train.metrics import confusion_matrix, macro_f1
+
+if TYPE_CHECKING:
+    from embedgen.wordstates import Collector
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +241,18 @@ class _Classifier(nn.Module):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         return pool(out.last_hidden_state, attention_mask, self.pooling).float()
 
+    def features_and_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled features (float32) and the last layer's token states (as the matrix
+        methods read a layer: ``hidden_states[-1]``)."""
+        with autocast(self.device):
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+            )
+        features = pool(out.last_hidden_state, attention_mask, self.pooling).float()
+        return features, out.hidden_states[-1].float()
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(input_ids, attention_mask)).float()
 
@@ -305,6 +320,8 @@ class _Trainer:
         self.head = Head(hidden, config.dim, self.num_classes, config.dropout).to(self.device)
         self.classifier = _Classifier(self.model, self.head, config.pooling, self.device)
         self.reader = self.classifier  # what encodes texts (an int8 copy's, for head --int8)
+        self.collector: Collector | None = None  # keeps word states during the head pass
+        self.all_texts = texts
         # What the tuned strategies step through: in DistributedDataParallel under torchrun.
         self.net = distributed.wrap(self.classifier, self.device) if self.tuned else None
         self.sync_every = SYNC_EVERY.get(self.device.type, 1)
@@ -396,16 +413,75 @@ class _Trainer:
             device=self.device,
         )
         self.reader = _Classifier(reader.model, self.head, cfg.pooling, self.device)
+        cache = FeatureCache() if cfg.cache_features else None
+        self.collector = self._word_collector(key, cache)
         try:
-            feats = self._frozen_features(key)
+            feats = self._frozen_features(key, cache)
+            self._keep_word_states(key, cache)
         finally:
             self.reader = self.classifier
+            self.collector = None
         position = {text: i for i, text in enumerate(self.texts)}
         train_at = [position[t] for t in self.train_texts]
         val_at = [position[t] for t in self.val_texts]
         return feats[train_at], feats[val_at]
 
-    def _frozen_features(self, key: FeatureKey) -> torch.Tensor:
+    def _word_collector(self, key: FeatureKey, cache: FeatureCache | None) -> Collector | None:
+        """A collector of word states for this pass, when they can be kept: strategy head in
+        one process, fp32 or bf16 (an int8 copy's states would not match an aggregated
+        matrix's), a fast tokenizer (offsets), and a feature cache entry with nothing in it
+        yet (a pass that finds chunks cached reads only the rest)."""
+        from embedgen.wordstates import Collector  # embedgen.words imports this package
+
+        cfg = self.config
+        if (
+            not cfg.word_states
+            or cache is None
+            or cache.budget <= 0
+            or cfg.int8
+            or distributed.world_size() > 1
+            or not getattr(self.encoder.tokenizer, "is_fast", False)
+            or cache.has_chunks(key)
+        ):
+            return None
+        assert cfg.max_length is not None
+        started = time.perf_counter()
+        collector = Collector(
+            self.encoder.tokenizer,
+            self.all_texts,
+            self.texts,
+            cfg.max_length,
+            self.encoder.info.hidden_size,
+        )
+        log.info(
+            "Word states: %d words of the data segmented in %.1f s",
+            len(collector.words),
+            time.perf_counter() - started,
+        )
+        return collector
+
+    def _keep_word_states(self, key: FeatureKey, cache: FeatureCache | None) -> None:
+        """Write the collected word states into the feature cache entry, beside its chunks."""
+        from embedgen.wordstates import states_file
+
+        if self.collector is None or cache is None:
+            return
+        states = self.collector.result()
+        folder = cache.folder(key)
+        if states is None or not cache.has_chunks(key, every=True):
+            log.info("Word states not kept: not every text was read and cached in this pass")
+            return
+        if cache.room_for(states.sums.nbytes, folder):
+            states.save(states_file(folder, self.collector.corpus))
+            log.info(
+                "Word states kept: %d words, %d occurrences read, %d texts cut at %d tokens",
+                len(states.words),
+                int(states.counts.sum()),
+                int(states.cut.sum()),
+                states.max_length,
+            )
+
+    def _frozen_features(self, key: FeatureKey, cache: FeatureCache | None) -> torch.Tensor:
         """Every text's features from the frozen encoder, through the feature cache.
 
         Under torchrun rank 0 alone reads and writes the cache: it names each chunk the cache
@@ -413,7 +489,6 @@ class _Trainer:
         rank 0 sends all the features to the others. A cancel is rank 0's to make.
         """
         hidden = self.encoder.info.hidden_size
-        cache = FeatureCache() if self.config.cache_features else None
         if distributed.world_size() == 1:
             return cached_features(
                 key,
@@ -679,8 +754,14 @@ class _Trainer:
         return self.reader.features(**batch)
 
     @torch.no_grad()
-    def _encode_all(self, tok: Batches, advance: Callable[[int], None]) -> torch.Tensor:
-        """Features of every text of ``tok`` in its order, shortest batches first.
+    def _encode_all(
+        self,
+        tok: Batches,
+        advance: Callable[[int], None],
+        collect: Callable[[Sequence[int], torch.Tensor], None] | None = None,
+    ) -> torch.Tensor:
+        """Features of every text of ``tok`` in its order, shortest batches first; with
+        ``collect``, each batch's positions in ``tok`` and last-layer states go to it too.
 
         Under torchrun each process encodes its share of the texts and gets the others'.
         """
@@ -691,7 +772,13 @@ class _Trainer:
 
         def step(index: Sequence[int]) -> None:
             at = [i - mine.start for i in index]
-            feats[at] = self._features(tok.collate(index, self.device)).cpu()
+            batch = tok.collate(index, self.device)
+            if collect is None:
+                feats[at] = self._features(batch).cpu()
+                return
+            features, states = self.reader.features_and_states(**batch)
+            feats[at] = features.cpu()
+            collect(index, states)
 
         order = [i for i in tok.by_length() if i in mine]
         lanes = cpu_lanes() if self.device.type == "cpu" else 1
@@ -727,8 +814,28 @@ class _Trainer:
     def _encode_positions(
         self, positions: Sequence[int], advance: Callable[[int], None]
     ) -> torch.Tensor:
-        """Features of the texts at ``positions`` of ``self.texts`` (one feature-cache chunk)."""
-        return self._encode_all(self._tokenize([self.texts[i] for i in positions]), advance)
+        """Features of the texts at ``positions`` of ``self.texts`` (one feature-cache chunk);
+        their word states go to the collector when there is one."""
+        collector = self.collector
+        texts = [self.texts[i] for i in positions]
+        if collector is None:
+            return self._encode_all(self._tokenize(texts), advance)
+        tok = Batches(
+            self.encoder.tokenizer, texts, self.config.max_length, self.multiple, offsets=True
+        )
+        assert tok.offsets is not None and tok.special is not None
+        offsets, special = tok.offsets, tok.special
+
+        def collect(index: Sequence[int], states: torch.Tensor) -> None:
+            collector.add(
+                [positions[i] for i in index],
+                states,
+                [tok.ids[i] for i in index],
+                [offsets[i] for i in index],
+                [special[i] for i in index],
+            )
+
+        return self._encode_all(tok, advance, collect)
 
     @torch.no_grad()
     def _evaluate(self, val_feats: torch.Tensor | None) -> tuple[float, np.ndarray]:

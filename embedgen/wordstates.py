@@ -1,0 +1,250 @@
+"""Word vectors kept from the ``head`` strategy's encoding pass, for ``aggregated`` matrices.
+
+The ``head`` strategy reads every text of the data once through the frozen encoder
+(:mod:`embedgen.features`). An ``aggregated`` matrix over the same data reads the same texts
+again, to average each word's contextual vectors over its first occurrences. So while the head
+pass has a batch's last-layer states in hand, it also keeps, for every word jieba finds in the
+data, the sum of its vectors over its first :data:`PER_WORD` occurrences (the tokens that
+overlap the word's characters, lone ``▁`` left out: what :func:`embedgen.words.context_vectors`
+takes). They go into the feature cache entry beside the features::
+
+    <feature key>/words-<corpus sha256, 16 digits>-k8.npz
+        words   every word of the data jieba found (its segments with a letter or digit)
+        sums    float32, words x hidden: the sum of its vectors over its read occurrences
+        counts  how many occurrences each sum holds
+        cut     per distinct text: the run cut it at its max length (its words not read)
+
+A matrix built from the run over the same data (same texts, same weights and number format, the
+last layer, :data:`PER_WORD` corpus contexts, a context length of at least the run's max length,
+no user dictionary) takes those sums, and reads again only the occurrences in the texts the run
+cut: reading them whole would give other states. The rows equal those of reading everything
+again (to float rounding; tested). Anything else reads the corpus as before. A run that found
+part of its features in the cache (a cancelled first run) encoded only the rest, so it keeps no
+word states.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from embedgen.atomic import atomic_path
+from embedgen.features import FeatureCache, feature_key
+from embedgen.train.config import Strategy
+from embedgen.words import LONE_MARKER, Context, Corpus, _span_mean, corpus_contexts, is_word
+
+if TYPE_CHECKING:
+    from embedgen.matrix import MatrixOptions
+    from embedgen.models import Encoder
+    from embedgen.train import Run
+
+log = logging.getLogger(__name__)
+
+PER_WORD = 8  # the aggregated method's default corpus contexts per word (MatrixOptions)
+FORMAT = 1
+
+
+def states_file(folder: Path, corpus: Corpus) -> Path:
+    """Where the word states of ``corpus`` live in the feature cache entry ``folder``."""
+    return folder / f"words-{corpus.sha256[:16]}-k{PER_WORD}.npz"
+
+
+@dataclass(frozen=True)
+class WordStates:
+    """Per word: the sum of its vectors over the occurrences read, and how many; per distinct
+    text of the run: whether the run cut it (its occurrences were not read)."""
+
+    words: tuple[str, ...]
+    sums: np.ndarray  # float32, words x hidden
+    counts: np.ndarray  # int64
+    cut: np.ndarray  # bool, one per distinct text
+    max_length: int
+
+    @property
+    def row(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.words)}
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            with tmp.open("wb") as f:
+                np.savez(
+                    f,
+                    format=np.int64(FORMAT),
+                    words=np.array(self.words, dtype=np.str_),
+                    sums=self.sums.astype(np.float32),
+                    counts=self.counts.astype(np.int64),
+                    cut=self.cut.astype(bool),
+                    max_length=np.int64(self.max_length),
+                )
+
+    def split(
+        self, words: Sequence[str], contexts: Sequence[Context], corpus: Corpus
+    ) -> tuple[tuple[np.ndarray, np.ndarray], list[Context]]:
+        """For ``words`` (rows) and their corpus ``contexts``: the kept (sums, counts) per row,
+        and the contexts still to read (in texts the run cut, or of words it did not keep)."""
+        row = self.row
+        at = np.array([row.get(w, -1) for w in words], dtype=np.int64)
+        have = at >= 0
+        sums = np.zeros((len(words), self.sums.shape[1]), dtype=np.float64)
+        counts = np.zeros(len(words), dtype=np.int64)
+        sums[have] = self.sums[at[have]]
+        counts[have] = self.counts[at[have]]
+        position = {text: i for i, text in enumerate(dict.fromkeys(corpus.texts))}
+        again = [c for c in contexts if not have[c.row] or self.cut[position[c.text]]]
+        return (sums, counts), again
+
+    @classmethod
+    def load(cls, path: Path, *, texts: int, hidden: int) -> WordStates | None:
+        """The states in ``path``; None when it is missing, damaged or of another shape."""
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                found = cls(
+                    words=tuple(str(w) for w in z["words"]),
+                    sums=z["sums"],
+                    counts=z["counts"],
+                    cut=z["cut"],
+                    max_length=int(z["max_length"]),
+                )
+                ok = int(z["format"]) == FORMAT
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            log.warning("Word states %s are damaged (%s); reading the corpus instead", path, exc)
+            return None
+        n = len(found.words)
+        if not ok or found.sums.shape != (n, hidden) or found.counts.shape != (n,):
+            return None
+        if found.cut.shape != (texts,):
+            return None
+        return found
+
+
+class Collector:
+    """Gathers :class:`WordStates` batch by batch while the head pass reads the texts.
+
+    ``all_texts`` are the data's texts in order with repeats (a word's first occurrences are
+    counted over them, as :func:`embedgen.words.corpus_contexts` does); ``distinct`` are the
+    texts the head pass reads, each once. :meth:`add` may be called from several threads.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        all_texts: Sequence[str],
+        distinct: Sequence[str],
+        max_length: int,
+        hidden: int,
+    ) -> None:
+        self.corpus = Corpus.of(all_texts, "run data")
+        seen: dict[str, None] = {}
+        for segments in self.corpus.segments:
+            for word, _, _ in segments:
+                if is_word(word, cjk=False):
+                    seen.setdefault(word)
+        self.words = tuple(seen)
+        position = {text: i for i, text in enumerate(distinct)}
+        self.plan: dict[int, list[Context]] = {}
+        for c in corpus_contexts(self.words, self.corpus, per_word=PER_WORD):
+            self.plan.setdefault(position[c.text], []).append(c)
+        self.distinct = distinct
+        self.max_length = max_length
+        self.lone = tokenizer.get_vocab().get(LONE_MARKER)
+        self.sums = np.zeros((len(self.words), hidden), dtype=np.float64)
+        self.counts = np.zeros(len(self.words), dtype=np.int64)
+        self.cut = np.zeros(len(distinct), dtype=bool)
+        self.read = np.zeros(len(distinct), dtype=bool)
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        positions: Sequence[int],
+        states: torch.Tensor,
+        ids: Sequence[Sequence[int]],
+        offsets: Sequence[Sequence[tuple[int, int]]],
+        special: Sequence[Sequence[int]],
+    ) -> None:
+        """Take the words of the distinct texts at ``positions`` from their last-layer
+        ``states`` (batch x width x hidden, row j for positions[j]); ``ids``, ``offsets`` and
+        ``special`` are each text's tokens as read (cut at the max length). A text already
+        taken is skipped (a batch read again after an out-of-memory error counts once)."""
+        with self._lock:
+            fresh = [(j, p) for j, p in enumerate(positions) if not self.read[p]]
+            self.read[[p for _, p in fresh]] = True
+        spans, rows, cut = [], [], []
+        for j, p in fresh:
+            real = [k for k in range(len(ids[j])) if not special[j][k]]
+            # Cut when text is left after the last token read. (Trailing characters that make
+            # no token count as cut too: those texts are read again, which is only slower.)
+            if max((offsets[j][k][1] for k in real), default=0) < len(self.distinct[p].rstrip()):
+                cut.append(p)
+                continue
+            if self.lone is not None:
+                real = [k for k in real if ids[j][k] != self.lone]
+            for c in self.plan.get(p, ()):
+                pos = [k for k in real if offsets[j][k][0] < c.end and offsets[j][k][1] > c.start]
+                if pos:
+                    spans.append((j, pos))
+                    rows.append(c.row)
+        vectors = _span_mean(states, spans).float().cpu().numpy() if spans else None
+        with self._lock:
+            self.cut[cut] = True
+            if vectors is not None:
+                np.add.at(self.sums, rows, vectors.astype(np.float64))
+                np.add.at(self.counts, rows, 1)
+
+    def result(self) -> WordStates | None:
+        """The states, when every distinct text was read; else None."""
+        if not self.read.all():
+            return None
+        return WordStates(
+            words=self.words,
+            sums=self.sums.astype(np.float32),
+            counts=self.counts,
+            cut=self.cut,
+            max_length=self.max_length,
+        )
+
+
+def kept_states(
+    run: Run,
+    encoder: Encoder,
+    corpus: Corpus,
+    options: MatrixOptions,
+    layers: tuple[int, int],
+    device: torch.device,
+) -> WordStates | None:
+    """The word states ``run``'s head pass kept of ``corpus``, when an ``aggregated`` matrix
+    with ``options`` read by ``encoder`` on ``device`` can take them as its corpus contexts;
+    else None (the matrix reads the corpus itself)."""
+    cfg = run.config
+    last = encoder.info.num_layers
+    if (
+        cfg.strategy is not Strategy.HEAD
+        or run.encoder_changed
+        or cfg.max_length is None
+        or corpus.user_dict is not None
+        or options.corpus_contexts != PER_WORD
+        or layers != (last, last)
+        or options.context_tokens < cfg.max_length
+    ):
+        return None
+    cache = FeatureCache()
+    if cache.budget <= 0:
+        return None
+    distinct = list(dict.fromkeys(corpus.texts))
+    key = feature_key(
+        encoder, distinct, max_length=cfg.max_length, pooling=cfg.pooling, device=device
+    )
+    path = states_file(cache.folder(key), corpus)
+    found = WordStates.load(path, texts=len(distinct), hidden=encoder.info.hidden_size)
+    if found is not None and found.max_length == cfg.max_length:
+        log.info("Word states of the run's head pass found: %s", path)
+        return found
+    return None

@@ -1,0 +1,164 @@
+"""The head pass keeps word states; an aggregated matrix from the run takes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_xlmr, synthetic_rows, write_csv
+
+from embedgen.data import prepare
+from embedgen.features import features_dir
+from embedgen.matrix import MatrixOptions, build_matrix
+from embedgen.models import load_encoder
+from embedgen.table import read_table
+from embedgen.train import FinetuneConfig, finetune
+from embedgen.train.batches import Batches
+from embedgen.words import Corpus, words_from_list
+from embedgen.wordstates import PER_WORD, Collector
+
+MAX_LENGTH = 12  # cuts the longer synthetic texts (up to 18 characters)
+
+
+@pytest.fixture(autouse=True)
+def _own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test has its own feature cache."""
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module")
+def xlmr_encoder(tmp_path_factory: pytest.TempPathFactory):
+    folder = build_tiny_xlmr(tmp_path_factory.mktemp("tiny-xlmr"))
+    return load_encoder(str(folder), allow_download=False, device="cpu")
+
+
+def labelled(tmp_path: Path):
+    """160 synthetic reviews with 20 of them repeated (a repeat is another occurrence)."""
+    rows = synthetic_rows(160)
+    rows += rows[:20]
+    return prepare(read_table(write_csv(tmp_path / "reviews.csv", rows)), "text", "label")
+
+
+def state_files() -> list[Path]:
+    return sorted(features_dir().glob("*/words-*.npz"))
+
+
+def train(encoder, data, **config):
+    settings = {"epochs": 1, "dim": 6, "max_length": MAX_LENGTH} | config
+    return finetune(encoder, data, FinetuneConfig(**settings))
+
+
+@pytest.mark.parametrize("model", ["bert", "xlmr"])
+@pytest.mark.parametrize("through_projection", [True, False])
+def test_an_aggregated_matrix_from_the_word_states_equals_reading_the_corpus_again(
+    model: str, through_projection: bool, tiny_encoder, xlmr_encoder, tmp_path: Path
+) -> None:
+    encoder = tiny_encoder if model == "bert" else xlmr_encoder
+    data = labelled(tmp_path)
+    run = train(encoder, data)
+    assert len(state_files()) == 1, "the head pass keeps one word-state file"
+    corpus = Corpus.of(data.texts, "reviews.csv")
+    options = MatrixOptions(method="aggregated", through_projection=through_projection)
+
+    shared = build_matrix(run, options, corpus=corpus)
+    from_run = shared.manifest["contexts"]["from_run"]
+    assert from_run["contexts"] > 0, "contexts should come from the run's word states"
+    assert from_run["read_again"] > 0, "texts the run cut at 12 tokens are read again"
+
+    for path in state_files():
+        path.unlink()
+    again = build_matrix(run, options, corpus=corpus)
+    assert "from_run" not in again.manifest["contexts"]
+    assert shared.vocab == again.vocab
+    assert shared.columns == again.columns
+    np.testing.assert_allclose(shared.vectors, again.vectors, rtol=1e-4, atol=1e-5)
+    assert sum(again.columns["corpus_contexts"]) == (
+        from_run["contexts"] + from_run["read_again"]
+    ), "every corpus context is either kept or read again"
+
+
+def test_a_word_list_takes_the_states_of_its_words_and_reads_the_others(
+    tiny_encoder, tmp_path: Path
+) -> None:
+    data = labelled(tmp_path)
+    run = train(tiny_encoder, data)
+    corpus = Corpus.of(data.texts, "reviews.csv")
+    seen = corpus.segments[0][0][0]
+    words = words_from_list([seen, "好美", "坏坏坏"])
+    options = MatrixOptions(method="aggregated")
+    shared = build_matrix(run, options, words=words, corpus=corpus)
+    assert "from_run" in shared.manifest["contexts"]
+    for path in state_files():
+        path.unlink()
+    again = build_matrix(run, options, words=words, corpus=corpus)
+    np.testing.assert_allclose(shared.vectors, again.vectors, rtol=1e-4, atol=1e-5)
+    assert shared.columns == again.columns
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        MatrixOptions(method="aggregated", corpus_contexts=PER_WORD - 1),
+        MatrixOptions(method="aggregated", layer=1),
+        MatrixOptions(method="aggregated", context_tokens=MAX_LENGTH - 1),
+    ],
+    ids=["fewer-contexts", "another-layer", "shorter-contexts"],
+)
+def test_options_the_word_states_do_not_hold_read_the_corpus(
+    options: MatrixOptions, tiny_encoder, tmp_path: Path
+) -> None:
+    data = labelled(tmp_path)
+    run = train(tiny_encoder, data)
+    matrix = build_matrix(run, options, corpus=Corpus.of(data.texts, "reviews.csv"))
+    assert "from_run" not in matrix.manifest["contexts"]
+
+
+def test_another_corpus_reads_itself(tiny_encoder, tmp_path: Path) -> None:
+    data = labelled(tmp_path)
+    run = train(tiny_encoder, data)
+    other = Corpus.of(list(data.texts[:50]), "part.csv")
+    matrix = build_matrix(run, MatrixOptions(method="aggregated"), corpus=other)
+    assert "from_run" not in matrix.manifest["contexts"]
+
+
+def test_a_run_that_finds_its_features_cached_keeps_no_word_states(
+    tiny_encoder, tmp_path: Path
+) -> None:
+    data = labelled(tmp_path)
+    train(tiny_encoder, data, word_states=False)
+    assert not state_files()
+    train(tiny_encoder, data, dim=4)  # the features come from the cache: nothing read
+    assert not state_files()
+
+
+def test_word_states_need_the_feature_cache_and_can_be_switched_off(
+    tiny_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = labelled(tmp_path)
+    train(tiny_encoder, data, word_states=False)
+    assert not state_files()
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "other-home"))
+    train(tiny_encoder, data, cache_features=False)
+    assert not state_files()
+    monkeypatch.setenv("EMBEDGEN_FEATURE_CACHE_MB", "0")
+    train(tiny_encoder, data)
+    assert not state_files()
+
+
+def test_a_batch_taken_twice_counts_once(tiny_encoder) -> None:
+    texts = ["中国的经济工作", "他说中国", "中国的经济工作"]  # the repeat is a second occurrence
+    distinct = list(dict.fromkeys(texts))
+    collector = Collector(tiny_encoder.tokenizer, texts, distinct, 64, 32)
+    tok = Batches(tiny_encoder.tokenizer, distinct, 64, offsets=True)
+    assert tok.offsets is not None and tok.special is not None
+    batch = tok.collate(range(2), torch.device("cpu"))
+    with torch.no_grad():
+        states = tiny_encoder.model(**batch, output_hidden_states=True).hidden_states[-1]
+    for _ in range(2):
+        collector.add([0, 1], states, tok.ids, tok.offsets, tok.special)
+    result = collector.result()
+    assert result is not None, "every distinct text was read"
+    assert result.counts[result.row["中国"]] == 3, "中国 occurs three times over the texts"
+    assert not result.cut.any()
