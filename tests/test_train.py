@@ -113,6 +113,36 @@ def test_top_k_trains_only_the_top_layers(tiny_encoder, synthetic_data) -> None:
     assert not same(old[1], new[1]), "the top layer must have trained"
 
 
+def _cpu_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the loop on the CPU as on a bf16 GPU: autocast to bf16 (CPU autocast is real)."""
+    import embedgen.device
+    import embedgen.train.loop
+
+    for module in (embedgen.device, embedgen.train.loop):
+        monkeypatch.setattr(module, "autocast_dtype", lambda device: torch.bfloat16)
+
+
+def test_frozen_linear_layers_are_cast_once_and_give_the_same_run(
+    tiny_encoder, synthetic_data, monkeypatch, caplog
+) -> None:
+    _cpu_bf16(monkeypatch)
+    cfg = FinetuneConfig(strategy="top-k", top_k=1, epochs=2, learning_rate=1e-3, **FAST)
+    with caplog.at_level("INFO", logger="embedgen.train.loop"):
+        cast = finetune(tiny_encoder, synthetic_data, cfg)
+    assert re.search(r"\d+ frozen linear layers kept in torch.bfloat16", caplog.text)
+    monkeypatch.setattr("embedgen.train.loop.cast_frozen_linears", lambda model, dtype: [])
+    each_step = finetune(tiny_encoder, synthetic_data, cfg)
+    losses = [[m.train_loss, m.val_loss] for m in cast.history]
+    np.testing.assert_allclose(
+        losses, [[m.train_loss, m.val_loss] for m in each_step.history], rtol=1e-6
+    )
+    original = dict(tiny_encoder.model.named_parameters())
+    for name, p in cast.encoder.model.named_parameters():
+        if not name.startswith(tuple(f"encoder.layer.{i}." for i in (1,))):  # frozen
+            assert p.dtype == original[name].dtype, f"{name} was saved as {p.dtype}"
+            assert torch.equal(p, original[name]), f"{name} changed though frozen"
+
+
 def test_full_keeps_input_embeddings_unless_asked(tiny_encoder, synthetic_data) -> None:
     def embeddings(run):
         return run.encoder.model.get_input_embeddings().weight

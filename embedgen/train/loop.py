@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from embedgen.data import LabelledData, split
-from embedgen.device import autocast, resolve_device
+from embedgen.device import autocast, autocast_dtype, resolve_device
 from embedgen.errors import BadConfig, Cancelled
 from embedgen.features import FeatureCache, FeatureKey, cached_features, feature_key
 from embedgen.lanes import cpu_lanes, one_torch_thread, run_in_lanes
@@ -196,6 +196,34 @@ def set_trainable(model: nn.Module, config: FinetuneConfig) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def cast_frozen_linears(model: nn.Module, dtype: torch.dtype) -> list[str]:
+    """Store the weights of ``model``'s frozen ``nn.Linear`` layers in ``dtype`` once; return
+    their names (to put the originals back with :func:`restore_frozen_linears`).
+
+    Under autocast a linear layer's weight is cast to bf16 at every call, and the cast is
+    cached only for weights that train: a frozen layer paid one cast per step (issue 10's
+    launch-bound ``top-k``). Cast once, the layer computes the same numbers: autocast would
+    have cast the same weights to the same dtype.
+    """
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and not any(
+            p.requires_grad for p in module.parameters(recurse=False)
+        ):
+            module.to(dtype)
+            names.append(name)
+    return names
+
+
+def restore_frozen_linears(model: nn.Module, original: nn.Module, names: Sequence[str]) -> None:
+    """Put back the frozen linear layers ``names`` of ``model`` as ``original`` holds them, in
+    its dtype (a run saves its encoder at full precision)."""
+    for name in names:
+        module, source = model.get_submodule(name), original.get_submodule(name)
+        module.to(next(source.parameters()).dtype)
+        module.load_state_dict(source.state_dict())
+
+
 def lr_factor(seen: int, batch: int, total: int, warmup: int) -> float:
     """The learning-rate multiplier for the batch after ``seen`` of ``total`` training rows.
 
@@ -315,6 +343,14 @@ class _Trainer:
         self.encoder = Encoder(model=self.model, tokenizer=encoder.tokenizer, info=encoder.info)
         trainable = set_trainable(self.model, config) if self.tuned else 0
         log.info("Strategy %s: %d trainable encoder parameters", config.strategy, trainable)
+        # The tuned strategies' frozen linear layers in bf16 once (they go back at the end).
+        self.original = encoder.model
+        dtype = autocast_dtype(self.device)
+        self.cast_frozen = (
+            cast_frozen_linears(self.model, dtype) if self.tuned and dtype is not None else []
+        )
+        if self.cast_frozen:
+            log.info("%d frozen linear layers kept in %s", len(self.cast_frozen), dtype)
         torch.manual_seed(config.seed)
         hidden = encoder.info.hidden_size
         self.head = Head(hidden, config.dim, self.num_classes, config.dropout).to(self.device)
@@ -373,6 +409,9 @@ class _Trainer:
                         "data and max length starts from there."
                     )
             log.info(message)
+        finally:
+            restore_frozen_linears(self.model, self.original, self.cast_frozen)
+            self.cast_frozen = []
         return self._result(history, best, status, message)
 
     def _optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
