@@ -279,6 +279,10 @@ def test_word_rows_evaluation_and_the_tradeoff_in_a_real_browser(
         expect(page.get_by_text("Matrices in this session")).to_be_visible(timeout=LONG)
         expect(page.get_by_text("aggregated-L2-tuned-words-reviews", exact=True)).to_be_visible()
         expect(page.get_by_text("rows are words", exact=False).last).to_be_visible()
+        # The run's head pass kept its words' vectors: the matrix took them.
+        expect(
+            page.get_by_text("taken from the run's encoding pass", exact=False).last
+        ).to_be_visible()
         shoot(page, "10_matrix_words")
 
         goto(page, "Evaluate")
