@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results/matrix_lanes.md"))
     args = parser.parse_args()
+    # Every build reads its own generated contexts: none kept between the settings.
+    os.environ["EMBEDGEN_FEATURE_CACHE_MB"] = "0"
     started = time.time()
     encoder = load_encoder(args.model, allow_download=False, device="cpu")
     files = sorted((DATA / "wordsim").glob("*.txt"))

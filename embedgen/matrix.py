@@ -79,7 +79,6 @@ from embedgen.words import (
     context_vectors,
     corpus_contexts,
     count_in,
-    generated_contexts,
     layer_mean,
     out_dims,
     pooled_rows,
@@ -87,7 +86,7 @@ from embedgen.words import (
     words_from_corpus,
     words_from_list,
 )
-from embedgen.wordstates import WordStates, kept_states
+from embedgen.wordstates import WordStates, generated_vectors, kept_states
 
 log = logging.getLogger(__name__)
 
@@ -538,7 +537,8 @@ def estimate_build(
         else:
             picked = words_from_list(list(words.words[::step][:n]), name="sample")
             started = time.perf_counter()
-            _word_rows(encoder, head, picked, corpus, options, None, None, run=run)
+            # Without the generated-context cache: the sample would fill it, and time it.
+            _word_rows(encoder, head, picked, corpus, options, None, None, run=run, use_cache=False)
         return time.perf_counter() - started
 
     timed(small)  # warm-up: the first batch of a process pays for thread pools and kernels
@@ -625,9 +625,11 @@ def _word_rows(
     cancel: threading.Event | None,
     *,
     run: Run | None = None,
+    use_cache: bool = True,
 ) -> tuple[np.ndarray, dict[str, tuple[Any, ...]], dict[str, Any]]:
     """Rows for ``words`` by the method, the per-row columns (rows.tsv) and a record;
-    ``aggregated`` takes the word states ``run`` kept of ``corpus`` where it can."""
+    ``aggregated`` takes the word states ``run`` kept of ``corpus`` where it can, and (with
+    ``use_cache``) the cached generated contexts of words read before."""
     if corpus is not None and words.record.get("source") != "corpus":
         words = count_in(words, corpus)
     record: dict[str, Any] = {"rows_are": "words", "vocabulary": words.record}
@@ -665,8 +667,18 @@ def _word_rows(
             if run is not None and corpus is not None
             else None
         )
-        vectors, read, from_run = _aggregated(
-            encoder, head, words, corpus, layers, options, device, progress, cancel, shared
+        vectors, read, reused = _aggregated(
+            encoder,
+            head,
+            words,
+            corpus,
+            layers,
+            options,
+            device,
+            progress,
+            cancel,
+            shared,
+            use_cache,
         )
     columns.update(read)
     record["contexts"] = {
@@ -675,8 +687,7 @@ def _word_rows(
         "words_read_in_corpus": int(sum(1 for n in read["corpus_contexts"] if n)),
         "words_read_alone": int(sum(1 for s in read["vector"] if s == "word alone")),
     }
-    if from_run is not None:
-        record["contexts"]["from_run"] = from_run
+    record["contexts"].update(reused)
     return vectors, columns, record
 
 
@@ -691,29 +702,29 @@ def _aggregated(
     progress: ProgressFn | None,
     cancel: threading.Event | None,
     shared: WordStates | None = None,
-) -> tuple[np.ndarray, dict[str, tuple[Any, ...]], dict[str, int] | None]:
+    use_cache: bool = True,
+) -> tuple[np.ndarray, dict[str, tuple[Any, ...]], dict[str, Any]]:
     """``aggregated`` rows: the mean over a word's corpus contexts averaged with the mean over
     its generated ones (either alone when the other is missing; the word alone when both are),
-    per row how many corpus contexts it read and what its vector is made of, and, with the
-    word states a run kept (``shared``), how many contexts came from them."""
+    per row how many corpus contexts it read and what its vector is made of, and what was
+    reused: corpus contexts from the word states a run kept (``shared``), words whose
+    generated contexts were cached (with ``use_cache``)."""
     n = len(words)
-    passes = []
-    if corpus is not None and options.corpus_contexts:
-        passes.append(corpus_contexts(words.words, corpus, per_word=options.corpus_contexts))
-    if options.generated_contexts:
-        passes.append(generated_contexts(words.words, options.generated_contexts))
+    reading_corpus = corpus is not None and options.corpus_contexts > 0
+    stages = int(reading_corpus) + int(options.generated_contexts > 0) + 1
     means, counts = [], []
-    from_run = None
-    for k, contexts in enumerate(passes):
-        stage = _stage(progress, k, len(passes) + 1)
+    reused: dict[str, Any] = {}
+    if reading_corpus:
+        assert corpus is not None
+        contexts = corpus_contexts(words.words, corpus, per_word=options.corpus_contexts)
         kept = None
-        if k == 0 and shared is not None and corpus is not None and options.corpus_contexts:
+        if shared is not None:
             kept, contexts = shared.split(words.words, contexts, corpus)
-            from_run = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
+            reused["from_run"] = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
             log.info(
                 "Aggregated: %d corpus contexts from the run's word states, %d read again",
-                from_run["contexts"],
-                from_run["read_again"],
+                reused["from_run"]["contexts"],
+                len(contexts),
             )
         mean, used = context_vectors(
             encoder,
@@ -723,11 +734,27 @@ def _aggregated(
             device=device,
             head=head,
             max_tokens=options.context_tokens,
-            progress=stage,
+            progress=_stage(progress, 0, stages),
             cancel=cancel,
         )
         if kept is not None:
             mean, used = _with_kept(mean, used, kept, head, device)
+        means.append(mean)
+        counts.append(used)
+    if options.generated_contexts:
+        mean, used, cached = generated_vectors(
+            encoder,
+            words.words,
+            options.generated_contexts,
+            layers,
+            device=device,
+            head=head,
+            context_tokens=options.context_tokens,
+            progress=_stage(progress, len(means), stages),
+            cancel=cancel,
+            cache=use_cache,
+        )
+        reused["generated_cached"] = cached
         means.append(mean)
         counts.append(used)
     have = np.stack([c > 0 for c in counts])  # passes x rows
@@ -742,10 +769,10 @@ def _aggregated(
             device=device,
             head=head,
             batch_size=options.batch_size,
-            progress=_stage(progress, len(passes), len(passes) + 1),
+            progress=_stage(progress, len(means), stages),
             cancel=cancel,
         )
-    in_corpus = counts[0] if corpus is not None and options.corpus_contexts else np.zeros(n, int)
+    in_corpus = counts[0] if reading_corpus else np.zeros(n, int)
     generated = options.generated_contexts > 0
     made_of = [
         "word alone"
@@ -762,20 +789,23 @@ def _aggregated(
     return (
         vectors.astype(np.float32),
         {"corpus_contexts": tuple(int(c) for c in in_corpus), "vector": tuple(made_of)},
-        from_run,
+        reused,
     )
 
 
 def kept_note(manifest: dict[str, Any]) -> str | None:
-    """For people, when an aggregated matrix took a run's word states: how many corpus
-    contexts came from them and how many were read again; else None."""
-    shared = (manifest.get("contexts") or {}).get("from_run")
-    if not shared:
-        return None
-    return (
-        f"{shared['contexts']:,} corpus contexts taken from the run's encoding pass, "
-        f"{shared['read_again']:,} read again"
-    )
+    """For people, what an aggregated matrix reused: corpus contexts from a run's word states
+    (and how many were read again), generated contexts from the cache; None if nothing."""
+    contexts = manifest.get("contexts") or {}
+    notes = []
+    if shared := contexts.get("from_run"):
+        notes.append(
+            f"{shared['contexts']:,} corpus contexts taken from the run's encoding pass, "
+            f"{shared['read_again']:,} read again"
+        )
+    if cached := contexts.get("generated_cached"):
+        notes.append(f"generated contexts of {cached:,} words from the cache")
+    return " · ".join(notes) or None
 
 
 def _with_kept(

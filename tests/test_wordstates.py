@@ -162,3 +162,61 @@ def test_a_batch_taken_twice_counts_once(tiny_encoder) -> None:
     assert result is not None, "every distinct text was read"
     assert result.counts[result.row["中国"]] == 3, "中国 occurs three times over the texts"
     assert not result.cut.any()
+
+
+# -- generated contexts, kept between builds --------------------------------------------------
+
+
+def test_generated_contexts_are_read_once_and_then_come_from_the_cache(
+    tiny_encoder, tmp_path: Path
+) -> None:
+    data = labelled(tmp_path)
+    run = train(tiny_encoder, data)
+    words = words_from_list(["好美", "坏", "中国", "天气"])
+    options = MatrixOptions(method="aggregated", corpus_contexts=0)
+    calls = []
+    hook = tiny_encoder.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        first = build_matrix(run, options, words=words)
+        read_first, calls[:] = len(calls), []
+        again = build_matrix(run, options, words=words)
+    finally:
+        hook.remove()
+    assert read_first > 0 and not calls, "the second build should read nothing"
+    assert first.manifest["contexts"]["generated_cached"] == 0
+    assert again.manifest["contexts"]["generated_cached"] == 4
+    np.testing.assert_allclose(again.vectors, first.vectors, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_generated_contexts_equal_reading_them_through_the_projection(
+    tiny_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = labelled(tmp_path)
+    run = train(tiny_encoder, data)
+    words = words_from_list(["好美", "坏", "中国"])
+    raw = MatrixOptions(method="aggregated", corpus_contexts=0, through_projection=False)
+    build_matrix(run, raw, words=words)  # fills the cache with the raw means
+    projected = build_matrix(
+        run, MatrixOptions(method="aggregated", corpus_contexts=0), words=words
+    )
+    assert projected.manifest["contexts"]["generated_cached"] == 3
+    monkeypatch.setenv("EMBEDGEN_FEATURE_CACHE_MB", "0")
+    direct = build_matrix(run, MatrixOptions(method="aggregated", corpus_contexts=0), words=words)
+    assert not direct.manifest["contexts"].get("generated_cached")
+    np.testing.assert_allclose(projected.vectors, direct.vectors, rtol=1e-4, atol=1e-5)
+
+
+def test_generated_contexts_of_another_layer_or_count_are_read_again(
+    tiny_encoder, tmp_path: Path
+) -> None:
+    words = words_from_list(["好美", "坏"])
+    build_matrix(tiny_encoder, MatrixOptions(method="aggregated", layer=2), words=words)
+    for options in (
+        MatrixOptions(method="aggregated", layer=1),
+        MatrixOptions(method="aggregated", layer=2, generated_contexts=3),
+        MatrixOptions(method="aggregated", layer=2, context_tokens=64),
+    ):
+        matrix = build_matrix(tiny_encoder, options, words=words)
+        assert not matrix.manifest["contexts"].get("generated_cached"), options
+    same = build_matrix(tiny_encoder, MatrixOptions(method="aggregated", layer=2), words=words)
+    assert same.manifest["contexts"]["generated_cached"] == 2
