@@ -348,10 +348,12 @@ if entries:
             rows = m.manifest.get("rows_are", "tokens")
             read = m.manifest.get("contexts")
             if read:
-                where += (
-                    f"{read['words_read_in_corpus']:,} words read in your data, the others in "
-                    "generated sentences · "
-                )
+                where += f"{read['words_read_in_corpus']:,} words read in your data"
+                if generated := read.get("generated_per_word"):
+                    where += f", every word also in {generated} generated sentences"
+                if read.get("words_read_alone"):
+                    where += f", {read['words_read_alone']:,} read alone"
+                where += " · "
             if (note := kept_note(m.manifest)) is not None:
                 where += f"{note} · "
             saved = (

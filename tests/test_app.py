@@ -341,7 +341,10 @@ def test_word_rows_of_the_data_are_built_and_evaluated(app: AppTest, tiny_model_
     entry = app.session_state["matrices"]["aggregated-L2-base-words-reviews"]
     assert entry.matrix.manifest["rows_are"] == "words"
     assert set(entry.matrix.columns["vector"]) <= {"corpus + generated", "generated"}
-    assert any("words read in your data" in c for c in texts(app.caption))
+    assert any(
+        "words read in your data, every word also in 4 generated sentences" in c
+        for c in texts(app.caption)
+    )
 
     go(app, "6_Evaluate")
     first, second, third = entry.matrix.vocab[:3]

@@ -271,6 +271,15 @@ def test_early_stopping_after_patience_without_improvement(tiny_encoder, synthet
     assert "Stopped early" in run.message
 
 
+def test_a_run_that_reaches_its_last_epoch_is_not_said_to_stop_early(
+    tiny_encoder, synthetic_data
+) -> None:
+    cfg = FinetuneConfig(epochs=3, dim=8, patience=2, head_learning_rate=1e-12, dropout=0.0)
+    run = finetune(tiny_encoder, synthetic_data, cfg)
+    assert len(run.history) == 3 and run.best_epoch == 1
+    assert "Stopped early" not in run.message, run.message
+
+
 def test_out_of_memory_halves_the_batch_and_carries_on(tiny_encoder, synthetic_data) -> None:
     """A GPU out-of-memory error for batches above 4 rows, raised where CUDA would raise it."""
 

@@ -391,7 +391,11 @@ class _Trainer:
                         self.on_epoch(metrics)
                     if metrics.val_macro_f1 > best.f1:
                         best = _Best(metrics.val_macro_f1, epoch, pred, self._snapshot())
-                    elif cfg.patience and epoch - best.epoch >= cfg.patience:
+                    elif (
+                        cfg.patience
+                        and epoch - best.epoch >= cfg.patience
+                        and epoch < cfg.epochs  # the last epoch ends the run anyway
+                    ):
                         message = (
                             f"Stopped early after epoch {epoch}: "
                             f"no better macro-F1 since {best.epoch}."
