@@ -378,6 +378,25 @@ def _span_mean(states: torch.Tensor, spans: Sequence[tuple[int, Sequence[int]]])
     return torch.stack([states[row, list(pos)].mean(0) for row, pos in spans])
 
 
+def word_spans(
+    ids: Sequence[int],
+    offsets: Sequence[Sequence[int]],
+    special: Sequence[int],
+    contexts: Iterable[Context],
+    lone: int | None,
+) -> list[tuple[Context, list[int]]]:
+    """For the ``contexts`` of one tokenised text, the positions of the tokens that overlap
+    each one's word (special tokens and a lone ``▁`` left out); a context whose word the
+    tokens do not reach (cut off) is left out."""
+    real = [k for k in range(len(ids)) if not special[k] and ids[k] != lone]
+    found = []
+    for c in contexts:
+        pos = [k for k in real if offsets[k][0] < c.end and offsets[k][1] > c.start]
+        if pos:
+            found.append((c, pos))
+    return found
+
+
 def whole_word_vectors(
     encoder: Encoder,
     words: Sequence[str],
@@ -552,17 +571,16 @@ def context_vectors(
         states = layer_mean(hidden, layers)
         spans, targets = [], []
         for j, text in enumerate(chunk):
-            offsets = enc["offset_mapping"][j].tolist()
-            real = (enc["special_tokens_mask"][j] == 0) & (enc["attention_mask"][j] == 1)
-            if lone is not None:
-                real &= enc["input_ids"][j] != lone
-            for c in by_text[text]:
-                pos = [
-                    k for k, (s, e) in enumerate(offsets) if real[k] and s < c.end and e > c.start
-                ]
-                if pos:
-                    spans.append((j, pos))
-                    targets.append(c.row)
+            found = word_spans(
+                enc["input_ids"][j].tolist(),
+                enc["offset_mapping"][j].tolist(),
+                enc["special_tokens_mask"][j].tolist(),
+                by_text[text],
+                lone,
+            )
+            for c, pos in found:
+                spans.append((j, pos))
+                targets.append(c.row)
         if spans:
             vectors = _span_mean(states, spans)
             if head is not None:

@@ -50,6 +50,7 @@ from embedgen.words import (
     corpus_contexts,
     generated_contexts,
     is_word,
+    word_spans,
 )
 
 if TYPE_CHECKING:
@@ -191,19 +192,17 @@ class Collector:
             self.read[[p for _, p in fresh]] = True
         spans, rows, cut = [], [], []
         for j, p in fresh:
-            real = [k for k in range(len(ids[j])) if not special[j][k]]
             # Cut when text is left after the last token read. (Trailing characters that make
             # no token count as cut too: those texts are read again, which is only slower.)
-            if max((offsets[j][k][1] for k in real), default=0) < len(self.distinct[p].rstrip()):
+            tokens = zip(offsets[j], special[j], strict=True)
+            read_to = max((end for (_, end), s in tokens if not s), default=0)
+            if read_to < len(self.distinct[p].rstrip()):
                 cut.append(p)
                 continue
-            if self.lone is not None:
-                real = [k for k in real if ids[j][k] != self.lone]
-            for c in self.plan.get(p, ()):
-                pos = [k for k in real if offsets[j][k][0] < c.end and offsets[j][k][1] > c.start]
-                if pos:
-                    spans.append((j, pos))
-                    rows.append(c.row)
+            found = word_spans(ids[j], offsets[j], special[j], self.plan.get(p, ()), self.lone)
+            for c, pos in found:
+                spans.append((j, pos))
+                rows.append(c.row)
         vectors = _span_mean(states, spans).float().cpu().numpy() if spans else None
         with self._lock:
             self.cut[cut] = True

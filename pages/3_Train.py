@@ -81,14 +81,13 @@ def read_runs() -> tuple[dict[str, str], list[dict[str, str | None]]]:
 
 saved_runs, active_runs = read_runs()
 with st.expander("Open a saved run"):
-    labels = saved_runs
-    if not labels:
+    if not saved_runs:
         st.caption("No saved runs yet.")
     else:
-        picked = st.selectbox("Saved runs", list(labels), key=ui.kept("train_saved_pick"))
+        picked = st.selectbox("Saved runs", list(saved_runs), key=ui.kept("train_saved_pick"))
         if st.button("Open run"):
             with st.spinner("Loading run…"):
-                st.session_state[ui.TRAIN_RUN] = ui.attempt(lambda: load_run(labels[picked]))
+                st.session_state[ui.TRAIN_RUN] = ui.attempt(lambda: load_run(saved_runs[picked]))
             st.session_state[ui.TRAIN_JOB] = None
 
 
@@ -113,17 +112,16 @@ def show_job(job: QueuedJob) -> None:
 runs_root = runs_dir(ui.current_user())
 job: QueuedJob | None = st.session_state[ui.TRAIN_JOB]
 if job is None:  # a new tab: the runs still queued or training, newest first
-    active = active_runs
     # The user's own (workspaces on), else those started with this tab's secret (its address).
     owner = ui.run_owner()
-    mine = [r for r in active if ui.current_user() is not None or owned_by(r, owner)]
+    mine = [r for r in active_runs if ui.current_user() is not None or owned_by(r, owner)]
     if mine:  # the tab takes up the newest
         job = st.session_state[ui.TRAIN_JOB] = QueuedJob(mine[0]["folder"])
         if len(mine) > 1:
             st.caption(f"{len(mine) - 1} more of your runs are queued or training.")
-    if len(active) > len(mine):  # a shared runs folder: others' runs are not this tab's
+    if len(active_runs) > len(mine):  # a shared runs folder: others' runs are not this tab's
         st.caption(
-            f"{len(active) - len(mine)} other run(s) are queued or training on this server; "
+            f"{len(active_runs) - len(mine)} other run(s) are queued or training on this server; "
             "each appears under 'Open a saved run' when it ends."
         )
 busy = job is not None and job.active
