@@ -220,3 +220,21 @@ def test_generated_contexts_of_another_layer_or_count_are_read_again(
         assert not matrix.manifest["contexts"].get("generated_cached"), options
     same = build_matrix(tiny_encoder, MatrixOptions(method="aggregated", layer=2), words=words)
     assert same.manifest["contexts"]["generated_cached"] == 2
+
+
+def test_damaged_kept_files_are_read_again_not_trusted(tiny_encoder, tmp_path: Path) -> None:
+    data = labelled(tmp_path)
+    run = train(tiny_encoder, data)
+    corpus = Corpus.of(data.texts, "reviews.csv")
+    options = MatrixOptions(method="aggregated")
+    whole = build_matrix(run, options, corpus=corpus)
+    (states,) = state_files()
+    (generated,) = features_dir().glob("*/generated.npz")
+    states.write_bytes(b"not a zip file")
+    generated.write_bytes(states.read_bytes())
+    again = build_matrix(run, options, corpus=corpus)
+    assert "from_run" not in again.manifest["contexts"]
+    assert again.manifest["contexts"]["generated_cached"] == 0
+    np.testing.assert_allclose(again.vectors, whole.vectors, rtol=1e-4, atol=1e-5)
+    third = build_matrix(run, options, corpus=corpus)  # the generated contexts were kept anew
+    assert third.manifest["contexts"]["generated_cached"] == len(third.vocab)
