@@ -143,7 +143,7 @@ from embedgen.train import FinetuneConfig
 model, data_path, out = sys.argv[1:4]
 encoder = load_encoder(model)
 table = read_table(data_path)
-data = prepare(table, "text", "label")
+data = prepare(table, sys.argv[5], sys.argv[6])
 times = {}
 t = time.perf_counter()
 run = train_and_save(encoder, data, FinetuneConfig(), new_run_folder(table.name, "head"))
@@ -160,7 +160,9 @@ print(json.dumps(times))
 """
 
 
-def cli_side(model: str, data: Path, home: Path, options: dict) -> dict[str, float]:
+def cli_side(
+    model: str, data: Path, home: Path, options: dict, columns: tuple[str, str]
+) -> dict[str, float]:
     env = {**os.environ, "EMBEDGEN_HOME": str(home)}
     out = subprocess.run(
         [
@@ -171,6 +173,7 @@ def cli_side(model: str, data: Path, home: Path, options: dict) -> dict[str, flo
             str(data),
             str(home / "m"),
             json.dumps(options),
+            *columns,
         ],
         env=env,
         capture_output=True,
@@ -181,15 +184,15 @@ def cli_side(model: str, data: Path, home: Path, options: dict) -> dict[str, flo
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cli_commands(model: str, data: Path, home: Path) -> dict[str, float]:
+def cli_commands(model: str, data: Path, home: Path, columns: tuple[str, str]) -> dict[str, float]:
     """The same training and matrix as `embedgen` commands, whole (start, imports, model load):
     what a user of the command line waits for."""
     env = {**os.environ, "EMBEDGEN_HOME": str(home)}
     run = home / "run"
     times = {}
     for step, argv in (
-        ("train", ["train", "--model", model, "--data", str(data), "--text-col", "text",
-                   "--label-col", "label", "--out", str(run), "-q"]),
+        ("train", ["train", "--model", model, "--data", str(data), "--text-col", columns[0],
+                   "--label-col", columns[1], "--out", str(run), "-q"]),
         ("matrix", ["matrix", str(run), "--method", "contextual", "--cjk-only", "--out",
                     str(home / "m"), "-q"]),
     ):  # fmt: skip
@@ -203,6 +206,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a model folder (e.g. e5-small)")
     parser.add_argument("--data", default=str(ROOT / "assets" / "sample_reviews.csv"))
+    parser.add_argument("--text-col", default="text", help="the data's text column")
+    parser.add_argument("--label-col", default="label", help="the data's label column")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", help="also write the table to this file")
     parser.add_argument("--shots", help="save screenshots of the app's results here")
@@ -220,8 +225,9 @@ def main() -> None:
             tempfile.TemporaryDirectory() as d,
         ):
             app = app_side(args.model, data, Path(a), shots)
-            lib = cli_side(args.model, data, Path(c), {})  # the page's map: the defaults
-            cmd = cli_commands(args.model, data, Path(d))
+            columns = (args.text_col, args.label_col)
+            lib = cli_side(args.model, data, Path(c), {}, columns)  # the page's map: defaults
+            cmd = cli_commands(args.model, data, Path(d), columns)
         for step in ("train", "matrix", "map"):
             results.setdefault(step, []).append((app[step], lib[step], cmd.get(step)))
         results.setdefault("train beside a map", []).append(
