@@ -94,8 +94,9 @@ with st.expander("Open a saved run"):
 def show_job(job: QueuedJob) -> None:
     """The run's panel while it waits or trains; its result (or why there is none) after."""
     if ui.current_user() is None:  # no workspaces: the address is what owns the run
-        if job.active:
-            st.query_params[ui.RUN_PARAM] = ui.run_owner()
+        secret = ui.run_secret(job.folder)
+        if job.active and secret is not None:
+            st.query_params[ui.RUN_PARAM] = secret
             st.caption(
                 "This page's address now brings the run back after a reload, in another tab "
                 "or another browser. Whoever has the address can follow and cancel it."
@@ -112,11 +113,19 @@ def show_job(job: QueuedJob) -> None:
 runs_root = runs_dir(ui.current_user())
 job: QueuedJob | None = st.session_state[ui.TRAIN_JOB]
 if job is None:  # a new tab: the runs still queued or training, newest first
-    # The user's own (workspaces on), else those started with this tab's secret (its address).
-    owner = ui.run_owner()
-    mine = [r for r in active_runs if ui.current_user() is not None or owned_by(r, owner)]
+    # The user's own (workspaces on), else those whose secret this tab holds or its address
+    # carries; an address's value finds only the run it was made for, and lends nothing else.
+    given = ui.address_secret()
+
+    def is_mine(r: dict[str, str | None]) -> bool:
+        held = ui.run_secret(str(r["folder"]))
+        return ui.current_user() is not None or owned_by(r, held) or owned_by(r, given)
+
+    mine = [r for r in active_runs if is_mine(r)]
     if mine:  # the tab takes up the newest
-        job = st.session_state[ui.TRAIN_JOB] = QueuedJob(mine[0]["folder"])
+        job = st.session_state[ui.TRAIN_JOB] = QueuedJob(str(mine[0]["folder"]))
+        if given is not None and owned_by(mine[0], given):
+            ui.hold_secret(job.folder, given)
         if len(mine) > 1:
             st.caption(f"{len(mine) - 1} more of your runs are queued or training.")
     if len(active_runs) > len(mine):  # a shared runs folder: others' runs are not this tab's
@@ -240,7 +249,7 @@ if start:
         config=config.as_dict(),
         trust_remote_code=trust_remote_code and settings.allow_remote_code,
         allow_download=settings.allow_downloads,
-        owner=owner_tag(ui.run_owner()),
+        owner=owner_tag(ui.new_run_secret(str(folder))),
     )
     ui.attempt(lambda: queue.submit(request, data, encoder.info.as_dict()))
     queue.ensure_worker()  # `streamlit run app.py` stays the one command

@@ -241,3 +241,58 @@ def test_without_workspaces_a_tab_takes_up_only_the_run_whose_address_it_has(
     assert not Path(folder).exists(), "cancelled before a worker took it: nothing is kept"
     run_page(reloaded)
     assert "run" not in reloaded.query_params, "the address lets go of the ended run"
+
+
+def test_a_run_secret_is_made_by_the_server_never_taken_from_the_address(
+    app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Session fixation: a visitor sent to ``/Train?run=<a value someone else chose>`` who then
+    starts a run must not make that value the run's secret, or its chooser could cancel it."""
+    from embedgen.runs import owned_by
+
+    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # the run stays queued
+    chosen = "Attacker-chosen-value-0123"
+    app.query_params["run"] = chosen
+    run_page(app)
+    train_page(app, tiny_model_dir)
+    click(app, "Start training")
+    folder = app.session_state["train_job"].folder
+    record = json.loads((Path(folder) / "run.json").read_text("utf-8"))
+    assert not owned_by(record, chosen), "the run's secret was taken from the address"
+    secret = app.query_params["run"]
+    assert secret != chosen and owned_by(record, secret), "the address carries the run's own"
+
+    # Whoever chose the value opens the same address: it finds nothing and can cancel nothing.
+    chooser = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    chooser.query_params["run"] = chosen
+    run_page(chooser)
+    go(chooser, "3_Train")
+    assert chooser.session_state["train_job"] is None
+    assert "Cancel" not in [b.label for b in chooser.button]
+
+
+def test_an_address_that_finds_a_run_does_not_lend_its_secret_to_the_next_run(
+    app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tab opened on another run's address follows that run; a run it starts afterwards
+    gets a secret of its own, so the address's sender cannot cancel it."""
+    from embedgen.runs import owned_by
+
+    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")
+    train_page(app, tiny_model_dir)
+    click(app, "Start training")
+    first_secret = app.query_params["run"]
+
+    visitor = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    visitor.query_params["run"] = first_secret
+    run_page(visitor)
+    train_page(visitor, tiny_model_dir)
+    assert visitor.session_state["train_job"].folder == app.session_state["train_job"].folder
+    click(visitor, "Cancel")  # whoever holds the address may stop that run
+    assert visitor.session_state["train_job"].wait(TIMEOUT)
+    run_page(visitor)
+    click(visitor, "Start training")
+    folder = visitor.session_state["train_job"].folder
+    record = json.loads((Path(folder) / "run.json").read_text("utf-8"))
+    assert not owned_by(record, first_secret), "the next run reused the address's secret"
+    assert owned_by(record, visitor.query_params["run"])

@@ -44,8 +44,8 @@ PROJECTION_JOB = "explore_projection_job"
 PROJECTIONS = "explore_projections"  # (matrix key, ProjectionOptions) -> Projection
 TRADEOFF_JOB = "evaluate_tradeoff_job"
 USER = "ui_user"  # the visitor's name, once found (workspaces on)
-TRAIN_OWNER = "train_owner"  # this tab's secret for the runs it starts (see run_owner)
-RUN_PARAM = "run"  # the Train page's address carries the secret: ?run=...
+TRAIN_SECRETS = "train_secrets"  # run folder -> the secret this tab holds for it (run_secret)
+RUN_PARAM = "run"  # the Train page's address carries the followed run's secret: ?run=...
 
 DEFAULTS: dict[str, Any] = {
     MODEL_LOADED: None,
@@ -207,21 +207,39 @@ def current_user() -> str | None:
 _SECRET = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
-def run_owner() -> str:
-    """This tab's secret: the runs it starts are kept under its hash (``runs.owner_tag``).
+def new_run_secret(folder: str) -> str:
+    """A new secret for the run this tab starts in ``folder``: made here, on the server, and
+    kept for this tab; the run keeps only its hash (``runs.owner_tag``).
 
-    The Train page puts the secret in its address (``?run=``) while a run of the tab's is
-    queued or training, so a reloaded tab, a tab reopened from the history or the address
-    pasted into another browser takes the run up again: follows it and can cancel it.
-    Whoever has the address owns the run; without workspaces nothing else tells visitors
-    apart. A well-formed secret in the address is taken when the tab follows no run.
+    The Train page puts the secret in its address (``?run=``) while the run is queued or
+    training, so a reloaded tab, a tab reopened from the history or the address pasted into
+    another browser takes the run up again: follows it and can cancel it. Whoever has the
+    address owns that run, and only that run: each run gets its own secret, never one taken
+    from an address (a visitor sent a link with a value someone chose would otherwise start
+    runs its chooser could cancel).
     """
+    secret = secrets.token_urlsafe(18)
+    st.session_state.setdefault(TRAIN_SECRETS, {})[folder] = secret
+    return secret
+
+
+def address_secret() -> str | None:
+    """The well-formed secret in this page's address (``?run=``), or None. It proves nothing
+    by itself: it finds a run only when the run keeps its hash (``runs.owned_by``)."""
     given = st.query_params.get(RUN_PARAM)
-    if given and _SECRET.fullmatch(given) and st.session_state.get(TRAIN_JOB) is None:
-        st.session_state[TRAIN_OWNER] = given
-    if not st.session_state.get(TRAIN_OWNER):
-        st.session_state[TRAIN_OWNER] = secrets.token_urlsafe(18)
-    return st.session_state[TRAIN_OWNER]
+    return given if given and _SECRET.fullmatch(given) else None
+
+
+def run_secret(folder: str) -> str | None:
+    """The secret this tab holds for the run in ``folder``: made when the tab started it, or
+    found in the address and matched against the run's hash (``hold_secret``)."""
+    return st.session_state.get(TRAIN_SECRETS, {}).get(folder)
+
+
+def hold_secret(folder: str, secret: str) -> None:
+    """Keep ``secret`` for the run in ``folder``; the caller checked that the run's hash
+    matches it, so it is that run's own secret, made by the server when the run started."""
+    st.session_state.setdefault(TRAIN_SECRETS, {})[folder] = secret
 
 
 def user_name(user_info: Mapping[str, Any], header_values: Sequence[str]) -> str | None:
