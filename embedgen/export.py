@@ -13,7 +13,8 @@ Token rules, one per format:
   ``#2``, ``#3``, ... suffix so that no row is lost; both are logged.
 - projector ``metadata.tsv``: tab, ``\\n`` and ``\\r`` are shown as ``\\t``, ``\\n``, ``\\r``;
   an empty or whitespace-only token (which the projector would skip, shifting every later
-  label) is written as ``\\uXXXX`` escapes, or ``<empty>``.
+  label) is written as ``\\uXXXX`` escapes, or ``<empty>``; a token a spreadsheet would read as
+  a formula (a leading ``=``, ``+``, ``-``, ``@``) gets a leading ``'`` (``embedgen.cells``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embedgen.atomic import atomic_path, temp_folder, write_text
+from embedgen.cells import spreadsheet_cell
 from embedgen.errors import BadConfig
 from embedgen.fields import choice
 from embedgen.matrix import (
@@ -146,11 +148,12 @@ def export_word2vec(matrix: EmbeddingMatrix, path: str | os.PathLike[str]) -> Pa
 
 
 def projector_label(token: str) -> str:
-    """Return ``token`` as shown in the projector's metadata.tsv (one visible line)."""
+    """Return ``token`` as shown in the projector's metadata.tsv (one visible line, never a
+    formula when the file is opened in a spreadsheet)."""
     label = token.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     if not label.strip():
         return "".join(f"\\u{ord(ch):04x}" for ch in label) or EMPTY_TOKEN
-    return label
+    return spreadsheet_cell(label)
 
 
 def export_projector(matrix: EmbeddingMatrix, folder: str | os.PathLike[str]) -> tuple[Path, Path]:

@@ -59,6 +59,7 @@ from embedgen.atomic import (
 )
 from embedgen.blend import SHRINK, blend, label_signal, logits
 from embedgen.budget import MIB, Entry, evict, folder_size, human_size, remove, touch
+from embedgen.cells import spreadsheet_cell
 from embedgen.config import operator_settings
 from embedgen.device import DeviceChoice, autocast, resolve_device
 from embedgen.errors import BadConfig, BadRun, NotKept
@@ -1325,12 +1326,12 @@ def _read_vocab(path: Path, *, escaped: bool) -> list[str]:
 
 
 def _rows_table(matrix: EmbeddingMatrix) -> str:
-    """rows.tsv: a header, then per row its token (tabs and line breaks shown escaped; vocab.txt
-    is the one that counts) and its facts."""
+    """rows.tsv: a header, then per row its token (tabs and line breaks shown escaped, guarded
+    against spreadsheet formulas; vocab.txt is the one that counts) and its facts."""
     names = list(matrix.columns)
     lines = ["\t".join(["token", *names])]
     for i, token in enumerate(matrix.vocab):
-        shown = _escape_line(token).replace("\t", "\\t")
+        shown = spreadsheet_cell(_escape_line(token).replace("\t", "\\t"))
         lines.append("\t".join([shown, *(str(matrix.columns[n][i]) for n in names)]))
     return text_lines(lines)
 

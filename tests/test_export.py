@@ -14,6 +14,7 @@ from conftest import VOCAB, files_in, make_matrix
 from embedgen.errors import BadConfig
 from embedgen.export import (
     ExportFormat,
+    download_bytes,
     export,
     export_projector,
     export_word2vec,
@@ -97,6 +98,42 @@ def test_projector_metadata_escapes_tabs_and_newlines_and_shows_blank_tokens(tmp
     _, metadata_path = export_projector(make_matrix(("a\tb", "c\nd", " ", "")), tmp_path / "p")
     lines = metadata_path.read_text(encoding="utf-8").split("\n")[:-1]
     assert lines == ["a\\tb", "c\\nd", "\\u0020", "<empty>"]
+
+
+FORMULAS = ("=cmd|' /C calc'!A0", "+1+1", "@SUM(1)", "-2+3", "好=坏")
+
+
+def test_projector_metadata_guards_cells_a_spreadsheet_would_read_as_formulas(tmp_path):
+    """metadata.tsv opens in Excel: a token that starts with = + - or @ gets a leading ' so it
+    shows as text, and every row keeps its line."""
+    _, metadata_path = export_projector(make_matrix(FORMULAS), tmp_path / "p")
+    lines = metadata_path.read_text(encoding="utf-8").split("\n")[:-1]
+    assert lines == ["'=cmd|' /C calc'!A0", "'+1+1", "'@SUM(1)", "'-2+3", "好=坏"]
+    assert download_bytes(make_matrix(FORMULAS), "metadata.tsv").decode().split("\n")[:-1] == lines
+
+
+def test_a_matrix_folder_keeps_raw_tokens_in_vocab_txt_and_guards_rows_tsv(tmp_path):
+    """vocab.txt is for programs (line i names row i, tokens as the model spells them), so it
+    stays raw; rows.tsv, a table for people, guards its token column like metadata.tsv."""
+    matrix = make_matrix(FORMULAS)
+    matrix = EmbeddingMatrix(
+        vectors=matrix.vectors,
+        vocab=matrix.vocab,
+        manifest=matrix.manifest,
+        columns={"count": tuple(range(len(FORMULAS)))},
+    )
+    folder = export(matrix, "npy", tmp_path / "m")
+    assert (folder / "vocab.txt").read_text("utf-8").split("\n")[:-1] == list(FORMULAS)
+    table = (folder / "rows.tsv").read_text("utf-8").split("\n")[1:-1]
+    assert [line.split("\t")[0] for line in table] == [
+        "'=cmd|' /C calc'!A0",
+        "'+1+1",
+        "'@SUM(1)",
+        "'-2+3",
+        "好=坏",
+    ]
+    loaded = load_matrix(folder)
+    assert loaded.vocab == FORMULAS and loaded.columns["count"] == tuple(range(5))
 
 
 # -- zip and dispatch ----------------------------------------------------------------------------
