@@ -3,22 +3,22 @@
 import streamlit as st
 
 from embedgen import __version__  # light: the package imports its modules lazily
-from embedgen.ui import PAGES, via_app  # light: no Streamlit helpers, no torch
+from embedgen.ui.navigation import PAGES, via_app  # light: no Streamlit helpers, no torch
 
 
 def start() -> None:
     """The start page: the path through the app and where this session stands on it."""
     # Imported here, not at the top: torch and transformers take seconds to import, and the
     # sidebar (st.navigation below) should not wait for them on a cold server.
-    from embedgen.ui import common as ui
+    from embedgen.ui import session, visitor
 
-    ui.init_state()
+    session.init_state()
     st.title("embedgen")
     st.markdown(
         "Turn a pretrained transformer into a word-embedding matrix shaped by your own labelled "
         "text. Follow the steps in order; each one is also a command (`embedgen --help`)."
     )
-    user = ui.current_user()
+    user = visitor.current_user()
     if user is not None:
         st.caption(f"Signed in as {user}: the runs and matrices you see and save are yours alone.")
     polling = any(job is not None and job.active for job in _jobs())
@@ -39,23 +39,23 @@ def start() -> None:
 
 def _jobs() -> list:
     """This session's background jobs: training, matrix, map, trade-off."""
-    from embedgen.ui import common as ui
+    from embedgen.ui import session
 
-    keys = (ui.TRAIN_JOB, ui.MATRIX_JOB, ui.PROJECTION_JOB, ui.TRADEOFF_JOB)
+    keys = (session.TRAIN_JOB, session.MATRIX_JOB, session.PROJECTION_JOB, session.TRADEOFF_JOB)
     return [st.session_state[key] for key in keys]
 
 
 def _where() -> list[str]:
     """One line per page: where this session stands on it, running jobs included."""
-    from embedgen.ui import common as ui
+    from embedgen.ui import jobpanel, models, session
 
-    encoder = ui.current_encoder()
-    data = st.session_state[ui.DATA_LABELLED]
-    matrices = st.session_state[ui.MATRICES]
+    encoder = models.current_encoder()
+    data = st.session_state[session.DATA_LABELLED]
+    matrices = st.session_state[session.MATRICES]
     _, matrix_job, map_job, tradeoff_job = _jobs()
     built = f"{len(matrices)} built" if matrices else "none built"
-    building, mapping = ui.job_line(matrix_job), ui.job_line(map_job)
-    tradeoff = ui.job_line(tradeoff_job)
+    building, mapping = jobpanel.job_line(matrix_job), jobpanel.job_line(map_job)
+    tradeoff = jobpanel.job_line(tradeoff_job)
     return [
         encoder.info.model_id if encoder else "not loaded",
         f"{data.source_name}: {len(data):,} rows, {data.num_classes} classes" if data else "none",
@@ -70,15 +70,15 @@ def _where() -> list[str]:
 
 def _training() -> str:
     """The Train step: the training under way, or the run this session has."""
-    from embedgen.ui import common as ui
-    from embedgen.ui.jobs import JobState
+    from embedgen.ui import jobpanel, session
+    from embedgen.ui.jobpanel import JobState
 
-    job, run = st.session_state[ui.TRAIN_JOB], st.session_state[ui.TRAIN_RUN]
+    job, run = st.session_state[session.TRAIN_JOB], st.session_state[session.TRAIN_RUN]
     if job is not None and job.active:
         epochs = job.events  # one EpochMetrics per finished epoch
         best = f", best macro-F1 so far {max(e.val_macro_f1 for e in epochs):.3f}" if epochs else ""
         detail = f"epoch {len(epochs) + 1}{best}" if job.state is JobState.RUNNING else ""
-        return ui.job_line(job, detail) or ""
+        return jobpanel.job_line(job, detail) or ""
     if run is None and job is not None:
         run = job.result  # it ended while the Train page was closed
         if job.state is JobState.FAILED:

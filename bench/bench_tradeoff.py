@@ -22,12 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedgen.corpus import association, token_stats  # noqa: E402
 from embedgen.data import prepare  # noqa: E402
 from embedgen.evaluate import read_similarity  # noqa: E402
 from embedgen.report import tradeoff, tradeoff_words  # noqa: E402
 from embedgen.runs import load_run  # noqa: E402
 from embedgen.table import read_table  # noqa: E402
+from embedgen.tokenstats import association, token_stats  # noqa: E402
 from embedgen.words import Corpus, WordSplitter  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

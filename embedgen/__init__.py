@@ -28,7 +28,7 @@ _EXPORTS = {
     "load_encoder": "embedgen.models",
     "list_cached_models": "embedgen.models",
     "Encoder": "embedgen.models",
-    "operator_settings": "embedgen.config",
+    "operator_settings": "embedgen.settings",
     "embedgen_home": "embedgen.paths",
     "read_table": "embedgen.table",
     "xlsx_sheets": "embedgen.table",

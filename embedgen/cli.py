@@ -429,7 +429,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from embedgen.errors import BadConfig
-    from embedgen.queue import run_worker
+    from embedgen.jobs import run_worker
 
     if args.workers < 1:
         raise BadConfig(f"--workers {args.workers}: give at least 1.")
@@ -469,7 +469,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from embedgen import queue
+    from embedgen import jobs
     from embedgen.errors import BadRun
     from embedgen.runs import read_run_record
 
@@ -479,7 +479,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if status not in ("queued", "running"):
         raise BadRun(f"Run '{folder.name}' is {status}, not queued or training: nothing to stop.")
     if record.get("task_id"):  # the queue's: its worker watches for the cancel file
-        if queue.cancel(folder):
+        if jobs.cancel(folder):
             print(f"Cancelled {folder.name} before a worker took it up; nothing is kept.")
         else:
             print(

@@ -17,7 +17,7 @@ The measures:
   all questions. Both rules are computed together in batches of questions: three matrix
   products with the unit-length rows per batch.
 - **Label purity** (:func:`label_purity`): take the tokens that lean most to each label of the
-  user's texts (``embedgen.corpus.association``); for each, its k nearest neighbours by cosine
+  user's texts (``embedgen.tokenstats.association``); for each, its k nearest neighbours by cosine
   among the other tokens taken; purity = the share of those neighbours that lean to the same
   label. Two labels with 30 tokens each and k = 10 is the "sentiment-neighbour purity" we quote.
 
@@ -602,7 +602,7 @@ def label_purity(
 ) -> PurityResult:
     """Return how often the ``k`` nearest neighbours of label-leaning tokens share their label.
 
-    ``associations`` maps a token to (label, z), as :func:`embedgen.corpus.association` returns.
+    ``associations`` maps a token to (label, z), as :func:`embedgen.tokenstats.association` returns.
     For each label, the ``per_label`` rows of the matrix with the highest z > 0 for it are
     taken (ties: in token order); each token's neighbours are sought among the other tokens
     taken, by cosine (ties: the one taken first).

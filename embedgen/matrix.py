@@ -60,7 +60,6 @@ from embedgen.atomic import (
 from embedgen.blend import SHRINK, blend, label_signal, logits
 from embedgen.budget import MIB, Entry, evict, folder_size, human_size, remove, touch
 from embedgen.cells import spreadsheet_cell
-from embedgen.config import operator_settings
 from embedgen.device import DeviceChoice, autocast, resolve_device
 from embedgen.errors import BadConfig, BadRun, NotKept
 from embedgen.fields import Choice, check, choice, setting
@@ -70,6 +69,7 @@ from embedgen.paths import embedgen_home, matrix_folder, matrix_name, slug
 from embedgen.postprocess import PostProcess
 from embedgen.postprocess import apply as apply_postprocess
 from embedgen.progress import ProgressFn, check_cancel
+from embedgen.settings import operator_settings
 from embedgen.tokens import describe_removed, select_tokens, special_frame
 from embedgen.train import Head, Run
 from embedgen.train.batches import iter_batches

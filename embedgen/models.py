@@ -15,9 +15,9 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
 from embedgen.atomic import sha256_file
-from embedgen.config import in_other_workspace, resolve_quietly, under_any
 from embedgen.errors import ModelNotAvailable, NotAllowed
 from embedgen.paths import hub_cache_dir
+from embedgen.settings import in_other_workspace, resolve_quietly, under_any
 
 log = logging.getLogger(__name__)
 

@@ -67,12 +67,12 @@ import numpy.typing as npt
 
 from embedgen import atomic
 from embedgen.budget import MIB, Entry, evict, touch
-from embedgen.config import operator_settings
 from embedgen.errors import BadConfig, Cancelled
 from embedgen.fields import Choice, check, setting
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.paths import cache_dir, tmp_dir
 from embedgen.progress import ProgressFn, check_cancel, stage
+from embedgen.settings import operator_settings
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@
 RUN_DIR/
   run.json            status, config, model, dataset, label map, metrics per epoch, versions
   heartbeat           touched every 10 s while the run trains; gone when it ends
-  data.json           a queued run's labelled data (embedgen.queue); gone when it ends
+  data.json           a queued run's labelled data (embedgen.jobs); gone when it ends
   progress.json       a queued run's stage and counts, written by its worker
-  cancel              asks a queued run's worker to stop (embedgen.queue.cancel)
+  cancel              asks a queued run's worker to stop (embedgen.jobs.cancel)
   head.safetensors    projection + classifier
   encoder/            save_pretrained() output, only when the encoder changed (top-k, full)
   matrices/<name>/    matrices built from this run

@@ -177,7 +177,7 @@ def _segmenter(user_dict: str | None) -> Any:
 
 class WordSplitter:
     """A corpus's segmenter as a tokenizer: ``tokenize(text)`` gives its words (for
-    ``embedgen.corpus.token_stats``, so words get label statistics as tokens do)."""
+    ``embedgen.tokenstats.token_stats``, so words get label statistics as tokens do)."""
 
     def __init__(self, corpus: Corpus) -> None:
         self._seg = corpus.segmenter()

@@ -3,7 +3,8 @@
 import streamlit as st
 
 from embedgen.models import DEFAULT_MODEL, ModelInfo, list_cached_models
-from embedgen.ui import common as ui
+from embedgen.ui import feedback, models, session, visitor
+from embedgen.ui.widgets import kept
 
 
 def vocabulary_note(info: ModelInfo) -> str:
@@ -39,7 +40,7 @@ def vocabulary_note(info: ModelInfo) -> str:
 
 
 st.set_page_config(page_title="Model · embedgen", layout="wide")
-ui.init_state()
+session.init_state()
 st.title("1 · Model")
 st.caption(
     "Any Hugging Face encoder with a token-embedding layer: BERT, RoBERTa, MacBERT, XLM-R… "
@@ -51,25 +52,25 @@ choice = st.radio(
     "Where is the model?",
     ["Hub id", "Local cache", "Folder on this machine"],
     horizontal=True,
-    key=ui.kept("model_source"),
+    key=kept("model_source"),
 )
 if choice == "Hub id":
-    spec = st.text_input("Hub id", value=DEFAULT_MODEL, key=ui.kept("model_hub_id"))
+    spec = st.text_input("Hub id", value=DEFAULT_MODEL, key=kept("model_hub_id"))
 elif choice == "Local cache":
     if not cached:
         st.info("The local Hugging Face cache holds no models. Use a hub id or a folder.")
         spec = ""
     else:
         labels = {f"{m.model_id} ({m.size_bytes / 1e6:.0f} MB)": m.model_id for m in cached}
-        spec = labels[st.selectbox("Cached models", list(labels), key=ui.kept("model_cached"))]
+        spec = labels[st.selectbox("Cached models", list(labels), key=kept("model_cached"))]
 else:
     spec = st.text_input(
-        "Folder", placeholder="/path/to/model (holds config.json)", key=ui.kept("model_folder")
+        "Folder", placeholder="/path/to/model (holds config.json)", key=kept("model_folder")
     )
-if ui.operator().allow_remote_code:
+if visitor.operator().allow_remote_code:
     trust = st.checkbox(
         "Allow this model's own code to run (only for repositories you trust)",
-        key=ui.kept("model_remote"),
+        key=kept("model_remote"),
         help="Some models ship Python code. embedgen never runs it unless you tick this.",
     )
 else:
@@ -82,13 +83,13 @@ else:
 if st.button("Load model", type="primary", disabled=not spec.strip()):
     with st.spinner(f"Loading {spec}…"):
         try:
-            ui.load_model(spec.strip(), trust)
-            st.session_state[ui.MODEL_LOADED] = (spec.strip(), trust)
+            models.load_model(spec.strip(), trust)
+            st.session_state[session.MODEL_LOADED] = (spec.strip(), trust)
         except Exception as exc:  # shown; the model loaded before stays
-            ui.show_error(exc)
+            feedback.show_error(exc)
 
-encoder = ui.current_encoder()
-device = ui.cached_device_info()
+encoder = models.current_encoder()
+device = models.cached_device_info()
 st.divider()
 if encoder is None:
     st.info("No model loaded yet.")

@@ -10,13 +10,13 @@ from embedgen import table as tables
 from embedgen.data import guess_columns, prepare, split
 from embedgen.fields import spec
 from embedgen.train import FinetuneConfig
-from embedgen.ui import common as ui
-from embedgen.ui import plots
+from embedgen.ui import feedback, plots, session
+from embedgen.ui.widgets import kept
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"
 
 st.set_page_config(page_title="Data · embedgen", layout="wide")
-ui.init_state()
+session.init_state()
 st.title("2 · Data")
 st.caption(
     "CSV, TSV or XLSX; UTF-8, UTF-8 with BOM, GBK/GB18030 or Big5 (what Excel writes on "
@@ -28,10 +28,10 @@ source = st.radio(
     "Data",
     ["Upload a file", "Sample dataset (400 Chinese sentences, 4 topics)"],
     horizontal=True,
-    key=ui.kept("data_source"),
+    key=kept("data_source"),
 )
 header_choice = st.radio(
-    "Header row", ["Detect", "Yes", "No"], horizontal=True, key=ui.kept("data_header")
+    "Header row", ["Detect", "Yes", "No"], horizontal=True, key=kept("data_header")
 )
 header = {"Detect": None, "Yes": True, "No": False}[header_choice]
 
@@ -46,7 +46,7 @@ if source.startswith("Upload"):
         try:
             sheet = None
             if upload.name.lower().endswith((".xlsx", ".xlsm")):
-                sheets = ui.session_cached(
+                sheets = session.session_cached(
                     "data_cache_sheets",
                     digest,
                     lambda: tables.xlsx_sheets(raw, name=upload.name),
@@ -55,27 +55,27 @@ if source.startswith("Upload"):
                     sheet = st.selectbox(
                         "Sheet",
                         sheets,
-                        key=ui.kept("data_sheet"),
+                        key=kept("data_sheet"),
                         help="This workbook has several sheets.",
                     )
             # Parsed once per file and reading options; widget changes below reuse it.
-            table = ui.session_cached(
+            table = session.session_cached(
                 "data_cache_table",
                 (digest, upload.name, header, sheet),
                 lambda: tables.read_table(raw, name=upload.name, header=header, sheet=sheet),
             )
         except Exception as exc:  # shown; the previous table is forgotten
-            st.session_state[ui.DATA_TABLE] = None
-            st.session_state[ui.DATA_LABELLED] = None
-            ui.show_error(exc)
+            st.session_state[session.DATA_TABLE] = None
+            st.session_state[session.DATA_LABELLED] = None
+            feedback.show_error(exc)
             st.stop()
-    elif st.session_state[ui.DATA_TABLE] is not None:
+    elif st.session_state[session.DATA_TABLE] is not None:
         # The uploader forgets its file when the user visits another page; the table stays.
-        table = st.session_state[ui.DATA_TABLE]
+        table = st.session_state[session.DATA_TABLE]
         st.caption(f"Using **{table.label}**, uploaded earlier. Upload another file to replace it.")
 else:
-    table = ui.attempt(
-        lambda: ui.session_cached(
+    table = feedback.attempt(
+        lambda: session.session_cached(
             "data_cache_table",
             ("sample", header),
             lambda: tables.read_table(SAMPLE, header=header),
@@ -83,10 +83,10 @@ else:
     )
 
 if table is None:
-    st.session_state[ui.DATA_LABELLED] = None
+    st.session_state[session.DATA_LABELLED] = None
     st.info("Upload a file or choose the sample dataset.")
     st.stop()
-st.session_state[ui.DATA_TABLE] = table
+st.session_state[session.DATA_TABLE] = table
 
 st.caption(
     f"**{table.label}** · {len(table):,} rows · {len(table.columns)} columns · "
@@ -99,10 +99,10 @@ st.caption(f"{table.numbering} Messages about rows below use the same numbers.")
 
 # What the table holds decides the guess and the examples: computed once for each.
 read_as = (table.sha256, table.label, table.has_header)
-text_guess, label_guess = ui.session_cached(
+text_guess, label_guess = session.session_cached(
     "data_cache_guess", read_as, lambda: guess_columns(table)
 )
-previous = st.session_state[ui.DATA_COLUMNS]
+previous = st.session_state[session.DATA_COLUMNS]
 if previous and previous[0] == table.sha256:
     text_guess, label_guess = previous[1], previous[2]
 columns = table.columns
@@ -111,28 +111,28 @@ text_col = cols[0].selectbox(
     "Text column",
     columns,
     index=columns.index(text_guess) if text_guess in columns else 0,
-    key=ui.kept(f"data_text_col_{table.sha256[:8]}"),
+    key=kept(f"data_text_col_{table.sha256[:8]}"),
 )
 label_col = cols[1].selectbox(
     "Label column",
     columns,
     index=columns.index(label_guess) if label_guess in columns else min(1, len(columns) - 1),
-    key=ui.kept(f"data_label_col_{table.sha256[:8]}"),
+    key=kept(f"data_label_col_{table.sha256[:8]}"),
 )
 
 try:
-    data = ui.session_cached(
+    data = session.session_cached(
         "data_cache_prepared",
         (read_as, text_col, label_col),
         lambda: prepare(table, text_col, label_col),
         keep=2,
     )
 except Exception as exc:  # every problem is shown, nothing else breaks
-    st.session_state[ui.DATA_LABELLED] = None
-    ui.show_error(exc)
+    st.session_state[session.DATA_LABELLED] = None
+    feedback.show_error(exc)
     st.stop()
-st.session_state[ui.DATA_LABELLED] = data
-st.session_state[ui.DATA_COLUMNS] = (table.sha256, text_col, label_col)
+st.session_state[session.DATA_LABELLED] = data
+st.session_state[session.DATA_COLUMNS] = (table.sha256, text_col, label_col)
 
 if data.dropped:
     st.warning(data.dropped_summary())
@@ -151,14 +151,14 @@ val_fraction = st.slider(
     "Validation share",
     0.05,
     fraction.high,
-    st.session_state[ui.DATA_VAL_FRACTION],
+    st.session_state[session.DATA_VAL_FRACTION],
     0.05,
     help="Held out, stratified by label, to measure accuracy and macro-F1 after each epoch.",
 )
-st.session_state[ui.DATA_VAL_FRACTION] = val_fraction
+st.session_state[session.DATA_VAL_FRACTION] = val_fraction
 seed = FinetuneConfig().seed  # the split training will make
-train, val = ui.attempt(
-    lambda: ui.session_cached(
+train, val = feedback.attempt(
+    lambda: session.session_cached(
         "data_cache_split",
         (read_as, text_col, label_col, val_fraction, seed),
         lambda: split(data, val_fraction=val_fraction, seed=seed),

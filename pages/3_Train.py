@@ -1,32 +1,31 @@
 """Train: fine-tune a projection head (and optionally encoder layers) with live progress.
 
-Training goes through the queue (embedgen.queue): Start writes the run folder and enqueues it,
+Training goes through the queue (embedgen.jobs): Start writes the run folder and enqueues it,
 a worker process trains it, and this page watches the folder. A reloaded tab finds the
 user's queued and running runs in their runs folder.
 """
 
 import streamlit as st
 
-from embedgen import queue
+from embedgen import jobs
 from embedgen.paths import new_run_folder, runs_dir
 from embedgen.runs import has_trained_head, list_runs, load_run, owned_by, owner_tag
 from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import FinetuneConfig, Run, Strategy
-from embedgen.ui import common as ui
-from embedgen.ui import plots
-from embedgen.ui.jobs import QueuedJob
-from embedgen.ui.widgets import setting_input
+from embedgen.ui import feedback, jobpanel, models, plots, session, visitor
+from embedgen.ui.jobpanel import QueuedJob
+from embedgen.ui.widgets import kept, setting_input
 
 st.set_page_config(page_title="Train · embedgen", layout="wide")
-ui.init_state()
+session.init_state()
 st.title("3 · Train")
 
 
 def render(job: QueuedJob) -> None:
-    ui.job_status(job)
+    jobpanel.job_status(job)
     if job.status == "queued":  # a worker that died leaves the run waiting for nothing
-        queue.ensure_worker()
-        trouble = queue.worker_trouble()
+        jobs.ensure_worker()
+        trouble = jobs.worker_trouble()
         if trouble:
             st.warning(trouble)
     if job.events and job.active:  # once it ends, the result below shows the curves
@@ -64,7 +63,7 @@ def read_runs() -> tuple[dict[str, str], list[dict[str, str | None]]]:
     folder and owner of those queued or training, newest first. A function, so that the
     records read (every run.json) are not kept in this page's globals, which the job panel's
     fragment holds on to for the session (the soak saw them pile up as runs accumulated)."""
-    records = list_runs(runs_dir(ui.current_user()))
+    records = list_runs(runs_dir(visitor.current_user()))
     saved = {
         f"{r['folder'].rsplit('/', 1)[-1]} · {r['status']} · "
         f"F1 {(r.get('best') or {}).get('val_macro_f1', 0):.3f}": r["folder"]
@@ -84,48 +83,50 @@ with st.expander("Open a saved run"):
     if not saved_runs:
         st.caption("No saved runs yet.")
     else:
-        picked = st.selectbox("Saved runs", list(saved_runs), key=ui.kept("train_saved_pick"))
+        picked = st.selectbox("Saved runs", list(saved_runs), key=kept("train_saved_pick"))
         if st.button("Open run"):
             with st.spinner("Loading run…"):
-                st.session_state[ui.TRAIN_RUN] = ui.attempt(lambda: load_run(saved_runs[picked]))
-            st.session_state[ui.TRAIN_JOB] = None
+                st.session_state[session.TRAIN_RUN] = feedback.attempt(
+                    lambda: load_run(saved_runs[picked])
+                )
+            st.session_state[session.TRAIN_JOB] = None
 
 
 def show_job(job: QueuedJob) -> None:
     """The run's panel while it waits or trains; its result (or why there is none) after."""
-    if ui.current_user() is None:  # no workspaces: the address is what owns the run
-        secret = ui.run_secret(job.folder)
+    if visitor.current_user() is None:  # no workspaces: the address is what owns the run
+        secret = visitor.run_secret(job.folder)
         if job.active and secret is not None:
-            st.query_params[ui.RUN_PARAM] = secret
+            st.query_params[visitor.RUN_PARAM] = secret
             st.caption(
                 "This page's address now brings the run back after a reload, in another tab "
                 "or another browser. Whoever has the address can follow and cancel it."
             )
-        elif ui.RUN_PARAM in st.query_params:
-            del st.query_params[ui.RUN_PARAM]
-    ui.job_panel(job, render, key="train")  # says too why a run ended without a head
+        elif visitor.RUN_PARAM in st.query_params:
+            del st.query_params[visitor.RUN_PARAM]
+    jobpanel.job_panel(job, render, key="train")  # says too why a run ended without a head
     if not job.active:
-        result = ui.attempt(lambda: job.result)
+        result = feedback.attempt(lambda: job.result)
         if result is not None:
-            st.session_state[ui.TRAIN_RUN] = result
+            st.session_state[session.TRAIN_RUN] = result
 
 
-runs_root = runs_dir(ui.current_user())
-job: QueuedJob | None = st.session_state[ui.TRAIN_JOB]
+runs_root = runs_dir(visitor.current_user())
+job: QueuedJob | None = st.session_state[session.TRAIN_JOB]
 if job is None:  # a new tab: the runs still queued or training, newest first
     # The user's own (workspaces on), else those whose secret this tab holds or its address
     # carries; an address's value finds only the run it was made for, and lends nothing else.
-    given = ui.address_secret()
+    given = visitor.address_secret()
 
     def is_mine(r: dict[str, str | None]) -> bool:
-        held = ui.run_secret(str(r["folder"]))
-        return ui.current_user() is not None or owned_by(r, held) or owned_by(r, given)
+        held = visitor.run_secret(str(r["folder"]))
+        return visitor.current_user() is not None or owned_by(r, held) or owned_by(r, given)
 
     mine = [r for r in active_runs if is_mine(r)]
     if mine:  # the tab takes up the newest
-        job = st.session_state[ui.TRAIN_JOB] = QueuedJob(str(mine[0]["folder"]))
+        job = st.session_state[session.TRAIN_JOB] = QueuedJob(str(mine[0]["folder"]))
         if given is not None and owned_by(mine[0], given):
-            ui.hold_secret(job.folder, given)
+            visitor.hold_secret(job.folder, given)
         if len(mine) > 1:
             st.caption(f"{len(mine) - 1} more of your runs are queued or training.")
     if len(active_runs) > len(mine):  # a shared runs folder: others' runs are not this tab's
@@ -135,18 +136,18 @@ if job is None:  # a new tab: the runs still queued or training, newest first
         )
 busy = job is not None and job.active
 
-encoder = ui.current_encoder()
-data = st.session_state[ui.DATA_LABELLED]
+encoder = models.current_encoder()
+data = st.session_state[session.DATA_LABELLED]
 if encoder is None or data is None:
-    if job is not None or st.session_state[ui.TRAIN_RUN] is not None:
+    if job is not None or st.session_state[session.TRAIN_RUN] is not None:
         if job is not None:
             show_job(job)
-        run = st.session_state[ui.TRAIN_RUN]
+        run = st.session_state[session.TRAIN_RUN]
         if run is not None and (job is None or not job.active):
             show_run(run)
         st.stop()
-    ui.require(encoder, "Load a model first.", "pages/1_Model.py")
-    ui.require(data, "Choose labelled data first.", "pages/2_Data.py")
+    feedback.require(encoder, "Load a model first.", "pages/1_Model.py")
+    feedback.require(data, "Choose labelled data first.", "pages/2_Data.py")
 
 st.caption(
     f"{encoder.info.model_id} · {data.source_name}: {len(data):,} rows, {data.num_classes} classes"
@@ -164,7 +165,7 @@ strategy = setting_input(
 tuned = strategy != Strategy.HEAD
 st.caption(Strategy(strategy).description)
 # The max length follows the data (its 95th percentile) until the user changes it.
-lengths = ui.session_cached(
+lengths = session.session_cached(
     "train_lengths_cache",
     (encoder.info.model_id, data.source_sha256, len(data)),
     lambda: text_lengths(encoder.tokenizer, data.texts, limit=max_positions(encoder)),
@@ -226,7 +227,7 @@ st.caption(
 )
 
 if start:
-    config = ui.attempt(
+    config = feedback.attempt(
         lambda: FinetuneConfig(
             strategy=strategy,
             dim=int(dim),
@@ -235,30 +236,30 @@ if start:
             head_learning_rate=float(head_lr),
             patience=int(patience),
             max_length=int(max_length),
-            val_fraction=st.session_state[ui.DATA_VAL_FRACTION],
+            val_fraction=st.session_state[session.DATA_VAL_FRACTION],
             **extra,
         )
     )
 
     folder = new_run_folder(data.source_name, str(config.strategy), runs_root)
-    spec, trust_remote_code = st.session_state[ui.MODEL_LOADED]
-    settings = ui.operator()
-    request = queue.TrainRequest(
+    spec, trust_remote_code = st.session_state[session.MODEL_LOADED]
+    settings = visitor.operator()
+    request = jobs.TrainRequest(
         model=spec,
         folder=str(folder),
         config=config.as_dict(),
         trust_remote_code=trust_remote_code and settings.allow_remote_code,
         allow_download=settings.allow_downloads,
-        owner=owner_tag(ui.new_run_secret(str(folder))),
+        owner=owner_tag(visitor.new_run_secret(str(folder))),
     )
-    ui.attempt(lambda: queue.submit(request, data, encoder.info.as_dict()))
-    queue.ensure_worker()  # `streamlit run app.py` stays the one command
-    st.session_state[ui.TRAIN_RUN] = None
-    job = st.session_state[ui.TRAIN_JOB] = QueuedJob(str(folder))
+    feedback.attempt(lambda: jobs.submit(request, data, encoder.info.as_dict()))
+    jobs.ensure_worker()  # `streamlit run app.py` stays the one command
+    st.session_state[session.TRAIN_RUN] = None
+    job = st.session_state[session.TRAIN_JOB] = QueuedJob(str(folder))
 
 if job is not None:
     show_job(job)
 
-run = st.session_state[ui.TRAIN_RUN]
+run = st.session_state[session.TRAIN_RUN]
 if run is not None and (job is None or not job.active):
     show_run(run)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from embedgen.budget import human_size
 from embedgen.errors import NotKept
 from embedgen.fields import spec
 from embedgen.matrix import (
@@ -24,16 +25,16 @@ from embedgen.paths import free_folder, matrix_folder
 from embedgen.postprocess import PostProcess
 from embedgen.progress import stage
 from embedgen.tokens import mostly_cjk
-from embedgen.ui import common as ui
-from embedgen.ui.jobs import Job, JobState, start_job
-from embedgen.ui.widgets import setting_input
+from embedgen.ui import feedback, jobpanel, matrices, models, session, visitor
+from embedgen.ui.jobpanel import Job, JobState, start_job
+from embedgen.ui.widgets import kept, setting_input
 from embedgen.words import Corpus, WordOptions, words_from_corpus, words_from_list
 
 PENDING = "matrix_pending"  # a build that waits for the user's answer (replace? slow?)
 SLOW_SECONDS = 120  # builds estimated to take longer are confirmed first
 
 
-def work(job: Job, request: dict) -> ui.MatrixEntry:
+def work(job: Job, request: dict) -> matrices.MatrixEntry:
     """The build job: segment (words of the data), build, save."""
     words = request["words"]
     if request["word_options"] is not None:  # segmenting takes seconds: here, not on the page
@@ -55,44 +56,44 @@ def work(job: Job, request: dict) -> ui.MatrixEntry:
         save_matrix(matrix, folder, dtype=request["dtype"], rebuildable=request["rebuildable"])
     except NotKept:  # bigger than the operator's matrix cache: this session keeps it
         folder = ""
-    return ui.MatrixEntry(
+    return matrices.MatrixEntry(
         name=request["name"], matrix=matrix, folder=folder, dtype=request["dtype"]
     )
 
 
 def start_build(request: dict) -> Job:
-    job = st.session_state[ui.MATRIX_JOB] = start_job(
+    job = st.session_state[session.MATRIX_JOB] = start_job(
         "Matrix", lambda job: work(job, request), unit="steps"
     )
     return job
 
 
 st.set_page_config(page_title="Matrix · embedgen", layout="wide")
-ui.init_state()
+session.init_state()
 st.title("4 · Matrix")
 
-encoder = ui.current_encoder()
-run = st.session_state[ui.TRAIN_RUN]
+encoder = models.current_encoder()
+run = st.session_state[session.TRAIN_RUN]
 if run is None and encoder is None:
-    ui.require(None, "Load a model (or train / open a run) first.", "pages/1_Model.py")
+    feedback.require(None, "Load a model (or train / open a run) first.", "pages/1_Model.py")
 
 sources = {}
 if run is not None:
     sources[f"Fine-tuned run ({Path(run.folder or '').name or 'this session'})"] = run
 if encoder is not None:
     sources[f"Model as it is ({encoder.info.model_id})"] = encoder
-source_label = st.radio("Build from", list(sources), key=ui.kept("matrix_source"))
+source_label = st.radio("Build from", list(sources), key=kept("matrix_source"))
 source = sources[source_label]
 from_run = source is run
 model_info = (run.encoder if from_run else encoder).info
 
-data = st.session_state[ui.DATA_LABELLED]
+data = st.session_state[session.DATA_LABELLED]
 ROW_CHOICES = ["The model's tokens", "Words of your data", "A word list"]
 rows_are = st.radio(
     "Rows",
     ROW_CHOICES if data is not None else [ROW_CHOICES[0], ROW_CHOICES[2]],
     horizontal=True,
-    key=ui.kept("matrix_rows"),
+    key=kept("matrix_rows"),
     help="Tokens: the model's vocabulary (characters for bert-base-chinese). Words: your data's "
     "words (segmented with jieba) or your own list; each word gets one row.",
 )
@@ -103,13 +104,13 @@ if rows_are == ROW_CHOICES[2]:
     listed = c1.file_uploader(
         "Word list (one word per line, UTF-8)", type=["txt"], key="matrix_list"
     )
-    pasted = c2.text_area("…or paste words, one per line", key=ui.kept("matrix_pasted"), height=100)
+    pasted = c2.text_area("…or paste words, one per line", key=kept("matrix_pasted"), height=100)
     if listed is not None:
-        word_list = ui.attempt(lambda: words_from_list(listed.getvalue(), name=listed.name))
+        word_list = feedback.attempt(lambda: words_from_list(listed.getvalue(), name=listed.name))
     elif pasted.strip():
-        word_list = ui.attempt(lambda: words_from_list(pasted, name="pasted words"))
+        word_list = feedback.attempt(lambda: words_from_list(pasted, name="pasted words"))
     else:
-        ui.require(None, "Upload a word list or paste words to build word rows.")
+        feedback.require(None, "Upload a word list or paste words to build word rows.")
 
 methods = [str(m) for m in methods_for(from_run) if word_rows or not Method(m).needs_words]
 c1, c2 = st.columns([1, 2])
@@ -120,7 +121,7 @@ method = Method(
         methods,
         index=methods.index(default),
         # each kind of rows keeps its own choice
-        key=ui.kept("matrix_method_words" if word_rows else "matrix_method"),
+        key=kept("matrix_method_words" if word_rows else "matrix_method"),
         help="input: untouched by fine-tuning. projected, contextual and aggregated (from a run) "
         "carry it.",
     )
@@ -135,12 +136,12 @@ with st.form("matrix_form"):
             0,
             model_info.num_layers,
             resolve_layer(None, model_info.num_layers),
-            key=ui.kept("matrix_layer"),
+            key=kept("matrix_layer"),
             help=spec(MatrixOptions, "layer").help,
         )
         layers = c1.text_input(
             "…or the mean of layers (A-B)",
-            key=ui.kept("matrix_layers"),
+            key=kept("matrix_layers"),
             placeholder=f"e.g. {max(0, model_info.num_layers - 3)}-{model_info.num_layers}",
             help=spec(MatrixOptions, "layers").help,
         )
@@ -161,7 +162,7 @@ with st.form("matrix_form"):
                 step=0.05,
             )
     dtype = (c3 if method.reads_context else c1).selectbox(
-        "Save as", DTYPES, key=ui.kept("matrix_dtype")
+        "Save as", DTYPES, key=kept("matrix_dtype")
     )
     words_from_data = rows_are == ROW_CHOICES[1]
     corpus_contexts = generated = 0
@@ -171,7 +172,7 @@ with st.form("matrix_form"):
         if words_from_data:
             min_count = setting_input(c1, WordOptions, "min_count", key="matrix_min_count")
             top_n = c2.number_input(
-                "Most frequent words (0 = all)", 0, 10_000_000, 0, key=ui.kept("matrix_top_n")
+                "Most frequent words (0 = all)", 0, 10_000_000, 0, key=kept("matrix_top_n")
             )
             cjk_words = setting_input(c3, WordOptions, "cjk_words", key="matrix_cjk_words")
         if method is Method.AGGREGATED:
@@ -212,11 +213,11 @@ with st.form("matrix_form"):
         0,
         int(spec(PostProcess, "pca_dims").high),
         0,
-        key=ui.kept("matrix_pca"),
+        key=kept("matrix_pca"),
         help=spec(PostProcess, "pca_dims").help,
     )
     l2 = setting_input(c5, PostProcess, "l2", key="matrix_l2")
-    job: Job | None = st.session_state[ui.MATRIX_JOB]
+    job: Job | None = st.session_state[session.MATRIX_JOB]
     build = st.form_submit_button(
         "Build matrix", type="primary", disabled=job is not None and job.active
     )
@@ -225,7 +226,7 @@ if build:
     extra = {}
     if method is Method.AGGREGATED:
         extra = {"corpus_contexts": int(corpus_contexts), "generated_contexts": int(generated)}
-    options = ui.attempt(
+    options = feedback.attempt(
         lambda: MatrixOptions(
             method=method,
             layer=None if layer is None else int(layer),
@@ -244,7 +245,7 @@ if build:
     data_corpus = Corpus.of(data.texts, data.source_name) if word_rows and data else None
     word_options = None
     if words_from_data:
-        word_options = ui.attempt(
+        word_options = feedback.attempt(
             lambda: WordOptions(
                 min_count=int(min_count), top_n=int(top_n) or None, cjk_words=cjk_words
             )
@@ -253,15 +254,15 @@ if build:
     if method is Method.AGGREGATED and not options.corpus_contexts:
         corpus = None  # words are read in generated sentences only
     named = data_corpus if words_from_data else corpus  # the words' corpus names the rows
-    name = ui.attempt(lambda: name_for(source, options, words=word_list, corpus=named))
-    user = ui.current_user()
+    name = feedback.attempt(lambda: name_for(source, options, words=word_list, corpus=named))
+    user = visitor.current_user()
     folder = matrix_folder(  # as matrix.folder_for, in this visitor's workspace
         name, run_folder=run.folder if from_run else None, model_id=model_info.model_id, user=user
     )
     estimate = None
     if not words_from_data:  # word rows of the data are known once segmented, in the job
         with st.spinner("Measuring this machine's speed on a sample of rows…"):
-            estimate = ui.attempt(
+            estimate = feedback.attempt(
                 lambda: estimate_build(source, options, words=word_list, corpus=corpus)
             )
     request = {
@@ -319,12 +320,12 @@ if pending is not None:
             st.rerun()
 
 if job is not None:
-    ui.job_panel(job, ui.job_status, key="matrix")
+    jobpanel.job_panel(job, jobpanel.job_status, key="matrix")
     if job.state is JobState.DONE and job.result is not None:
         entry = job.result
-        st.session_state[ui.MATRICES][entry.name] = entry
+        st.session_state[session.MATRICES][entry.name] = entry
 
-entries = st.session_state[ui.MATRICES]
+entries = st.session_state[session.MATRICES]
 if entries:
     st.subheader("Matrices in this session")
     for entry in entries.values():
@@ -364,7 +365,7 @@ if entries:
             )
             st.caption(
                 f"Method **{m.method}** · rows are {rows} · {where}post-processing: {post} · "
-                f"{ui.human_bytes(m.vectors.nbytes)} in memory · {saved}"
+                f"{human_size(m.vectors.nbytes)} in memory · {saved}"
             )
     st.page_link(
         "pages/5_Explore.py",

@@ -16,38 +16,35 @@ from embedgen.projection import (
     project,
 )
 from embedgen.tokens import mostly_cjk
-from embedgen.ui import colours, plots
-from embedgen.ui import common as ui
-from embedgen.ui.jobs import Job, JobState, start_job
+from embedgen.ui import colours, feedback, jobpanel, matrices, models, plots, session, visitor
+from embedgen.ui.jobpanel import Job, JobState, start_job
+from embedgen.ui.widgets import kept
 
 st.set_page_config(page_title="Explore · embedgen", layout="wide")
-ui.init_state()
+session.init_state()
 st.title("5 · Explore")
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def neighbour_index(key: str, _entry: ui.MatrixEntry) -> NeighbourIndex:
-    return NeighbourIndex(_entry.matrix)
-
-
-entries: dict[str, ui.MatrixEntry] = st.session_state[ui.MATRICES]
+entries: dict[str, matrices.MatrixEntry] = st.session_state[session.MATRICES]
 with st.expander("Open a saved matrix folder"):
     folder = st.text_input(
-        "Folder (holds matrix.npy, vocab.txt, manifest.json)", key=ui.kept("explore_open")
+        "Folder (holds matrix.npy, vocab.txt, manifest.json)", key=kept("explore_open")
     )
     if st.button("Open", disabled=not folder.strip()):
-        matrix = ui.attempt(lambda: load_matrix(ui.allowed_folder(folder.strip(), "matrix folder")))
+        matrix = feedback.attempt(
+            lambda: load_matrix(visitor.allowed_folder(folder.strip(), "matrix folder"))
+        )
         name = f"{matrix.method or 'matrix'} ({folder.strip().rstrip('/').rsplit('/', 1)[-1]})"
         dtype = str(matrix.manifest.get("dtype", "float32"))
-        entries[name] = ui.MatrixEntry(name, matrix, folder.strip(), dtype)
+        entries[name] = matrices.MatrixEntry(name, matrix, folder.strip(), dtype)
         st.rerun()
 
 if not entries:
-    ui.require(None, "Build a matrix first, or open a saved one above.", "pages/4_Matrix.py")
+    feedback.require(None, "Build a matrix first, or open a saved one above.", "pages/4_Matrix.py")
 
 names = list(entries)
 c1, c2 = st.columns(2)
-name_a = ui.matrix_choice("Matrix", entries, key="explore_a", where=c1)
+name_a = matrices.matrix_choice("Matrix", entries, key="explore_a", where=c1)
 compare = ["(none)"] + [n for n in names if n != name_a]
 if st.session_state.get("explore_b") not in compare:
     st.session_state.pop("explore_b", None)
@@ -55,11 +52,11 @@ name_b = c2.selectbox(
     "Compare with",
     compare,
     index=min(1, len(compare) - 1),
-    key=ui.kept("explore_b"),
+    key=kept("explore_b"),
     format_func=lambda n: n if n == "(none)" else f"{entries[n].matrix.label}  ({n})",
 )
 shown = [entries[name_a]] + ([entries[name_b]] if name_b != "(none)" else [])
-indexes = [neighbour_index(e.key, e) for e in shown]
+indexes = [matrices.neighbour_index(e) for e in shown]
 
 
 def neighbour_table(index: NeighbourIndex, word: str, k: int, cjk: bool) -> None:
@@ -90,16 +87,16 @@ def scores_table(found: list, height: int | None = None) -> None:
 tab_nn, tab_sim, tab_analogy, tab_map = st.tabs(["Neighbours", "Similarity", "Analogy", "Map"])
 with tab_nn:
     c1, c2 = st.columns([3, 1])
-    word = c1.text_input("Token or word", value="好", key=ui.kept("explore_word"))
-    k = c2.number_input("How many", 1, 200, 10, key=ui.kept("explore_k"))
+    word = c1.text_input("Token or word", value="好", key=kept("explore_word"))
+    k = c2.number_input("How many", 1, 200, 10, key=kept("explore_k"))
     mixed = any(not index.cjk_rows().all() and index.cjk_rows().any() for index in indexes)
     cjk = False
     if mixed:  # a multilingual vocabulary: other scripts crowd Chinese neighbour lists
-        data = st.session_state[ui.DATA_LABELLED]
+        data = st.session_state[session.DATA_LABELLED]
         cjk = st.checkbox(
             "Chinese neighbours only",
             value=data is None or mostly_cjk(data.texts),
-            key=ui.kept("explore_cjk"),
+            key=kept("explore_cjk"),
             help="Leaves out rows that are not made of CJK characters (Latin words, other "
             "scripts, punctuation) from the lists below.",
         )
@@ -124,8 +121,8 @@ with tab_nn:
 
 with tab_sim:
     c1, c2 = st.columns(2)
-    a = c1.text_input("First", value="好", key=ui.kept("explore_sim_a"))
-    b = c2.text_input("Second", value="坏", key=ui.kept("explore_sim_b"))
+    a = c1.text_input("First", value="好", key=kept("explore_sim_a"))
+    b = c2.text_input("Second", value="坏", key=kept("explore_sim_b"))
     if a.strip() and b.strip():
         for entry, index in zip(shown, indexes, strict=True):
             try:
@@ -138,9 +135,9 @@ with tab_sim:
 with tab_analogy:
     st.caption("a is to b as c is to ?  (3CosAdd: nearest to b − a + c)")
     c1, c2, c3 = st.columns(3)
-    qa = c1.text_input("a", value="男", key=ui.kept("explore_an_a"))
-    qb = c2.text_input("b", value="女", key=ui.kept("explore_an_b"))
-    qc = c3.text_input("c", value="王", key=ui.kept("explore_an_c"))
+    qa = c1.text_input("a", value="男", key=kept("explore_an_a"))
+    qb = c2.text_input("b", value="女", key=kept("explore_an_b"))
+    qc = c3.text_input("c", value="王", key=kept("explore_an_c"))
     if qa.strip() and qb.strip() and qc.strip():
         cols = st.columns(len(shown))
         for col, entry, index in zip(cols, shown, indexes, strict=True):
@@ -155,30 +152,30 @@ with tab_map:
     entry = entries[name_a]
     matrix = entry.matrix
     n_rows = matrix.shape[0]
-    data = st.session_state[ui.DATA_LABELLED]
-    run = st.session_state[ui.TRAIN_RUN]
-    model = run.encoder if run is not None else ui.current_encoder()
+    data = st.session_state[session.DATA_LABELLED]
+    run = st.session_state[session.TRAIN_RUN]
+    model = run.encoder if run is not None else models.current_encoder()
     c1, c2, c3, c4, c5 = st.columns(5)
     reducers = [Reducer.UMAP.value, Reducer.PCA.value]
-    reducer = c1.selectbox("Reducer", reducers, key=ui.kept("explore_reducer"))
-    dims = c2.radio("Dimensions", [2, 3], horizontal=True, key=ui.kept("explore_dims"))
+    reducer = c1.selectbox("Reducer", reducers, key=kept("explore_reducer"))
+    dims = c2.radio("Dimensions", [2, 3], horizontal=True, key=kept("explore_dims"))
     colour_by = c3.selectbox(
         "Colour by",
         colours.choices(data is not None and model is not None),
-        key=ui.kept("explore_colour"),
+        key=kept("explore_colour"),
     )
-    n_clusters = c4.number_input("Clusters", 2, 50, 12, key=ui.kept("explore_clusters"))
+    n_clusters = c4.number_input("Clusters", 2, 50, 12, key=kept("explore_clusters"))
     cap = c5.number_input(
         "Rows on the map",
         min_value=1,
         max_value=max(n_rows, DEFAULT_MAX_ROWS),
         value=DEFAULT_MAX_ROWS,
         step=1000,
-        key=ui.kept("explore_map_rows"),
+        key=kept("explore_map_rows"),
         help="A seeded random sample of this many rows is mapped; highlighted tokens are "
         "always shown. Tick 'All rows' to map every row.",
     )
-    every_row = st.checkbox(f"All {n_rows:,} rows", key=ui.kept("explore_map_all"))
+    every_row = st.checkbox(f"All {n_rows:,} rows", key=kept("explore_map_all"))
     everything = every_row or int(cap) >= n_rows  # one cache entry for "all rows"
     options = ProjectionOptions(
         reducer=reducer, dims=int(dims), max_rows=None if everything else int(cap)
@@ -191,8 +188,8 @@ with tab_map:
             f"{DEFAULT_MAX_ROWS:,}); you can cancel it at any stage."
         )
     key = (entry.key, options)
-    projections = st.session_state[ui.PROJECTIONS]
-    pjob: Job | None = st.session_state[ui.PROJECTION_JOB]
+    projections = st.session_state[session.PROJECTIONS]
+    pjob: Job | None = st.session_state[session.PROJECTION_JOB]
     if pjob is not None and pjob.tag == key and pjob.state is JobState.DONE:
         projections[key] = pjob.result
     if key not in projections:
@@ -209,9 +206,9 @@ with tab_map:
             ) -> Projection:
                 return project(matrix, options, progress=job, cancel=job.cancel)
 
-            pjob = st.session_state[ui.PROJECTION_JOB] = start_job("Map", work, tag=key)
+            pjob = st.session_state[session.PROJECTION_JOB] = start_job("Map", work, tag=key)
         if pjob is not None and pjob.tag == key:
-            ui.job_panel(pjob, ui.job_status, key="explore_map")
+            jobpanel.job_panel(pjob, jobpanel.job_status, key="explore_map")
     if key in projections:
         projection = projections[key]
         colour, categorical, hover = colours.colours(
@@ -223,10 +220,8 @@ with tab_map:
             model_id=model.info.model_id if model is not None else "",
         )
         c1, c2 = st.columns([3, 1])
-        search = c1.text_input(
-            "Highlight a token and its neighbours", key=ui.kept("explore_search")
-        )
-        hk = c2.number_input("Neighbours to highlight", 0, 50, 10, key=ui.kept("explore_search_k"))
+        search = c1.text_input("Highlight a token and its neighbours", key=kept("explore_search"))
+        hk = c2.number_input("Neighbours to highlight", 0, 50, 10, key=kept("explore_search_k"))
         highlight = {}
         if search.strip():
             try:

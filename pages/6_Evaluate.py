@@ -3,20 +3,19 @@
 import pandas as pd
 import streamlit as st
 
-from embedgen.corpus import TokenStats, association
 from embedgen.errors import EmbedgenError
 from embedgen.evaluate import analogy, label_purity, read_analogy, read_similarity, similarity
-from embedgen.neighbours import NeighbourIndex
 from embedgen.report import tradeoff, tradeoff_words
+from embedgen.tokenstats import TokenStats, association
 from embedgen.train import Run
-from embedgen.ui import colours, plots
-from embedgen.ui import common as ui
-from embedgen.ui.jobs import Job, JobState, start_job
+from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session
+from embedgen.ui.jobpanel import Job, JobState, start_job
+from embedgen.ui.widgets import kept
 
 MIN_PAIRS = 10  # fewer pairs than this make a correlation that means little
 
 st.set_page_config(page_title="Evaluate · embedgen", layout="wide")
-ui.init_state()
+session.init_state()
 st.title("6 · Evaluate")
 st.caption(
     "Score your matrices on word-similarity files (word1 word2 score a line: Spearman and "
@@ -25,9 +24,9 @@ st.caption(
     "have neighbours that lean to it too."
 )
 
-entries: dict[str, ui.MatrixEntry] = st.session_state[ui.MATRICES]
+entries: dict[str, matrices.MatrixEntry] = st.session_state[session.MATRICES]
 if not entries:
-    ui.require(None, "Build a matrix first.", "pages/4_Matrix.py")
+    feedback.require(None, "Build a matrix first.", "pages/4_Matrix.py")
 
 if "evaluate_matrices" in st.session_state:  # drop matrices this session no longer has
     st.session_state["evaluate_matrices"] = [
@@ -37,7 +36,7 @@ chosen = st.multiselect(
     "Matrices",
     list(entries),
     default=list(entries)[-2:],
-    key=ui.kept("evaluate_matrices"),
+    key=kept("evaluate_matrices"),
     format_func=lambda n: f"{entries[n].matrix.label}  ({n})",
 )
 if not chosen:
@@ -45,15 +44,10 @@ if not chosen:
     st.stop()
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def index_of(key: str, _entry: ui.MatrixEntry) -> NeighbourIndex:
-    return NeighbourIndex(_entry.matrix)
-
-
 @st.cache_resource(show_spinner=False, max_entries=32)
-def analogy_of(key: str, file_id: str, pool: bool, _entry: ui.MatrixEntry, _dataset):
+def analogy_of(key: str, file_id: str, pool: bool, _entry: matrices.MatrixEntry, _dataset):
     """A matrix's answers to an analogy file, kept across reruns (CA8 takes seconds)."""
-    return analogy(index_of(key, _entry), _dataset, pool=pool)
+    return analogy(matrices.neighbour_index(_entry), _dataset, pool=pool)
 
 
 def read_uploads(uploads, reader) -> list:
@@ -70,7 +64,7 @@ def read_uploads(uploads, reader) -> list:
 pool = st.toggle(
     "Pool words that are not rows from their pieces",
     True,
-    key=ui.kept("evaluate_pool"),
+    key=kept("evaluate_pool"),
     help="A word missing from a token matrix is the mean of its tokens; pooled words are "
     "counted and listed, never used silently. Off: they count as missing.",
 )
@@ -88,7 +82,7 @@ with tab_sim:
     sets = [dataset for _, dataset in read_uploads(uploads, read_similarity)]
     rows, details = [], []
     for name in chosen:
-        index = index_of(entries[name].key, entries[name])
+        index = matrices.neighbour_index(entries[name])
         for dataset in sets:
             result = similarity(index, dataset, pool=pool)
             rows.append(
@@ -175,14 +169,14 @@ with tab_analogy:
     elif not questions:
         st.info("Upload one or more analogy files.")
 
-data = st.session_state[ui.DATA_LABELLED]
+data = st.session_state[session.DATA_LABELLED]
 with tab_purity:
-    encoder = ui.current_encoder()
+    encoder = models.current_encoder()
     if data is None:
         st.info("Choose labelled data (Data page) to measure label purity.")
     c1, c2 = st.columns(2)
-    per_label = c1.number_input("Words per label", 2, 500, 30, key=ui.kept("evaluate_per_label"))
-    k = c2.number_input("Neighbours", 1, 100, 10, key=ui.kept("evaluate_k"))
+    per_label = c1.number_input("Words per label", 2, 500, 30, key=kept("evaluate_per_label"))
+    k = c2.number_input("Neighbours", 1, 100, 10, key=kept("evaluate_k"))
     rows = []
     for name in chosen if data is not None else []:
         entry = entries[name]
@@ -192,10 +186,10 @@ with tab_purity:
             st.warning(f"{name}: load the model to count its tokens in the data.")
             continue
         model_id = encoder.info.model_id if encoder is not None else ""
-        stats = colours.label_stats(entry, data, tokenizer, model_id)
+        stats = datastats.label_stats(entry, data, tokenizer, model_id)
         try:
             result = label_purity(
-                index_of(entry.key, entry), association(stats), per_label=per_label, k=k
+                matrices.neighbour_index(entry), association(stats), per_label=per_label, k=k
             )
         except EmbedgenError as exc:
             st.warning(f"{name}: {exc}")
@@ -220,11 +214,13 @@ with tab_purity:
         )
 
 with tab_trade:
-    run = st.session_state[ui.TRAIN_RUN]
+    run = st.session_state[session.TRAIN_RUN]
     if run is None or run.best is None:
-        ui.require(None, "Train or open a run to see its trade-off.", "pages/3_Train.py")
+        feedback.require(None, "Train or open a run to see its trade-off.", "pages/3_Train.py")
     if data is None:
-        ui.require(None, "Choose the labelled data the run was trained on.", "pages/2_Data.py")
+        feedback.require(
+            None, "Choose the labelled data the run was trained on.", "pages/2_Data.py"
+        )
     st.caption(
         "Tuning sharpens label neighbourhoods and wrecks word similarity. Each point is a way "
         "to build word rows from this run: the untuned rows, the tuned projection, the "
@@ -234,9 +230,9 @@ with tab_trade:
         "without files how much of the untuned geometry each point keeps."
     )
     key = ("tradeoff", run.folder, data.source_sha256, tuple(s.name for s in sets))
-    tjob: Job | None = st.session_state[ui.TRADEOFF_JOB]
+    tjob: Job | None = st.session_state[session.TRADEOFF_JOB]
     if st.button("Compute the trade-off", disabled=tjob is not None and tjob.active):
-        stats = colours.word_stats(data)
+        stats = datastats.word_stats(data)
 
         def work(job: Job, run: Run = run, sets: list = sets, stats: TokenStats = stats) -> list:
             assoc = association(stats)
@@ -245,11 +241,11 @@ with tab_trade:
                 run, words, assoc, similarity=sets, progress=job.report, cancel=job.cancel
             )
 
-        tjob = st.session_state[ui.TRADEOFF_JOB] = start_job(
+        tjob = st.session_state[session.TRADEOFF_JOB] = start_job(
             "Trade-off", work, tag=key, unit="points"
         )
     if tjob is not None and tjob.tag == key:
-        ui.job_panel(tjob, ui.job_status, key="evaluate_tradeoff")
+        jobpanel.job_panel(tjob, jobpanel.job_status, key="evaluate_tradeoff")
         if tjob.state is JobState.DONE and tjob.result:
             records = tjob.result
             st.plotly_chart(plots.tradeoff_figure(records), width="stretch", key="tradeoff_plot")

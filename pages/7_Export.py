@@ -4,6 +4,7 @@ from functools import partial
 
 import streamlit as st
 
+from embedgen.budget import human_size
 from embedgen.export import (
     MANIFEST_FILE,
     MATRIX_FILE,
@@ -14,17 +15,17 @@ from embedgen.export import (
     ZIP_FILE,
     download_bytes,
 )
-from embedgen.ui import common as ui
+from embedgen.ui import feedback, matrices, session
 
 st.set_page_config(page_title="Export · embedgen", layout="wide")
-ui.init_state()
+session.init_state()
 st.title("7 · Export")
 
-entries: dict[str, ui.MatrixEntry] = st.session_state[ui.MATRICES]
+entries: dict[str, matrices.MatrixEntry] = st.session_state[session.MATRICES]
 if not entries:
-    ui.require(None, "Build a matrix first.", "pages/4_Matrix.py")
+    feedback.require(None, "Build a matrix first.", "pages/4_Matrix.py")
 
-name = ui.matrix_choice("Matrix", entries, key="export_matrix")
+name = matrices.matrix_choice("Matrix", entries, key="export_matrix")
 entry = entries[name]
 matrix = entry.matrix
 rows, dims = matrix.shape
@@ -41,7 +42,7 @@ files = [
         MATRIX_FILE,
         "Matrix (.npy)",
         "application/octet-stream",
-        f"{entry.dtype} array, {rows:,} rows × {dims}, {ui.human_bytes(npy_bytes)}; "
+        f"{entry.dtype} array, {rows:,} rows × {dims}, {human_size(npy_bytes)}; "
         "row i is line i of vocab.txt",
     ),
     (VOCAB_FILE, "Vocabulary (vocab.txt)", "text/plain", "UTF-8, one token per line"),

@@ -97,11 +97,11 @@ def _embedgen_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _stop_app_worker() -> Iterator[None]:
-    """A worker the app started for a test (embedgen.queue.ensure_worker) ends with it."""
+    """A worker the app started for a test (embedgen.jobs.ensure_worker) ends with it."""
     yield
-    queue = sys.modules.get("embedgen.queue")
-    if queue is not None:
-        queue.stop_started_worker()
+    jobs = sys.modules.get("embedgen.jobs")
+    if jobs is not None:
+        jobs.stop_started_worker()
 
 
 @pytest.fixture(scope="session")

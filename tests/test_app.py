@@ -304,8 +304,8 @@ def _page_with_a_job_that_ends_before_its_panel() -> None:
     """A page that starts a job and, like a quick PCA map, sees it end before drawing the panel."""
     import streamlit as st
 
-    from embedgen.ui import common as ui
-    from embedgen.ui.jobs import JobState, start_job
+    from embedgen.ui import jobpanel
+    from embedgen.ui.jobpanel import JobState, start_job
 
     job = st.session_state.get("quick_job")
     if job is not None and job.state is JobState.DONE:
@@ -314,7 +314,7 @@ def _page_with_a_job_that_ends_before_its_panel() -> None:
         job = st.session_state["quick_job"] = start_job("Quick", lambda _job: 42, heavy=False)
         job.wait(10)
     if job is not None:
-        ui.job_panel(job, ui.job_status, key="quick")
+        jobpanel.job_panel(job, jobpanel.job_status, key="quick")
 
 
 def test_a_job_that_ends_before_its_panel_still_shows_its_result() -> None:

@@ -13,7 +13,7 @@ import pytest
 from conftest import synthetic_rows
 from streamlit.testing.v1 import AppTest
 
-from embedgen import queue
+from embedgen import jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -86,7 +86,7 @@ def test_a_head_run_ends_in_its_last_epoch_stage_and_trains_with_the_defaults_th
     job = app.session_state["train_job"]
     assert job.wait(TIMEOUT)
     run_page(app)
-    progress = queue.read_progress(job.folder)  # what the worker last reported
+    progress = jobs.read_progress(job.folder)  # what the worker last reported
     assert (progress["stage"], progress["unit"]) == ("epoch 2 of 2", "rows")
     run = app.session_state["train_run"]
     assert str(run.status) == "finished" and run.config.cache_features
@@ -102,7 +102,7 @@ def test_a_run_cancelled_before_its_first_epoch_is_neither_kept_nor_listed(
     (old / "run.json").write_text(
         json.dumps({"status": "cancelled", "history": [], "best": None, "started": "2020"})
     )
-    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # no worker: the run waits, the cancel is in time
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "0")  # no worker: the run waits, the cancel is in time
     train_page(app, tiny_model_dir)
     app.number_input(key="train_epochs").set_value(50)
     click(app, "Start training")
@@ -154,7 +154,7 @@ def progress_text(at: AppTest) -> str:
 def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop_it(
     app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # the worker comes later, started by hand
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "0")  # the worker comes later, started by hand
     monkeypatch.setenv("EMBEDGEN_WORKSPACES", "on")  # a tab takes up only its user's runs
     app.user = {"is_logged_in": True, "email": "a@example.com", "sub": "a"}
     train_page(app, tiny_model_dir)
@@ -179,8 +179,8 @@ def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop
     assert tab.session_state["train_job"].folder == folder
     assert "Training: queued" in progress_text(tab)
 
-    monkeypatch.setenv(queue.AUTOSTART_ENV, "1")
-    assert queue.ensure_worker() is not None, "no worker was running, so one starts"
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "1")
+    assert jobs.ensure_worker() is not None, "no worker was running, so one starts"
     job = tab.session_state["train_job"]
     deadline = time.monotonic() + TIMEOUT
     while not (job.status == "running" and job.events) and time.monotonic() < deadline:
@@ -202,7 +202,7 @@ def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop
 def test_without_workspaces_a_tab_takes_up_only_the_run_whose_address_it_has(
     app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # the run stays queued
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "0")  # the run stays queued
     train_page(app, tiny_model_dir)
     click(app, "Start training")
     folder = app.session_state["train_job"].folder
@@ -250,7 +250,7 @@ def test_a_run_secret_is_made_by_the_server_never_taken_from_the_address(
     starts a run must not make that value the run's secret, or its chooser could cancel it."""
     from embedgen.runs import owned_by
 
-    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")  # the run stays queued
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "0")  # the run stays queued
     chosen = "Attacker-chosen-value-0123"
     app.query_params["run"] = chosen
     run_page(app)
@@ -278,7 +278,7 @@ def test_an_address_that_finds_a_run_does_not_lend_its_secret_to_the_next_run(
     gets a secret of its own, so the address's sender cannot cancel it."""
     from embedgen.runs import owned_by
 
-    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "0")
     train_page(app, tiny_model_dir)
     click(app, "Start training")
     first_secret = app.query_params["run"]

@@ -4,7 +4,7 @@ their own runs and matrices; without a user name the app goes no further.
 Visitors are told apart the way Streamlit tells them: ``st.user`` (``AppTest.user``) for a user
 signed in with Streamlit's authentication. AppTest cannot send request headers, so the header a
 reverse proxy sends is tested through the helper that reads both
-(:func:`embedgen.ui.common.user_name`) and, end to end, by a real server and a headless
+(:func:`embedgen.ui.visitor.user_name`) and, end to end, by a real server and a headless
 Chromium (marked ``browser``: ``python -m pytest tests/test_app_workspaces.py -m browser``).
 """
 
@@ -22,7 +22,7 @@ from conftest import synthetic_rows
 from streamlit.testing.v1 import AppTest
 
 from embedgen.paths import new_run_folder, runs_dir
-from embedgen.ui.common import user_name
+from embedgen.ui.visitor import user_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60

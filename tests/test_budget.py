@@ -17,7 +17,6 @@ from streamlit.testing.v1 import AppTest
 from embedgen import matrix as matrix_module
 from embedgen.budget import MIB, Entry, folder_size, least_recently_used
 from embedgen.cli import main
-from embedgen.config import operator_settings
 from embedgen.errors import BadConfig, BadRun, NotKept
 from embedgen.matrix import (
     CACHE_FILE,
@@ -36,6 +35,7 @@ from embedgen.projection import (
     map_budget_bytes,
     project,
 )
+from embedgen.settings import operator_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX_BUDGET = "EMBEDGEN_MATRIX_CACHE_MB"

@@ -155,10 +155,10 @@ def test_cli_evaluate_all_prints_the_table(capsys, tiny_model_dir, files, tmp_pa
 
 
 def test_the_tradeoff_scores_every_point_on_one_set_of_rows(run, files) -> None:
-    from embedgen.corpus import association, token_stats
     from embedgen.data import prepare
     from embedgen.report import LABEL_WEIGHTS, tradeoff, tradeoff_words
     from embedgen.table import read_table
+    from embedgen.tokenstats import association, token_stats
 
     similarity, _ = files
     data = prepare(

@@ -77,7 +77,7 @@ _ENCODING_CANCELLED = "cancelled"
 
 
 class RunStatus(enum.StrEnum):
-    QUEUED = "queued"  # written by embedgen.queue: waiting for a worker, nothing trained yet
+    QUEUED = "queued"  # written by embedgen.jobs: waiting for a worker, nothing trained yet
     RUNNING = "running"
     FINISHED = "finished"
     CANCELLED = "cancelled"

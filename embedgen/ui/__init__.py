@@ -1,21 +1,14 @@
-"""What the Streamlit pages share: session keys, cached loaders, background jobs, error display.
+"""What the Streamlit pages share, one module per idea:
+
+- ``navigation``: the page list (light, for ``app.py``);
+- ``session``: the session's keys, their defaults, and per-session caches;
+- ``visitor``: who is visiting (the operator's settings, the workspace user, run secrets);
+- ``models``: the loaded encoder, cached for the server;
+- ``feedback``: errors and what to do first, shown the same way on every page;
+- ``jobpanel``: background jobs (threads, queued runs) and their panels;
+- ``matrices``: this session's matrices, the matrix chooser and the neighbour index;
+- ``datastats``: the data's label statistics; ``colours``: map colours; ``plots``: figures;
+- ``widgets``: widgets made from config fields, and values kept across pages.
 
 Only this package, ``app.py`` and ``pages/`` import streamlit.
 """
-
-import contextvars
-
-# The app's pages after the start page: (script, title, icon, label on the start page).
-PAGES = [
-    ("pages/1_Model.py", "Model", ":material/neurology:", "1 · Model"),
-    ("pages/2_Data.py", "Data", ":material/table:", "2 · Data"),
-    ("pages/3_Train.py", "Train", ":material/model_training:", "3 · Train"),
-    ("pages/4_Matrix.py", "Matrix", ":material/grid_on:", "4 · Matrix"),
-    ("pages/5_Explore.py", "Explore", ":material/travel_explore:", "5 · Explore"),
-    ("pages/6_Evaluate.py", "Evaluate", ":material/fact_check:", "6 · Evaluate"),
-    ("pages/7_Export.py", "Export", ":material/download:", "7 · Export"),
-]
-
-# True while app.py runs a page through st.navigation; a page run without it was started by
-# Streamlit's old pages/ folder mode (see common.init_state).
-via_app: contextvars.ContextVar[bool] = contextvars.ContextVar("embedgen_via_app", default=False)

@@ -7,8 +7,8 @@ import time
 
 import streamlit as st
 
-from embedgen.ui import common as ui
-from embedgen.ui.jobs import JobState, start_job
+from embedgen.ui import jobpanel
+from embedgen.ui.jobpanel import JobState, start_job
 
 st.title("Job panel")
 job = st.session_state.get("job")
@@ -18,7 +18,7 @@ if st.button("Build"):
         "Quick", lambda _job: time.sleep(seconds) or 42, heavy=False
     )
 if job is not None:
-    ui.job_panel(job, ui.job_status, key="quick")
+    jobpanel.job_panel(job, jobpanel.job_status, key="quick")
     if job.state is JobState.DONE:
         st.session_state["result"] = job.result
 if "result" in st.session_state:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from embedgen import queue
+from embedgen import jobs
 from embedgen.errors import BadConfig, BadRun
+from embedgen.jobs import TrainRequest
 from embedgen.paths import new_run_folder, runs_dir
-from embedgen.queue import TrainRequest
 from embedgen.runs import load_run, owned_by, owner_tag, read_run_record
 from embedgen.train import FinetuneConfig
 
@@ -29,7 +29,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home of its own: its own SQLite queue, its own runs."""
     home = tmp_path / "home"
     monkeypatch.setenv("EMBEDGEN_HOME", str(home))
-    monkeypatch.delenv(queue.QUEUE_URL_ENV, raising=False)
+    monkeypatch.delenv(jobs.QUEUE_URL_ENV, raising=False)
     return home
 
 
@@ -75,8 +75,8 @@ def start_worker(home: Path, tmp_path: Path) -> Iterator[Callable[[str], Path]]:
 
 
 def test_labelled_data_round_trips_through_the_run_folder(synthetic_data, tmp_path: Path) -> None:
-    queue.write_data(synthetic_data, tmp_path)
-    assert queue.read_data(tmp_path) == synthetic_data
+    jobs.write_data(synthetic_data, tmp_path)
+    assert jobs.read_data(tmp_path) == synthetic_data
 
 
 def test_a_queued_run_reads_as_queued_until_a_worker_takes_it_and_has_no_head(
@@ -84,18 +84,18 @@ def test_a_queued_run_reads_as_queued_until_a_worker_takes_it_and_has_no_head(
 ) -> None:
     first = request(tiny_model_dir)
     second = request(tiny_model_dir)
-    queue.submit(first, synthetic_data)
-    queue.submit(second, synthetic_data)
+    jobs.submit(first, synthetic_data)
+    jobs.submit(second, synthetic_data)
     record = read_run_record(second.folder)
     assert record["status"] == "queued", "no heartbeat yet is not an interrupted run"
     assert record["dataset"]["rows_used"] == len(synthetic_data)
-    assert (queue.place(first.folder), queue.place(second.folder)) == (0, 1)
+    assert (jobs.place(first.folder), jobs.place(second.folder)) == (0, 1)
     with pytest.raises(BadRun, match="is queued"):
         load_run(second.folder)
 
-    assert queue.cancel(first.folder), "a run no worker took is cancelled at once"
+    assert jobs.cancel(first.folder), "a run no worker took is cancelled at once"
     assert not Path(first.folder).exists(), "and nothing of it is kept"
-    assert queue.place(second.folder) == 0, "a cancelled run is nobody's place ahead"
+    assert jobs.place(second.folder) == 0, "a cancelled run is nobody's place ahead"
 
 
 def test_embedgen_cancel_removes_a_queued_run_and_refuses_an_ended_one(
@@ -104,7 +104,7 @@ def test_embedgen_cancel_removes_a_queued_run_and_refuses_an_ended_one(
     from embedgen.cli import main
 
     queued = request(tiny_model_dir)
-    queue.submit(queued, synthetic_data)
+    jobs.submit(queued, synthetic_data)
     assert main(["runs", "--active"]) == 0
     assert capsys.readouterr().out.startswith("queued\t")
     assert main(["cancel", queued.folder]) == 0
@@ -122,26 +122,26 @@ def test_the_task_trains_the_queued_run_and_skips_a_cancelled_one(
 ) -> None:
     wanted = replace(request(tiny_model_dir), owner=owner_tag("a-tab-secret-0123456789"))
     dropped = request(tiny_model_dir)
-    queue.submit(wanted, synthetic_data)
-    queue.submit(dropped, synthetic_data)
-    queue.cancel(dropped.folder)
+    jobs.submit(wanted, synthetic_data)
+    jobs.submit(dropped, synthetic_data)
+    jobs.cancel(dropped.folder)
 
-    assert queue.train(asdict(dropped)) == "cancelled"
+    assert jobs.train(asdict(dropped)) == "cancelled"
     assert not Path(dropped.folder).exists()
-    assert queue.train(asdict(wanted)) == "finished"
+    assert jobs.train(asdict(wanted)) == "finished"
     folder = Path(wanted.folder)
     assert sorted(p.name for p in folder.iterdir()) == [
         "head.safetensors",
         "progress.json",
         "run.json",
     ], "the data and the claim are gone; the last progress stays"
-    progress = queue.read_progress(folder)
+    progress = jobs.read_progress(folder)
     assert (progress["stage"], progress["done"]) == ("epoch 2 of 2", progress["total"])
     record = read_run_record(folder)
     assert record["status"] == "finished" and record["queued"] and record["task_id"]
     assert owned_by(record, "a-tab-secret-0123456789"), "the owner is kept to the end"
     assert not owned_by(record, "another-tab-secret-98765") and not owned_by(record, None)
-    assert queue.train(asdict(wanted)) == "cancelled", "a task taken twice trains once"
+    assert jobs.train(asdict(wanted)) == "cancelled", "a task taken twice trains once"
     assert len(load_run(folder).history) == 2
 
 
@@ -152,28 +152,28 @@ def test_two_worker_processes_train_each_run_once_and_stop_a_run_on_cancel(
     long = request(tiny_model_dir, epochs=10_000, patience=0)
     short = [request(tiny_model_dir) for _ in range(3)]
     for r in [cancelled_early, long, *short]:
-        queue.submit(r, synthetic_data)
-    assert queue.cancel(cancelled_early.folder)
-    assert queue.place(short[-1].folder) == 3, "three runs ahead: the long one and two short"
+        jobs.submit(r, synthetic_data)
+    assert jobs.cancel(cancelled_early.folder)
+    assert jobs.place(short[-1].folder) == 3, "three runs ahead: the long one and two short"
 
     logs = [start_worker("one"), start_worker("two")]
-    wait_for("two live workers", lambda: len(queue.live_workers()) == 2)
+    wait_for("two live workers", lambda: len(jobs.live_workers()) == 2)
 
     def status(r: TrainRequest) -> str | None:
-        return queue.status_of(r.folder)
+        return jobs.status_of(r.folder)
 
     # The long run holds one worker while the other trains the three short runs.
     wait_for("the short runs", lambda: all(status(r) == "finished" for r in short))
     assert status(long) == "running"
     wait_for("an epoch of the long run", lambda: read_run_record(long.folder)["history"])
-    assert not queue.cancel(long.folder), "a running run is not removed, it is asked to stop"
+    assert not jobs.cancel(long.folder), "a running run is not removed, it is asked to stop"
     wait_for("the long run to stop", lambda: status(long) == "cancelled")
 
     for r in [*short, long]:
         run = load_run(r.folder)
         assert run.history, f"{r.folder} has no epochs"
-        assert queue.read_progress(r.folder)["stage"].startswith("epoch ")
-        assert not (Path(r.folder) / queue.DATA_FILE).exists()
+        assert jobs.read_progress(r.folder)["stage"].startswith("epoch ")
+        assert not (Path(r.folder) / jobs.DATA_FILE).exists()
     assert not Path(cancelled_early.folder).exists()
 
     texts = [log.read_text("utf-8") for log in logs]
@@ -193,9 +193,9 @@ def test_a_redis_queue_without_the_redis_package_says_how_to_install_it(
 ) -> None:
     if importlib.util.find_spec("redis") is not None:
         pytest.skip("the redis package is installed here")
-    monkeypatch.setenv(queue.QUEUE_URL_ENV, "redis://localhost:6379/0")
+    monkeypatch.setenv(jobs.QUEUE_URL_ENV, "redis://localhost:6379/0")
     with pytest.raises(BadConfig, match=r'pip install "embedgen\[redis\]"'):
-        queue.get_huey()
+        jobs.get_huey()
 
 
 def test_a_worker_that_stops_at_once_is_reported_and_started_again_only_now_and_then(
@@ -206,22 +206,22 @@ def test_a_worker_that_stops_at_once_is_reported_and_started_again_only_now_and_
     if importlib.util.find_spec("redis") is not None:
         pytest.skip("the redis package is installed here")
     # A real way for `embedgen worker` to stop at once: a Redis queue without its package.
-    monkeypatch.setenv(queue.QUEUE_URL_ENV, "redis://127.0.0.1:9/0")
-    monkeypatch.setenv(queue.AUTOSTART_ENV, "1")
-    assert queue.worker_trouble() is None, "no worker started yet: nothing to report"
-    first = queue.ensure_worker()
+    monkeypatch.setenv(jobs.QUEUE_URL_ENV, "redis://127.0.0.1:9/0")
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "1")
+    assert jobs.worker_trouble() is None, "no worker started yet: nothing to report"
+    first = jobs.ensure_worker()
     assert first is not None
     assert first.wait(60) == 2
-    trouble = queue.worker_trouble()
+    trouble = jobs.worker_trouble()
     assert trouble is not None and "has stopped (exit code 2)" in trouble
     assert str(home) not in trouble and "Traceback" not in trouble
-    assert queue.ensure_worker() is None, "not started again at every page run"
-    monkeypatch.setattr(queue, "RESTART_SECONDS", 0.0)
-    again = queue.ensure_worker()
+    assert jobs.ensure_worker() is None, "not started again at every page run"
+    monkeypatch.setattr(jobs, "RESTART_SECONDS", 0.0)
+    again = jobs.ensure_worker()
     assert again is not None and again.pid != first.pid, "but again after a while"
     again.wait(60)
-    monkeypatch.setenv(queue.AUTOSTART_ENV, "0")
-    assert "Ask the operator to start one (`embedgen worker`)" in (queue.worker_trouble() or "")
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "0")
+    assert "Ask the operator to start one (`embedgen worker`)" in (jobs.worker_trouble() or "")
 
 
 def test_a_worker_started_with_a_process_stops_once_that_process_has_ended(home: Path) -> None:
@@ -234,13 +234,13 @@ def test_a_worker_started_with_a_process_stops_once_that_process_has_ended(home:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for("the worker's heartbeat", lambda: bool(queue.live_workers()))
-        time.sleep(queue.WORKER_BEAT_SECONDS + 1)
+        wait_for("the worker's heartbeat", lambda: bool(jobs.live_workers()))
+        time.sleep(jobs.WORKER_BEAT_SECONDS + 1)
         assert worker.poll() is None, "the worker stays while the process it goes with lives"
         server.kill()
         server.wait()  # gone, not a zombie
-        worker.wait(timeout=3 * queue.WORKER_BEAT_SECONDS + 10)
-        assert not queue.live_workers(), "its heartbeat file went with it"
+        worker.wait(timeout=3 * jobs.WORKER_BEAT_SECONDS + 10)
+        assert not jobs.live_workers(), "its heartbeat file went with it"
     finally:
         for process in (server, worker):
             if process.poll() is None:

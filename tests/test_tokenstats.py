@@ -1,4 +1,4 @@
-"""embedgen.corpus: token counts of the labelled texts, label association, matrix alignment."""
+"""embedgen.tokenstats: token counts of the labelled texts, label association, matrix alignment."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import NEGATIVE, POSITIVE, synthetic_rows
 
-from embedgen.corpus import TokenStats, align, association, token_stats
 from embedgen.data import prepare
 from embedgen.errors import BadConfig
 from embedgen.table import read_table
+from embedgen.tokenstats import TokenStats, align, association, token_stats
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"
 NAMES = ("正面", "负面")

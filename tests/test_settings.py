@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from embedgen.config import operator_settings
 from embedgen.errors import BadConfig, EmbedgenError, NotAllowed
 from embedgen.models import load_encoder
 from embedgen.paths import hub_cache_dir, workspace
+from embedgen.settings import operator_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_VARIABLES = (

@@ -1,11 +1,11 @@
-"""Long work off the Streamlit rerun path: a thread per job, polled by the page.
+"""Long work off the Streamlit rerun path, and its panel: a thread per job, polled by the page.
 
 A job's thread never calls Streamlit; it only updates plain attributes that the page reads
 when it polls (``st.fragment(run_every=...)``). Heavy jobs (training, contextual matrices,
 UMAP) take a process-wide slot first, so on one GPU box several analysts queue instead of
 running out of memory together.
 
-Training is not such a thread: it goes through the queue (:mod:`embedgen.queue`), trained by a
+Training is not such a thread: it goes through the queue (:mod:`embedgen.jobs`), trained by a
 worker process, and the page watches its run folder through a :class:`QueuedJob`.
 """
 
@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import streamlit as st
 
 from embedgen.errors import Cancelled, EmbedgenError
 
@@ -165,7 +167,7 @@ def start_job(
 
 @dataclass(eq=False)
 class QueuedJob:
-    """A training run in the queue (:mod:`embedgen.queue`), seen through its run folder.
+    """A training run in the queue (:mod:`embedgen.jobs`), seen through its run folder.
 
     It answers what a :class:`Job` answers (state, stage, counts, rate, time left, epochs so
     far, result), so ``ui.job_panel`` draws both; each answer is read from run.json and
@@ -189,7 +191,7 @@ class QueuedJob:
     def _read(self) -> None:
         if time.time() - self._read_at < self.REFRESH_SECONDS:
             return
-        from embedgen import queue
+        from embedgen import jobs
         from embedgen.errors import BadRun
         from embedgen.runs import read_run_record
 
@@ -198,8 +200,8 @@ class QueuedJob:
         except BadRun:  # removed: cancelled before its first epoch
             self._record = None
         status = self._record and self._record["status"]
-        self._progress = queue.read_progress(self.folder) if status == "running" else {}
-        self._place = queue.place(self.folder) if status == "queued" else None
+        self._progress = jobs.read_progress(self.folder) if status == "running" else {}
+        self._place = jobs.place(self.folder) if status == "queued" else None
         self._read_at = time.time()
 
     @property
@@ -314,7 +316,7 @@ class QueuedJob:
         """The :class:`~embedgen.train.Run` once it ended with a trained head, else None."""
         if self._result is None and not self.active and self._record is not None:
             from embedgen.runs import has_trained_head, load_run
-            from embedgen.ui.common import current_encoder
+            from embedgen.ui.models import current_encoder
 
             if has_trained_head(self._record):
                 # The app's loaded encoder, not a second copy of the same weights.
@@ -322,10 +324,10 @@ class QueuedJob:
         return self._result
 
     def request_cancel(self) -> None:
-        from embedgen import queue
+        from embedgen import jobs
 
         self.cancel.set()
-        queue.cancel(self.folder)
+        jobs.cancel(self.folder)
         self._read_at = 0.0
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -345,3 +347,82 @@ def _seconds(iso: Any) -> float | None:
         return datetime.fromisoformat(iso).timestamp() if isinstance(iso, str) else None
     except ValueError:
         return None
+
+
+def human_seconds(seconds: float) -> str:
+    """75 -> "1 min 15 s"; 4000 -> "1 h 7 min"."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+# How often a running job's panel redraws. Each redraw is a script run in the server and a
+# re-render in the browser, both taking CPU from the job on a small machine.
+POLL_SECONDS = 1.0
+
+
+def job_panel(job: Job | QueuedJob, render: Callable[[Any], None], *, key: str) -> None:
+    """Draw ``render(job)`` and, while the job is active, redraw it every second.
+
+    When the job ends the whole page reruns once, so everything that depends on its result
+    (tables, buttons) appears without a click. That holds too for a job that ended before
+    its panel was first drawn (a quick PCA map): the page above the panel read its result
+    while it was still running, so it needs that one rerun as well.
+
+    The fragment is drawn inside a container of its own. Without it, Streamlit 1.67 often
+    dropped the first element after the panel when the fragment asked for that rerun (14 of
+    30 tries; tests/test_browser_job_panel.py); with it, 0 of 55.
+    """
+    if not job.active and not job.end_shown:
+        job.end_shown = True
+        st.rerun(scope="app")
+    polling = job.active
+
+    @st.fragment(run_every=POLL_SECONDS if polling else None)
+    def panel() -> None:
+        render(job)
+        if polling and not job.active:
+            job.end_shown = True
+            st.rerun(scope="app")
+        if polling and st.button("Cancel", key=f"{key}_cancel", disabled=job.cancel.is_set()):
+            job.request_cancel()
+            st.toast("Stopping after the current batch…")
+
+    with st.container():  # see the docstring
+        panel()
+
+
+def job_status(job: Job | QueuedJob) -> None:
+    """A progress bar with the stage and elapsed time; messages when it ended badly."""
+    label = f"{job.name}: {job.state}"
+    if job.stage and job.active:
+        label += f" · {job.stage}"
+    label += f" · {job.elapsed:.0f} s"
+    if job.total and job.active:
+        label += f" · {job.done:,}/{job.total:,} {job.unit}".rstrip()
+        if job.rate is not None:
+            rate = f"{job.rate:,.0f}" if job.rate >= 100 else f"{job.rate:.1f}"
+            label += f" · {rate} {job.unit or 'steps'}/s"
+        if job.eta is not None:
+            label += f" · about {human_seconds(job.eta)} left"
+    st.progress(job.fraction if job.state is not JobState.DONE else 1.0, text=label)
+    if job.state is JobState.FAILED:
+        st.error(job.error or f"{job.name} failed.")
+    elif job.state is JobState.CANCELLED:
+        st.warning(job.error or f"{job.name} was cancelled.")
+
+
+def job_line(job: Job | QueuedJob | None, detail: str = "") -> str | None:
+    """One line on a background job while it is queued or running ("running · epoch 2 ·
+    40% · about 1 min left"), for pages other than the job's own; ``None`` otherwise."""
+    if job is None or not job.active:
+        return None
+    parts = [str(job.state), detail, job.stage]
+    if job.total:
+        parts.append(f"{job.fraction:.0%}")
+    if job.eta is not None:
+        parts.append(f"about {human_seconds(job.eta)} left")
+    return " · ".join(p for p in parts if p)

@@ -1,0 +1,71 @@
+"""This session's matrices: what each is, which one a page offers first, and the neighbour
+index every page shares for a matrix (built once per matrix, not once per page)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from embedgen.matrix import EmbeddingMatrix
+from embedgen.neighbours import NeighbourIndex
+from embedgen.ui.session import TRAIN_RUN
+from embedgen.ui.widgets import kept
+
+
+@dataclass(frozen=True)
+class MatrixEntry:
+    """A matrix the user built in this session, and the folder it was saved to.
+
+    ``key`` is new for every build: rebuilding "projected-tuned" with other options reuses the
+    name and the folder, so caches of derived data (neighbour index, clusters, maps, the zip)
+    are keyed by ``key``, never by name or folder.
+    """
+
+    name: str
+    matrix: EmbeddingMatrix
+    folder: str
+    dtype: str = "float32"  # as saved, and as downloaded
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def default_matrix(entries: dict[str, MatrixEntry], run: Any) -> str:
+    """The matrix a page offers first: the newest one that carries the current run's tuning,
+    else the newest one (so an untuned matrix built last is not one click from a download)."""
+    names = list(entries)
+    if run is not None and run.folder:
+        for name in reversed(names):
+            m = entries[name].matrix.manifest
+            made_by = (m.get("run") or {}).get("folder")
+            if m.get("reflects_tuning") and str(made_by) == str(run.folder):
+                return name
+    return names[-1]
+
+
+def matrix_choice(label: str, entries: dict[str, MatrixEntry], *, key: str, where: Any = st) -> str:
+    """A select box of this session's matrices, each shown by what it is, starting at
+    :func:`default_matrix` and keeping the user's choice across pages."""
+    names = list(entries)
+    if st.session_state.get(key) not in names:
+        st.session_state.pop(key, None)  # a choice from before a rebuild or a new session
+    first = default_matrix(entries, st.session_state[TRAIN_RUN])
+    return where.selectbox(
+        label,
+        names,
+        index=names.index(first),
+        key=kept(key),
+        format_func=lambda n: f"{entries[n].matrix.label}  ({n})",
+    )
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _index(key: str, _entry: MatrixEntry) -> NeighbourIndex:
+    return NeighbourIndex(_entry.matrix)
+
+
+def neighbour_index(entry: MatrixEntry) -> NeighbourIndex:
+    """The neighbour index of ``entry``'s matrix, shared by the pages and visitors for the
+    server (cached by the build's key, so a rebuilt matrix of the same name gets its own)."""
+    return _index(entry.key, entry)
