@@ -70,21 +70,21 @@ def _where() -> list[str]:
 
 def _training() -> str:
     """The Train step: the training under way, or the run this session has."""
+    from embedgen.runs import RunStatus, status_of
     from embedgen.ui import jobpanel, session
-    from embedgen.ui.jobpanel import JobState
 
     job, run = st.session_state[session.TRAIN_JOB], st.session_state[session.TRAIN_RUN]
     if job is not None and job.active:
         epochs = job.events  # one EpochMetrics per finished epoch
         best = f", best macro-F1 so far {max(e.val_macro_f1 for e in epochs):.3f}" if epochs else ""
-        detail = f"epoch {len(epochs) + 1}{best}" if job.state is JobState.RUNNING else ""
+        detail = f"epoch {len(epochs) + 1}{best}" if job.state is RunStatus.RUNNING else ""
         return jobpanel.job_line(job, detail) or ""
     if run is None and job is not None:
         run = job.result  # it ended while the Train page was closed
-        if job.state is JobState.FAILED:
+        if job.state is RunStatus.FAILED:
             return "the last training failed; the Train page says why"
     if run is not None and run.best is not None:
-        return f"{run.status}, macro-F1 {run.best.val_macro_f1:.3f}"
+        return f"{status_of(run)}, macro-F1 {run.best.val_macro_f1:.3f}"
     return "no run"
 
 

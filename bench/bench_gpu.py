@@ -48,6 +48,7 @@ from embedgen.data import prepare  # noqa: E402
 from embedgen.device import device_info, resolve_device  # noqa: E402
 from embedgen.matrix import MatrixOptions, build_matrix  # noqa: E402
 from embedgen.models import load_encoder  # noqa: E402
+from embedgen.runs import status_of  # noqa: E402
 from embedgen.table import read_table  # noqa: E402
 from embedgen.train import FinetuneConfig, finetune  # noqa: E402
 
@@ -380,7 +381,7 @@ def main() -> int:
         try:
             run, seconds = timed(lambda: finetune(encoder, long_rows, cfg))
             outcome = {
-                "status": str(run.status),
+                "status": str(status_of(run)),
                 "batch_size_used": run.batch_size_used,
                 "seconds": seconds,
                 "head_lr_end": run.history[-1].head_learning_rate,

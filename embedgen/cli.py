@@ -148,9 +148,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from embedgen.data import prepare
     from embedgen.models import load_encoder
     from embedgen.paths import new_run_folder
-    from embedgen.runs import ensure_new_run_dir, train_and_save
+    from embedgen.runs import RunStatus, ensure_new_run_dir, status_of, train_and_save
     from embedgen.table import read_table
-    from embedgen.train import FinetuneConfig, RunStatus, distributed, finetune
+    from embedgen.train import FinetuneConfig, distributed, finetune
 
     rank0 = distributed.is_main()  # under torchrun, rank 0 alone reports and writes the run
     if not rank0:
@@ -167,9 +167,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not rank0:  # the other processes train alongside rank 0 and write nothing
         with _cancel_on_ctrl_c() as cancel, _stop_on_signals(cancel) as stopped:
             run = finetune(encoder, data, config, cancel=cancel)
-        if stopped.signum and run.status is RunStatus.CANCELLED:
+        if stopped.signum and run.cancelled:
             return stopped.exit_code
-        return 0 if run.status is RunStatus.FINISHED else 3
+        return 3 if run.cancelled else 0
     out = Path(args.out) if args.out else new_run_folder(table.name, str(config.strategy))
     _say(
         args,
@@ -192,7 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = train_and_save(
             encoder, data, config, out, progress=bar, cancel=cancel, on_epoch=on_epoch
         )
-    if stopped.signum and run.status is RunStatus.CANCELLED:
+    status = status_of(run)
+    if stopped.signum and status is RunStatus.CANCELLED:
         kept = (
             f"after epoch {len(run.history)} of {config.epochs}; the best epoch "
             f"({run.best_epoch}) is saved in {out}."
@@ -202,14 +203,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"Stopped by {stopped.name} {kept}", file=sys.stderr)
         return stopped.exit_code
     best = run.best
-    summary = f"{run.status}: {run.message} " if run.message else f"{run.status}: "
+    summary = f"{status}: {run.message} " if run.message else f"{status}: "
     if best is not None:
         summary += (
             f"best epoch {best.epoch}, val acc {best.val_accuracy:.4f}, "
             f"val macro-F1 {best.val_macro_f1:.4f}. "
         )
     print(summary + f"Run saved to {out}")
-    return 0 if run.status is RunStatus.FINISHED else 3
+    return 0 if status is RunStatus.FINISHED else 3
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -452,19 +453,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     records = [r for root in _all_runs_folders() for r in list_runs(root)]
     if args.active:
-        records = [r for r in records if r["status"] in ("queued", "running")]
+        records = [r for r in records if r.status.active]
     if not records:
         print("No runs are queued or training." if args.active else "No runs yet.")
         return 0
     for r in records:
-        history = [h for h in r.get("history") or [] if isinstance(h, dict)]
-        f1 = (r.get("best") or {}).get("val_macro_f1")
-        if f1 is None and history:  # still training: the best epoch so far
-            f1 = max(h.get("val_macro_f1", 0.0) for h in history)
-        when = r.get("started") or r.get("queued") or r.get("updated") or ""
-        epochs = len(history)
-        score = f"best F1 {f1:.3f}" if isinstance(f1, float) else "no epoch"
-        print(f"{r['status']}\t{when}\t{epochs} epochs\t{score}\t{r['folder']}")
+        f1 = r.best_f1  # while training: the best epoch so far
+        score = "no epoch" if f1 is None else f"best F1 {f1:.3f}"
+        print(f"{r.status}\t{r.when}\t{len(r.history)} epochs\t{score}\t{r.folder}")
     return 0
 
 
@@ -475,10 +471,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     folder = Path(args.run)
     record = read_run_record(folder)
-    status = record["status"]
-    if status not in ("queued", "running"):
-        raise BadRun(f"Run '{folder.name}' is {status}, not queued or training: nothing to stop.")
-    if record.get("task_id"):  # the queue's: its worker watches for the cancel file
+    if not record.status.active:
+        raise BadRun(
+            f"Run '{folder.name}' is {record.status}, not queued or training: nothing to stop."
+        )
+    if record.task_id:  # the queue's: its worker watches for the cancel file
         if jobs.cancel(folder):
             print(f"Cancelled {folder.name} before a worker took it up; nothing is kept.")
         else:
@@ -487,10 +484,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
                 "second or so) and keeps its finished epochs."
             )
         return 0
-    pid = record.get("pid")  # `embedgen train`: it stops on SIGTERM and keeps its best epoch
-    if record.get("host") != socket.gethostname() or not isinstance(pid, int):
+    pid = record.pid  # `embedgen train`: it stops on SIGTERM and keeps its best epoch
+    if record.host != socket.gethostname() or pid is None:
         raise BadRun(
-            f"Run '{folder.name}' is trained by `embedgen train` on {record.get('host')}: stop "
+            f"Run '{folder.name}' is trained by `embedgen train` on {record.host}: stop "
             "that command there (Ctrl+C, or kill PID)."
         )
     os.kill(pid, signal.SIGTERM)

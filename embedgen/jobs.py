@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +38,22 @@ from huey import Huey, RedisHuey, SqliteHuey
 from embedgen.atomic import write_json
 from embedgen.data import DroppedRow, LabelledData
 from embedgen.errors import BadConfig, BadRun, Cancelled
+from embedgen.heartbeat import beating, fresh, pid_alive
 from embedgen.models import Encoder, load_encoder
 from embedgen.paths import queue_dir
 from embedgen.runs import (
     HEARTBEAT_FILE,
     RUN_FILE,
+    RunStatus,
     claim_queued,
+    queued_record,
     read_run_record,
+    status_of,
     train_and_save,
     write_queued,
+    write_record,
 )
-from embedgen.train import FinetuneConfig, RunStatus
+from embedgen.train import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +147,17 @@ def submit(
 def place(folder: str | os.PathLike[str]) -> int | None:
     """How many queued runs are ahead of the one in ``folder``; None when it is not waiting
     in the queue (a worker took it, or the queue cannot be read)."""
+    record = queued_record(folder)
+    if record is None:
+        return None
     try:
-        task_id = json.loads((Path(folder) / RUN_FILE).read_text("utf-8")).get("task_id")
         pending = get_huey().pending()
     except Exception as exc:  # a queue that cannot be read only leaves the place unknown
         log.debug("No place in the queue for %s: %s", folder, exc)
         return None
     ahead = 0
     for message in pending:
-        if message.id == task_id:
+        if message.id == record.task_id:
             return ahead
         args = message.args[0] if message.args else {}
         if _still_queued(Path(args.get("folder", ""))):  # cancelled ones are skipped at once
@@ -159,11 +166,7 @@ def place(folder: str | os.PathLike[str]) -> int | None:
 
 
 def _still_queued(folder: Path) -> bool:
-    try:
-        status = json.loads((folder / RUN_FILE).read_text("utf-8")).get("status")
-    except (OSError, ValueError):
-        return False
-    return status == RunStatus.QUEUED
+    return queued_record(folder) is not None
 
 
 def cancel(folder: str | os.PathLike[str]) -> bool:
@@ -332,16 +335,16 @@ def _encoder(request: TrainRequest) -> Encoder:
         return encoder
 
 
-def train(request: dict[str, Any]) -> str:
+def train(request: dict[str, Any]) -> RunStatus:
     """The queue's task: train the queued run of ``request`` (a :class:`TrainRequest` as a
     dict); return the status it ended with."""
     req = TrainRequest(**request)
     folder = Path(req.folder)
     if not _still_queued(folder):  # its owner cancelled it (and removed it) while it waited
         log.info("Skipped %s: it is no longer queued", folder.name)
-        return str(RunStatus.CANCELLED)
+        return RunStatus.CANCELLED
     if (folder / CANCEL_FILE).exists() and cancel(folder):  # a cancel that did not finish
-        return str(RunStatus.CANCELLED)
+        return RunStatus.CANCELLED
     try:
         return _train(req, folder)
     finally:
@@ -349,7 +352,7 @@ def train(request: dict[str, Any]) -> str:
         _free_memory()  # after _train returned: the run, its head and copies are gone
 
 
-def _train(req: TrainRequest, folder: Path) -> str:
+def _train(req: TrainRequest, folder: Path) -> RunStatus:
     try:
         data = read_data(folder)
         config = FinetuneConfig.from_dict(req.config)
@@ -364,22 +367,23 @@ def _train(req: TrainRequest, folder: Path) -> str:
                 cancel=stop,
                 queued=True,
             )
-        log.info("Trained %s: %s", folder.name, run.status)
-        return str(run.status)
+        log.info("Trained %s: %s", folder.name, status_of(run))
+        return status_of(run)
     except Cancelled:  # cancelled between the check in train() and the claim
-        return str(RunStatus.CANCELLED)
+        return RunStatus.CANCELLED
     except Exception as exc:
         if _still_queued(folder):  # it failed before the run was claimed: say so in run.json
             _fail_queued(folder, exc)
         log.exception("Training %s failed", folder.name)
-        return str(RunStatus.FAILED)
+        return RunStatus.FAILED
 
 
 def _fail_queued(folder: Path, exc: BaseException) -> None:
     with contextlib.suppress(Cancelled, OSError):
         record = claim_queued(folder)
-        record.update(status=str(RunStatus.FAILED), message=f"{type(exc).__name__}: {exc}")
-        write_json(folder / RUN_FILE, record)
+        write_record(
+            replace(record, status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}")
+        )
         (folder / HEARTBEAT_FILE).unlink(missing_ok=True)
 
 
@@ -421,54 +425,22 @@ def run_worker(workers: int = 1, worker_type: str = "thread", stop_with: int | N
         worker_type,
         os.environ.get(QUEUE_URL_ENV) or queue_dir() / "huey.db",
     )
-    with _worker_heartbeat(stop_with):
-        consumer.run()
 
-
-@contextlib.contextmanager
-def _worker_heartbeat(stop_with: int | None = None) -> Iterator[Path]:
-    path = queue_dir() / f"worker-{socket.gethostname()}-{os.getpid()}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(WORKER_BEAT_SECONDS):
-            with contextlib.suppress(OSError):
-                path.touch()
-            if stop_with is not None and not _alive(stop_with):
-                log.info("Process %d has ended: stopping after the run under way", stop_with)
-                os.kill(os.getpid(), signal.SIGINT)  # huey's consumer: a graceful stop
-                return
-
-    thread = threading.Thread(target=beat, name="embedgen-worker-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield path
-    finally:
-        stop.set()
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
+    def app_still_there() -> bool:
+        if stop_with is not None and not pid_alive(stop_with):
+            log.info("Process %d has ended: stopping after the run under way", stop_with)
+            os.kill(os.getpid(), signal.SIGINT)  # huey's consumer: a graceful stop
+            return False
         return True
-    return True
+
+    beat = queue_dir() / f"worker-{socket.gethostname()}-{os.getpid()}"
+    with beating(beat, WORKER_BEAT_SECONDS, create=True, on_beat=app_still_there):
+        consumer.run()
 
 
 def live_workers() -> list[Path]:
     """Heartbeat files of the workers that beat in the last :data:`WORKER_STALE_SECONDS`."""
-    now = time.time()
-    live = []
-    for path in queue_dir().glob("worker-*"):
-        with contextlib.suppress(OSError):
-            if now - path.stat().st_mtime <= WORKER_STALE_SECONDS:
-                live.append(path)
-    return live
+    return [p for p in queue_dir().glob("worker-*") if fresh(p, WORKER_STALE_SECONDS)]
 
 
 _started: subprocess.Popen[bytes] | None = None
@@ -549,10 +521,10 @@ def stop_started_worker(timeout: float = 30.0) -> None:
         process.wait(timeout)
 
 
-def status_of(folder: str | os.PathLike[str]) -> str | None:
+def run_status(folder: str | os.PathLike[str]) -> RunStatus | None:
     """The run's status as :func:`embedgen.runs.read_run_record` reads it; None when the run
     folder or its run.json is gone (a run cancelled before its first epoch)."""
     try:
-        return str(read_run_record(folder)["status"])
+        return read_run_record(folder).status
     except BadRun:
         return None

@@ -9,7 +9,7 @@ import streamlit as st
 
 from embedgen import jobs
 from embedgen.paths import new_run_folder, runs_dir
-from embedgen.runs import has_trained_head, list_runs, load_run, owned_by, owner_tag
+from embedgen.runs import RunRecord, RunStatus, list_runs, load_run, owner_tag, status_of
 from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import FinetuneConfig, Run, Strategy
 from embedgen.ui import feedback, jobpanel, models, plots, session, visitor
@@ -23,7 +23,7 @@ st.title("3 · Train")
 
 def render(job: QueuedJob) -> None:
     jobpanel.job_status(job)
-    if job.status == "queued":  # a worker that died leaves the run waiting for nothing
+    if job.status is RunStatus.QUEUED:  # a worker that died leaves the run waiting for nothing
         jobs.ensure_worker()
         trouble = jobs.worker_trouble()
         if trouble:
@@ -44,7 +44,7 @@ def show_run(run: Run) -> None:
     cols[0].metric("Best epoch", f"{best.epoch} / {len(run.history)}")
     cols[1].metric("Validation accuracy", f"{best.val_accuracy:.3f}")
     cols[2].metric("Validation macro-F1", f"{best.val_macro_f1:.3f}")
-    cols[3].metric("Status", str(run.status))
+    cols[3].metric("Status", str(status_of(run)))
     st.plotly_chart(plots.training_curves(run.history), width="stretch", key="train_final")
     if run.confusion:
         left, _ = st.columns([1, 1])
@@ -58,24 +58,18 @@ def show_run(run: Run) -> None:
     )
 
 
-def read_runs() -> tuple[dict[str, str], list[dict[str, str | None]]]:
+def read_runs() -> tuple[dict[str, str], list[RunRecord]]:
     """One pass over the runs folder: label -> folder of the runs with a trained head, and the
     folder and owner of those queued or training, newest first. A function, so that the
     records read (every run.json) are not kept in this page's globals, which the job panel's
     fragment holds on to for the session (the soak saw them pile up as runs accumulated)."""
     records = list_runs(runs_dir(visitor.current_user()))
     saved = {
-        f"{r['folder'].rsplit('/', 1)[-1]} · {r['status']} · "
-        f"F1 {(r.get('best') or {}).get('val_macro_f1', 0):.3f}": r["folder"]
+        f"{r.name} · {r.status} · F1 {r.best_f1 or 0:.3f}": r.folder
         for r in records
-        if has_trained_head(r)
+        if r.has_trained_head
     }
-    active = [
-        {"folder": r["folder"], "owner": r.get("owner")}
-        for r in records
-        if r["status"] in ("queued", "running")
-    ]
-    return saved, active
+    return saved, [r for r in records if r.status.active]
 
 
 saved_runs, active_runs = read_runs()
@@ -118,14 +112,14 @@ if job is None:  # a new tab: the runs still queued or training, newest first
     # carries; an address's value finds only the run it was made for, and lends nothing else.
     given = visitor.address_secret()
 
-    def is_mine(r: dict[str, str | None]) -> bool:
-        held = visitor.run_secret(str(r["folder"]))
-        return visitor.current_user() is not None or owned_by(r, held) or owned_by(r, given)
+    def is_mine(r: RunRecord) -> bool:
+        held = visitor.run_secret(r.folder)
+        return visitor.current_user() is not None or r.owned_by(held) or r.owned_by(given)
 
     mine = [r for r in active_runs if is_mine(r)]
     if mine:  # the tab takes up the newest
-        job = st.session_state[session.TRAIN_JOB] = QueuedJob(str(mine[0]["folder"]))
-        if given is not None and owned_by(mine[0], given):
+        job = st.session_state[session.TRAIN_JOB] = QueuedJob(mine[0].folder)
+        if given is not None and mine[0].owned_by(given):
             visitor.hold_secret(job.folder, given)
         if len(mine) > 1:
             st.caption(f"{len(mine) - 1} more of your runs are queued or training.")

@@ -24,9 +24,10 @@ from embedgen.matrix import (
 from embedgen.paths import free_folder, matrix_folder
 from embedgen.postprocess import PostProcess
 from embedgen.progress import stage
+from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
 from embedgen.ui import feedback, jobpanel, matrices, models, session, visitor
-from embedgen.ui.jobpanel import Job, JobState, start_job
+from embedgen.ui.jobpanel import Job, start_job
 from embedgen.ui.widgets import kept, setting_input
 from embedgen.words import Corpus, WordOptions, words_from_corpus, words_from_list
 
@@ -321,7 +322,7 @@ if pending is not None:
 
 if job is not None:
     jobpanel.job_panel(job, jobpanel.job_status, key="matrix")
-    if job.state is JobState.DONE and job.result is not None:
+    if job.state is RunStatus.FINISHED and job.result is not None:
         entry = job.result
         st.session_state[session.MATRICES][entry.name] = entry
 

@@ -15,9 +15,10 @@ from embedgen.projection import (
     map_points,
     project,
 )
+from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
 from embedgen.ui import colours, feedback, jobpanel, matrices, models, plots, session, visitor
-from embedgen.ui.jobpanel import Job, JobState, start_job
+from embedgen.ui.jobpanel import Job, start_job
 from embedgen.ui.widgets import kept
 
 st.set_page_config(page_title="Explore · embedgen", layout="wide")
@@ -190,7 +191,7 @@ with tab_map:
     key = (entry.key, options)
     projections = st.session_state[session.PROJECTIONS]
     pjob: Job | None = st.session_state[session.PROJECTION_JOB]
-    if pjob is not None and pjob.tag == key and pjob.state is JobState.DONE:
+    if pjob is not None and pjob.tag == key and pjob.state is RunStatus.FINISHED:
         projections[key] = pjob.result
     if key not in projections:
         sample = (

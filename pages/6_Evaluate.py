@@ -6,10 +6,11 @@ import streamlit as st
 from embedgen.errors import EmbedgenError
 from embedgen.evaluate import analogy, label_purity, read_analogy, read_similarity, similarity
 from embedgen.report import tradeoff, tradeoff_words
+from embedgen.runs import RunStatus
 from embedgen.tokenstats import TokenStats, association
 from embedgen.train import Run
 from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session
-from embedgen.ui.jobpanel import Job, JobState, start_job
+from embedgen.ui.jobpanel import Job, start_job
 from embedgen.ui.widgets import kept
 
 MIN_PAIRS = 10  # fewer pairs than this make a correlation that means little
@@ -246,7 +247,7 @@ with tab_trade:
         )
     if tjob is not None and tjob.tag == key:
         jobpanel.job_panel(tjob, jobpanel.job_status, key="evaluate_tradeoff")
-        if tjob.state is JobState.DONE and tjob.result:
+        if tjob.state is RunStatus.FINISHED and tjob.result:
             records = tjob.result
             st.plotly_chart(plots.tradeoff_figure(records), width="stretch", key="tradeoff_plot")
             st.caption(f"Similarity: {records[0]['similarity_measure']}.")

@@ -89,7 +89,7 @@ def test_a_head_run_ends_in_its_last_epoch_stage_and_trains_with_the_defaults_th
     progress = jobs.read_progress(job.folder)  # what the worker last reported
     assert (progress["stage"], progress["unit"]) == ("epoch 2 of 2", "rows")
     run = app.session_state["train_run"]
-    assert str(run.status) == "finished" and run.config.cache_features
+    assert not run.cancelled and run.config.cache_features
     assert str(run.config.strategy) == "head" and run.config.top_k == 2  # the default
 
 
@@ -193,7 +193,7 @@ def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop
     assert job.wait(TIMEOUT)
     run_page(tab)
     run = tab.session_state["train_run"]
-    assert str(run.status) == "cancelled" and run.history, "its finished epochs are kept"
+    assert run.cancelled and run.history, "its finished epochs are kept"
     run_page(app)
     assert str(app.session_state["train_job"].state) == "cancelled"
     assert str(app.session_state["train_run"].folder) == folder
@@ -248,7 +248,7 @@ def test_a_run_secret_is_made_by_the_server_never_taken_from_the_address(
 ) -> None:
     """Session fixation: a visitor sent to ``/Train?run=<a value someone else chose>`` who then
     starts a run must not make that value the run's secret, or its chooser could cancel it."""
-    from embedgen.runs import owned_by
+    from embedgen.runs import read_run_record
 
     monkeypatch.setenv(jobs.AUTOSTART_ENV, "0")  # the run stays queued
     chosen = "Attacker-chosen-value-0123"
@@ -257,10 +257,10 @@ def test_a_run_secret_is_made_by_the_server_never_taken_from_the_address(
     train_page(app, tiny_model_dir)
     click(app, "Start training")
     folder = app.session_state["train_job"].folder
-    record = json.loads((Path(folder) / "run.json").read_text("utf-8"))
-    assert not owned_by(record, chosen), "the run's secret was taken from the address"
+    record = read_run_record(folder)
+    assert not record.owned_by(chosen), "the run's secret was taken from the address"
     secret = app.query_params["run"]
-    assert secret != chosen and owned_by(record, secret), "the address carries the run's own"
+    assert secret != chosen and record.owned_by(secret), "the address carries the run's own"
 
     # Whoever chose the value opens the same address: it finds nothing and can cancel nothing.
     chooser = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
@@ -276,7 +276,7 @@ def test_an_address_that_finds_a_run_does_not_lend_its_secret_to_the_next_run(
 ) -> None:
     """A tab opened on another run's address follows that run; a run it starts afterwards
     gets a secret of its own, so the address's sender cannot cancel it."""
-    from embedgen.runs import owned_by
+    from embedgen.runs import read_run_record
 
     monkeypatch.setenv(jobs.AUTOSTART_ENV, "0")
     train_page(app, tiny_model_dir)
@@ -293,6 +293,6 @@ def test_an_address_that_finds_a_run_does_not_lend_its_secret_to_the_next_run(
     run_page(visitor)
     click(visitor, "Start training")
     folder = visitor.session_state["train_job"].folder
-    record = json.loads((Path(folder) / "run.json").read_text("utf-8"))
-    assert not owned_by(record, first_secret), "the next run reused the address's secret"
-    assert owned_by(record, visitor.query_params["run"])
+    record = read_run_record(folder)
+    assert not record.owned_by(first_secret), "the next run reused the address's secret"
+    assert record.owned_by(visitor.query_params["run"])

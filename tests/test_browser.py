@@ -299,7 +299,7 @@ def test_word_rows_evaluation_and_the_tradeoff_in_a_real_browser(
         page.get_by_role("tab", name="Trade-off").click()
         idle(page)
         page.get_by_role("button", name="Compute the trade-off").click()
-        expect(page.get_by_text("Trade-off: done")).to_be_visible(timeout=LONG)
+        expect(page.get_by_text("Trade-off: finished")).to_be_visible(timeout=LONG)
         expect(page.get_by_test_id("stPlotlyChart").last).to_be_visible(timeout=LONG)
         shoot(page, "12_evaluate_tradeoff")
 

@@ -15,7 +15,7 @@ import torch
 from embedgen import features
 from embedgen.features import FeatureCache, FeatureKey, cached_features, feature_key
 from embedgen.lanes import LANES_ENV
-from embedgen.train import FinetuneConfig, RunStatus, finetune
+from embedgen.train import FinetuneConfig, finetune
 
 FAST = {"dim": 8, "batch_size": 32, "patience": 0}
 
@@ -98,7 +98,7 @@ def test_a_second_run_with_other_head_settings_does_not_encode(
     with Encoded(tiny_encoder.model) as second:
         run = finetune(tiny_encoder, synthetic_data, other)
     assert second.texts == 0, "the features of every text were cached by the first run"
-    assert run.status is RunStatus.FINISHED and len(run.history) == 2
+    assert not run.cancelled and len(run.history) == 2
 
 
 def test_what_decides_the_features_decides_the_entry(
@@ -150,7 +150,7 @@ def test_cancel_during_encoding_keeps_finished_chunks_and_the_next_run_resumes(
             cancel.set()
 
     run = finetune(tiny_encoder, synthetic_data, cfg, progress=progress, cancel=cancel)
-    assert run.status is RunStatus.CANCELLED and not run.history
+    assert run.cancelled and not run.history
     assert "cached" in run.message
     assert _chunks(home) == ["000000.npy"], "the finished chunk is kept, the cut one is not"
 

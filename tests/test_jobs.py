@@ -18,7 +18,7 @@ from embedgen import jobs
 from embedgen.errors import BadConfig, BadRun
 from embedgen.jobs import TrainRequest
 from embedgen.paths import new_run_folder, runs_dir
-from embedgen.runs import load_run, owned_by, owner_tag, read_run_record
+from embedgen.runs import load_run, owner_tag, read_run_record
 from embedgen.train import FinetuneConfig
 
 WAIT = 90.0
@@ -87,8 +87,8 @@ def test_a_queued_run_reads_as_queued_until_a_worker_takes_it_and_has_no_head(
     jobs.submit(first, synthetic_data)
     jobs.submit(second, synthetic_data)
     record = read_run_record(second.folder)
-    assert record["status"] == "queued", "no heartbeat yet is not an interrupted run"
-    assert record["dataset"]["rows_used"] == len(synthetic_data)
+    assert record.status == "queued", "no heartbeat yet is not an interrupted run"
+    assert record.dataset["rows_used"] == len(synthetic_data)
     assert (jobs.place(first.folder), jobs.place(second.folder)) == (0, 1)
     with pytest.raises(BadRun, match="is queued"):
         load_run(second.folder)
@@ -138,9 +138,9 @@ def test_the_task_trains_the_queued_run_and_skips_a_cancelled_one(
     progress = jobs.read_progress(folder)
     assert (progress["stage"], progress["done"]) == ("epoch 2 of 2", progress["total"])
     record = read_run_record(folder)
-    assert record["status"] == "finished" and record["queued"] and record["task_id"]
-    assert owned_by(record, "a-tab-secret-0123456789"), "the owner is kept to the end"
-    assert not owned_by(record, "another-tab-secret-98765") and not owned_by(record, None)
+    assert record.status == "finished" and record.queued and record.task_id
+    assert record.owned_by("a-tab-secret-0123456789"), "the owner is kept to the end"
+    assert not record.owned_by("another-tab-secret-98765") and not record.owned_by(None)
     assert jobs.train(asdict(wanted)) == "cancelled", "a task taken twice trains once"
     assert len(load_run(folder).history) == 2
 
@@ -160,12 +160,12 @@ def test_two_worker_processes_train_each_run_once_and_stop_a_run_on_cancel(
     wait_for("two live workers", lambda: len(jobs.live_workers()) == 2)
 
     def status(r: TrainRequest) -> str | None:
-        return jobs.status_of(r.folder)
+        return jobs.run_status(r.folder)
 
     # The long run holds one worker while the other trains the three short runs.
     wait_for("the short runs", lambda: all(status(r) == "finished" for r in short))
     assert status(long) == "running"
-    wait_for("an epoch of the long run", lambda: read_run_record(long.folder)["history"])
+    wait_for("an epoch of the long run", lambda: read_run_record(long.folder).history)
     assert not jobs.cancel(long.folder), "a running run is not removed, it is asked to stop"
     wait_for("the long run to stop", lambda: status(long) == "cancelled")
 

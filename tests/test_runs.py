@@ -32,7 +32,7 @@ from embedgen.runs import (
     train_and_save,
     write_failure,
 )
-from embedgen.train import FinetuneConfig, RunStatus, finetune
+from embedgen.train import FinetuneConfig, finetune
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -49,7 +49,7 @@ def test_head_run_round_trips(tiny_encoder, synthetic_data, tmp_path: Path) -> N
     assert back.label_names == run.label_names
     assert back.history == run.history
     assert back.config == run.config
-    assert back.status is RunStatus.FINISHED
+    assert not back.cancelled
     assert back.encoder.info.revision == tiny_encoder.info.revision
     record = json.loads((tmp_path / "run" / "run.json").read_text("utf-8"))
     assert record["dataset"]["source"] == "reviews.csv"
@@ -93,7 +93,7 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path: Path, tiny_encod
 
 def test_running_run_of_a_dead_process_reads_as_interrupted(tmp_path: Path, tiny_encoder) -> None:
     folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
-    assert read_run_record(folder)["status"] == "running"  # this process is alive
+    assert read_run_record(folder).status == "running"  # this process is alive
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
@@ -103,7 +103,7 @@ def test_running_run_of_a_dead_process_reads_as_interrupted(tmp_path: Path, tiny
     record = json.loads((folder / "run.json").read_text())
     record.update(pid=int(dead.stdout), host=socket.gethostname())
     (folder / "run.json").write_text(json.dumps(record))
-    assert read_run_record(folder)["status"] == "interrupted"
+    assert read_run_record(folder).status == "interrupted"
     with pytest.raises(BadRun, match="interrupted"):
         load_run(folder)
 
@@ -112,7 +112,7 @@ def test_failure_is_recorded_with_its_reason(tmp_path: Path, tiny_encoder) -> No
     folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
     write_failure(folder, RuntimeError("disk full"))
     record = read_run_record(folder)
-    assert record["status"] == "failed" and "disk full" in record["message"]
+    assert record.status == "failed" and "disk full" in record.message
 
 
 def test_not_a_run_folder(tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_a_run_cancelled_before_its_first_epoch_is_not_kept(
     run = train_and_save(
         tiny_encoder, synthetic_data, FinetuneConfig(epochs=2, dim=8), folder, cancel=cancel
     )
-    assert run.status is RunStatus.CANCELLED and not run.history
+    assert run.cancelled and not run.history
     assert run.folder is None
     assert not folder.exists(), "a run with no trained head leaves no folder to list"
 
@@ -172,7 +172,7 @@ def test_a_run_cancelled_after_an_epoch_is_kept(
     )
     assert run.folder == str(tmp_path / "run")
     (record,) = list_runs(tmp_path)
-    assert record["status"] == "cancelled" and has_trained_head(record)
+    assert record.status == "cancelled" and has_trained_head(record)
     assert load_run(tmp_path / "run").best_epoch == 1
 
 
@@ -209,7 +209,7 @@ def test_a_run_whose_heartbeat_stopped_reads_as_interrupted_though_its_pid_lives
     folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
     _running_record(folder, pid=os.getpid(), host=socket.gethostname())
     _beat_at(folder, HEARTBEAT_STALE_SECONDS + 5)
-    assert read_run_record(folder)["status"] == "interrupted"
+    assert read_run_record(folder).status == "interrupted"
 
 
 def test_a_run_on_another_host_with_a_fresh_heartbeat_reads_as_running(
@@ -218,7 +218,7 @@ def test_a_run_on_another_host_with_a_fresh_heartbeat_reads_as_running(
     folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
     _running_record(folder, pid=1, host="another-host")
     _beat_at(folder, HEARTBEAT_SECONDS)
-    assert read_run_record(folder)["status"] == "running"
+    assert read_run_record(folder).status == "running"
 
 
 def test_a_run_on_another_host_whose_heartbeat_stopped_reads_as_interrupted(
@@ -227,7 +227,7 @@ def test_a_run_on_another_host_whose_heartbeat_stopped_reads_as_interrupted(
     folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
     _running_record(folder, pid=1, host="another-host")
     _beat_at(folder, HEARTBEAT_STALE_SECONDS + 5)
-    assert read_run_record(folder)["status"] == "interrupted"
+    assert read_run_record(folder).status == "interrupted"
     with pytest.raises(BadRun, match="interrupted"):
         load_run(folder)
 
@@ -237,7 +237,7 @@ def test_a_running_record_without_a_heartbeat_reads_as_interrupted(
 ) -> None:
     folder = mark_running(tmp_path / "run", FinetuneConfig(), tiny_encoder.info.as_dict(), {})
     (folder / HEARTBEAT_FILE).unlink()
-    assert read_run_record(folder)["status"] == "interrupted"
+    assert read_run_record(folder).status == "interrupted"
 
 
 def _heartbeats(folder: Path) -> list[threading.Thread]:
@@ -256,7 +256,7 @@ def test_training_beats_while_it_runs_and_stops_beating_when_it_ends(
         assert len(_heartbeats(folder)) == 1, "one heartbeat thread while training"
         time.sleep(0.1)
         beats.append((folder / HEARTBEAT_FILE).stat().st_mtime)
-        assert read_run_record(folder)["status"] == "running"
+        assert read_run_record(folder).status == "running"
 
     train_and_save(
         tiny_encoder, synthetic_data, FinetuneConfig(epochs=2, dim=8), folder, on_epoch=on_epoch
@@ -264,7 +264,7 @@ def test_training_beats_while_it_runs_and_stops_beating_when_it_ends(
     assert beats[1] > beats[0], "the heartbeat file's time moves while training runs"
     assert _heartbeats(folder) == [], "the heartbeat thread ends with the training"
     assert not (folder / HEARTBEAT_FILE).exists()
-    assert read_run_record(folder)["status"] == "finished"
+    assert read_run_record(folder).status == "finished"
 
 
 def test_the_heartbeat_stops_when_training_fails(
@@ -282,7 +282,7 @@ def test_the_heartbeat_stops_when_training_fails(
             on_epoch=fail,
         )
     assert _heartbeats(tmp_path / "failing-run") == []
-    assert read_run_record(tmp_path / "failing-run")["status"] == "failed"
+    assert read_run_record(tmp_path / "failing-run").status == "failed"
 
 
 def test_run_json_shows_each_finished_epoch_while_training(
@@ -293,8 +293,8 @@ def test_run_json_shows_each_finished_epoch_while_training(
 
     def on_epoch(m) -> None:
         record = read_run_record(folder)
-        assert record["status"] == "running"
-        seen.append(len(record["history"]))
+        assert record.status == "running"
+        seen.append(len(record.history))
 
     train_and_save(
         tiny_encoder, synthetic_data, FinetuneConfig(epochs=3, dim=8), folder, on_epoch=on_epoch
@@ -390,5 +390,5 @@ def test_a_damaged_run_is_skipped_in_the_list_of_runs(
     (tmp_path / "broken-run" / "run.json").write_text(text, "utf-8")
     with caplog.at_level(logging.WARNING, logger="embedgen.runs"):
         records = list_runs(tmp_path)
-    assert [Path(r["folder"]).name for r in records] == ["good-run"]
+    assert [r.name for r in records] == ["good-run"]
     assert "broken-run" in caplog.text

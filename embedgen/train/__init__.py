@@ -12,7 +12,7 @@
 
 from embedgen.train.config import FinetuneConfig, Pooling, Strategy
 from embedgen.train.head import Head
-from embedgen.train.loop import EpochMetrics, Run, RunStatus, finetune
+from embedgen.train.loop import EpochMetrics, Run, finetune
 
 __all__ = [
     "EpochMetrics",
@@ -20,7 +20,6 @@ __all__ = [
     "Head",
     "Pooling",
     "Run",
-    "RunStatus",
     "Strategy",
     "finetune",
 ]

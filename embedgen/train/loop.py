@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import enum
 import logging
 import math
 import threading
@@ -76,15 +75,6 @@ SYNC_EVERY = {"cuda": 50}
 _ENCODING_CANCELLED = "cancelled"
 
 
-class RunStatus(enum.StrEnum):
-    QUEUED = "queued"  # written by embedgen.jobs: waiting for a worker, nothing trained yet
-    RUNNING = "running"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-
-
 @dataclass(frozen=True)
 class EpochMetrics:
     epoch: int
@@ -106,7 +96,7 @@ class Run:
     encoder_changed: bool
     label_names: tuple[str, ...]
     history: list[EpochMetrics] = field(default_factory=list)
-    status: RunStatus = RunStatus.FINISHED
+    cancelled: bool = False  # stopped by its user (its best finished epoch is kept)
     best_epoch: int = 0
     confusion: list[list[int]] = field(default_factory=list)
     data_summary: dict[str, Any] = field(default_factory=dict)
@@ -380,7 +370,7 @@ class _Trainer:
         optimizer, scheduler = self._optimizer()
         history: list[EpochMetrics] = []
         best = _Best()
-        status, message = RunStatus.FINISHED, ""
+        cancelled, message = False, ""
         try:
             train_feats, val_feats = self._prepare()
             with self._epoch_threads():
@@ -403,7 +393,7 @@ class _Trainer:
                         log.info(message)
                         break
         except Cancelled:
-            status = RunStatus.CANCELLED
+            cancelled = True
             message = f"Cancelled after {len(history)} of {cfg.epochs} epochs."
             if not history:
                 message = "Cancelled before the first epoch finished; no head was trained."
@@ -416,7 +406,7 @@ class _Trainer:
         finally:
             restore_frozen_linears(self.model, self.original, self.cast_frozen)
             self.cast_frozen = []
-        return self._result(history, best, status, message)
+        return self._result(history, best, cancelled, message)
 
     def _optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         """AdamW over the head (and what trains of the encoder), with a schedule over rows."""
@@ -719,7 +709,7 @@ class _Trainer:
             raise _diverged(where, self.config.strategy)
 
     def _result(
-        self, history: list[EpochMetrics], best: _Best, status: RunStatus, message: str
+        self, history: list[EpochMetrics], best: _Best, cancelled: bool, message: str
     ) -> Run:
         """The run with the best epoch's weights restored."""
         if best.state is not None:
@@ -734,7 +724,7 @@ class _Trainer:
             encoder_changed=self.tuned,
             label_names=(),
             history=history,
-            status=status,
+            cancelled=cancelled,
             best_epoch=best.epoch,
             confusion=confusion_matrix(self.val_y.numpy(), pred, self.num_classes)
             if history

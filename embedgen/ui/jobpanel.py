@@ -11,29 +11,25 @@ worker process, and the page watches its run folder through a :class:`QueuedJob`
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import streamlit as st
 
-from embedgen.errors import Cancelled, EmbedgenError
+from embedgen import jobs
+from embedgen.errors import BadRun, Cancelled, EmbedgenError
+from embedgen.runs import RunRecord, RunStatus, load_run, read_run_record
+from embedgen.train import EpochMetrics, Run
+from embedgen.ui.models import current_encoder
 
 log = logging.getLogger(__name__)
 
 HEAVY_SLOTS = threading.BoundedSemaphore(1)
-
-
-class JobState(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 def seconds_left(rate: float | None, done: int, total: int) -> float | None:
@@ -52,7 +48,7 @@ class Job:
     heavy: bool = True
     tag: Any = None  # what the job is for, so a page can tell its jobs apart
     unit: str = ""  # what done/total count ("rows", "batches"), shown after the numbers
-    state: JobState = JobState.QUEUED
+    state: RunStatus = RunStatus.QUEUED  # the one spelling of a job's status, as a run's
     done: int = 0
     total: int = 0
     stage: str = ""
@@ -83,7 +79,7 @@ class Job:
     # -- called from the page ---------------------------------------------------------------
     @property
     def active(self) -> bool:
-        return self.state in (JobState.QUEUED, JobState.RUNNING)
+        return self.state.active
 
     @property
     def fraction(self) -> float:
@@ -127,21 +123,21 @@ def _run(job: Job) -> None:
             while not slot.acquire(timeout=0.2):
                 if job.cancel.is_set():
                     raise Cancelled(f"{job.name} was cancelled before it started.")
-        job.state = JobState.RUNNING
+        job.state = RunStatus.RUNNING
         job.stage = ""
         try:
             job.result = job.work(job)
         finally:
             if slot is not None:
                 slot.release()
-        job.state = JobState.CANCELLED if job.cancel.is_set() else JobState.DONE
+        job.state = RunStatus.CANCELLED if job.cancel.is_set() else RunStatus.FINISHED
     except Cancelled as exc:
-        job.state, job.error = JobState.CANCELLED, str(exc)
+        job.state, job.error = RunStatus.CANCELLED, str(exc)
     except EmbedgenError as exc:
-        job.state, job.error = JobState.FAILED, str(exc)
+        job.state, job.error = RunStatus.FAILED, str(exc)
     except Exception as exc:  # a bug: full traceback in the server log, a short note for the user
         log.exception("Job %s failed", job.name)
-        job.state = JobState.FAILED
+        job.state = RunStatus.FAILED
         job.error = (
             f"{job.name} failed unexpectedly ({type(exc).__name__}: {exc}). "
             "The details are in the server log; please report it."
@@ -170,7 +166,7 @@ class QueuedJob:
     """A training run in the queue (:mod:`embedgen.jobs`), seen through its run folder.
 
     It answers what a :class:`Job` answers (state, stage, counts, rate, time left, epochs so
-    far, result), so ``ui.job_panel`` draws both; each answer is read from run.json and
+    far, result), so :func:`job_panel` draws both; each answer is read from run.json and
     progress.json (at most every :data:`REFRESH_SECONDS`), so any session that knows the
     folder, a reloaded tab too, sees the same run.
     """
@@ -179,61 +175,50 @@ class QueuedJob:
     name: str = "Training"
     cancel: threading.Event = field(default_factory=threading.Event)
     end_shown: bool = False
-    _record: dict[str, Any] | None = None
+    _record: RunRecord | None = None
     _progress: dict[str, Any] = field(default_factory=dict)
     _place: int | None = None
     _read_at: float = 0.0
-    _result: Any = None
+    _result: Run | None = None
     _elapsed: float = 0.0
 
     REFRESH_SECONDS = 0.25
 
-    def _read(self) -> None:
-        if time.time() - self._read_at < self.REFRESH_SECONDS:
-            return
-        from embedgen import jobs
-        from embedgen.errors import BadRun
-        from embedgen.runs import read_run_record
-
-        try:
-            self._record = read_run_record(self.folder)
-        except BadRun:  # removed: cancelled before its first epoch
-            self._record = None
-        status = self._record and self._record["status"]
-        self._progress = jobs.read_progress(self.folder) if status == "running" else {}
-        self._place = jobs.place(self.folder) if status == "queued" else None
-        self._read_at = time.time()
+    def _read(self) -> RunRecord | None:
+        if time.time() - self._read_at >= self.REFRESH_SECONDS:
+            try:
+                self._record = read_run_record(self.folder)
+            except BadRun:  # removed: cancelled before its first epoch
+                self._record = None
+            status = self._record.status if self._record else None
+            running, queued = status is RunStatus.RUNNING, status is RunStatus.QUEUED
+            self._progress = jobs.read_progress(self.folder) if running else {}
+            self._place = jobs.place(self.folder) if queued else None
+            self._read_at = time.time()
+        return self._record
 
     @property
-    def status(self) -> str | None:
-        """run.json's status ("queued", "running", ...); None once the run is gone."""
-        self._read()
-        return self._record["status"] if self._record else None
+    def status(self) -> RunStatus | None:
+        """run.json's status; None once the run is gone (cancelled before its first epoch)."""
+        record = self._read()
+        return record.status if record else None
 
     @property
-    def state(self) -> JobState:
-        status = self.status
-        if status is None:
-            return JobState.CANCELLED
-        return {
-            "queued": JobState.QUEUED,
-            "running": JobState.RUNNING,
-            "finished": JobState.DONE,
-            "cancelled": JobState.CANCELLED,
-        }.get(status, JobState.FAILED)
+    def state(self) -> RunStatus:
+        return self.status or RunStatus.CANCELLED
 
     @property
     def active(self) -> bool:
-        return self.state in (JobState.QUEUED, JobState.RUNNING)
+        return self.state.active
 
     @property
     def stage(self) -> str:
         status = self.status
-        if status == "queued":
+        if status is RunStatus.QUEUED:
             if self._place is None:
                 return "waiting for a worker"
             return "next in line" if self._place == 0 else f"{self._place} ahead of you"
-        return str(self._progress.get("stage", "")) if status == "running" else ""
+        return str(self._progress.get("stage", "")) if status is RunStatus.RUNNING else ""
 
     @property
     def unit(self) -> str:
@@ -258,17 +243,13 @@ class QueuedJob:
     @property
     def elapsed(self) -> float:
         """Seconds since the run was queued, until it ended."""
-        self._read()
-        if self._record is None:  # removed (cancelled before its first epoch): as last seen
+        record = self._read()
+        if record is None:  # removed (cancelled before its first epoch): as last seen
             return self._elapsed
-        start = _seconds(self._record.get("queued") or self._record.get("started"))
+        start = _seconds(record.queued or record.started)
         if start is None:
             return 0.0
-        end = (
-            None
-            if self.active
-            else _seconds(self._record.get("finished") or self._record.get("updated"))
-        )
+        end = None if self.active else _seconds(record.finished or record.updated)
         self._elapsed = max(0.0, (end or time.time()) - start)
         return self._elapsed
 
@@ -289,43 +270,36 @@ class QueuedJob:
         return seconds_left(self.rate, self.done, self.total)
 
     @property
-    def events(self) -> list[Any]:
-        """The epochs finished so far (EpochMetrics), from run.json."""
-        from embedgen.train import EpochMetrics
-
-        self._read()
-        return [EpochMetrics(**m) for m in (self._record or {}).get("history", [])]
+    def events(self) -> list[EpochMetrics]:
+        """The epochs finished so far, from run.json."""
+        record = self._read()
+        return list(record.history) if record else []
 
     @property
     def error(self) -> str | None:
-        status = self.status
-        if status is None:
+        record = self._read()
+        if record is None:
             return "Training was cancelled before its first epoch finished; nothing was kept."
-        message = (self._record or {}).get("message") or None
-        if status == "interrupted":
+        if record.status is RunStatus.INTERRUPTED:
             return (
                 "Training stopped without saying why: its worker is gone (stopped, or its "
                 "machine restarted). Start it again."
             )
-        if status == "cancelled":
-            return message or "Training was cancelled; its best finished epoch is kept."
-        return message if status == "failed" else None
+        if record.status is RunStatus.CANCELLED:
+            return record.message or "Training was cancelled; its best finished epoch is kept."
+        return (record.message or None) if record.status is RunStatus.FAILED else None
 
     @property
-    def result(self) -> Any:
-        """The :class:`~embedgen.train.Run` once it ended with a trained head, else None."""
-        if self._result is None and not self.active and self._record is not None:
-            from embedgen.runs import has_trained_head, load_run
-            from embedgen.ui.models import current_encoder
-
-            if has_trained_head(self._record):
+    def result(self) -> Run | None:
+        """The run once it ended with a trained head, else None."""
+        record = self._read()
+        if self._result is None and not self.active and record is not None:
+            if record.has_trained_head:
                 # The app's loaded encoder, not a second copy of the same weights.
                 self._result = load_run(self.folder, loaded=current_encoder())
         return self._result
 
     def request_cancel(self) -> None:
-        from embedgen import jobs
-
         self.cancel.set()
         jobs.cancel(self.folder)
         self._read_at = 0.0
@@ -340,9 +314,7 @@ class QueuedJob:
         return True
 
 
-def _seconds(iso: Any) -> float | None:
-    from datetime import datetime
-
+def _seconds(iso: str | None) -> float | None:
     try:
         return datetime.fromisoformat(iso).timestamp() if isinstance(iso, str) else None
     except ValueError:
@@ -408,10 +380,10 @@ def job_status(job: Job | QueuedJob) -> None:
             label += f" · {rate} {job.unit or 'steps'}/s"
         if job.eta is not None:
             label += f" · about {human_seconds(job.eta)} left"
-    st.progress(job.fraction if job.state is not JobState.DONE else 1.0, text=label)
-    if job.state is JobState.FAILED:
+    st.progress(job.fraction if job.state is not RunStatus.FINISHED else 1.0, text=label)
+    if job.state is RunStatus.FAILED:
         st.error(job.error or f"{job.name} failed.")
-    elif job.state is JobState.CANCELLED:
+    elif job.state is RunStatus.CANCELLED:
         st.warning(job.error or f"{job.name} was cancelled.")
 
 

@@ -87,7 +87,7 @@ def new_run_secret(folder: str) -> str:
 
 def address_secret() -> str | None:
     """The well-formed secret in this page's address (``?run=``), or None. It proves nothing
-    by itself: it finds a run only when the run keeps its hash (``runs.owned_by``)."""
+    by itself: it finds a run only when the run keeps its hash (``runs.RunRecord.owned_by``)."""
     given = st.query_params.get(RUN_PARAM)
     return given if given and _SECRET.fullmatch(given) else None
 

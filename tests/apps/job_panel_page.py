@@ -7,8 +7,9 @@ import time
 
 import streamlit as st
 
+from embedgen.runs import RunStatus
 from embedgen.ui import jobpanel
-from embedgen.ui.jobpanel import JobState, start_job
+from embedgen.ui.jobpanel import start_job
 
 st.title("Job panel")
 job = st.session_state.get("job")
@@ -19,7 +20,7 @@ if st.button("Build"):
     )
 if job is not None:
     jobpanel.job_panel(job, jobpanel.job_status, key="quick")
-    if job.state is JobState.DONE:
+    if job.state is RunStatus.FINISHED:
         st.session_state["result"] = job.result
 if "result" in st.session_state:
     st.subheader("Result below")  # the element right after the panel
