@@ -18,7 +18,7 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -67,20 +67,6 @@ def counted(progress: Callable[[int, int], None] | None, total: int) -> Callable
             progress(n, total)
 
     return done
-
-
-def read_in_lanes(
-    batches: Sequence[T],
-    work: Callable[[T], None],
-    *,
-    device: torch.device,
-    progress: Callable[[int, int], None] | None,
-    check: Callable[[], None],
-) -> None:
-    """A reading pass: :func:`run_in_lanes` on the CPU (one batch at a time elsewhere), its
-    progress counted in batches."""
-    lanes = cpu_lanes() if device.type == "cpu" else 1
-    run_in_lanes(batches, work, counted(progress, len(batches)), lanes, check)
 
 
 def run_in_lanes(

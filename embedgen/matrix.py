@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch import nn
 
 from embedgen import __version__
 from embedgen.atomic import (
@@ -60,16 +59,16 @@ from embedgen.atomic import (
 from embedgen.blend import SHRINK, blend, label_signal, logits
 from embedgen.budget import MIB, Entry, evict, folder_size, human_size, remove, touch
 from embedgen.cells import spreadsheet_cell
-from embedgen.device import DeviceChoice, autocast, resolve_device
+from embedgen.device import DeviceChoice, resolve_device
 from embedgen.errors import BadConfig, BadRun, NotKept
 from embedgen.fields import Choice, check, choice, setting
-from embedgen.lanes import read_in_lanes
 from embedgen.models import Encoder
 from embedgen.paths import embedgen_home, matrix_folder, matrix_name, slug
 from embedgen.postprocess import PostProcess
 from embedgen.postprocess import apply as apply_postprocess
-from embedgen.progress import ProgressFn, check_cancel
+from embedgen.progress import ProgressFn
 from embedgen.settings import operator_settings
+from embedgen.states import Inputs, evaluating, on_device, out_dims, read_states
 from embedgen.tokens import describe_removed, select_tokens, special_frame
 from embedgen.train import Head, Run
 from embedgen.train.batches import iter_batches
@@ -80,8 +79,6 @@ from embedgen.words import (
     context_vectors,
     corpus_contexts,
     count_in,
-    layer_mean,
-    out_dims,
     pooled_rows,
     whole_word_vectors,
     words_from_corpus,
@@ -650,7 +647,7 @@ def _word_rows(
     layers = resolve_layers(options, info.num_layers, info.model_id)
     record["layers"] = list(layers)
     device = resolve_device(options.device)
-    with _on_device([encoder.model, head], device), _evaluating(encoder.model):
+    with on_device([encoder.model, head], device), evaluating(encoder.model):
         if options.method is Method.CONTEXTUAL:
             vectors = whole_word_vectors(
                 encoder,
@@ -874,58 +871,31 @@ def _contextual_rows(
     ``layers`` (the mean of a range), through ``head``'s projection when given; batches of
     ``options.batch_size``."""
     frame, pos = special_frame(encoder.tokenizer)
-    device = resolve_device(options.device)
-    model = encoder.model
-    batches = list(iter_batches(len(ids), options.batch_size))
     out = np.empty((len(ids), out_dims(encoder, head)), dtype=np.float32)
 
-    def read(rng: range) -> None:
+    def inputs(rng: range) -> Inputs[range]:
         chunk = torch.tensor([ids[i] for i in rng], dtype=torch.long)
         seq = torch.tensor(frame, dtype=torch.long).repeat(len(chunk), 1)
-        seq = torch.cat([seq[:, :pos], chunk[:, None], seq[:, pos:]], dim=1).to(device)
-        with autocast(device):
-            states = model(
-                input_ids=seq, attention_mask=torch.ones_like(seq), output_hidden_states=True
-            ).hidden_states
-        h = layer_mean(states, layers)[:, pos]
-        if head is not None:
-            h = head.project(h)
-        out[rng.start : rng.stop] = h.float().cpu().numpy()
+        seq = torch.cat([seq[:, :pos], chunk[:, None], seq[:, pos:]], dim=1)
+        return Inputs(rng, seq, torch.ones_like(seq))
 
-    with _on_device([model, head], device), _evaluating(model):
-        read_in_lanes(
-            batches,
-            read,
-            device=device,
-            progress=progress,
-            check=lambda: check_cancel(cancel, "Matrix building"),
-        )
+    def take(rng: range, vectors: np.ndarray) -> None:
+        out[rng.start : rng.stop] = vectors
+
+    read_states(
+        encoder,
+        list(iter_batches(len(ids), options.batch_size)),
+        layers,
+        inputs=inputs,
+        pick=lambda ready, states: (ready.batch, states[:, pos]),
+        take=take,
+        device=resolve_device(options.device),
+        head=head,
+        progress=progress,
+        cancel=cancel,
+        what="Matrix building",
+    )
     return out
-
-
-@contextlib.contextmanager
-def _on_device(modules: Sequence[nn.Module | None], device: torch.device) -> Iterator[None]:
-    """Move ``modules`` to ``device`` for the block, then back to where they were."""
-    present = [m for m in modules if m is not None]
-    homes = [next(m.parameters()).device for m in present]
-    try:
-        for m in present:
-            m.to(device)
-        yield
-    finally:
-        for m, home in zip(present, homes, strict=True):
-            m.to(home)
-
-
-@contextlib.contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode for the block (no dropout), then back to its own mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _manifest(

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from embedgen.device import autocast
 from embedgen.errors import BadConfig, BadTable
 from embedgen.fields import check, setting
-from embedgen.lanes import counted, cpu_lanes, read_in_lanes, run_in_lanes
 from embedgen.models import Encoder
-from embedgen.progress import ProgressFn, check_cancel
+from embedgen.progress import ProgressFn
+from embedgen.states import Inputs, out_dims, read_states, span_mean
 from embedgen.table import read_bytes
 from embedgen.tokens import is_cjk_char, special_frame
 from embedgen.train.head import Head
@@ -365,19 +364,6 @@ def pooled_rows(encoder: Encoder, words: Sequence[str], head: Head | None = None
 # --------------------------------------------------------------------------------------------
 
 
-def layer_mean(hidden_states: Sequence[torch.Tensor], layers: tuple[int, int]) -> torch.Tensor:
-    """The mean of hidden states ``layers[0]`` to ``layers[1]`` (0 = embedding output)."""
-    first, last = layers
-    if first == last:
-        return hidden_states[first].float()
-    return torch.stack([hidden_states[i].float() for i in range(first, last + 1)]).mean(0)
-
-
-def _span_mean(states: torch.Tensor, spans: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
-    """For each (batch row, positions), the mean of ``states[row, positions]``."""
-    return torch.stack([states[row, list(pos)].mean(0) for row, pos in spans])
-
-
 def word_spans(
     ids: Sequence[int],
     offsets: Sequence[Sequence[int]],
@@ -410,16 +396,15 @@ def whole_word_vectors(
 ) -> np.ndarray:
     """``contextual`` word vectors: each word alone in its special-token frame through the
     encoder, its pieces' states averaged at ``layers`` (a range is averaged over its layers),
-    through the projection when ``head`` is given. Encoder and head must be on ``device``."""
+    through the projection when ``head`` is given."""
     tokenizer = encoder.tokenizer
     pieces = word_pieces(tokenizer, words)
     frame, lead = special_frame(tokenizer)
     order = sorted(range(len(words)), key=lambda i: len(pieces[i]))
     out = np.empty((len(words), out_dims(encoder, head)), dtype=np.float32)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
-    def read(index: list[int]) -> None:
+    def inputs(index: list[int]) -> Inputs[list[int]]:
         seqs = [frame[:lead] + pieces[i] + frame[lead:] for i in index]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -427,31 +412,29 @@ def whole_word_vectors(
         for j, s in enumerate(seqs):
             ids[j, : len(s)] = torch.tensor(s)
             mask[j, : len(s)] = 1
-        with autocast(device):
-            hidden = encoder.model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                output_hidden_states=True,
-            ).hidden_states
-        states = layer_mean(hidden, layers)
-        spans = [(j, range(lead, lead + len(pieces[i]))) for j, i in enumerate(index)]
-        vectors = _span_mean(states, spans)
-        if head is not None:
-            vectors = head.project(vectors)
-        out[index] = vectors.float().cpu().numpy()
+        return Inputs(index, ids, mask)
 
-    read_in_lanes(
-        batches,
-        read,
+    def pick(ready: Inputs[list[int]], states: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        spans = [(j, range(lead, lead + len(pieces[i]))) for j, i in enumerate(ready.batch)]
+        return ready.batch, span_mean(states, spans)
+
+    def take(index: list[int], vectors: np.ndarray) -> None:
+        out[index] = vectors
+
+    read_states(
+        encoder,
+        [order[s : s + batch_size] for s in range(0, len(order), batch_size)],
+        layers,
+        inputs=inputs,
+        pick=pick,
+        take=take,
         device=device,
+        head=head,
         progress=progress,
-        check=lambda: check_cancel(cancel, "Word vectors"),
+        cancel=cancel,
+        what="Word vectors",
     )
     return out
-
-
-def out_dims(encoder: Encoder, head: Head | None) -> int:
-    return head.projection.out_features if head is not None else encoder.info.hidden_size
 
 
 @dataclass(frozen=True)
@@ -530,8 +513,7 @@ def context_vectors(
     Each distinct text is encoded once, truncated to ``max_tokens``; a context's vector is the
     mean of the states at ``layers`` of the tokens that overlap its word's characters (lone
     ``▁`` left out), through the projection when ``head`` is given; a context whose word was
-    cut off by truncation is skipped. Rows without a context hold NaN. Encoder and head must
-    be on ``device``.
+    cut off by truncation is skipped. Rows without a context hold NaN.
     """
     by_text: dict[str, list[Context]] = {}
     for c in contexts:
@@ -542,66 +524,50 @@ def context_vectors(
     tokenizer = encoder.tokenizer
     lone = tokenizer.get_vocab().get(LONE_MARKER)
     order = sorted(by_text, key=len)
-    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
-    def tokenized() -> Iterator[tuple[list[str], Any]]:
-        # In the calling thread: a fast tokenizer cannot be used by two threads at once.
-        for chunk in batches:
-            enc = tokenizer(
-                chunk,
-                truncation=True,
-                max_length=max_tokens,
-                padding=True,
-                return_offsets_mapping=True,
-                return_special_tokens_mask=True,
-                return_tensors="pt",
-            )
-            yield chunk, enc
+    def inputs(chunk: list[str]) -> Inputs[list[str]]:
+        enc = tokenizer(
+            chunk,
+            truncation=True,
+            max_length=max_tokens,
+            padding=True,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            return_tensors="pt",
+        )
+        extra = {k: enc[k] for k in ("offset_mapping", "special_tokens_mask")}
+        return Inputs(chunk, enc["input_ids"], enc["attention_mask"], extra)
 
-    results: dict[int, tuple[list[int], np.ndarray]] = {}
-
-    def read(batch: tuple[list[str], Any]) -> None:
-        chunk, enc = batch
-        with autocast(device):
-            hidden = encoder.model(
-                input_ids=enc["input_ids"].to(device),
-                attention_mask=enc["attention_mask"].to(device),
-                output_hidden_states=True,
-            ).hidden_states
-        states = layer_mean(hidden, layers)
+    def pick(
+        ready: Inputs[list[str]], states: torch.Tensor
+    ) -> tuple[list[int], torch.Tensor] | None:
+        assert ready.extra is not None
         spans, targets = [], []
-        for j, text in enumerate(chunk):
-            found = word_spans(
-                enc["input_ids"][j].tolist(),
-                enc["offset_mapping"][j].tolist(),
-                enc["special_tokens_mask"][j].tolist(),
-                by_text[text],
-                lone,
-            )
-            for c, pos in found:
+        for j, text in enumerate(ready.batch):
+            ids = ready.input_ids[j].tolist()
+            offsets = ready.extra["offset_mapping"][j].tolist()
+            special = ready.extra["special_tokens_mask"][j].tolist()
+            for c, pos in word_spans(ids, offsets, special, by_text[text], lone):
                 spans.append((j, pos))
                 targets.append(c.row)
-        if spans:
-            vectors = _span_mean(states, spans)
-            if head is not None:
-                vectors = head.project(vectors)
-            results[id(batch)] = (targets, vectors.float().cpu().numpy().astype(np.float64))
+        return (targets, span_mean(states, spans)) if spans else None
 
-    report = counted(progress, len(batches))
+    def take(targets: list[int], vectors: np.ndarray) -> None:
+        np.add.at(sums, targets, vectors.astype(np.float64))
+        np.add.at(used, targets, 1)
 
-    def add(batch: tuple[list[str], Any]) -> None:  # in order, in the calling thread
-        if id(batch) in results:
-            targets, vectors = results.pop(id(batch))
-            np.add.at(sums, targets, vectors)
-            np.add.at(used, targets, 1)
-        report(batch)
-
-    run_in_lanes(
-        tokenized(),
-        read,
-        add,
-        cpu_lanes() if device.type == "cpu" else 1,
-        lambda: check_cancel(cancel, "Word vectors"),
+    read_states(
+        encoder,
+        [order[s : s + batch_size] for s in range(0, len(order), batch_size)],
+        layers,
+        inputs=inputs,
+        pick=pick,
+        take=take,
+        device=device,
+        head=head,
+        progress=progress,
+        cancel=cancel,
+        what="Word vectors",
     )
     out = np.full((rows, dims), np.nan, dtype=np.float32)
     seen = used > 0

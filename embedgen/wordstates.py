@@ -39,13 +39,13 @@ import torch
 from embedgen.atomic import atomic_path
 from embedgen.features import FeatureCache, feature_key
 from embedgen.progress import ProgressFn
+from embedgen.states import span_mean
 from embedgen.train.config import Strategy
 from embedgen.words import (
     LONE_MARKER,
     TEMPLATES,
     Context,
     Corpus,
-    _span_mean,
     context_vectors,
     corpus_contexts,
     generated_contexts,
@@ -203,7 +203,7 @@ class Collector:
             for c, pos in found:
                 spans.append((j, pos))
                 rows.append(c.row)
-        vectors = _span_mean(states, spans).float().cpu().numpy() if spans else None
+        vectors = span_mean(states, spans).float().cpu().numpy() if spans else None
         with self._lock:
             self.cut[cut] = True
             if vectors is not None:
