@@ -8,8 +8,8 @@ a warm-up, with the feature cache off (so the encoder runs every time):
 
 - ``encode``: 20,000 texts of 126 characters (128 tokens with [CLS] and [SEP]), one epoch of
   the head strategy; encoding rows/s with the encoding batch at the training batch (32, what
-  the loop did before) and at ``loop.ENCODE_BATCH["cuda"]`` (256), and how far the two
-  features' heads differ (same seed: the run's validation loss after one epoch).
+  the loop did before) and at ``embedgen.train.encode.ENCODE_BATCH["cuda"]`` (256), and how
+  far the two features' heads differ (same seed: the run's validation loss after one epoch).
 - ``waimai-like``: 12,000 texts of 10-60 characters (waimai_10k's length range), 10 epochs of
   the head strategy at batch 32, end to end (issue 10's target: < 5 s).
 """
@@ -34,11 +34,8 @@ from embedgen.data import prepare  # noqa: E402
 from embedgen.device import device_info, resolve_device  # noqa: E402
 from embedgen.models import load_encoder  # noqa: E402
 from embedgen.table import read_table  # noqa: E402
-from embedgen.train import (  # noqa: E402
-    FinetuneConfig,
-    finetune,
-    loop,  # noqa: E402
-)
+from embedgen.train import FinetuneConfig, finetune  # noqa: E402
+from embedgen.train import encode as encoding  # noqa: E402
 
 
 def main() -> int:
@@ -58,8 +55,8 @@ def main() -> int:
                           cache_features=False)  # fmt: skip
     finetune(encoder, prepare_slice(long, 512), base)  # warm-up
     encode = {}
-    for batch in (32, loop.ENCODE_BATCH.get("cuda", 32)):
-        loop.ENCODE_BATCH["cuda"] = batch
+    for batch in (32, encoding.ENCODE_BATCH.get("cuda", 32)):
+        encoding.ENCODE_BATCH["cuda"] = batch
         runs = []
         for _ in range(3):
             run, seconds = timed(lambda: finetune(encoder, long, base))
@@ -73,7 +70,7 @@ def main() -> int:
         }
         print("encode batch", batch, json.dumps(encode[batch]), flush=True)
     out["encode"] = encode
-    loop.ENCODE_BATCH["cuda"] = 256
+    encoding.ENCODE_BATCH["cuda"] = 256
 
     m = 1_200 if args.quick else 12_000
     short = prepare(read_table(write_rows(work / "short.csv", m, min_len=8, max_len=58, seed=1)),

@@ -661,7 +661,15 @@ def _word_rows(
             )
             return vectors, columns, record
         shared = (
-            kept_states(run, encoder, corpus, options, layers, device)
+            kept_states(
+                run,
+                encoder,
+                corpus,
+                corpus_contexts=options.corpus_contexts,
+                context_tokens=options.context_tokens,
+                layers=layers,
+                device=device,
+            )
             if run is not None and corpus is not None
             else None
         )

@@ -49,6 +49,7 @@ from embedgen.models import Encoder, load_encoder
 from embedgen.paths import runs_dir
 from embedgen.progress import ProgressFn
 from embedgen.train import EpochMetrics, FinetuneConfig, Head, Run, finetune
+from embedgen.wordstates import WordStateHook
 
 log = logging.getLogger(__name__)
 
@@ -561,8 +562,10 @@ def train_and_save(
     each epoch's metrics as it finishes. A run cancelled before its first epoch finished has
     no trained head, so nothing of it is kept: its run.json goes (and the folder, if that
     leaves it empty) and the run comes back with no folder. What it encoded stays in the
-    feature cache (``embedgen.features``). The CLI and the app both train through here, so a
-    run started in one opens in the other. With ``queued``, ``folder`` holds a queued run
+    feature cache (``embedgen.features``), and with ``config.word_states`` so do the word
+    vectors its encoding pass kept for later aggregated matrices (``embedgen.wordstates``,
+    plugged in here). The CLI and the app both train through here, so a run started in one
+    opens in the other. With ``queued``, ``folder`` holds a queued run
     that this call takes up (:func:`mark_running`).
     """
     folder = mark_running(folder, config, encoder.info.as_dict(), data.summary(), queued=queued)
@@ -578,7 +581,13 @@ def train_and_save(
     with beating(folder / HEARTBEAT_FILE, HEARTBEAT_SECONDS, name=folder.name):
         try:
             run = finetune(
-                encoder, data, config, progress=progress, cancel=cancel, on_epoch=epoch_done
+                encoder,
+                data,
+                config,
+                progress=progress,
+                cancel=cancel,
+                on_epoch=epoch_done,
+                states_hook=WordStateHook() if config.word_states else None,
             )
             if has_trained_head(run):
                 save_run(run, folder)

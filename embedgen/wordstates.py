@@ -28,19 +28,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from embedgen.atomic import atomic_path
 from embedgen.features import FeatureCache, feature_key
+from embedgen.models import Encoder
 from embedgen.progress import ProgressFn
 from embedgen.states import span_mean
+from embedgen.train import Head, Run
 from embedgen.train.config import Strategy
+from embedgen.train.encode import BatchStates, Reading
 from embedgen.words import (
     LONE_MARKER,
     TEMPLATES,
@@ -52,11 +56,6 @@ from embedgen.words import (
     is_word,
     word_spans,
 )
-
-if TYPE_CHECKING:
-    from embedgen.matrix import MatrixOptions
-    from embedgen.models import Encoder
-    from embedgen.train import Head, Run
 
 log = logging.getLogger(__name__)
 
@@ -223,17 +222,86 @@ class Collector:
         )
 
 
+class WordStateHook:
+    """Keeps the word states of a ``head`` run's encoding pass: a
+    :class:`~embedgen.train.encode.StatesHook` that ``runs.train_and_save`` plugs into
+    training, which knows nothing of words."""
+
+    def __init__(self) -> None:
+        self.collector: Collector | None = None
+        self.reading: Reading | None = None
+
+    def start(self, reading: Reading) -> bool:
+        """Collect when the states can be kept: one process, fp32 or bf16 (an int8 copy's
+        states would not match an aggregated matrix's), a fast tokenizer (offsets), and a
+        feature cache entry with nothing in it yet (a pass that finds chunks cached reads only
+        the rest)."""
+        cache = reading.cache
+        if (
+            cache is None
+            or cache.budget <= 0
+            or reading.int8
+            or reading.processes > 1
+            or not getattr(reading.encoder.tokenizer, "is_fast", False)
+            or cache.has_chunks(reading.key)
+        ):
+            return False
+        started = time.perf_counter()
+        self.reading = reading
+        self.collector = Collector(
+            reading.encoder.tokenizer,
+            reading.all_texts,
+            reading.texts,
+            reading.max_length,
+            reading.encoder.info.hidden_size,
+        )
+        log.info(
+            "Word states: %d words of the data segmented in %.1f s",
+            len(self.collector.words),
+            time.perf_counter() - started,
+        )
+        return True
+
+    def take(self, batch: BatchStates) -> None:
+        assert self.collector is not None
+        self.collector.add(batch.positions, batch.states, batch.ids, batch.offsets, batch.special)
+
+    def finish(self) -> None:
+        """Write the states into the feature cache entry, beside its chunks, when every text
+        was read and cached in this pass."""
+        if self.collector is None or self.reading is None or self.reading.cache is None:
+            return
+        cache, key = self.reading.cache, self.reading.key
+        states = self.collector.result()
+        folder = cache.folder(key)
+        if states is None or not cache.has_chunks(key, every=True):
+            log.info("Word states not kept: not every text was read and cached in this pass")
+            return
+        if cache.room_for(states.sums.nbytes, folder):
+            states.save(states_file(folder, self.collector.corpus))
+            log.info(
+                "Word states kept: %d words, %d occurrences read, %d texts cut at %d tokens",
+                len(states.words),
+                int(states.counts.sum()),
+                int(states.cut.sum()),
+                states.max_length,
+            )
+
+
 def kept_states(
     run: Run,
     encoder: Encoder,
     corpus: Corpus,
-    options: MatrixOptions,
+    *,
+    corpus_contexts: int,
+    context_tokens: int,
     layers: tuple[int, int],
     device: torch.device,
 ) -> WordStates | None:
     """The word states ``run``'s head pass kept of ``corpus``, when an ``aggregated`` matrix
-    with ``options`` read by ``encoder`` on ``device`` can take them as its corpus contexts;
-    else None (the matrix reads the corpus itself)."""
+    reading up to ``corpus_contexts`` occurrences of a word, ``context_tokens`` tokens each, at
+    ``layers``, by ``encoder`` on ``device``, can take them as its corpus contexts; else None
+    (the matrix reads the corpus itself)."""
     cfg = run.config
     last = encoder.info.num_layers
     if (
@@ -241,9 +309,9 @@ def kept_states(
         or run.encoder_changed
         or cfg.max_length is None
         or corpus.user_dict is not None
-        or options.corpus_contexts != PER_WORD
+        or corpus_contexts != PER_WORD
         or layers != (last, last)
-        or options.context_tokens < cfg.max_length
+        or context_tokens < cfg.max_length
     ):
         return None
     cache = FeatureCache()

@@ -116,9 +116,9 @@ def test_top_k_trains_only_the_top_layers(tiny_encoder, synthetic_data) -> None:
 def _cpu_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the loop on the CPU as on a bf16 GPU: autocast to bf16 (CPU autocast is real)."""
     import embedgen.device
-    import embedgen.train.loop
+    import embedgen.train.trainable
 
-    for module in (embedgen.device, embedgen.train.loop):
+    for module in (embedgen.device, embedgen.train.trainable):
         monkeypatch.setattr(module, "autocast_dtype", lambda device: torch.bfloat16)
 
 
@@ -127,10 +127,10 @@ def test_frozen_linear_layers_are_cast_once_and_give_the_same_run(
 ) -> None:
     _cpu_bf16(monkeypatch)
     cfg = FinetuneConfig(strategy="top-k", top_k=1, epochs=2, learning_rate=1e-3, **FAST)
-    with caplog.at_level("INFO", logger="embedgen.train.loop"):
+    with caplog.at_level("INFO", logger="embedgen.train.trainable"):
         cast = finetune(tiny_encoder, synthetic_data, cfg)
     assert re.search(r"\d+ frozen linear layers kept in torch.bfloat16", caplog.text)
-    monkeypatch.setattr("embedgen.train.loop.cast_frozen_linears", lambda model, dtype: [])
+    monkeypatch.setattr("embedgen.train.trainable.cast_frozen_linears", lambda model, dtype: [])
     each_step = finetune(tiny_encoder, synthetic_data, cfg)
     losses = [[m.train_loss, m.val_loss] for m in cast.history]
     np.testing.assert_allclose(
@@ -402,7 +402,7 @@ def test_a_bigger_encoding_batch_gives_the_same_head(
 ) -> None:
     """The frozen encoder's pass takes bigger batches where ENCODE_BATCH says so (the GPU);
     the features, and so the trained head, do not depend on it."""
-    from embedgen.train import loop
+    from embedgen.train import encode
 
     cfg = FinetuneConfig(epochs=2, batch_size=8, dim=8, patience=0, cache_features=False)
     batches: list[int] = []
@@ -415,7 +415,7 @@ def test_a_bigger_encoding_batch_gives_the_same_head(
         plain = finetune(tiny_encoder, synthetic_data, cfg)
         assert max(batches) == 8
         batches.clear()
-        monkeypatch.setitem(loop.ENCODE_BATCH, "cpu", 64)
+        monkeypatch.setitem(encode.ENCODE_BATCH, "cpu", 64)
         bigger = finetune(tiny_encoder, synthetic_data, cfg)
         assert max(batches) == 64
     finally:

@@ -17,7 +17,7 @@ from embedgen.table import read_table
 from embedgen.train import FinetuneConfig, finetune
 from embedgen.train.batches import Batches
 from embedgen.words import Corpus, words_from_list
-from embedgen.wordstates import PER_WORD, Collector
+from embedgen.wordstates import PER_WORD, Collector, WordStateHook
 
 MAX_LENGTH = 12  # cuts the longer synthetic texts (up to 18 characters)
 
@@ -46,8 +46,10 @@ def state_files() -> list[Path]:
 
 
 def train(encoder, data, **config):
-    settings = {"epochs": 1, "dim": 6, "max_length": MAX_LENGTH} | config
-    return finetune(encoder, data, FinetuneConfig(**settings))
+    """Fine-tune as ``runs.train_and_save`` does: the word-state hook plugged in when the
+    config asks for word states."""
+    cfg = FinetuneConfig(**({"epochs": 1, "dim": 6, "max_length": MAX_LENGTH} | config))
+    return finetune(encoder, data, cfg, states_hook=WordStateHook() if cfg.word_states else None)
 
 
 @pytest.mark.parametrize("model", ["bert", "xlmr"])
