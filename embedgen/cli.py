@@ -214,15 +214,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from embedgen.errors import BadConfig, NotKept
+    from embedgen.errors import AlreadySaved, BadConfig, NotKept
     from embedgen.matrix import (
+        IfSaved,
         MatrixCache,
         MatrixOptions,
-        build_matrix,
-        folder_for,
-        kept_note,
-        save_matrix,
-        saved_matrix,
+        build_and_save,
+        describe,
+        target_for,
     )
     from embedgen.models import load_encoder
     from embedgen.postprocess import PostProcess
@@ -237,37 +236,41 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         source = load_run(args.source)
     else:
         source = load_encoder(args.source, trust_remote_code=args.trust_remote_code)
-    where = folder_for(source, options, words=words, corpus=corpus)
-    out = Path(args.out) if args.out else where
-    # A plain model's matrix in its default place can be built again: it joins the matrix
-    # cache, where it may later make room for newer ones. A run's, or one given --out, stays.
-    rebuildable = not args.out and not is_run_folder(args.source)
-    if rebuildable and MatrixCache().budget <= 0:  # said before the work, not after
+    target = target_for(source, options, words=words, corpus=corpus, out=args.out)
+    if target.rebuildable and MatrixCache().budget <= 0:  # said before the work, not after
         raise BadConfig(
             "Matrices built from a model are not kept on this server (matrix_cache_mb / "
             "EMBEDGEN_MATRIX_CACHE_MB is 0). Pass --out FOLDER to save this one where you choose."
         )
-    if saved_matrix(out) is not None and not args.overwrite:  # asked before the work, not after
-        raise BadConfig(
-            f"{out} already holds a matrix. Pass --overwrite to replace it, or --out a new "
-            "folder to keep both."
-        )
-    with _cancel_on_ctrl_c() as cancel, _progress("matrix", args, unit="batch") as bar:
-        matrix = build_matrix(
-            source, options, words=words, corpus=corpus, progress=bar, cancel=cancel
-        )
+    if_saved = IfSaved.REPLACE if args.overwrite else IfSaved.REFUSE
+    if args.keep_both:
+        if_saved = IfSaved.KEEP_BOTH
     try:
-        save_matrix(matrix, out, dtype=args.dtype, rebuildable=rebuildable)
-    except NotKept as exc:
-        raise NotKept(
-            f"{exc} Pass --out FOLDER to save it where you choose (never removed), or raise "
-            "EMBEDGEN_MATRIX_CACHE_MB."
+        with _cancel_on_ctrl_c() as cancel, _progress("matrix", args, unit="batch") as bar:
+            saved = build_and_save(
+                source,
+                options,
+                target,
+                words=words,
+                corpus=corpus,
+                dtype=args.dtype,
+                if_saved=if_saved,
+                progress=bar,
+                cancel=cancel,
+            )
+    except AlreadySaved as exc:
+        raise AlreadySaved(
+            f"{target.folder} already holds a matrix. Pass --overwrite to replace it, "
+            f"--keep-both to keep both (the new one as {target.beside().name}), or --out a new "
+            "folder."
         ) from exc
-    n, dims = matrix.shape
-    what = "words" if matrix.manifest.get("rows_are") == "words" else "tokens"
-    print(f"{matrix.method} matrix {n} {what} x {dims} ({args.dtype}) written to {out}")
-    if (note := kept_note(matrix.manifest)) is not None:
-        print(f"  {note}")
+    if saved.folder is None:
+        raise NotKept(
+            f"{saved.not_kept} Pass --out FOLDER to save it where you choose (never removed), or "
+            "raise EMBEDGEN_MATRIX_CACHE_MB."
+        )
+    print(describe(saved.matrix))
+    print(f"  written to {saved.folder} ({saved.dtype})")
     return 0
 
 
@@ -422,7 +425,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from embedgen.matrix import load_matrix
 
     matrix = load_matrix(args.matrix)
-    dtype = str(matrix.manifest.get("dtype", "float32"))  # keep what the matrix was saved as
+    dtype = matrix.dtype  # keep what the matrix was saved as
     path = export(matrix, ExportFormat(args.format), Path(args.out), dtype=dtype)
     print(f"{args.format} export of {matrix.shape[0]} x {matrix.shape[1]} written to {path}")
     return 0
@@ -656,10 +659,17 @@ def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "cache: the least recently used are removed to stay under matrix_cache_mb. A folder "
         "given here is never removed",
     )
-    p.add_argument(
+    saved = p.add_mutually_exclusive_group()
+    saved.add_argument(
         "--overwrite",
         action="store_true",
         help="replace a matrix already saved in the output folder (without it, that is refused)",
+    )
+    saved.add_argument(
+        "--keep-both",
+        action="store_true",
+        help="when a matrix is already saved in the output folder, keep it and save the new one "
+        "beside it as NAME-2 (NAME-3, ...)",
     )
     _add_settings(p, MatrixOptions)
     _add_settings(p, PostProcess)

@@ -41,3 +41,7 @@ class NotAllowed(EmbedgenError):
 
 class NotKept(EmbedgenError):
     """What was made is bigger than the disk space the operator gives its kind; not saved."""
+
+
+class AlreadySaved(EmbedgenError):
+    """A matrix is saved where a build would save its own; nothing was built or replaced."""

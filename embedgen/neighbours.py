@@ -126,7 +126,7 @@ class NeighbourIndex:
                 raise NotInVocabulary(
                     f"The query {word!r} is empty; type a word or token to look up."
                 )
-            rows = "words" if self.matrix.manifest.get("rows_are") == "words" else "tokens"
+            rows = str(self.matrix.rows_are)
             raise NotInVocabulary(
                 f"'{word}' is not in the vocabulary of this matrix ({len(self):,} {rows}) "
                 f"and cannot be pieced together from its {rows}."

@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 from embedgen.blend import blend, label_signal, logits, projected, unit_centred
 from embedgen.evaluate import AnalogySet, SimilaritySet, evaluate, label_purity
 from embedgen.evaluate import similarity as evaluate_similarity
-from embedgen.matrix import EmbeddingMatrix, MatrixOptions, Method, build_matrix, name_for
+from embedgen.matrix import EmbeddingMatrix, MatrixOptions, build_matrix, name_for
 from embedgen.models import Encoder
 from embedgen.postprocess import PostProcess
 from embedgen.postprocess import apply as apply_postprocess
@@ -126,8 +126,7 @@ def evaluate_all(
     for k, option in enumerate(chosen):
         check_cancel(cancel, "The report")
         rows = words if option.words else None
-        needs_corpus = option.options.method is Method.AGGREGATED and option.options.corpus_contexts
-        used_corpus = corpus if needs_corpus else None
+        used_corpus = corpus if option.options.reads_corpus else None
         # Options that differ only in post-processing share one build.
         plain = replace(option.options, postprocess=PostProcess())
         if (plain, option.words) not in built:
@@ -237,9 +236,12 @@ def tradeoff(
     """
     base = options or MatrixOptions(method="aggregated")
     raw_options = replace(base, through_projection=False, label_weight=0, postprocess=PostProcess())
-    needs_corpus = raw_options.method is Method.AGGREGATED and raw_options.corpus_contexts
     raw = build_matrix(
-        run, raw_options, words=words, corpus=corpus if needs_corpus else None, cancel=cancel
+        run,
+        raw_options,
+        words=words,
+        corpus=corpus if raw_options.reads_corpus else None,
+        cancel=cancel,
     )
     untuned = unit_centred(raw.vectors)
     tuned = unit_centred(projected(run.head, raw.vectors))

@@ -25,24 +25,16 @@ import functools
 import hashlib
 import logging
 import os
-import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from embedgen.errors import BadConfig, BadTable
 from embedgen.fields import check, setting
-from embedgen.models import Encoder
-from embedgen.progress import ProgressFn
-from embedgen.states import Inputs, out_dims, read_states, span_mean
 from embedgen.table import read_bytes
-from embedgen.tokens import is_cjk_char, special_frame
-from embedgen.train.head import Head
+from embedgen.tokens import is_cjk_char
 
 log = logging.getLogger(__name__)
 
@@ -341,24 +333,6 @@ def word_pieces(tokenizer: Any, words: Sequence[str]) -> list[list[int]]:
     return pieces
 
 
-def pooled_rows(encoder: Encoder, words: Sequence[str], head: Head | None = None) -> np.ndarray:
-    """``input`` (and with ``head``, ``projected``) word vectors: the mean of each word's
-    sub-token rows of the input-embedding table, through the projection when given."""
-    weight = encoder.model.get_input_embeddings().weight.detach().float().cpu()
-    pieces = word_pieces(encoder.tokenizer, words)
-    empty = [w for w, p in zip(words, pieces, strict=True) if not p]
-    if empty:
-        raise BadConfig(
-            f"{len(empty)} words have no tokens in {encoder.info.model_id} (e.g. {empty[0]!r})."
-        )
-    rows = torch.stack([weight[p].mean(0) for p in pieces])
-    if head is not None:
-        at = next(head.parameters()).device
-        with torch.no_grad():
-            rows = head.project(rows.to(at)).float().cpu()
-    return rows.numpy().astype(np.float32, copy=False)
-
-
 # --------------------------------------------------------------------------------------------
 # Contextual vectors: the word alone, and the word in the corpus
 # --------------------------------------------------------------------------------------------
@@ -381,60 +355,6 @@ def word_spans(
         if pos:
             found.append((c, pos))
     return found
-
-
-def whole_word_vectors(
-    encoder: Encoder,
-    words: Sequence[str],
-    layers: tuple[int, int],
-    *,
-    device: torch.device,
-    head: Head | None = None,
-    batch_size: int = 256,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-) -> np.ndarray:
-    """``contextual`` word vectors: each word alone in its special-token frame through the
-    encoder, its pieces' states averaged at ``layers`` (a range is averaged over its layers),
-    through the projection when ``head`` is given."""
-    tokenizer = encoder.tokenizer
-    pieces = word_pieces(tokenizer, words)
-    frame, lead = special_frame(tokenizer)
-    order = sorted(range(len(words)), key=lambda i: len(pieces[i]))
-    out = np.empty((len(words), out_dims(encoder, head)), dtype=np.float32)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-    def inputs(index: list[int]) -> Inputs[list[int]]:
-        seqs = [frame[:lead] + pieces[i] + frame[lead:] for i in index]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for j, s in enumerate(seqs):
-            ids[j, : len(s)] = torch.tensor(s)
-            mask[j, : len(s)] = 1
-        return Inputs(index, ids, mask)
-
-    def pick(ready: Inputs[list[int]], states: torch.Tensor) -> tuple[list[int], torch.Tensor]:
-        spans = [(j, range(lead, lead + len(pieces[i]))) for j, i in enumerate(ready.batch)]
-        return ready.batch, span_mean(states, spans)
-
-    def take(index: list[int], vectors: np.ndarray) -> None:
-        out[index] = vectors
-
-    read_states(
-        encoder,
-        [order[s : s + batch_size] for s in range(0, len(order), batch_size)],
-        layers,
-        inputs=inputs,
-        pick=pick,
-        take=take,
-        device=device,
-        head=head,
-        progress=progress,
-        cancel=cancel,
-        what="Word vectors",
-    )
-    return out
 
 
 @dataclass(frozen=True)
@@ -493,83 +413,3 @@ def generated_contexts(words: Sequence[str], per_word: int) -> list[Context]:
             start = template.index("{}")
             out.append(Context(template.replace("{}", word), start, start + len(word), i))
     return out
-
-
-def context_vectors(
-    encoder: Encoder,
-    contexts: Sequence[Context],
-    rows: int,
-    layers: tuple[int, int],
-    *,
-    device: torch.device,
-    head: Head | None = None,
-    max_tokens: int = 128,
-    batch_size: int = 64,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The mean vector of each row over its contexts, and how many contexts each averages.
-
-    Each distinct text is encoded once, truncated to ``max_tokens``; a context's vector is the
-    mean of the states at ``layers`` of the tokens that overlap its word's characters (lone
-    ``▁`` left out), through the projection when ``head`` is given; a context whose word was
-    cut off by truncation is skipped. Rows without a context hold NaN.
-    """
-    by_text: dict[str, list[Context]] = {}
-    for c in contexts:
-        by_text.setdefault(c.text, []).append(c)
-    dims = out_dims(encoder, head)
-    sums = np.zeros((rows, dims), dtype=np.float64)
-    used = np.zeros(rows, dtype=np.int64)
-    tokenizer = encoder.tokenizer
-    lone = tokenizer.get_vocab().get(LONE_MARKER)
-    order = sorted(by_text, key=len)
-
-    def inputs(chunk: list[str]) -> Inputs[list[str]]:
-        enc = tokenizer(
-            chunk,
-            truncation=True,
-            max_length=max_tokens,
-            padding=True,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-            return_tensors="pt",
-        )
-        extra = {k: enc[k] for k in ("offset_mapping", "special_tokens_mask")}
-        return Inputs(chunk, enc["input_ids"], enc["attention_mask"], extra)
-
-    def pick(
-        ready: Inputs[list[str]], states: torch.Tensor
-    ) -> tuple[list[int], torch.Tensor] | None:
-        assert ready.extra is not None
-        spans, targets = [], []
-        for j, text in enumerate(ready.batch):
-            ids = ready.input_ids[j].tolist()
-            offsets = ready.extra["offset_mapping"][j].tolist()
-            special = ready.extra["special_tokens_mask"][j].tolist()
-            for c, pos in word_spans(ids, offsets, special, by_text[text], lone):
-                spans.append((j, pos))
-                targets.append(c.row)
-        return (targets, span_mean(states, spans)) if spans else None
-
-    def take(targets: list[int], vectors: np.ndarray) -> None:
-        np.add.at(sums, targets, vectors.astype(np.float64))
-        np.add.at(used, targets, 1)
-
-    read_states(
-        encoder,
-        [order[s : s + batch_size] for s in range(0, len(order), batch_size)],
-        layers,
-        inputs=inputs,
-        pick=pick,
-        take=take,
-        device=device,
-        head=head,
-        progress=progress,
-        cancel=cancel,
-        what="Word vectors",
-    )
-    out = np.full((rows, dims), np.nan, dtype=np.float32)
-    seen = used > 0
-    out[seen] = (sums[seen] / used[seen, None]).astype(np.float32)
-    return out, used

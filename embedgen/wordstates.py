@@ -1,13 +1,13 @@
-"""Word vectors kept for ``aggregated`` matrices: from the ``head`` strategy's encoding pass,
-and from generated contexts read before (the end of this module).
+"""Word vectors kept for ``aggregated`` matrices from the ``head`` strategy's encoding pass.
 
 The ``head`` strategy reads every text of the data once through the frozen encoder
 (:mod:`embedgen.features`). An ``aggregated`` matrix over the same data reads the same texts
 again, to average each word's contextual vectors over its first occurrences. So while the head
 pass has a batch's last-layer states in hand, it also keeps, for every word jieba finds in the
 data, the sum of its vectors over its first :data:`PER_WORD` occurrences (the tokens that
-overlap the word's characters, lone ``▁`` left out: what :func:`embedgen.words.context_vectors`
-takes). They go into the feature cache entry beside the features::
+overlap the word's characters, lone ``▁`` left out: what
+:func:`embedgen.matrix.contexts.context_vectors` takes). They go into the feature cache entry
+beside the features::
 
     <feature key>/words-<corpus sha256, 16 digits>-k8.npz
         words   every word of the data jieba found (its segments with a letter or digit)
@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +40,15 @@ import torch
 from embedgen.atomic import atomic_path
 from embedgen.features import FeatureCache, feature_key
 from embedgen.models import Encoder
-from embedgen.progress import ProgressFn
 from embedgen.states import span_mean
-from embedgen.train import Head, Run
+from embedgen.train import Run
 from embedgen.train.config import Strategy
 from embedgen.train.encode import BatchStates, Reading
 from embedgen.words import (
     LONE_MARKER,
-    TEMPLATES,
     Context,
     Corpus,
-    context_vectors,
     corpus_contexts,
-    generated_contexts,
     is_word,
     word_spans,
 )
@@ -327,112 +323,3 @@ def kept_states(
         log.info("Word states of the run's head pass found: %s", path)
         return found
     return None
-
-
-# --------------------------------------------------------------------------------------------
-# Generated contexts, kept between builds
-# --------------------------------------------------------------------------------------------
-
-GENERATED_FILE = "generated.npz"
-
-
-def generated_vectors(
-    encoder: Encoder,
-    words: Sequence[str],
-    per_word: int,
-    layers: tuple[int, int],
-    *,
-    device: torch.device,
-    head: Head | None = None,
-    context_tokens: int = 128,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-    cache: bool = True,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Each word's mean vector over its ``per_word`` generated contexts (through ``head``'s
-    projection when given), how many contexts each averages, and how many words came from
-    the cache.
-
-    A word's generated contexts depend on the model, the templates, the layers and the
-    context length, not on the data, so their mean (before any projection: it is affine, so
-    projecting the mean is the mean of the projections) is kept in an entry of the feature
-    cache (its budget and least-recently-used eviction) and read again by the next build of
-    any matrix of the same model with those words: another run, another d, the Evaluate
-    page's trade-off. ``cache`` False neither reads nor writes it.
-    """
-    hidden = encoder.info.hidden_size
-    store = FeatureCache() if cache else None
-    folder = None
-    if store is not None and store.budget > 0:
-        key = feature_key(
-            encoder,
-            TEMPLATES[:per_word],
-            max_length=context_tokens,
-            pooling="generated contexts",
-            device=device,
-        )
-        folder = store.open(replace(key, layer=f"{layers[0]}-{layers[1]}"), hidden)
-    known_words, known_means, known_used = _read_generated(folder, hidden)
-    at = {w: i for i, w in enumerate(known_words)}
-    missing = [w for w in dict.fromkeys(words) if w not in at]
-    if missing:
-        mean, used = context_vectors(
-            encoder,
-            generated_contexts(missing, per_word),
-            len(missing),
-            layers,
-            device=device,
-            max_tokens=context_tokens,
-            progress=progress,
-            cancel=cancel,
-        )
-        known_words += tuple(missing)
-        known_means = np.concatenate([known_means, mean])
-        known_used = np.concatenate([known_used, used])
-        at = {w: i for i, w in enumerate(known_words)}
-        if folder is not None and store is not None and store.room_for(mean.nbytes, folder):
-            with atomic_path(folder / GENERATED_FILE) as tmp:
-                with tmp.open("wb") as f:
-                    np.savez(
-                        f,
-                        words=np.array(known_words, dtype=np.str_),
-                        means=known_means.astype(np.float32),
-                        used=known_used.astype(np.int64),
-                    )
-    elif progress is not None:
-        progress(1, 1)
-    rows = [at[w] for w in words]
-    raw, used = known_means[rows], known_used[rows]
-    out = raw
-    if head is not None:
-        out = np.full((len(words), head.projection.out_features), np.nan, dtype=np.float32)
-        seen = used > 0
-        if seen.any():
-            at_device = next(head.parameters()).device
-            with torch.no_grad():
-                projected = head.project(torch.from_numpy(raw[seen]).float().to(at_device))
-            out[seen] = projected.float().cpu().numpy()
-    cached = len(set(words)) - len(missing)
-    if cached:
-        log.info("Generated contexts: %d of %d words from the cache", cached, len(set(words)))
-    return out.astype(np.float32, copy=False), used, cached
-
-
-def _read_generated(
-    folder: Path | None, hidden: int
-) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """The words, raw means and context counts kept in ``folder`` (nothing when none)."""
-    empty = ((), np.zeros((0, hidden), dtype=np.float32), np.zeros(0, dtype=np.int64))
-    path = folder / GENERATED_FILE if folder is not None else None
-    if path is None or not path.exists():
-        return empty
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            words = tuple(str(w) for w in z["words"])
-            means, used = z["means"], z["used"]
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        log.warning("Generated-context cache %s is damaged (%s); reading again", path, exc)
-        return empty
-    if means.shape != (len(words), hidden) or used.shape != (len(words),):
-        return empty
-    return words, means, used

@@ -5,66 +5,57 @@ from pathlib import Path
 import streamlit as st
 
 from embedgen.budget import human_size
-from embedgen.errors import NotKept
 from embedgen.fields import spec
 from embedgen.matrix import (
     DTYPES,
+    IfSaved,
     MatrixOptions,
     Method,
-    build_matrix,
+    build_and_save,
     default_method,
+    describe,
     estimate_build,
-    kept_note,
     methods_for,
-    name_for,
     resolve_layer,
-    save_matrix,
-    saved_matrix,
+    target_for,
 )
-from embedgen.paths import free_folder, matrix_folder
 from embedgen.postprocess import PostProcess
-from embedgen.progress import stage
 from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
 from embedgen.ui import feedback, jobpanel, matrices, models, session, visitor
 from embedgen.ui.jobpanel import Job, start_job
 from embedgen.ui.widgets import kept, setting_input
-from embedgen.words import Corpus, WordOptions, words_from_corpus, words_from_list
+from embedgen.words import Corpus, WordOptions, words_from_list
 
 PENDING = "matrix_pending"  # a build that waits for the user's answer (replace? slow?)
 SLOW_SECONDS = 120  # builds estimated to take longer are confirmed first
 
 
 def work(job: Job, request: dict) -> matrices.MatrixEntry:
-    """The build job: segment (words of the data), build, save."""
-    words = request["words"]
-    if request["word_options"] is not None:  # segmenting takes seconds: here, not on the page
-        stage(job, "segmenting your texts into words")
-        words = words_from_corpus(request["data_corpus"], request["word_options"])
-    estimate = request["estimate"]
-    stage(job, f"building ({estimate.describe()})" if estimate else "building", "steps")
-    matrix = build_matrix(
+    """The build job: segment (words of the data), build, save (``matrix.build_and_save``,
+    as the command line does)."""
+    saved = build_and_save(
         request["source"],
         request["options"],
-        words=words,
+        request["target"],
+        words=request["words"],
         corpus=request["corpus"],
+        word_options=request["word_options"],
+        dtype=request["dtype"],
+        if_saved=request["if_saved"],
+        estimate=request["estimate"],
         progress=job,
         cancel=job.cancel,
     )
-    stage(job, "saving")
-    folder = str(request["folder"])
-    try:
-        save_matrix(matrix, folder, dtype=request["dtype"], rebuildable=request["rebuildable"])
-    except NotKept:  # bigger than the operator's matrix cache: this session keeps it
-        folder = ""
-    return matrices.MatrixEntry(
-        name=request["name"], matrix=matrix, folder=folder, dtype=request["dtype"]
-    )
+    folder = str(saved.folder or "")  # not kept on disk: this session keeps it
+    return matrices.MatrixEntry(saved.name, saved.matrix, folder, saved.dtype)
 
 
-def start_build(request: dict) -> Job:
+def start_build(request: dict, if_saved: IfSaved = IfSaved.REFUSE) -> Job:
+    """Build in the background; a matrix saved meanwhile is replaced only when asked."""
+    asked = {**request, "if_saved": if_saved}
     job = st.session_state[session.MATRIX_JOB] = start_job(
-        "Matrix", lambda job: work(job, request), unit="steps"
+        "Matrix", lambda job: work(job, asked), unit="steps"
     )
     return job
 
@@ -243,7 +234,7 @@ if build:
             **extra,
         )
     )
-    data_corpus = Corpus.of(data.texts, data.source_name) if word_rows and data else None
+    corpus = Corpus.of(data.texts, data.source_name) if word_rows and data else None
     word_options = None
     if words_from_data:
         word_options = feedback.attempt(
@@ -251,14 +242,9 @@ if build:
                 min_count=int(min_count), top_n=int(top_n) or None, cjk_words=cjk_words
             )
         )
-    corpus = data_corpus
-    if method is Method.AGGREGATED and not options.corpus_contexts:
-        corpus = None  # words are read in generated sentences only
-    named = data_corpus if words_from_data else corpus  # the words' corpus names the rows
-    name = feedback.attempt(lambda: name_for(source, options, words=word_list, corpus=named))
     user = visitor.current_user()
-    folder = matrix_folder(  # as matrix.folder_for, in this visitor's workspace
-        name, run_folder=run.folder if from_run else None, model_id=model_info.model_id, user=user
+    target = feedback.attempt(
+        lambda: target_for(source, options, words=word_list, corpus=corpus, user=user)
     )
     estimate = None
     if not words_from_data:  # word rows of the data are known once segmented, in the job
@@ -271,19 +257,13 @@ if build:
         "options": options,
         "words": word_list,
         "word_options": word_options,
-        "data_corpus": data_corpus,
         "corpus": corpus,
-        "folder": folder,
-        # A plain model's matrix, in its default place (shared home or the user's workspace):
-        # a cache, under the operator's one budget for all of them (MatrixCache).
-        "rebuildable": not from_run,
-        "name": name,
+        "target": target,
         "dtype": dtype,
         "estimate": estimate,
-        "existing": saved_matrix(folder),
     }
     slow = estimate is not None and estimate.seconds > SLOW_SECONDS
-    if request["existing"] is not None or slow:
+    if target.existing is not None or slow:
         st.session_state[PENDING] = request  # asked below; nothing is built or replaced yet
     else:
         job = start_build(request)
@@ -291,13 +271,12 @@ if build:
 pending = st.session_state.get(PENDING)
 if pending is not None:
     with st.container(border=True):
-        existing, estimate = pending["existing"], pending["estimate"]
-        if existing is not None:
-            built = (existing or {}).get("created", "")
+        target, estimate = pending["target"], pending["estimate"]
+        if target.existing is not None:
             st.warning(
-                f"A matrix named **{pending['name']}** is already saved"
-                + (f" (built {built[:16].replace('T', ' ')})" if built else "")
-                + f" in `{pending['folder']}`. Replace it, or keep both?"
+                f"A matrix named **{target.name}** is already saved"
+                + (f" (built {target.built})" if target.built else "")
+                + f" in `{target.folder}`. Replace it, or keep both?"
             )
         if estimate is not None and estimate.seconds > SLOW_SECONDS:
             tip = ""
@@ -305,14 +284,13 @@ if pending is not None:
                 tip = " Ticking **CJK tokens only** keeps the Chinese rows and is much faster."
             st.warning(f"This matrix will take {estimate.describe()} on this machine.{tip}")
         c1, c2, c3 = st.columns(3)
-        if existing is not None:
+        if target.existing is not None:
             if c1.button("Replace it", type="primary"):
                 del st.session_state[PENDING]
-                job = start_build(pending)
-            other = free_folder(pending["folder"])
-            if c2.button(f"Keep both (save as {other.name})"):
+                job = start_build(pending, IfSaved.REPLACE)
+            if c2.button(f"Keep both (save as {target.beside().name})"):
                 del st.session_state[PENDING]
-                job = start_build({**pending, "folder": other, "name": other.name})
+                job = start_build(pending, IfSaved.KEEP_BOTH)
         elif c1.button("Build it", type="primary"):
             del st.session_state[PENDING]
             job = start_build(pending)
@@ -333,41 +311,17 @@ if entries:
         m = entry.matrix
         with st.container(border=True):
             cols = st.columns([3, 1, 1])
-            cols[0].markdown(
-                f"**{m.label}**  \n`{entry.name}` · {m.manifest.get('method_description', '')}"
-            )
+            about = m.method.description if m.method is not None else ""
+            cols[0].markdown(f"**{m.label}**  \n`{entry.name}` · {about}")
             cols[1].metric("Rows", f"{m.shape[0]:,}")
             cols[2].metric("Dimensions", f"{m.shape[1]:,}")
-            post = ", ".join(s["step"] for s in m.manifest.get("postprocess", [])) or "none"
-            layers = m.manifest.get("layers")
-            where = ""
-            if layers:
-                where = (
-                    f"layer {layers[0]} · "
-                    if layers[0] == layers[1]
-                    else (f"layers {layers[0]}-{layers[1]} · ")
-                )
-            rows = m.manifest.get("rows_are", "tokens")
-            read = m.manifest.get("contexts")
-            if read:
-                where += f"{read['words_read_in_corpus']:,} words read in your data"
-                if generated := read.get("generated_per_word"):
-                    where += f", every word also in {generated} generated sentences"
-                if read.get("words_read_alone"):
-                    where += f", {read['words_read_alone']:,} read alone"
-                where += " · "
-            if (note := kept_note(m.manifest)) is not None:
-                where += f"{note} · "
             saved = (
                 f"saved as {entry.dtype} in `{entry.folder}`"
                 if entry.folder
                 else "not saved: more than the disk space the operator of this server gives "
                 "matrices built from a model; it stays for this session (export it to keep it)"
             )
-            st.caption(
-                f"Method **{m.method}** · rows are {rows} · {where}post-processing: {post} · "
-                f"{human_size(m.vectors.nbytes)} in memory · {saved}"
-            )
+            st.caption(f"{describe(m)} · {human_size(m.vectors.nbytes)} in memory · {saved}")
     st.page_link(
         "pages/5_Explore.py",
         label="Next: explore neighbours and maps",

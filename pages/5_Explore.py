@@ -36,7 +36,7 @@ with st.expander("Open a saved matrix folder"):
             lambda: load_matrix(visitor.allowed_folder(folder.strip(), "matrix folder"))
         )
         name = f"{matrix.method or 'matrix'} ({folder.strip().rstrip('/').rsplit('/', 1)[-1]})"
-        dtype = str(matrix.manifest.get("dtype", "float32"))
+        dtype = matrix.dtype
         entries[name] = matrices.MatrixEntry(name, matrix, folder.strip(), dtype)
         st.rerun()
 

@@ -5,6 +5,7 @@ import streamlit as st
 
 from embedgen.errors import EmbedgenError
 from embedgen.evaluate import analogy, label_purity, read_analogy, read_similarity, similarity
+from embedgen.matrix import Rows
 from embedgen.report import tradeoff, tradeoff_words
 from embedgen.runs import RunStatus
 from embedgen.tokenstats import TokenStats, association
@@ -182,7 +183,7 @@ with tab_purity:
     for name in chosen if data is not None else []:
         entry = entries[name]
         tokenizer = encoder.tokenizer if encoder is not None else None
-        words = entry.matrix.manifest.get("rows_are") == "words"
+        words = entry.matrix.rows_are is Rows.WORDS
         if tokenizer is None and not words:
             st.warning(f"{name}: load the model to count its tokens in the data.")
             continue

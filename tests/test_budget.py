@@ -14,7 +14,6 @@ import pytest
 from conftest import make_matrix
 from streamlit.testing.v1 import AppTest
 
-from embedgen import matrix as matrix_module
 from embedgen.budget import MIB, Entry, folder_size, least_recently_used
 from embedgen.cli import main
 from embedgen.errors import BadConfig, BadRun, NotKept
@@ -26,6 +25,7 @@ from embedgen.matrix import (
     save_matrix,
     using,
 )
+from embedgen.matrix import folder as matrix_module
 from embedgen.paths import matrix_folder
 from embedgen.projection import (
     MapCache,

@@ -718,7 +718,7 @@ def test_matrix_rows_can_be_a_word_list(capsys, tiny_model_dir, tmp_path):
         tmp_path / "words.txt", "--out", out,
     )  # fmt: skip
     assert result.code == 0, succeeded(result)
-    assert "2 words x 32" in result.out
+    assert "2 words × 32" in result.out
     assert (out / "vocab.txt").read_text("utf-8") == "好美\n坏\n"
     assert read_json(out / "manifest.json")["vocabulary"]["list"] == "words.txt"
 

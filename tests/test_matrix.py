@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import NEGATIVE, POSITIVE, VOCAB, files_in, make_matrix
 
-from embedgen import matrix as matrix_module
 from embedgen.errors import BadConfig, BadRun, Cancelled
 from embedgen.matrix import EmbeddingMatrix, MatrixOptions, build_matrix, load_matrix, save_matrix
+from embedgen.matrix import folder as matrix_module
 from embedgen.neighbours import NeighbourIndex
 from embedgen.postprocess import PostProcess
 from embedgen.tokens import is_cjk_token

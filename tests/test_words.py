@@ -19,13 +19,13 @@ from embedgen.matrix import (
     resolve_layers,
     save_matrix,
 )
+from embedgen.matrix.contexts import context_vectors
 from embedgen.models import load_encoder
 from embedgen.words import (
     TEMPLATES,
     Context,
     Corpus,
     WordOptions,
-    context_vectors,
     corpus_contexts,
     generated_contexts,
     word_pieces,

@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from embedgen.data import LabelledData
+from embedgen.matrix import Rows
 from embedgen.tokenstats import TokenStats, token_stats
 from embedgen.ui.matrices import MatrixEntry
 from embedgen.words import Corpus, WordSplitter
@@ -25,7 +26,7 @@ def label_stats(
 ) -> TokenStats:
     """How often each row's token, or word, occurs in ``data`` per label: word rows count the
     data's words (segmented as word rows are), token rows the model's tokens."""
-    if entry.matrix.manifest.get("rows_are") == "words":
+    if entry.matrix.rows_are is Rows.WORDS:
         return word_stats(data)
     columns = (data.text_column, data.label_column)
     return _stats(model_id, data.source_sha256, columns, tokenizer, data)

@@ -37,9 +37,8 @@ def default_matrix(entries: dict[str, MatrixEntry], run: Any) -> str:
     names = list(entries)
     if run is not None and run.folder:
         for name in reversed(names):
-            m = entries[name].matrix.manifest
-            made_by = (m.get("run") or {}).get("folder")
-            if m.get("reflects_tuning") and str(made_by) == str(run.folder):
+            m = entries[name].matrix
+            if m.reflects_tuning and m.run_folder == str(run.folder):
                 return name
     return names[-1]
 

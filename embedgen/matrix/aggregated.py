@@ -1,0 +1,216 @@
+"""``aggregated`` rows: each word read in context, its vectors averaged.
+
+A word's row is the mean over its occurrences in the user's corpus (up to
+``corpus_contexts``), averaged with the mean over a few generated sentences
+(``generated_contexts``, :mod:`embedgen.matrix.generated`), either alone when the other is
+missing, and the word alone when both are. Corpus occurrences that a ``head`` run's encoding
+pass already read are taken from its word states (``embedgen.wordstates``) instead of being
+read again; only those in texts the run cut at its max length are read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedgen.matrix.contexts import context_vectors
+from embedgen.matrix.contextual import whole_word_vectors
+from embedgen.matrix.generated import generated_vectors
+from embedgen.matrix.types import MatrixOptions
+from embedgen.models import Encoder
+from embedgen.progress import ProgressFn
+from embedgen.states import evaluating, on_device
+from embedgen.train import Head, Run
+from embedgen.words import Corpus, WordVocab, corpus_contexts
+from embedgen.wordstates import WordStates, kept_states
+
+log = logging.getLogger(__name__)
+
+WORD_ALONE = "word alone"  # what a row with no context at all is made of (rows.tsv)
+
+
+def aggregated_rows(
+    encoder: Encoder,
+    head: Head | None,
+    words: WordVocab,
+    corpus: Corpus | None,
+    layers: tuple[int, int],
+    options: MatrixOptions,
+    device: torch.device,
+    *,
+    run: Run | None = None,
+    use_cache: bool = True,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[np.ndarray, dict[str, tuple[Any, ...]], dict[str, Any]]:
+    """The rows of ``words``, per row how many corpus contexts it read and what its vector is
+    made of (rows.tsv's columns), and what the manifest says of the contexts: how many were
+    read, taken from ``run``'s word states of ``corpus``, or (with ``use_cache``) found among
+    the generated contexts of words read before."""
+    reading_corpus = corpus is not None and options.corpus_contexts > 0
+    stages = int(reading_corpus) + int(options.generated_contexts > 0) + 1
+    means, counts = [], []
+    record: dict[str, Any] = {
+        "corpus_per_word": options.corpus_contexts if corpus is not None else 0,
+        "generated_per_word": options.generated_contexts,
+    }
+    with on_device([encoder.model, head], device), evaluating(encoder.model):
+        if reading_corpus:
+            assert corpus is not None
+            shared = None
+            if run is not None:
+                shared = kept_states(
+                    run,
+                    encoder,
+                    corpus,
+                    corpus_contexts=options.corpus_contexts,
+                    context_tokens=options.context_tokens,
+                    layers=layers,
+                    device=device,
+                )
+            stage = _stage(progress, 0, stages)
+            mean, used = _corpus_means(
+                encoder, head, words, corpus, layers, options, device, shared, record, stage, cancel
+            )
+            means.append(mean)
+            counts.append(used)
+        if options.generated_contexts:
+            mean, used, record["generated_cached"] = generated_vectors(
+                encoder,
+                words.words,
+                options.generated_contexts,
+                layers,
+                device=device,
+                head=head,
+                context_tokens=options.context_tokens,
+                progress=_stage(progress, len(means), stages),
+                cancel=cancel,
+                cache=use_cache,
+            )
+            means.append(mean)
+            counts.append(used)
+        vectors, alone = _combine(means, counts)
+        if alone.any():  # no context at all: the word alone, marked
+            vectors[alone] = whole_word_vectors(
+                encoder,
+                [w for w, a in zip(words.words, alone, strict=True) if a],
+                layers,
+                device=device,
+                head=head,
+                batch_size=options.batch_size,
+                progress=_stage(progress, len(means), stages),
+                cancel=cancel,
+            )
+    in_corpus = counts[0] if reading_corpus else np.zeros(len(words), int)
+    made_of = _made_of(in_corpus, alone, generated=options.generated_contexts > 0)
+    record["words_read_in_corpus"] = int(np.count_nonzero(in_corpus))
+    record["words_read_alone"] = int(alone.sum())
+    if progress is not None:
+        progress(1, 1)
+    columns = {"corpus_contexts": tuple(int(c) for c in in_corpus), "vector": made_of}
+    return vectors.astype(np.float32), columns, record
+
+
+def _corpus_means(
+    encoder: Encoder,
+    head: Head | None,
+    words: WordVocab,
+    corpus: Corpus,
+    layers: tuple[int, int],
+    options: MatrixOptions,
+    device: torch.device,
+    shared: WordStates | None,
+    record: dict[str, Any],
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each word's mean over its corpus contexts and how many it read: those ``shared`` word
+    states hold are taken (``record`` says how many), the others read."""
+    contexts = corpus_contexts(words.words, corpus, per_word=options.corpus_contexts)
+    kept = None
+    if shared is not None:
+        kept, contexts = shared.split(words.words, contexts, corpus)
+        record["from_run"] = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
+        log.info(
+            "Aggregated: %d corpus contexts from the run's word states, %d read again",
+            record["from_run"]["contexts"],
+            len(contexts),
+        )
+    mean, used = context_vectors(
+        encoder,
+        contexts,
+        len(words),
+        layers,
+        device=device,
+        head=head,
+        max_tokens=options.context_tokens,
+        progress=progress,
+        cancel=cancel,
+    )
+    if kept is not None:
+        mean, used = _with_kept(mean, used, kept, head, device)
+    return mean, used
+
+
+def _combine(means: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The average of the passes' means over the passes that read a row, and which rows no
+    pass read (their rows are zeros, for the word alone)."""
+    have = np.stack([c > 0 for c in counts])  # passes x rows
+    stacked = np.stack([np.nan_to_num(m) for m in means])
+    vectors = (stacked * have[:, :, None]).sum(0) / np.maximum(have.sum(0), 1)[:, None]
+    return vectors, ~have.any(0)
+
+
+def _made_of(in_corpus: np.ndarray, alone: np.ndarray, *, generated: bool) -> tuple[str, ...]:
+    """What each row's vector is made of, for rows.tsv."""
+    made = []
+    for read, by_itself in zip(in_corpus.tolist(), alone.tolist(), strict=True):
+        if by_itself:
+            made.append(WORD_ALONE)
+        elif read:
+            made.append("corpus + generated" if generated else "corpus")
+        else:
+            made.append("generated")
+    return tuple(made)
+
+
+def _with_kept(
+    mean: np.ndarray,
+    used: np.ndarray,
+    kept: tuple[np.ndarray, np.ndarray],
+    head: Head | None,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over both the contexts just read (``mean`` of ``used`` each) and the kept sums
+    (raw states, ``kept`` = (sums, counts)), through ``head``'s projection when given: the
+    projection is affine, so the mean of projected vectors is the projected mean."""
+    sums, counts = kept
+    have = counts > 0
+    kept_mean = np.zeros_like(mean)
+    if have.any():
+        raw = sums[have] / counts[have, None]
+        if head is not None:
+            with torch.no_grad():
+                raw = head.project(torch.from_numpy(raw).float().to(device)).float().cpu().numpy()
+        kept_mean[have] = raw
+    total = used + counts
+    both = np.nan_to_num(mean) * used[:, None] + kept_mean * counts[:, None]
+    out = np.full_like(mean, np.nan)
+    seen = total > 0
+    out[seen] = (both[seen] / total[seen, None]).astype(np.float32)
+    return out, total
+
+
+def _stage(progress: ProgressFn | None, k: int, stages: int) -> ProgressFn | None:
+    """Progress of stage ``k`` of ``stages`` as a share of the whole (in thousandths)."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress(int(1000 * (k + done / max(total, 1)) / stages), 1000)
+
+    return report
