@@ -148,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from embedgen.data import prepare
     from embedgen.models import load_encoder
     from embedgen.paths import new_run_folder
-    from embedgen.runs import RunStatus, ensure_new_run_dir, status_of, train_and_save
+    from embedgen.runs import ensure_new_run_dir, train_and_save
     from embedgen.table import read_table
     from embedgen.train import FinetuneConfig, distributed, finetune
 
@@ -192,6 +192,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = train_and_save(
             encoder, data, config, out, progress=bar, cancel=cancel, on_epoch=on_epoch
         )
+    return _trained(run, out, config, stopped)
+
+
+def _trained(run: Any, out: Path, config: Any, stopped: _Stop) -> int:
+    """Say how the run ended; its exit code (0 finished, 3 cancelled, or the signal's)."""
+    from embedgen.runs import RunStatus, status_of
+
     status = status_of(run)
     if stopped.signum and status is RunStatus.CANCELLED:
         kept = (

@@ -106,6 +106,11 @@ class SimilaritySet:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    @property
+    def words(self) -> tuple[str, ...]:
+        """Every word of the pairs, once, in first-seen order."""
+        return tuple(dict.fromkeys(w for p in self.pairs for w in (p.first, p.second)))
+
 
 @dataclass(frozen=True)
 class Question:
@@ -141,6 +146,11 @@ class AnalogySet:
 
     def __len__(self) -> int:
         return sum(len(s.questions) for s in self.sections)
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """Every word of the questions, once, in first-seen order."""
+        return tuple(dict.fromkeys(w for q in self.questions for w in (q.a, q.b, q.c, q.d)))
 
 
 def read_similarity(source: Source, *, name: str | None = None) -> SimilaritySet:
@@ -459,22 +469,7 @@ def analogy(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise BadConfig(f"batch_size = {batch_size!r}: score at least 1 question at a time.")
     index = _as_index(index)
-    words = _Words(index, pool)
-    missing: set[str] = set()
-    pooled: set[str] = set()
-    covered: list[tuple[int, tuple[_Found, _Found, _Found], int]] = []  # section, a b c, d row
-    for s, section in enumerate(dataset.sections):
-        for q in section.questions:
-            abc = (words.vector(q.a), words.vector(q.b), words.vector(q.c))
-            d_row = words.row(q.d)
-            missing.update(w for w, f in zip((q.a, q.b, q.c), abc, strict=True) if f is None)
-            if d_row is None:
-                missing.add(q.d)
-            if d_row is None or abc[0] is None or abc[1] is None or abc[2] is None:
-                continue
-            pooled.update(w for w, f in zip((q.a, q.b, q.c), abc, strict=True) if f.pooled)
-            covered.append((s, (abc[0], abc[1], abc[2]), d_row))
-
+    covered, missing, pooled = _covered(dataset, _Words(index, pool))
     right_add = np.zeros(len(covered), dtype=bool)
     right_mul = np.zeros(len(covered), dtype=bool)
     step = max(1, min(batch_size, BATCH_CELLS // max(1, len(index))))
@@ -484,20 +479,7 @@ def analogy(
         d_rows = np.array([d for _, _, d in batch])
         right_add[start : start + len(batch)] = add == d_rows
         right_mul[start : start + len(batch)] = mul == d_rows
-
-    of_section = np.array([s for s, _, _ in covered], dtype=np.int64)
-    scores = []
-    for s, section in enumerate(dataset.sections):
-        mine = of_section == s
-        scores.append(
-            SectionScore(
-                name=section.name,
-                questions_total=len(section.questions),
-                questions_found=int(mine.sum()),
-                right_3cosadd=int(right_add[mine].sum()),
-                right_3cosmul=int(right_mul[mine].sum()),
-            )
-        )
+    scores = _section_scores(dataset, [s for s, _, _ in covered], right_add, right_mul)
     overall = SectionScore(
         name="overall",
         questions_total=len(dataset),
@@ -523,6 +505,51 @@ def analogy(
         pooled=tuple(sorted(pooled)),
         malformed=dataset.malformed,
     )
+
+
+# A question the matrix covers: its section, the vectors of a, b and c, and d's row.
+_Covered = tuple[int, tuple["_Found", "_Found", "_Found"], int]
+
+
+def _covered(dataset: AnalogySet, words: _Words) -> tuple[list[_Covered], set[str], set[str]]:
+    """The questions whose four words the matrix has (d as a row; a, b, c pooled if need be),
+    the words it lacks, and those it pooled from pieces."""
+    missing: set[str] = set()
+    pooled: set[str] = set()
+    covered: list[_Covered] = []
+    for s, section in enumerate(dataset.sections):
+        for q in section.questions:
+            abc = (words.vector(q.a), words.vector(q.b), words.vector(q.c))
+            d_row = words.row(q.d)
+            missing.update(w for w, f in zip((q.a, q.b, q.c), abc, strict=True) if f is None)
+            if d_row is None:
+                missing.add(q.d)
+            if d_row is None or abc[0] is None or abc[1] is None or abc[2] is None:
+                continue
+            pooled.update(w for w, f in zip((q.a, q.b, q.c), abc, strict=True) if f.pooled)
+            covered.append((s, (abc[0], abc[1], abc[2]), d_row))
+    return covered, missing, pooled
+
+
+def _section_scores(
+    dataset: AnalogySet, sections: list[int], right_add: np.ndarray, right_mul: np.ndarray
+) -> list[SectionScore]:
+    """Each section's counts: the covered questions (``sections``: each one's section) and
+    how many each method got right."""
+    of_section = np.array(sections, dtype=np.int64)
+    scores = []
+    for s, section in enumerate(dataset.sections):
+        mine = of_section == s
+        scores.append(
+            SectionScore(
+                name=section.name,
+                questions_total=len(section.questions),
+                questions_found=int(mine.sum()),
+                right_3cosadd=int(right_add[mine].sum()),
+                right_3cosmul=int(right_mul[mine].sum()),
+            )
+        )
+    return scores
 
 
 def _answer(

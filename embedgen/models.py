@@ -251,9 +251,28 @@ def load_encoder(
     model.eval()
     if device is not None:
         model.to(device)
+    info = _model_info(spec, source, folder, config, tokenizer, model)
+    log.info(
+        "Loaded %s (%s, %d tokens, hidden %d, %d layers) from %s",
+        spec,
+        info.architecture,
+        info.vocab_size,
+        info.hidden_size,
+        info.num_layers,
+        source,
+    )
+    return Encoder(model=model, tokenizer=tokenizer, info=info)
+
+
+def _model_info(
+    spec: str, source: str, folder: Path, config: Any, tokenizer: Any, model: Any
+) -> ModelInfo:
+    """What a loaded model is: its id, where it came from, its sizes, and how its embedding
+    rows and its tokenizer's tokens differ."""
+    embeddings = model.get_input_embeddings()
     rows, tokens = int(embeddings.weight.shape[0]), len(tokenizer)
     base = getattr(tokenizer, "vocab_size", tokens)
-    info = ModelInfo(
+    return ModelInfo(
         model_id=spec,
         source=source,
         path=str(folder),
@@ -268,16 +287,6 @@ def load_encoder(
         rows_without_token=max(0, rows - tokens),
         tokens_without_row=max(0, tokens - rows),
     )
-    log.info(
-        "Loaded %s (%s, %d tokens, hidden %d, %d layers) from %s",
-        spec,
-        info.architecture,
-        info.vocab_size,
-        info.hidden_size,
-        info.num_layers,
-        source,
-    )
-    return Encoder(model=model, tokenizer=tokenizer, info=info)
 
 
 @dataclass(frozen=True)

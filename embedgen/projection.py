@@ -369,14 +369,8 @@ def project(
         stage(progress, "reading the cache")
         report(1, 1)
         log.info("Loaded %d-row %s map from cache %s.", len(rows), options.reducer, path.name)
-        return Projection(
-            coords=coords,
-            options=options,
-            seconds=time.perf_counter() - started,
-            from_cache=True,
-            rows=rows,
-            details=record.get("details", {}),
-        )
+        seconds = time.perf_counter() - started
+        return Projection(coords, options, seconds, True, rows, record.get("details", {}))
 
     check_cancel(cancel, "The map")
     vectors = matrix.vectors if len(rows) == matrix.shape[0] else matrix.vectors[rows]
@@ -849,6 +843,8 @@ def _umap_layout(
     progress: ProgressFn | None,
     cancel: threading.Event | None,
 ) -> npt.NDArray[np.float32]:
+    # Long: umap-learn's settings, one per line with why, are a third of it; the rest is the
+    # layout's one try/finally around fit_transform and its timings.
     import numba
 
     clock = time.perf_counter()
@@ -858,13 +854,7 @@ def _umap_layout(
     check_cancel(cancel, "The map")
 
     n_epochs = 500 if x.shape[0] <= 10_000 else 200  # umap-learn's own defaults
-    start = np.array(init[:, : options.dims], dtype=np.float32)
-    flat = (
-        np.ptp(start, axis=0) == 0
-    )  # e.g. a 3D map of 2-column rows: umap-learn would divide by 0
-    if flat.any():
-        rng = np.random.default_rng(options.seed if options.seed is not None else 0)
-        start[:, flat] = 1e-4 * rng.standard_normal((len(start), int(flat.sum())))
+    start = _spread(np.array(init[:, : options.dims], dtype=np.float32), options.seed)
     stage(progress, "UMAP layout", "epochs")
     report = progress or (lambda done, total: None)
     report(0, n_epochs)
@@ -908,9 +898,22 @@ def _umap_layout(
     details["stage_seconds"].update(
         load_umap=round(load_seconds, 3), layout=round(layout_seconds, 3)
     )
-    coords = np.asarray(coords, dtype=np.float32)
+    return _centre_lost(np.asarray(coords, dtype=np.float32))
+
+
+def _spread(start: np.ndarray, seed: int | None) -> np.ndarray:
+    """``start`` with a tiny random spread in any column where every row is equal (e.g. a 3D
+    map of 2-column rows: umap-learn would divide by 0)."""
+    flat = np.ptp(start, axis=0) == 0
+    if flat.any():
+        rng = np.random.default_rng(seed if seed is not None else 0)
+        start[:, flat] = 1e-4 * rng.standard_normal((len(start), int(flat.sum())))
+    return start
+
+
+def _centre_lost(coords: np.ndarray) -> np.ndarray:
+    """umap-learn leaves rows with no neighbour edge at NaN: put them at the map's centre."""
     if not np.isfinite(coords).all():
-        # umap-learn leaves rows with no neighbour edge at NaN; put them at the map's centre.
         lost = ~np.isfinite(coords).all(axis=1)
         log.warning("%d rows lost every neighbour edge; placed at the centre.", int(lost.sum()))
         coords[lost] = np.nanmean(coords[~lost], axis=0) if (~lost).any() else 0.0

@@ -158,15 +158,7 @@ def benchmark_words(
 ) -> WordVocab:
     """Every word of the benchmark files, once, in first-seen order; then the
     ``search_words`` most frequent words of jieba's dictionary that are not among them."""
-    words: dict[str, None] = {}
-    for s in similarity:
-        for pair in s.pairs:
-            words.setdefault(pair.first)
-            words.setdefault(pair.second)
-    for a in analogy:
-        for q in a.questions:
-            for w in (q.a, q.b, q.c, q.d):
-                words.setdefault(w)
+    words = dict.fromkeys(w for s in [*similarity, *analogy] for w in s.words)
     names = "+".join([s.name for s in similarity] + [a.name for a in analogy])
     own = len(words)
     if search_words:
@@ -234,6 +226,8 @@ def tradeoff(
     ``similarity`` files when given; otherwise "geometry kept": Spearman of the point's cosines
     with the untuned rows' cosines over 20,000 random pairs of rows (seed 0).
     """
+    # Long: the docstring defines every point of the curve; the body builds the rows once and
+    # scores each point in one loop (its similarity measure is _similarity_kept).
     base = options or MatrixOptions(method="aggregated")
     raw_options = replace(base, through_projection=False, label_weight=0, postprocess=PostProcess())
     raw = build_matrix(
@@ -262,14 +256,7 @@ def tradeoff(
         check_cancel(cancel, "The trade-off")
         matrix = EmbeddingMatrix(vectors.astype(np.float32), raw.vocab, raw.manifest)
         purity = label_purity(matrix, associations, per_label=per_label, k=k)
-        if similarity:
-            scores = [evaluate_similarity(matrix, s).spearman for s in similarity]
-            found = [s for s in scores if s is not None]
-            kept = float(np.mean(found)) if found else None
-            measure = "mean Spearman over " + ", ".join(s.name for s in similarity)
-        else:
-            kept = float(spearmanr(_pair_cosines(vectors, pairs), reference).statistic)
-            measure = "geometry kept (Spearman with the untuned cosines)"
+        kept, measure = _similarity_kept(matrix, similarity, pairs, reference)
         records.append(
             {
                 "option": label_text,
@@ -283,6 +270,24 @@ def tradeoff(
         if progress is not None:
             progress(n + 1, len(points))
     return records
+
+
+def _similarity_kept(
+    matrix: EmbeddingMatrix,
+    similarity: Sequence[SimilaritySet],
+    pairs: np.ndarray,
+    reference: np.ndarray,
+) -> tuple[float | None, str]:
+    """How much word similarity a trade-off point keeps, and what that number is: the mean
+    Spearman over the ``similarity`` files, or without them the Spearman of its cosines over
+    random ``pairs`` of rows with the untuned rows' (``reference``)."""
+    if similarity:
+        scores = [evaluate_similarity(matrix, s).spearman for s in similarity]
+        found = [s for s in scores if s is not None]
+        measure = "mean Spearman over " + ", ".join(s.name for s in similarity)
+        return (float(np.mean(found)) if found else None), measure
+    kept = float(spearmanr(_pair_cosines(matrix.vectors, pairs), reference).statistic)
+    return kept, "geometry kept (Spearman with the untuned cosines)"
 
 
 def _random_pairs(n: int, count: int) -> np.ndarray:
@@ -309,12 +314,6 @@ def tradeoff_words(
     for word, (label, z) in sorted(associations.items(), key=lambda kv: -kv[1][1]):
         if z > 0 and len(by_label.setdefault(label, [])) < extra * per_label:
             by_label[label].append(word)
-    words: dict[str, None] = {}
-    for s in similarity:
-        for pair in s.pairs:
-            words.setdefault(pair.first)
-            words.setdefault(pair.second)
-    for label_words in by_label.values():
-        for word in label_words:
-            words.setdefault(word)
+    words = dict.fromkeys(w for s in similarity for w in s.words)
+    words.update(dict.fromkeys(w for label_words in by_label.values() for w in label_words))
     return words_from_list(list(words), name="tradeoff")

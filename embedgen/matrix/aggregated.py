@@ -26,7 +26,7 @@ from embedgen.progress import ProgressFn
 from embedgen.states import evaluating, on_device
 from embedgen.train import Head, Run
 from embedgen.words import Corpus, WordVocab, corpus_contexts
-from embedgen.wordstates import WordStates, kept_states
+from embedgen.wordstates import kept_states
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +51,18 @@ def aggregated_rows(
     made of (rows.tsv's columns), and what the manifest says of the contexts: how many were
     read, taken from ``run``'s word states of ``corpus``, or (with ``use_cache``) found among
     the generated contexts of words read before."""
+    # Long: the recipe of a row, read top to bottom (corpus pass, generated pass, combined,
+    # the word alone where neither read it), inside the one block that keeps the encoder on
+    # the device; each step is a function of its own below or in contexts/generated.
     reading_corpus = corpus is not None and options.corpus_contexts > 0
     stages = int(reading_corpus) + int(options.generated_contexts > 0) + 1
-    means, counts = [], []
-    record: dict[str, Any] = {
-        "corpus_per_word": options.corpus_contexts if corpus is not None else 0,
-        "generated_per_word": options.generated_contexts,
-    }
+    means, counts, record = [], [], {}
     with on_device([encoder.model, head], device), evaluating(encoder.model):
         if reading_corpus:
             assert corpus is not None
-            shared = None
-            if run is not None:
-                shared = kept_states(
-                    run,
-                    encoder,
-                    corpus,
-                    corpus_contexts=options.corpus_contexts,
-                    context_tokens=options.context_tokens,
-                    layers=layers,
-                    device=device,
-                )
             stage = _stage(progress, 0, stages)
             mean, used = _corpus_means(
-                encoder, head, words, corpus, layers, options, device, shared, record, stage, cancel
+                encoder, head, run, words, corpus, layers, options, device, record, stage, cancel
             )
             means.append(mean)
             counts.append(used)
@@ -106,11 +94,15 @@ def aggregated_rows(
                 cancel=cancel,
             )
     in_corpus = counts[0] if reading_corpus else np.zeros(len(words), int)
-    made_of = _made_of(in_corpus, alone, generated=options.generated_contexts > 0)
-    record["words_read_in_corpus"] = int(np.count_nonzero(in_corpus))
-    record["words_read_alone"] = int(alone.sum())
+    record |= {
+        "corpus_per_word": options.corpus_contexts if corpus is not None else 0,
+        "generated_per_word": options.generated_contexts,
+        "words_read_in_corpus": int(np.count_nonzero(in_corpus)),
+        "words_read_alone": int(alone.sum()),
+    }
     if progress is not None:
         progress(1, 1)
+    made_of = _made_of(in_corpus, alone, generated=options.generated_contexts > 0)
     columns = {"corpus_contexts": tuple(int(c) for c in in_corpus), "vector": made_of}
     return vectors.astype(np.float32), columns, record
 
@@ -118,19 +110,30 @@ def aggregated_rows(
 def _corpus_means(
     encoder: Encoder,
     head: Head | None,
+    run: Run | None,
     words: WordVocab,
     corpus: Corpus,
     layers: tuple[int, int],
     options: MatrixOptions,
     device: torch.device,
-    shared: WordStates | None,
     record: dict[str, Any],
     progress: ProgressFn | None,
     cancel: threading.Event | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each word's mean over its corpus contexts and how many it read: those ``shared`` word
-    states hold are taken (``record`` says how many), the others read."""
+    """Each word's mean over its corpus contexts and how many it read: those the word states
+    of ``run``'s encoding pass hold are taken (``record`` says how many), the others read."""
     contexts = corpus_contexts(words.words, corpus, per_word=options.corpus_contexts)
+    shared = None
+    if run is not None:
+        shared = kept_states(
+            run,
+            encoder,
+            corpus,
+            corpus_contexts=options.corpus_contexts,
+            context_tokens=options.context_tokens,
+            layers=layers,
+            device=device,
+        )
     kept = None
     if shared is not None:
         kept, contexts = shared.split(words.words, contexts, corpus)

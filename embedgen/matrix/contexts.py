@@ -35,6 +35,8 @@ def context_vectors(
     ``▁`` left out), through the projection when ``head`` is given; a context whose word was
     cut off by truncation is skipped. Rows without a context hold NaN.
     """
+    # Long: its three steps (inputs, pick, take) are closures over the contexts grouped by
+    # text and the running sums; apart, each would need all of them passed in.
     by_text: dict[str, list[Context]] = {}
     for c in contexts:
         by_text.setdefault(c.text, []).append(c)

@@ -53,6 +53,8 @@ def estimate_build(
     multiplied by the number of rows); table rows (``input``, ``projected``) cost almost
     nothing. Takes about a second on a CPU for the default matrix of a small model.
     """
+    # Long: the timing closure reads the rows as the build would (tokens or words) and is
+    # called three times; the arithmetic after it turns two sample sizes into an estimate.
     options = options or MatrixOptions()
     run, encoder = split_source(source)
     words, corpus = rows_of(options, words, corpus)

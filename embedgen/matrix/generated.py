@@ -56,6 +56,8 @@ def generated_vectors(
     any matrix of the same model with those words: another run, another d, the Evaluate
     page's trade-off. ``cache`` False neither reads nor writes it.
     """
+    # Long: a third of it is the docstring that says why the cache is sound; the rest is one
+    # read, compute-what-is-missing, write transaction on the cache entry.
     hidden = encoder.info.hidden_size
     store = FeatureCache() if cache else None
     folder = None
@@ -87,31 +89,44 @@ def generated_vectors(
         known_used = np.concatenate([known_used, used])
         at = {w: i for i, w in enumerate(known_words)}
         if folder is not None and store is not None and store.room_for(mean.nbytes, folder):
-            with atomic_path(folder / GENERATED_FILE) as tmp:
-                with tmp.open("wb") as f:
-                    np.savez(
-                        f,
-                        words=np.array(known_words, dtype=np.str_),
-                        means=known_means.astype(np.float32),
-                        used=known_used.astype(np.int64),
-                    )
+            _write_generated(folder, known_words, known_means, known_used)
     elif progress is not None:
         progress(1, 1)
     rows = [at[w] for w in words]
-    raw, used = known_means[rows], known_used[rows]
-    out = raw
-    if head is not None:
-        out = np.full((len(words), head.projection.out_features), np.nan, dtype=np.float32)
-        seen = used > 0
-        if seen.any():
-            at_device = next(head.parameters()).device
-            with torch.no_grad():
-                projected = head.project(torch.from_numpy(raw[seen]).float().to(at_device))
-            out[seen] = projected.float().cpu().numpy()
+    used = known_used[rows]
     cached = len(set(words)) - len(missing)
     if cached:
         log.info("Generated contexts: %d of %d words from the cache", cached, len(set(words)))
-    return out.astype(np.float32, copy=False), used, cached
+    return _projected(known_means[rows], used, head), used, cached
+
+
+def _projected(raw: np.ndarray, used: np.ndarray, head: Head | None) -> np.ndarray:
+    """The rows of ``raw`` that have contexts through ``head``'s projection (the others NaN),
+    or ``raw`` itself without a head."""
+    if head is None:
+        return raw.astype(np.float32, copy=False)
+    out = np.full((len(raw), head.projection.out_features), np.nan, dtype=np.float32)
+    seen = used > 0
+    if seen.any():
+        at_device = next(head.parameters()).device
+        with torch.no_grad():
+            projected = head.project(torch.from_numpy(raw[seen]).float().to(at_device))
+        out[seen] = projected.float().cpu().numpy()
+    return out
+
+
+def _write_generated(
+    folder: Path, words: tuple[str, ...], means: np.ndarray, used: np.ndarray
+) -> None:
+    """Keep the raw means of ``words`` (and their context counts) in ``folder``."""
+    with atomic_path(folder / GENERATED_FILE) as tmp:
+        with tmp.open("wb") as f:
+            np.savez(
+                f,
+                words=np.array(words, dtype=np.str_),
+                means=means.astype(np.float32),
+                used=used.astype(np.int64),
+            )
 
 
 def _read_generated(
