@@ -43,6 +43,7 @@ from embedgen.models import load_encoder  # noqa: E402
 from embedgen.table import read_table  # noqa: E402
 from embedgen.train import FinetuneConfig, finetune  # noqa: E402
 from embedgen.words import Corpus  # noqa: E402
+from embedgen.wordstates import WordStateHook  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "classification"
 
@@ -67,7 +68,8 @@ def main() -> None:
             os.environ["EMBEDGEN_HOME"] = tempfile.mkdtemp(prefix="embedgen-bench-")
             cfg = FinetuneConfig(dim=128, epochs=3, patience=0, device="cpu", word_states=states)
             t0 = time.perf_counter()
-            run = finetune(encoder, data, cfg)
+            hook = WordStateHook() if states else None  # as runs.train_and_save plugs it
+            run = finetune(encoder, data, cfg, states_hook=hook)
             trained[states].append(time.perf_counter() - t0)
             print(f"head run, word states {'on' if states else 'off'}: {trained[states][-1]:.1f} s")
     assert run is not None
@@ -96,7 +98,8 @@ def main() -> None:
     files[0].write_bytes(kept)
     build_matrix(run, options, corpus=corpus)  # keeps the generated contexts
     t0 = time.perf_counter()
-    rerun = finetune(encoder, data, FinetuneConfig(dim=64, epochs=3, patience=0, device="cpu"))
+    again = FinetuneConfig(dim=64, epochs=3, patience=0, device="cpu")
+    rerun = finetune(encoder, data, again, states_hook=WordStateHook())
     retrain_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     rebuilt = build_matrix(rerun, options, corpus=corpus)
