@@ -90,6 +90,7 @@ def main() -> None:
             done = subprocess.run(
                 [sys.executable, "-c", WORK, args.model, str(args.data), str(args.rows), str(out)],
                 env=env,
+                cwd=out,  # not a checkout: python -c puts the working folder first on sys.path
                 capture_output=True,
                 text=True,
                 check=True,

@@ -10,6 +10,7 @@ Run alone: ``python -m pytest tests/test_browser.py -q -m browser -s``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -278,7 +279,8 @@ def test_word_rows_evaluation_and_the_tradeoff_in_a_real_browser(
         page.get_by_role("button", name="Build matrix").click()
         expect(page.get_by_text("Matrices in this session")).to_be_visible(timeout=LONG)
         expect(page.get_by_text("aggregated-L2-tuned-words-reviews", exact=True)).to_be_visible()
-        expect(page.get_by_text("rows are words", exact=False).last).to_be_visible()
+        # The matrix's own line (matrix.describe): "aggregated · N words × D · ...".
+        expect(page.get_by_text(re.compile(r"aggregated · \d+ words × \d+")).last).to_be_visible()
         # The run's head pass kept its words' vectors: the matrix took them.
         expect(
             page.get_by_text("taken from the run's encoding pass", exact=False).last
