@@ -1,18 +1,17 @@
-"""Words as matrix rows: word vocabularies, and a word's vector by each method.
+"""Words as matrix rows: word vocabularies, a word's pieces, and the contexts it is read in.
 
 Analysts think in words (外卖, 送餐, 性价比); a model's rows are tokens (characters for
 bert-base-chinese, SentencePiece pieces for XLM-R). This module makes the rows words:
 
 - **vocabularies** (:class:`WordVocab`): the words of the user's corpus, segmented with jieba
   (an optional user dictionary; a minimum count; the top N), or a word list (one per line);
-- **vectors**, by method:
+- **pieces** (:func:`word_pieces`): the tokens a word splits into;
+- **contexts** (:class:`Context`): a word's occurrences in the corpus
+  (:func:`corpus_contexts`) and in short generated sentences (:func:`generated_contexts`), and
+  which of a text's tokens cover it (:func:`word_spans`).
 
-  - ``input`` / ``projected``: the mean of the word's sub-token rows (then, for ``projected``,
-    through the trained projection);
-  - ``contextual``: the word passed whole through the encoder (``[CLS] pieces [SEP]``), the
-    hidden states of its pieces averaged, at one layer or the mean of a layer range;
-  - ``aggregated``: the mean of the word's contextual vectors over up to N of its occurrences
-    in the corpus; a word never seen falls back to ``contextual`` and is marked.
+A word's vector by each method is the matrix's to build (``embedgen.matrix``: ``tables``,
+``contextual``, ``aggregated``).
 
 A SentencePiece tokenizer splits 好 into ``▁`` + ``好``: the lone ``▁`` carries no meaning of
 the word, and pooling it in cost 12–17 Spearman points on wordsim sets, so it is left out of
