@@ -272,15 +272,21 @@ def _read_vectors(path: Path) -> np.ndarray:
     return vectors
 
 
-def _read_vocab(path: Path, *, escaped: bool) -> list[str]:
+def _utf8(path: Path) -> str:
+    """The text of one of a matrix folder's files; :class:`BadRun` when it cannot be read (a
+    file removed meanwhile raises FileNotFoundError, for the caller to say so)."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise
     except (OSError, UnicodeDecodeError) as exc:
         raise BadRun(
             f"{_in_matrix(path)} is not readable UTF-8 ({_reason(exc)}); rebuild the matrix."
         ) from exc
+
+
+def _read_vocab(path: Path, *, escaped: bool) -> list[str]:
+    text = _utf8(path)
     if text and not text.endswith("\n"):
         text += "\n"  # tolerate a hand-edited file without a final line end
     lines = text[:-1].split("\n") if text else []
@@ -306,14 +312,7 @@ def _read_rows_table(
     if not names:
         return {}
     path = _need(folder, ROWS_FILE)
-    try:
-        lines = path.read_text("utf-8").splitlines()
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadRun(
-            f"{_in_matrix(path)} is not readable UTF-8 ({_reason(exc)}); rebuild the matrix."
-        ) from exc
+    lines = _utf8(path).splitlines()
     table = [line.split("\t") for line in lines[1:]]
     if len(table) != rows or any(len(r) != len(names) + 1 for r in table):
         raise BadRun(
