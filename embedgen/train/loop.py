@@ -226,6 +226,10 @@ class _Best:
             }
         return state
 
+    def confusion(self, y: np.ndarray, classes: int) -> list[list[int]]:
+        """The validation confusion matrix at the best epoch ([] when none finished)."""
+        return confusion_matrix(y, self.pred, classes) if self.pred is not None else []
+
     def restore(self, head: Head, model: nn.Module) -> None:
         """Put the best epoch's weights back into ``head`` and ``model``."""
         if self.state is None:
@@ -276,6 +280,20 @@ def _optimizer(
         params.append({"params": enc_params, "lr": config.learning_rate})
     optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: factor())
+
+
+def _cancelled(epochs_done: int, epochs: int, *, cached: bool) -> str:
+    """What a cancelled run says: the epochs it kept, or that it trained no head (and, for a
+    frozen encoder with the feature cache on, that its encoded texts are kept)."""
+    if epochs_done:
+        return f"Cancelled after {epochs_done} of {epochs} epochs."
+    message = "Cancelled before the first epoch finished; no head was trained."
+    if cached:
+        message += (
+            " The texts encoded so far are cached: the next run on this model, data and max "
+            "length starts from there."
+        )
+    return message
 
 
 class _Diverged(Exception):
@@ -371,8 +389,7 @@ class _Trainer:
         classifier = _Classifier(self.pooled, self.head)
         self.net = distributed.wrap(classifier, self.device) if self.tuned else None
         self.sync_every = SYNC_EVERY.get(self.device.type, 1)
-        self.train_y = torch.tensor(train.labels, dtype=torch.long)
-        self.val_y = torch.tensor(val.labels, dtype=torch.long)
+        self.train_y, self.val_y = (torch.tensor(d.labels, dtype=torch.long) for d in (train, val))
         self.train_texts, self.val_texts, self.all_texts = train.texts, val.texts, texts
         # Every distinct text of the data once, in the data's order: the frozen encoder's
         # features are cached for these, so another seed or split finds them too.
@@ -384,25 +401,16 @@ class _Trainer:
         self.trained_rows = 0  # rows the optimizer has stepped over; drives the LR schedule
         self.best = _Best()  # the best epoch so far
 
-    # -- the run, top to bottom ----------------------------------------------------------------
     def run(self) -> Run:
-        cfg = self.config
         history: list[EpochMetrics] = []
         best, cancelled, message = _Best(), False, ""
         try:
             best, message = self._epochs(history)
         except Cancelled:
-            cancelled = True
-            message = f"Cancelled after {len(history)} of {cfg.epochs} epochs."
-            if not history:
-                message = "Cancelled before the first epoch finished; no head was trained."
-                if not self.tuned and cfg.cache_features:
-                    message += (
-                        " The texts encoded so far are cached: the next run on this model, "
-                        "data and max length starts from there."
-                    )
+            cancelled, best = True, self.best
+            cached = not self.tuned and self.config.cache_features
+            message = _cancelled(len(history), self.config.epochs, cached=cached)
             log.info(message)
-            best = self.best
         finally:
             restore_frozen_linears(self.model, self.original, self.cast_frozen)
             self.cast_frozen = []
@@ -427,10 +435,8 @@ class _Trainer:
                 if self.on_epoch is not None:
                     self.on_epoch(metrics)
                 if metrics.val_macro_f1 > self.best.f1:
-                    model = self.model if self.tuned else None
-                    self.best = _Best(
-                        metrics.val_macro_f1, epoch, pred, _Best.snapshot(self.head, model)
-                    )
+                    kept = _Best.snapshot(self.head, self.model if self.tuned else None)
+                    self.best = _Best(metrics.val_macro_f1, epoch, pred, kept)
                 elif (
                     cfg.patience
                     and epoch - self.best.epoch >= cfg.patience
@@ -450,8 +456,11 @@ class _Trainer:
         if self.tuned:
             n = len(self.train_texts) + len(self.val_texts)
             self.advance = _Counter(self.progress, f"tokenizing {n:,} texts", "texts", n)
-            self.train_tok = self._tokenize(self.train_texts)
-            self.val_tok = self._tokenize(self.val_texts)
+            tokenizer, multiple = self.encoder.tokenizer, pad_multiple(self.device)
+            self.train_tok, self.val_tok = (
+                Batches(tokenizer, texts, self.config.max_length, multiple)
+                for texts in (self.train_texts, self.val_texts)
+            )
             self.advance(n)
             return None, None
         feats = frozen_features(
@@ -469,10 +478,6 @@ class _Trainer:
         train_at = [position[t] for t in self.train_texts]
         val_at = [position[t] for t in self.val_texts]
         return feats[train_at], feats[val_at]
-
-    def _tokenize(self, texts: Sequence[str]) -> Batches:
-        multiple = pad_multiple(self.device)
-        return Batches(self.encoder.tokenizer, texts, self.config.max_length, multiple)
 
     def _epoch(
         self,
@@ -556,8 +561,6 @@ class _Trainer:
         best.restore(self.head, self.model)
         self.head.eval()
         self.model.eval()
-        pred = best.pred if best.pred is not None else np.zeros(len(self.val_y), dtype=np.int64)
-        y, classes = self.val_y.numpy(), self.num_classes
         return Run(
             self.config,
             self.head,
@@ -567,7 +570,7 @@ class _Trainer:
             history=history,
             cancelled=cancelled,
             best_epoch=best.epoch,
-            confusion=confusion_matrix(y, pred, classes) if history else [],
+            confusion=best.confusion(self.val_y.numpy(), self.num_classes),
             batch_size_used=self.batches.size,
             message=message,
         )
