@@ -27,7 +27,7 @@ import numpy.typing as npt
 from embedgen.errors import BadConfig, NotInVocabulary
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.postprocess import l2_normalize
-from embedgen.tokens import is_cjk_char, is_cjk_token, strip_marker
+from embedgen.tokens import chinese_rows, is_cjk_char, strip_marker
 
 log = logging.getLogger(__name__)
 
@@ -243,11 +243,10 @@ class NeighbourIndex:
         return self._best(self._cosines(unit), k, excluded, only)
 
     def cjk_rows(self) -> npt.NDArray[np.bool_]:
-        """A mask of the rows whose token is made of CJK characters (marker aside)."""
+        """A mask of the Chinese rows (``tokens.chinese_rows``: CJK characters, marker aside,
+        and no ``##好`` or ``▁好`` twin of a ``好`` row)."""
         if self._cjk is None:
-            self._cjk = np.fromiter(
-                (is_cjk_token(t) for t in self.matrix.vocab), bool, len(self.matrix.vocab)
-            )
+            self._cjk = chinese_rows(self.matrix.vocab)
         return self._cjk
 
     def similarity(self, a: Query, b: Query) -> float:

@@ -53,6 +53,22 @@ def is_cjk_token(token: str) -> bool:
     return bool(text) and all(is_cjk_char(c) for c in text)
 
 
+def chinese_rows(tokens: Sequence[str]) -> np.ndarray:
+    """Which of ``tokens`` a reader of Chinese wants as rows, neighbours and points on a map:
+    those made of CJK characters (a subword marker aside) that are not the marked twin of
+    another token (``##好`` or ``▁好`` beside ``好``: the same text, a second row that crowds
+    neighbour lists). A marked token whose bare form is no token stays (``▁美`` alone)."""
+    bare = {t for t in tokens if t and strip_marker(t) == t}
+    return np.fromiter(
+        (
+            bool(t) and is_cjk_token(t) and (strip_marker(t) == t or strip_marker(t) not in bare)
+            for t in tokens
+        ),
+        bool,
+        len(tokens),
+    )
+
+
 def select_tokens(
     tokenizer: Any,
     rows: int,
@@ -64,9 +80,10 @@ def select_tokens(
     """Token ids of the ``rows`` embedding rows to keep (in id order), and what each rule removed.
 
     ``drop_special`` leaves out [CLS], [SEP], [PAD], [MASK], [UNK] and [unusedN] tokens;
-    ``cjk_only`` keeps tokens made of CJK characters only; ``drop_continuation`` leaves out
-    "##x" pieces (their "x" twins stay). Rows beyond the tokenizer's vocabulary (models pad
-    their embedding tables) have no token and are always left out.
+    ``cjk_only`` keeps the Chinese tokens (:func:`chinese_rows`: CJK characters only, and no
+    ``##好`` or ``▁好`` beside ``好``); ``drop_continuation`` leaves out every "##x" piece.
+    Rows beyond the tokenizer's vocabulary (models pad their embedding tables) have no token
+    and are always left out.
     """
     n = min(rows, len(tokenizer))
     tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
@@ -76,9 +93,11 @@ def select_tokens(
         "special": 0,
         "unused": 0,
         "not_cjk": 0,
+        "marked_twin": 0,
         "continuation": 0,
         "unnamed": 0,
     }
+    chinese = chinese_rows([t or "" for t in tokens]) if cjk_only else None
     kept = []
     for i, tok in enumerate(tokens):
         if tok is None or tok == "":
@@ -89,8 +108,10 @@ def select_tokens(
             removed["unused"] += 1
         elif drop_continuation and tok.startswith("##"):
             removed["continuation"] += 1
-        elif cjk_only and not is_cjk_token(tok):
+        elif chinese is not None and not is_cjk_token(tok):
             removed["not_cjk"] += 1
+        elif chinese is not None and not chinese[i]:
+            removed["marked_twin"] += 1
         else:
             kept.append(i)
     if not kept:

@@ -99,7 +99,8 @@ with tab_nn:
             value=data is None or mostly_cjk(data.texts),
             key=kept("explore_cjk"),
             help="Leaves out rows that are not made of CJK characters (Latin words, other "
-            "scripts, punctuation) from the lists below.",
+            "scripts, punctuation), and the marked twins of Chinese rows (##好 or ▁好 beside "
+            "好), from the lists below.",
         )
     cols = st.columns(len(shown))
     for col, entry, index in zip(cols, shown, indexes, strict=True):

@@ -74,13 +74,31 @@ def test_special_and_unused_tokens_are_dropped_and_counted(tiny_encoder) -> None
     assert kept.shape[0] == len(tiny_encoder.tokenizer)
 
 
-def test_cjk_only_and_continuation_filters(tiny_encoder) -> None:
+def test_cjk_only_keeps_one_row_per_chinese_text_and_continuation_drops_every_piece(
+    tiny_encoder,
+) -> None:
+    """Chinese rows: "##好" is the same character as "好", a second row that crowds neighbour
+    lists and maps, so it goes; "##x" pieces of other text go only with drop_continuation."""
     cjk = build_matrix(tiny_encoder, MatrixOptions(cjk_only=True))
     assert all(is_cjk_token(t) for t in cjk.vocab)
-    assert "the" not in cjk.vocab and "##好" in cjk.vocab
-    no_pieces = build_matrix(tiny_encoder, MatrixOptions(cjk_only=True, drop_continuation=True))
+    assert "the" not in cjk.vocab and "好" in cjk.vocab and "##好" not in cjk.vocab
+    twins = cjk.manifest["selection"]["removed"]["marked_twin"]
+    vocab = tiny_encoder.tokenizer.get_vocab()
+    assert twins == sum(1 for t in vocab if t.startswith("##") and is_cjk_token(t))
+    everything = build_matrix(tiny_encoder, MatrixOptions())
+    assert "##好" in everything.vocab, "without cjk_only every token stays"
+    no_pieces = build_matrix(tiny_encoder, MatrixOptions(drop_continuation=True))
     assert not any(t.startswith("##") for t in no_pieces.vocab)
     assert "好" in no_pieces.vocab
+
+
+def test_chinese_rows_leave_out_marked_twins_but_keep_a_lone_marked_token() -> None:
+    from embedgen.tokens import chinese_rows
+
+    tokens = ["好", "##好", "▁好", "▁美", "good", "##ing", "中国", "▁中国", "", "の"]
+    assert chinese_rows(tokens).tolist() == [
+        True, False, False, True, False, False, True, False, False, False
+    ]  # fmt: skip
 
 
 def test_projected_needs_a_run(tiny_encoder) -> None:
@@ -417,3 +435,17 @@ def test_tokens_with_line_breaks_are_logged_once_per_model(tmp_path, caplog) -> 
         "1 token holds a line break; vocab.txt escapes them with backslashes "
         "(load_matrix undoes it)"
     ]
+
+
+def test_an_xlmr_chinese_matrix_has_no_word_start_twins(tmp_path: Path) -> None:
+    """SentencePiece vocabularies hold "▁好" beside "好" (e5's held 67 such twins): one row
+    each; "▁中国", whose bare form is no token, stays."""
+    from conftest import build_tiny_xlmr
+
+    from embedgen.models import load_encoder
+
+    encoder = load_encoder(str(build_tiny_xlmr(tmp_path / "xlmr")), allow_download=False)
+    m = build_matrix(encoder, MatrixOptions(cjk_only=True))
+    assert not any(t.startswith("\u2581") and t[1:] in m.vocab for t in m.vocab)
+    assert "好" in m.vocab and "\u2581中国" in m.vocab
+    assert m.manifest["selection"]["removed"]["marked_twin"] > 0

@@ -227,7 +227,12 @@ class MatrixOptions:
         negated_flag=True,
         help="[CLS], [SEP], [PAD], [MASK], [UNK] and [unusedN]",
     )
-    cjk_only: bool = setting(False, "CJK tokens only", help="tokens made of CJK characters only")
+    cjk_only: bool = setting(
+        False,
+        "CJK tokens only",
+        help="the Chinese tokens: CJK characters only, one row per text (no ##好 or ▁好 "
+        "beside 好)",
+    )
     drop_continuation: bool = setting(
         False, "drop ## pieces", help='"##x" pieces (their "x" twins stay)'
     )
