@@ -230,8 +230,7 @@ class MatrixOptions:
     cjk_only: bool = setting(
         False,
         "CJK tokens only",
-        help="the Chinese tokens: CJK characters only, one row per text (no ##好 or ▁好 "
-        "beside 好)",
+        help="the Chinese tokens: CJK characters only, one row per text (no ##好 or ▁好 beside 好)",
     )
     drop_continuation: bool = setting(
         False, "drop ## pieces", help='"##x" pieces (their "x" twins stay)'
