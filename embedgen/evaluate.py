@@ -394,6 +394,65 @@ def similarity(
     )
 
 
+@dataclass(frozen=True)
+class Interval:
+    """An estimate and its bootstrap percentile interval (``level``, e.g. 0.95)."""
+
+    value: float
+    low: float
+    high: float
+    level: float = 0.95
+
+    def describe(self, scale: float = 1.0, digits: int = 1) -> str:
+        """ "+3.6 [+1.2, +5.9]" (times ``scale``)."""
+        v, lo, hi = (scale * x for x in (self.value, self.low, self.high))
+        return f"{v:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def similarity_difference(
+    first: SimilarityResult,
+    second: SimilarityResult,
+    dataset: SimilaritySet,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """How much ``second``'s Spearman on ``dataset`` exceeds ``first``'s, with a paired
+    bootstrap interval: the pairs both matrices cover are resampled with replacement, the same
+    resample for both, and the difference taken each time (``resamples`` times, ``seed``)."""
+    both = [
+        (a, b, pair.score)
+        for a, b, pair in zip(first.cosines, second.cosines, dataset.pairs, strict=True)
+        if a is not None and b is not None
+    ]
+    if len(both) < 3:
+        raise BadConfig(
+            f"{dataset.name}: {len(both)} pairs are covered by both matrices; a difference "
+            "needs at least 3."
+        )
+    a, b, gold = (np.array(col, dtype=np.float64) for col in zip(*both, strict=True))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(gold), size=(resamples, len(gold)))
+    differences = _spearman_rows(b[picks], gold[picks]) - _spearman_rows(a[picks], gold[picks])
+    value = _spearman_rows(b[None], gold[None])[0] - _spearman_rows(a[None], gold[None])[0]
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(differences, [tail, 100 - tail])
+    return Interval(float(value), float(low), float(high), level)
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row of ``x`` with the same row of ``y`` (ties averaged)."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(axis=1) / denominator
+
+
 def _correlations(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, float | None]:
     """Spearman and Pearson of x and y; None where undefined (fewer than 2, or constant)."""
     if len(x) < 2:
@@ -618,6 +677,8 @@ class PurityResult:
     k: int
     k_requested: int
     note: str | None = None
+    qualified: dict[str, int] | None = None  # per label, the leaning tokens that are rows
+    interval: Interval | None = None  # of ``purity``, bootstrapped over the tokens
 
 
 def label_purity(
@@ -626,13 +687,17 @@ def label_purity(
     *,
     per_label: int = 30,
     k: int = 10,
+    resamples: int = 0,
+    seed: int = 0,
 ) -> PurityResult:
     """Return how often the ``k`` nearest neighbours of label-leaning tokens share their label.
 
-    ``associations`` maps a token to (label, z), as :func:`embedgen.tokenstats.association` returns.
-    For each label, the ``per_label`` rows of the matrix with the highest z > 0 for it are
-    taken (ties: in token order); each token's neighbours are sought among the other tokens
-    taken, by cosine (ties: the one taken first).
+    ``associations`` maps a token to (label, z), as :func:`embedgen.tokenstats.association` returns
+    (or :func:`embedgen.tokenstats.significant`, only the tokens that lean significantly). For
+    each label, the ``per_label`` rows of the matrix with the highest z > 0 for it are taken
+    (ties: in token order); each token's neighbours are sought among the other tokens taken, by
+    cosine (ties: the one taken first). With ``resamples``, the purity gets a bootstrap
+    interval over the tokens taken.
     """
     for value, what in ((per_label, "per_label"), (k, "k")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -666,7 +731,17 @@ def label_purity(
     same = (labels[nearest] == labels[:, None]).mean(axis=1)
     per = {label: float(same[labels == label].mean()) for label in tokens}
     log.info("Label purity %.3f (k=%d, %d tokens, %s)", same.mean(), used_k, len(taken), per)
-    return PurityResult(float(same.mean()), per, tokens, used_k, k, note)
+    qualified = {label: len(leaning) for label, leaning in sorted(by_label.items())}
+    interval = _mean_interval(same, resamples, seed) if resamples else None
+    return PurityResult(float(same.mean()), per, tokens, used_k, k, note, qualified, interval)
+
+
+def _mean_interval(values: np.ndarray, resamples: int, seed: int) -> Interval:
+    """The mean of ``values`` with a bootstrap 95% percentile interval."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Interval(float(values.mean()), float(low), float(high))
 
 
 # --------------------------------------------------------------------------------------------

@@ -139,6 +139,21 @@ def association(stats: TokenStats, *, prior: float = 0.5) -> dict[str, tuple[str
     }
 
 
+def significant(
+    stats: TokenStats, *, min_z: float = 3.0, min_count: int = 10, prior: float = 0.5
+) -> dict[str, tuple[str, float]]:
+    """The tokens that lean to a label beyond chance: :func:`association`'s (label, z) of the
+    tokens seen at least ``min_count`` times whose z is at least ``min_z`` (3: about one token
+    in a thousand would pass by chance alone). Rare tokens and weak leanings (a word that only
+    happens to be a little more frequent under one label) are left out, so a measure built on
+    them says something about the labels."""
+    return {
+        token: (label, z)
+        for token, (label, z) in association(stats, prior=prior).items()
+        if z >= min_z and stats.counts.get(token, 0) >= min_count
+    }
+
+
 def _z_scores(stats: TokenStats, prior: float) -> tuple[list[str], npt.NDArray[np.float64]]:
     """Return the tokens and their (tokens x labels) log-odds z-scores, label vs the rest."""
     tokens = list(stats.counts)

@@ -522,3 +522,58 @@ def test_evaluate_of_a_file_that_is_not_utf8_is_refused_naming_it(capsys, bench,
     bad.write_bytes("基\t近\t9\n".encode("gbk"))
     line = refusal(cli(capsys, "evaluate", bench["matrix"], "--similarity", bad), "evaluate")
     assert "gbk-pairs.txt" in line
+
+
+# -- differences with intervals --------------------------------------------------------------
+
+
+def _similarity_set(n: int = 40, seed: int = 0):
+    from embedgen.evaluate import SimilaritySet, WordPair
+
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(2 * n)]
+    pairs = tuple(
+        WordPair(i + 1, words[2 * i], words[2 * i + 1], float(rng.random())) for i in range(n)
+    )
+    return SimilaritySet("made.txt", pairs), words
+
+
+def _matrix_with_cosines(words, dataset, cosines) -> EmbeddingMatrix:
+    """Each pair's two rows at an angle whose cosine is the given one (pairs in their own plane)."""
+    dims = 2 * len(dataset.pairs)
+    vectors = np.zeros((len(words), dims), dtype=np.float32)
+    for i, (pair, c) in enumerate(zip(dataset.pairs, cosines, strict=True)):
+        a, b = words.index(pair.first), words.index(pair.second)
+        vectors[a, 2 * i] = 1.0
+        vectors[b, 2 * i] = c
+        vectors[b, 2 * i + 1] = math.sqrt(max(0.0, 1 - c * c))
+    return EmbeddingMatrix(vectors, tuple(words))
+
+
+def test_a_matrix_that_ranks_pairs_like_people_beats_a_random_one_with_an_interval_above_0():
+    from embedgen.evaluate import similarity, similarity_difference
+
+    dataset, words = _similarity_set()
+    gold = np.array([p.score for p in dataset.pairs])
+    noise = np.random.default_rng(1).random(len(gold))
+    good = similarity(_matrix_with_cosines(words, dataset, 0.9 * gold), dataset)
+    poor = similarity(_matrix_with_cosines(words, dataset, noise), dataset)
+    diff = similarity_difference(poor, good, dataset, resamples=500)
+    assert diff.value == pytest.approx(good.spearman - poor.spearman, abs=1e-9)
+    assert 0 < diff.low <= diff.value <= diff.high
+    same = similarity_difference(good, good, dataset, resamples=200)
+    assert same.value == same.low == same.high == 0
+
+
+def test_label_purity_reports_how_many_tokens_qualified_and_an_interval(tiny_encoder):
+    from embedgen.matrix import MatrixOptions, build_matrix
+
+    matrix = build_matrix(tiny_encoder, MatrixOptions(cjk_only=True))
+    vocab = [t for t in matrix.vocab if not t.startswith("##")]
+    assoc = {t: ("a" if i % 2 else "b", 1.0 + i) for i, t in enumerate(vocab[:40])}
+    result = label_purity(matrix, assoc, per_label=10, k=3, resamples=300)
+    assert result.qualified == {"a": 20, "b": 20}
+    assert sum(len(t) for t in result.tokens.values()) == 20
+    assert result.interval is not None
+    assert result.interval.low <= result.purity <= result.interval.high
+    assert result.interval.value == pytest.approx(result.purity)

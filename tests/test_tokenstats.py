@@ -139,3 +139,18 @@ def test_the_sample_dataset_has_four_classes_of_at_least_90_rows(sample):
 def test_the_sample_dataset_repeats_no_text(sample):
     repeated = sorted({t for t in sample.texts if sample.texts.count(t) > 1})
     assert not repeated, f"texts that occur more than once: {repeated[:5]}"
+
+
+def test_significant_keeps_strong_frequent_leanings_only(tokenizer):
+    """好 (30 正面 texts) and 坏 (30 负面) lean far beyond chance; 的 (every text) does not; 棒
+    leans to 正面 too but is seen twice, too rare to tell."""
+    from embedgen.tokenstats import significant
+
+    rows = contrast_rows(30) + [("棒的", "正面")] * 2
+    stats = stats_of(tokenizer, rows)
+    assoc = association(stats)
+    assert assoc["棒"][0] == "正面" and assoc["的"][1] < 3
+    kept = significant(stats, min_z=3.0, min_count=10)
+    assert set(kept) == {"好", "坏"}
+    assert kept["好"] == assoc["好"] and kept["坏"][0] == "负面"
+    assert "棒" in significant(stats, min_z=0.0, min_count=1), "a lower bar lets it in"
