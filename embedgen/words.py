@@ -322,13 +322,16 @@ def count_in(vocab: WordVocab, corpus: Corpus) -> WordVocab:
 
 def word_pieces(tokenizer: Any, words: Sequence[str]) -> list[list[int]]:
     """The token ids each word splits into, without special tokens and without a lone ``▁``
-    (kept only when it is the word's one piece)."""
+    (kept only when it is the word's one piece). A word the tokenizer drops whole (a
+    replacement character "\ufffd", a control character) is its unknown token, so that every
+    word has a piece to be read by."""
     encoded = tokenizer(list(words), add_special_tokens=False)["input_ids"]
     lone = tokenizer.get_vocab().get(LONE_MARKER)
+    unknown = [tokenizer.unk_token_id] if tokenizer.unk_token_id is not None else []
     pieces = []
     for ids in encoded:
         kept = [i for i in ids if i != lone] if lone is not None else list(ids)
-        pieces.append(kept or list(ids))
+        pieces.append(kept or list(ids) or unknown)
     return pieces
 
 

@@ -370,3 +370,18 @@ def test_a_damaged_rows_table_is_refused_on_load(
     (folder / "rows.tsv").unlink()
     with pytest.raises(BadRun, match="has no rows.tsv"):
         load_matrix(folder)
+
+
+def test_a_word_the_tokenizer_drops_whole_is_read_as_the_unknown_token(tiny_encoder) -> None:
+    """THUCNews holds "\ufffd" as a word: BERT's tokenizer gives it no piece, which made its
+    contextual and aggregated rows NaN (and every centred row with them)."""
+    from embedgen.words import word_pieces
+
+    assert tiny_encoder.tokenizer("\ufffd", add_special_tokens=False)["input_ids"] == []
+    pieces = word_pieces(tiny_encoder.tokenizer, ["\ufffd", "好"])
+    assert pieces[0] == [tiny_encoder.tokenizer.unk_token_id] and pieces[1]
+    for method in ("contextual", "aggregated"):
+        m = build_matrix(
+            tiny_encoder, MatrixOptions(method=method), words=words_from_list(["\ufffd", "好"])
+        )
+        assert np.isfinite(m.vectors).all(), method
