@@ -81,10 +81,20 @@ def label_signal(scores: npt.ArrayLike, shrink: float = SHRINK) -> Matrix:
     return (s / rms if rms > 0 else s).astype(np.float32)
 
 
-def blend(untuned: npt.ArrayLike, label: npt.ArrayLike, weight: float) -> Matrix:
-    """``[unit_centred(untuned) ‖ weight · label]``: the rows with the label columns beside."""
+def unit(rows: npt.ArrayLike) -> Matrix:
+    """Each row scaled to length 1 (all-zero rows stay zero)."""
+    x = np.asarray(rows, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (x / norms).astype(np.float32)
+
+
+def blend(
+    untuned: npt.ArrayLike, label: npt.ArrayLike, weight: float, *, centre: bool = True
+) -> Matrix:
+    """``[unit(untuned) ‖ weight · label]``: the rows with the label columns beside; with
+    ``centre``, the untuned rows are centred over the rows present first."""
     if weight < 0:
         raise BadConfig(f"label weight must be 0 or more (got {weight}).")
-    return np.hstack([unit_centred(untuned), weight * np.asarray(label, np.float32)]).astype(
-        np.float32
-    )
+    rows = unit_centred(untuned) if centre else unit(untuned)
+    return np.hstack([rows, weight * np.asarray(label, np.float32)]).astype(np.float32)

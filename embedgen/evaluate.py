@@ -679,6 +679,7 @@ class PurityResult:
     note: str | None = None
     qualified: dict[str, int] | None = None  # per label, the leaning tokens that are rows
     interval: Interval | None = None  # of ``purity``, bootstrapped over the tokens
+    shares: tuple[float, ...] = ()  # per token taken (labels' order): neighbours of its label
 
 
 def label_purity(
@@ -733,7 +734,10 @@ def label_purity(
     log.info("Label purity %.3f (k=%d, %d tokens, %s)", same.mean(), used_k, len(taken), per)
     qualified = {label: len(leaning) for label, leaning in sorted(by_label.items())}
     interval = _mean_interval(same, resamples, seed) if resamples else None
-    return PurityResult(float(same.mean()), per, tokens, used_k, k, note, qualified, interval)
+    shares = tuple(float(x) for x in same)
+    return PurityResult(
+        float(same.mean()), per, tokens, used_k, k, note, qualified, interval, shares
+    )
 
 
 def _mean_interval(values: np.ndarray, resamples: int, seed: int) -> Interval:
