@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from embedgen.blend import blend, label_signal, logits, projected, unit_centred
+from embedgen.blend import blend, label_signal, logits, projected, unit
 from embedgen.evaluate import AnalogySet, SimilaritySet, evaluate, label_purity
 from embedgen.evaluate import similarity as evaluate_similarity
 from embedgen.matrix import EmbeddingMatrix, MatrixOptions, build_matrix, name_for
@@ -237,8 +237,9 @@ def tradeoff(
         corpus=corpus if raw_options.reads_corpus else None,
         cancel=cancel,
     )
-    untuned = unit_centred(raw.vectors)
-    tuned = unit_centred(projected(run.head, raw.vectors))
+    # Unit rows, not centred: as a matrix's blend builds them (centring depends on the rows).
+    untuned = unit(raw.vectors)
+    tuned = unit(projected(run.head, raw.vectors))
     label = label_signal(logits(run.head, raw.vectors))
     points = [("untuned", "untuned", 0.0, untuned), ("tuned projection", "tuned", 1.0, tuned)]
     points += [

@@ -43,8 +43,11 @@ def test_blend_keeps_the_untuned_cosines_where_the_label_columns_agree() -> None
     untuned = rng.normal(size=(20, 6))
     label = np.zeros((20, 2), dtype=np.float32)
     rows = blend(untuned, label, 1.0)
-    u = unit_centred(untuned)
+    u = untuned / np.linalg.norm(untuned, axis=1, keepdims=True)
     np.testing.assert_allclose(rows[:, :6] @ rows[:, :6].T, u @ u.T, atol=1e-5)
+    centred = blend(untuned, label, 1.0, centre=True)
+    c = unit_centred(untuned)
+    np.testing.assert_allclose(centred[:, :6] @ centred[:, :6].T, c @ c.T, atol=1e-5)
     assert rows.shape == (20, 8) and np.allclose(rows[:, 6:], 0)
     label[:10, 0], label[10:, 1] = 1.0, 1.0
     heavy = blend(untuned, label, 3.0)

@@ -326,11 +326,28 @@ def test_projected_manifest_records_the_method(projected):
     assert read_json(projected / "manifest.json")["method"] == "projected"
 
 
-def test_contextual_matrix_from_a_run_has_a_row_per_token_and_dim_columns(
-    contextual_layer_1, projected
+def test_contextual_matrix_from_a_run_keeps_the_hidden_columns_and_adds_the_labels(
+    contextual_layer_1, projected, tiny_model_dir
 ):
+    """By default from a run: the untuned rows beside the run's label signal."""
     rows = np.load(projected / "matrix.npy").shape[0]
-    assert np.load(contextual_layer_1 / "matrix.npy").shape == (rows, DIM)
+    hidden = read_json(tiny_model_dir / "config.json")["hidden_size"]
+    manifest = read_json(contextual_layer_1 / "manifest.json")
+    classes = manifest["label_signal"]["classes"]
+    assert np.load(contextual_layer_1 / "matrix.npy").shape == (rows, hidden + classes)
+
+
+def test_label_weight_0_gives_the_tuned_projection_with_dim_columns(
+    capsys, head_run, projected, tmp_path
+):
+    out = tmp_path / "projection"
+    result = cli(
+        capsys, "matrix", head_run, "--method", "contextual", "--label-weight", 0, "--out", out
+    )
+    assert result.code == 0, succeeded(result)
+    rows = np.load(projected / "matrix.npy").shape[0]
+    assert np.load(out / "matrix.npy").shape == (rows, DIM)
+    assert read_json(out / "manifest.json")["through_projection"] is True
 
 
 def test_contextual_manifest_records_the_layer(contextual_layer_1):
@@ -445,7 +462,7 @@ def test_contextual_matrix_of_a_tuned_run_differs_from_the_untuned_model(
     capsys, tuned_run, tiny_model_dir, tmp_path
 ):
     # top-k 1 tunes only the last layer, so read the last layer (2 of the tiny model).
-    same = ("--method", "contextual", "--layer", 2, "--no-projection")
+    same = ("--method", "contextual", "--layer", 2, "--no-projection", "--label-weight", 0)
     tuned = cli(capsys, "matrix", tuned_run, *same, "--out", tmp_path / "tuned")
     untuned = cli(capsys, "matrix", tiny_model_dir, *same, "--out", tmp_path / "untuned")
     assert (tuned.code, untuned.code) == (0, 0), f"{succeeded(tuned)}\n{succeeded(untuned)}"
@@ -667,7 +684,7 @@ def test_matrix_without_out_goes_where_the_naming_rule_puts_it(
     assert (base / "matrix.npy").is_file(), result.out
     result = cli(capsys, "matrix", head_run, *args, "--pca", 4)
     assert result.code == 0, succeeded(result)
-    tuned = head_run / "matrices" / "contextual-L1-tuned-cjk-center-pca4"
+    tuned = head_run / "matrices" / "contextual-L1-labels0.1-tuned-cjk-center-pca4"
     assert (tuned / "matrix.npy").is_file(), result.out
 
 

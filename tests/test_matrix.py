@@ -149,11 +149,12 @@ def test_layer_out_of_range_names_the_range(tiny_encoder) -> None:
 def test_contextual_from_a_tuned_run_uses_the_tuned_encoder(trained) -> None:
     encoder, _, top = trained
     plain = build_matrix(encoder, MatrixOptions(method="contextual"))
-    tuned = build_matrix(top, MatrixOptions(method="contextual", through_projection=False))
+    raw = MatrixOptions(method="contextual", through_projection=False, label_weight=0)
+    tuned = build_matrix(top, raw)
     assert tuned.shape == plain.shape
     assert not np.allclose(tuned.vectors, plain.vectors, atol=1e-4)
     assert tuned.manifest["run"]["encoder_changed"] is True
-    projected = build_matrix(top, MatrixOptions(method="contextual"))
+    projected = build_matrix(top, MatrixOptions(method="contextual", label_weight=0))
     assert projected.shape[1] == 16 and projected.manifest["through_projection"] is True
 
 
@@ -221,12 +222,42 @@ def test_fine_tuning_moves_label_cues_together(trained) -> None:
     baseline = build_matrix(encoder, MatrixOptions(postprocess=centred))
     base_sep, base_purity = _cue_separation(baseline), _cue_purity(baseline)
     for run in (head, top):
-        for method in ("projected", "contextual"):
-            m = build_matrix(run, MatrixOptions(method=method, postprocess=centred))
+        for method in ("projected", "contextual"):  # the tuned projection alone
+            options = MatrixOptions(method=method, label_weight=0, postprocess=centred)
+            m = build_matrix(run, options)
             sep, purity = _cue_separation(m), _cue_purity(m)
             label = f"{run.config.strategy}/{method}"
             assert sep > base_sep + 0.3, f"{label}: separation {sep:.3f} vs input {base_sep:.3f}"
             assert purity > base_purity, f"{label}: purity {purity:.3f} vs input {base_purity:.3f}"
+
+
+def test_the_default_matrix_from_a_run_keeps_the_untuned_rows_and_adds_the_labels(trained) -> None:
+    """From a run, contextual rows are by default the untuned rows (unit length, not centred)
+    beside the run's label signal at DEFAULT_LABEL_WEIGHT: the model's geometry is kept whole,
+    and words of one label move together."""
+    from embedgen.blend import label_signal, logits
+    from embedgen.matrix import DEFAULT_LABEL_WEIGHT
+
+    encoder, head, _ = trained
+    default = build_matrix(head, MatrixOptions(method="contextual", cjk_only=True))
+    classes = len(head.label_names)
+    assert default.shape[1] == encoder.info.hidden_size + classes
+    assert default.manifest["label_signal"]["weight"] == DEFAULT_LABEL_WEIGHT
+    from embedgen.matrix import name_for
+
+    assert name_for(head, MatrixOptions(method="contextual", cjk_only=True)).startswith(
+        "contextual-L2-labels0.1-tuned"
+    )
+    raw = build_matrix(
+        head,
+        MatrixOptions(method="contextual", cjk_only=True, through_projection=False, label_weight=0),
+    )
+    unit = raw.vectors / np.linalg.norm(raw.vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(default.vectors[:, :-classes], unit, atol=1e-5)
+    label = DEFAULT_LABEL_WEIGHT * label_signal(logits(head.head, raw.vectors))
+    np.testing.assert_allclose(default.vectors[:, -classes:], label, atol=1e-5)
+    plain = build_matrix(encoder, MatrixOptions(method="contextual", cjk_only=True))
+    assert "label_signal" not in plain.manifest, "a plain model has no labels to add"
 
 
 # -- the matrix folder ---------------------------------------------------------------------------

@@ -184,7 +184,9 @@ def test_a_label_weighted_matrix_is_the_blend_of_its_raw_rows(run) -> None:
 
     words = words_from_list([POSITIVE[0], NEGATIVE[0], POSITIVE[1], NEGATIVE[1]])
     raw = build_matrix(
-        run, MatrixOptions(method="contextual", through_projection=False), words=words
+        run,
+        MatrixOptions(method="contextual", through_projection=False, label_weight=0),
+        words=words,
     )
     mixed = build_matrix(run, MatrixOptions(method="contextual", label_weight=0.5), words=words)
     expected = blend(raw.vectors, label_signal(logits(run.head, raw.vectors)), 0.5)

@@ -287,7 +287,8 @@ def test_aggregated_reaches_the_tuned_projection(tiny_encoder, corpus: Corpus) -
     data = prepare(read_table(path), 1, 2)
     run = finetune(tiny_encoder, data, FinetuneConfig(epochs=1, dim=6))
     words = words_from_list([POSITIVE[:2], NEGATIVE[:2]])
-    matrix = build_matrix(run, MatrixOptions(method="aggregated"), words=words, corpus=corpus)
+    projection_only = MatrixOptions(method="aggregated", label_weight=0)
+    matrix = build_matrix(run, projection_only, words=words, corpus=corpus)
     assert matrix.shape == (2, 6) and matrix.manifest["reflects_tuning"] is True
 
 

@@ -35,6 +35,7 @@ from embedgen.matrix.manifest import describe, kept_note
 from embedgen.matrix.naming import folder_for, name_for
 from embedgen.matrix.saving import IfSaved, Saved, Target, build_and_save, settle, target_for
 from embedgen.matrix.types import (
+    DEFAULT_LABEL_WEIGHT,
     EmbeddingMatrix,
     MatrixOptions,
     Method,
@@ -48,6 +49,7 @@ from embedgen.matrix.types import (
 
 __all__ = [
     "CACHE_FILE",
+    "DEFAULT_LABEL_WEIGHT",
     "DTYPES",
     "MANIFEST_FILE",
     "MATRIX_FILE",

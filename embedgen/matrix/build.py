@@ -53,8 +53,8 @@ def build_matrix(
     its rows are the corpus's words. A corpus the options do not read (aggregated with no
     corpus contexts) only gives the words.
     """
-    options = options or MatrixOptions()
     run, encoder = split_source(source)
+    options = (options or MatrixOptions()).for_source(from_run=run is not None)
     check_can_build(options, run, words, corpus)
     words, corpus = rows_of(options, words, corpus)
     head = run.head if run is not None else None
@@ -70,7 +70,7 @@ def build_matrix(
     if options.label_weight:
         assert head is not None  # checked above
         label = label_signal(logits(head, vectors))
-        vectors = blend(vectors, label, options.label_weight)
+        vectors = blend(vectors, label, options.label_weight, centre=False)
         rows["label_signal"] = {
             "weight": options.label_weight,
             "shrink": SHRINK,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,11 @@ from embedgen.models import Encoder
 from embedgen.postprocess import PostProcess
 from embedgen.train import Run
 from embedgen.words import TEMPLATES
+
+# The label weight of a matrix from a run, unless told otherwise: the largest that kept at least
+# 97% of the untuned word similarity on the choose set for both real models and both labelled
+# files, confirmed on the others (BENCHMARKS.md, "The defaults' numbers").
+DEFAULT_LABEL_WEIGHT = 0.1
 
 
 class Rows(enum.StrEnum):
@@ -235,14 +240,15 @@ class MatrixOptions:
     drop_continuation: bool = setting(
         False, "drop ## pieces", help='"##x" pieces (their "x" twins stay)'
     )
-    label_weight: float = setting(
-        0.0,
+    label_weight: float | None = setting(
+        None,
         "label weight",
         low=0,
         high=100,
-        help="contextual and aggregated from a run: keep the untuned geometry and add the "
-        "run's label signal as a few columns of this weight (0: off; 0.5 is a good start); "
-        "see the trade-off on the Evaluate page",
+        help="contextual and aggregated from a run: keep the model's word similarity and add "
+        f"the run's label signal as a few columns of this weight (default {DEFAULT_LABEL_WEIGHT:g}"
+        ", chosen to keep its word similarity; 0: the tuned projection only, which trades word "
+        "similarity for labels); see the trade-off on the Evaluate page",
     )
     corpus_contexts: int = setting(
         8,
@@ -279,6 +285,14 @@ class MatrixOptions:
                 "aggregated needs contexts: give corpus contexts per word or generated contexts "
                 "per word above 0."
             )
+
+    def for_source(self, from_run: bool) -> MatrixOptions:
+        """These options with the source's defaults filled in: a label weight not given is
+        :data:`DEFAULT_LABEL_WEIGHT` for contextual and aggregated rows from a run, else 0."""
+        if self.label_weight is not None:
+            return self
+        weight = DEFAULT_LABEL_WEIGHT if from_run and self.method.reads_context else 0.0
+        return replace(self, label_weight=weight)
 
     @property
     def reads_corpus(self) -> bool:
@@ -331,8 +345,9 @@ def reflects_run(options: MatrixOptions, run: Run | None) -> bool:
     encoder."""
     if run is None:
         return False
+    options = options.for_source(from_run=True)
     if options.method.reads_context:
-        return options.through_projection or run.encoder_changed or options.label_weight > 0
+        return bool(options.through_projection or run.encoder_changed or options.label_weight)
     return options.method.reflects_tuning
 
 
