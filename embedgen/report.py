@@ -36,6 +36,7 @@ from embedgen.models import Encoder
 from embedgen.postprocess import PostProcess
 from embedgen.postprocess import apply as apply_postprocess
 from embedgen.progress import ProgressFn, check_cancel
+from embedgen.tokenstats import TokenStats, association
 from embedgen.train import Run
 from embedgen.words import Corpus, WordVocab, dictionary_words, words_from_list
 
@@ -271,6 +272,24 @@ def tradeoff(
         if progress is not None:
             progress(n + 1, len(points))
     return records
+
+
+def tradeoff_of_data(
+    run: Run,
+    stats: TokenStats,
+    *,
+    similarity: Sequence[SimilaritySet] = (),
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`tradeoff` of ``run`` with the words of its data (``stats``: their counts per
+    label) that lean to a label and the ``similarity`` files' words: what the Evaluate and
+    Matrix pages draw."""
+    associations = association(stats)
+    words = tradeoff_words(associations, similarity)
+    return tradeoff(
+        run, words, associations, similarity=similarity, progress=progress, cancel=cancel
+    )
 
 
 def _similarity_kept(

@@ -21,9 +21,11 @@ from embedgen.matrix import (
     target_for,
 )
 from embedgen.postprocess import PostProcess
+from embedgen.report import tradeoff_of_data
 from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
-from embedgen.ui import feedback, jobpanel, matrices, models, session, visitor
+from embedgen.train import Run
+from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session, visitor
 from embedgen.ui.jobpanel import Job, start_job
 from embedgen.ui.widgets import kept, setting_input
 from embedgen.words import Corpus, WordOptions, words_from_list
@@ -311,6 +313,43 @@ if pending is not None:
         if c3.button("Don't build"):
             del st.session_state[PENDING]
             st.rerun()
+
+
+def show_tradeoff(run: Run, weight: float) -> None:
+    """Word similarity against label purity for this run's ways of adding its labels, the
+    point of the weight chosen above ringed (the same job as Evaluate's trade-off tab)."""
+    data = st.session_state[session.DATA_LABELLED]
+    st.caption(
+        "Each point is a way to build this run's word rows: the untuned rows, the tuned "
+        "projection alone, the baseline (untuned ‖ α · tuned) and the untuned rows with the "
+        "labels added at a weight. Up is more of the model's word similarity kept, right is "
+        "more label purity (the words that lean to a label in your data having neighbours that "
+        "lean to it too)."
+    )
+    if data is None:
+        st.info("Choose the labelled data the run was trained on (Data page) to draw it.")
+        return
+    key = ("tradeoff", run.folder, data.source_sha256, ())
+    tjob: Job | None = st.session_state[session.TRADEOFF_JOB]
+    if st.button("Compute the trade-off", disabled=tjob is not None and tjob.active):
+        stats = datastats.word_stats(data)
+        tjob = st.session_state[session.TRADEOFF_JOB] = start_job(
+            "Trade-off",
+            lambda job: tradeoff_of_data(run, stats, progress=job.report, cancel=job.cancel),
+            tag=key,
+            unit="points",
+        )
+    if tjob is not None and tjob.tag == key:
+        jobpanel.job_panel(tjob, jobpanel.job_status, key="matrix_tradeoff")
+        if tjob.state is RunStatus.FINISHED and tjob.result:
+            figure = plots.tradeoff_figure(tjob.result, chosen=weight)
+            st.plotly_chart(figure, width="stretch", key="matrix_tradeoff_plot")
+            st.caption(f"Similarity: {tjob.result[0]['similarity_measure']}.")
+
+
+if from_run and method.reads_context:
+    with st.expander("Where the label weight puts you: word similarity against label purity"):
+        show_tradeoff(run, float(label_weight))
 
 if job is not None:
     jobpanel.job_panel(job, jobpanel.job_status, key="matrix")

@@ -6,7 +6,7 @@ import streamlit as st
 from embedgen.errors import EmbedgenError
 from embedgen.evaluate import analogy, label_purity, read_analogy, read_similarity, similarity
 from embedgen.matrix import Rows
-from embedgen.report import tradeoff, tradeoff_words
+from embedgen.report import tradeoff_of_data
 from embedgen.runs import RunStatus
 from embedgen.tokenstats import TokenStats, association
 from embedgen.train import Run
@@ -237,10 +237,8 @@ with tab_trade:
         stats = datastats.word_stats(data)
 
         def work(job: Job, run: Run = run, sets: list = sets, stats: TokenStats = stats) -> list:
-            assoc = association(stats)
-            words = tradeoff_words(assoc, sets)
-            return tradeoff(
-                run, words, assoc, similarity=sets, progress=job.report, cancel=job.cancel
+            return tradeoff_of_data(
+                run, stats, similarity=sets, progress=job.report, cancel=job.cancel
             )
 
         tjob = st.session_state[session.TRADEOFF_JOB] = start_job(

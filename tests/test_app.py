@@ -437,3 +437,26 @@ def test_the_server_does_not_collect_garbage_after_every_rerun() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_matrix_page_draws_the_tradeoff_with_the_chosen_weight_ringed(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    """The user chooses how much of the labels to add where they build the matrix: the Matrix
+    page draws the trade-off of the run, the point of the weight set above ringed."""
+    import json as json_module
+
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
+    go(app, "3_Train")
+    app.number_input(key="train_epochs").set_value(2)
+    click(app, "Start training")
+    wait_for(app, "train_job")
+    go(app, "4_Matrix")
+    assert app.radio(key="matrix_run_labels").value == "keep", "labels added by default"
+    assert app.number_input(key="matrix_label_weight").value == 0.1
+    click(app, "Compute the trade-off")
+    wait_for(app, "evaluate_tradeoff_job")
+    charts = [json_module.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    names = [t.get("name") for c in charts for t in c["data"]]
+    assert "label weight" in names and "this matrix" in names, names

@@ -218,8 +218,9 @@ def _add_points(
         fig.add_trace(go.Scattergl(x=coords[idx, 0], y=coords[idx, 1], **kwargs))
 
 
-def tradeoff_figure(records: Sequence[dict]) -> go.Figure:
-    """Label purity (x) against word similarity (y), a line per kind of point, weights shown."""
+def tradeoff_figure(records: Sequence[dict], chosen: float | None = None) -> go.Figure:
+    """Label purity (x) against word similarity (y), a line per kind of point, weights shown;
+    ``chosen`` (a label weight) ringed: where the matrix being built stands."""
     fig = go.Figure()
     styles = {
         "untuned": ("#444444", "diamond"),
@@ -246,6 +247,29 @@ def tradeoff_figure(records: Sequence[dict]) -> go.Figure:
                 hoverinfo="text+x+y",
                 marker={"color": colour, "symbol": symbol, "size": 10},
                 line={"color": colour},
+            )
+        )
+    mine = [
+        r
+        for r in records
+        if chosen is not None
+        and r["similarity"] is not None
+        and (r["kind"], r["weight"])
+        in (("label weight", chosen), ("tuned", 1.0 if not chosen else -1))
+    ]
+    if mine:
+        fig.add_trace(
+            go.Scatter(
+                x=[r["purity"] for r in mine],
+                y=[r["similarity"] for r in mine],
+                mode="markers",
+                name="this matrix",
+                marker={
+                    "color": "rgba(0,0,0,0)",
+                    "size": 22,
+                    "line": {"width": 3, "color": "#2ca02c"},
+                },
+                hoverinfo="skip",
             )
         )
     fig.update_layout(
