@@ -340,13 +340,13 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from embedgen.errors import BadConfig
-    from embedgen.evaluate import evaluate, read_analogy, read_similarity
+    from embedgen.evaluate import evaluate, read_analogy, read_label_words, read_similarity
     from embedgen.matrix import load_matrix
 
-    if not args.similarity and not args.analogy:
+    if not args.similarity and not args.analogy and not args.label_words:
         raise BadConfig(
-            "nothing to evaluate: give --similarity FILE (word pairs with scores) or "
-            "--analogy FILE (word2vec analogy questions), or both."
+            "nothing to evaluate: give --similarity FILE (word pairs with scores), --analogy "
+            "FILE (word2vec analogy questions) or --label-words FILE (word and label a line)."
         )
     if (args.matrix is None) == (args.all is None):
         raise BadConfig("give a MATRIX_DIR to score it, or --all RUN_DIR_OR_MODEL, not both.")
@@ -356,12 +356,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.search_words < 0:
         raise BadConfig("--search-words must be 0 (none) or more.")
     if args.all is not None:
+        if args.label_words:
+            raise BadConfig("--label-words scores one MATRIX_DIR, not --all.")
         return _evaluate_all(args, similarity, analogy)
     if args.corpus:
         raise BadConfig("--corpus goes with --all (it is read to build aggregated matrices).")
     if args.search_words:
         raise BadConfig("--search-words goes with --all (it adds rows to the matrices built).")
-    report = evaluate(load_matrix(args.matrix), similarity, analogy, pool=args.pool)
+    label_words = read_label_words(Path(args.label_words)) if args.label_words else None
+    report = evaluate(
+        load_matrix(args.matrix),
+        similarity,
+        analogy,
+        pool=args.pool,
+        label_words=label_words,
+        k=args.k,
+    )
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
@@ -377,6 +387,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{r['file']}: {_analogy_line(r)}{_words_note(r)}")
         for s in r["sections"]:
             print(f"  {s['section']}: {_analogy_line(s)}")
+    if (p := report.get("label_purity")) is not None:
+        rows = ", ".join(f"{n} of label {label}" for label, n in p["rows"].items())
+        print(
+            f"{p['file']}: label purity {p['purity']:.3f} [{p['low']:.3f}, {p['high']:.3f}] "
+            f"(k={p['k']}; words that are rows: {rows}; {p['not_rows']} are not)"
+        )
     return 0
 
 
@@ -768,6 +784,14 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_false",
         help="count a word that is not a row as missing instead of pooling it from its pieces",
     )
+    p.add_argument(
+        "--label-words",
+        metavar="FILE",
+        help="label purity over the words of FILE (word and label a line, e.g. "
+        "assets/sentiment_words_waimai.tsv): the share of each word's K nearest neighbours "
+        "among those words that have its label, with a 95%% bootstrap interval",
+    )
+    p.add_argument("--k", type=int, default=10, help="neighbours per word for label purity")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.set_defaults(func=cmd_evaluate)
 

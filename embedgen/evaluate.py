@@ -249,6 +249,46 @@ def read_analogy(source: Source, *, name: str | None = None) -> AnalogySet:
     return found
 
 
+@dataclass(frozen=True)
+class LabelWords:
+    """Words someone chose for each label (a file of ``word<TAB>label`` lines): what label
+    purity measures when the data's own statistics are not the point (a curated list)."""
+
+    name: str
+    words: dict[str, tuple[str, ...]]  # label -> its words, in file order
+    malformed: tuple[Malformed, ...] = ()
+
+    def associations(self) -> dict[str, tuple[str, float]]:
+        """The words as :func:`label_purity` takes them: word -> (label, 1)."""
+        return {w: (label, 1.0) for label, ws in self.words.items() for w in ws}
+
+
+def read_label_words(source: Source, *, name: str | None = None) -> LabelWords:
+    """The words of a label-word file: ``word label`` a line (a tab, or else spaces, between
+    them); a word given twice keeps its first label and the repeat is reported."""
+    name, lines = _read_lines(source, name, "label-word")
+    words: dict[str, tuple[str, ...]] = {}
+    seen: dict[str, str] = {}
+    malformed: list[Malformed] = []
+    for number, text in lines:
+        fields = [f.strip() for f in text.split("\t")] if "\t" in text else text.split()
+        if len(fields) < 2 or not fields[0] or not fields[1]:
+            malformed.append(Malformed(number, text, "expected a word and its label"))
+        elif fields[0] in seen:
+            reason = f"{fields[0]!r} is already a word of label {seen[fields[0]]!r}"
+            malformed.append(Malformed(number, text, reason))
+        else:
+            seen[fields[0]] = fields[1]
+            words[fields[1]] = (*words.get(fields[1], ()), fields[0])
+    if len(words) < 2:
+        raise BadTable(
+            f"{name}: label words of at least two labels are needed, found "
+            f"{len(words)}{_first_problem(malformed) if not words else ''}. Write one word "
+            "and its label a line, separated by a tab."
+        )
+    return LabelWords(name, words, tuple(malformed))
+
+
 def _read_lines(source: Source, name: str | None, what: str) -> tuple[str, list[tuple[int, str]]]:
     """Return the file's name and its non-blank lines with their numbers (from 1)."""
     raw, name = read_bytes(source, name)
@@ -759,19 +799,26 @@ def evaluate(
     analogy_files: Iterable[Source | AnalogySet] = (),
     *,
     pool: bool = True,
+    label_words: Source | LabelWords | None = None,
+    k: int = 10,
 ) -> dict[str, Any]:
-    """Return a JSON-ready report of ``matrix`` on similarity and analogy files (paths or sets).
+    """Return a JSON-ready report of ``matrix`` on similarity and analogy files (paths or sets)
+    and, with ``label_words``, its label purity over those words (``k`` neighbours each).
 
-    ``{"matrix": {"method", "shape"}, "pool", "similarity": [...], "analogy": [...]}``; each
-    entry names its ``file``.
+    ``{"matrix": {"method", "shape"}, "pool", "similarity": [...], "analogy": [...]}`` and
+    ``"label_purity"``; each entry names its ``file``.
     """
     sims = [s if isinstance(s, SimilaritySet) else read_similarity(s) for s in similarity_files]
     anas = [a if isinstance(a, AnalogySet) else read_analogy(a) for a in analogy_files]
-    if not sims and not anas:
-        raise BadConfig("Nothing to evaluate: give at least one similarity or analogy file.")
+    if label_words is not None and not isinstance(label_words, LabelWords):
+        label_words = read_label_words(label_words)
+    if not sims and not anas and label_words is None:
+        raise BadConfig(
+            "Nothing to evaluate: give at least one similarity, analogy or label-word file."
+        )
     index = _as_index(matrix)
     method = index.matrix.method
-    return {
+    report: dict[str, Any] = {
         "matrix": {
             "method": None if method is None else str(method),
             "shape": list(index.matrix.shape),
@@ -779,6 +826,27 @@ def evaluate(
         "pool": pool,
         "similarity": [_similarity_report(similarity(index, s, pool=pool)) for s in sims],
         "analogy": [_analogy_report(analogy(index, a, pool=pool)) for a in anas],
+    }
+    if label_words is not None:
+        report["label_purity"] = _purity_report(index, label_words, k)
+    return report
+
+
+def _purity_report(index: NeighbourIndex, words: LabelWords, k: int) -> dict[str, Any]:
+    """Label purity over a label-word file's words that are rows, with its interval."""
+    result = label_purity(index, words.associations(), per_label=100_000, k=k, resamples=2000)
+    assert result.interval is not None and result.qualified is not None
+    listed = sum(len(w) for w in words.words.values())
+    return {
+        "file": words.name,
+        "purity": result.purity,
+        "low": result.interval.low,
+        "high": result.interval.high,
+        "k": result.k,
+        "per_label": result.per_label,
+        "rows": result.qualified,
+        "not_rows": listed - sum(result.qualified.values()),
+        "malformed": [m.line for m in words.malformed],
     }
 
 

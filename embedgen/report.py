@@ -29,6 +29,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from embedgen.blend import blend, label_signal, logits, projected, unit
+from embedgen.errors import BadConfig
 from embedgen.evaluate import AnalogySet, SimilaritySet, evaluate, label_purity
 from embedgen.evaluate import similarity as evaluate_similarity
 from embedgen.matrix import EmbeddingMatrix, MatrixOptions, build_matrix, name_for
@@ -36,7 +37,7 @@ from embedgen.models import Encoder
 from embedgen.postprocess import PostProcess
 from embedgen.postprocess import apply as apply_postprocess
 from embedgen.progress import ProgressFn, check_cancel
-from embedgen.tokenstats import TokenStats, association
+from embedgen.tokenstats import TokenStats, significant
 from embedgen.train import Run
 from embedgen.words import Corpus, WordVocab, dictionary_words, words_from_list
 
@@ -283,9 +284,14 @@ def tradeoff_of_data(
     cancel: threading.Event | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`tradeoff` of ``run`` with the words of its data (``stats``: their counts per
-    label) that lean to a label and the ``similarity`` files' words: what the Evaluate and
-    Matrix pages draw."""
-    associations = association(stats)
+    label) that lean significantly to a label (``tokenstats.significant``) and the
+    ``similarity`` files' words: what the Evaluate and Matrix pages draw."""
+    associations = significant(stats)
+    if len({label for label, _ in associations.values()}) < 2:
+        raise BadConfig(
+            "Too few words of the data lean to a label beyond chance (seen at least 10 times, "
+            "log-odds z of at least 3) to measure label purity: more labelled texts are needed."
+        )
     words = tradeoff_words(associations, similarity)
     return tradeoff(
         run, words, associations, similarity=similarity, progress=progress, cancel=cancel

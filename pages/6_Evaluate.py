@@ -4,11 +4,18 @@ import pandas as pd
 import streamlit as st
 
 from embedgen.errors import EmbedgenError
-from embedgen.evaluate import analogy, label_purity, read_analogy, read_similarity, similarity
+from embedgen.evaluate import (
+    analogy,
+    label_purity,
+    read_analogy,
+    read_label_words,
+    read_similarity,
+    similarity,
+)
 from embedgen.matrix import Rows
 from embedgen.report import tradeoff_of_data
 from embedgen.runs import RunStatus
-from embedgen.tokenstats import TokenStats, association
+from embedgen.tokenstats import TokenStats, significant
 from embedgen.train import Run
 from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session
 from embedgen.ui.jobpanel import Job, start_job
@@ -174,34 +181,62 @@ with tab_analogy:
 data = st.session_state[session.DATA_LABELLED]
 with tab_purity:
     encoder = models.current_encoder()
-    if data is None:
-        st.info("Choose labelled data (Data page) to measure label purity.")
+    source = st.radio(
+        "Label words",
+        ["Significant words of your data", "A list of your own"],
+        horizontal=True,
+        key=kept("evaluate_purity_source"),
+        help="Your data's words (or tokens) that lean to a label beyond chance: seen at least "
+        "10 times, log-odds z of at least 3 (about one word in a thousand would pass by chance). "
+        "Or a file of your own, a word and its label a line (e.g. the curated "
+        "assets/sentiment_words_waimai.tsv for waimai-like reviews).",
+    )
     c1, c2 = st.columns(2)
-    per_label = c1.number_input("Words per label", 2, 500, 30, key=kept("evaluate_per_label"))
+    per_label = c1.number_input(
+        "Words per label (the strongest)", 2, 500, 50, key=kept("evaluate_per_label")
+    )
     k = c2.number_input("Neighbours", 1, 100, 10, key=kept("evaluate_k"))
-    rows = []
-    for name in chosen if data is not None else []:
+    own = None
+    if source == "A list of your own":
+        listed = st.file_uploader("Label-word file (word<TAB>label)", type=["txt", "tsv"])
+        if listed is not None:
+            own = feedback.attempt(lambda: read_label_words(listed.getvalue(), name=listed.name))
+            if own.malformed:
+                st.caption(
+                    f"{own.name}: {len(own.malformed)} line(s) not read: "
+                    + ", ".join(f"line {m.line} ({m.reason})" for m in own.malformed[:5])
+                )
+    elif data is None:
+        st.info("Choose labelled data (Data page) to find its label words.")
+    rows, labels = [], 0
+    for name in chosen if (own is not None or data is not None) else []:
         entry = entries[name]
-        tokenizer = encoder.tokenizer if encoder is not None else None
-        words = entry.matrix.rows_are is Rows.WORDS
-        if tokenizer is None and not words:
-            st.warning(f"{name}: load the model to count its tokens in the data.")
-            continue
-        model_id = encoder.info.model_id if encoder is not None else ""
-        stats = datastats.label_stats(entry, data, tokenizer, model_id)
+        if own is not None:
+            leaning = own.associations()
+        else:
+            tokenizer = encoder.tokenizer if encoder is not None else None
+            if tokenizer is None and entry.matrix.rows_are is not Rows.WORDS:
+                st.warning(f"{name}: load the model to count its tokens in the data.")
+                continue
+            model_id = encoder.info.model_id if encoder is not None else ""
+            leaning = significant(datastats.label_stats(entry, data, tokenizer, model_id))
         try:
             result = label_purity(
-                matrices.neighbour_index(entry), association(stats), per_label=per_label, k=k
+                matrices.neighbour_index(entry), leaning, per_label=per_label, k=k, resamples=1000
             )
         except EmbedgenError as exc:
             st.warning(f"{name}: {exc}")
             continue
+        assert result.interval is not None and result.qualified is not None
+        labels = len(result.per_label)
         rows.append(
             {
                 "matrix": name,
                 "purity": result.purity,
+                "95% interval": f"{result.interval.low:.3f}–{result.interval.high:.3f}",
                 **{f"purity · {label}": p for label, p in result.per_label.items()},
-                "words": sum(len(t) for t in result.tokens.values()),
+                "words used": sum(len(t) for t in result.tokens.values()),
+                "qualified": ", ".join(f"{n} {lb}" for lb, n in result.qualified.items()),
                 "k": result.k,
             }
         )
@@ -210,9 +245,12 @@ with tab_purity:
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         st.caption(
-            f"For each label of {data.source_name}, the {per_label} words (or tokens) that lean "
-            "to it most (log-odds with a prior, z > 0) and are rows; purity is the share of "
-            f"their {k} nearest neighbours among those words that lean to the same label."
+            f"**What the number means**: for each label word, the share of its {k} nearest "
+            "neighbours (among the label words) that have its label, averaged over the words. "
+            f"With {labels} labels of equal size, chance is about {1 / max(labels, 1):.2f}; 1 "
+            "is every neighbour of the same label. The interval is a 95% bootstrap over the "
+            "words. 'qualified': the words per label that met the bar and are rows of the "
+            f"matrix; the strongest {per_label} of each are used."
         )
 
 with tab_trade:

@@ -134,6 +134,22 @@ def synthetic_rows(n: int = 240, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
+def cue_rows(n: int = 400, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, label) pairs whose cue character stands as a word of its own (between commas),
+    so that word statistics find it: with 400 rows the cues lean to their label beyond chance
+    (tokenstats.significant: z >= 3, seen >= 10 times), as label purity needs."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "正面" if i % 2 == 0 else "负面"
+        cue = rng.choice(POSITIVE if label == "正面" else NEGATIVE)
+        left, right = (
+            "".join(rng.choice(FILLER) for _ in range(rng.randint(3, 7))) for _ in range(2)
+        )
+        rows.append((f"{left}，{cue}，{right}", label))
+    return rows
+
+
 def write_csv(path: Path, rows: list[tuple[str, str]], *, encoding: str = "utf-8") -> Path:
     import csv
     import io

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from conftest import synthetic_rows, workbook_bytes
+from conftest import cue_rows, synthetic_rows, workbook_bytes
 from streamlit.testing.v1 import AppTest
 
 from embedgen.tokens import is_cjk_token
@@ -333,7 +333,7 @@ def test_a_job_that_ends_before_its_panel_still_shows_its_result() -> None:
 
 def test_word_rows_of_the_data_are_built_and_evaluated(app: AppTest, tiny_model_dir: Path) -> None:
     load_model(app, tiny_model_dir)
-    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
+    upload(app, "reviews.csv", csv_bytes(cue_rows(400)))
     go(app, "4_Matrix")
     app.radio(key="matrix_rows").set_value("Words of your data").run()
     assert app.radio(key="matrix_method_words").value == "aggregated"
@@ -361,7 +361,7 @@ def test_word_rows_of_the_data_are_built_and_evaluated(app: AppTest, tiny_model_
 
 def test_the_tradeoff_of_a_run_is_drawn(app: AppTest, tiny_model_dir: Path) -> None:
     load_model(app, tiny_model_dir)
-    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
+    upload(app, "reviews.csv", csv_bytes(cue_rows(400)))
     go(app, "3_Train")
     app.number_input(key="train_epochs").set_value(2)
     click(app, "Start training")
@@ -447,7 +447,7 @@ def test_the_matrix_page_draws_the_tradeoff_with_the_chosen_weight_ringed(
     import json as json_module
 
     load_model(app, tiny_model_dir)
-    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
+    upload(app, "reviews.csv", csv_bytes(cue_rows(400)))
     go(app, "3_Train")
     app.number_input(key="train_epochs").set_value(2)
     click(app, "Start training")

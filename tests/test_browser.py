@@ -26,7 +26,7 @@ from browser_support import (
     report_failure,
     screenshot,
 )
-from conftest import build_tiny_bert, synthetic_rows, write_csv
+from conftest import build_tiny_bert, cue_rows, synthetic_rows, write_csv
 
 pytestmark = [
     pytest.mark.browser,
@@ -256,13 +256,13 @@ def test_word_rows_evaluation_and_the_tradeoff_in_a_real_browser(
 
     expect.set_options(timeout=SHORT)
     model_dir = build_tiny_bert(tmp_path / "tiny")
-    csv_path = write_csv(tmp_path / "reviews.csv", synthetic_rows(120))
+    csv_path = write_csv(tmp_path / "reviews.csv", cue_rows(400))
     pairs = [(POSITIVE[i], POSITIVE[i + 1], 9 - i) for i in range(4)]
     pairs += [(POSITIVE[i], NEGATIVE[i], 1 + i / 10) for i in range(4)]
     sim = tmp_path / "mine.txt"
     sim.write_text("".join(f"{a}\t{b}\t{s}\n" for a, b, s in pairs), encoding="utf-8")
     with report_failure(page, server):
-        open_model_and_data(page, server, model_dir, csv_path, "120")
+        open_model_and_data(page, server, model_dir, csv_path, "400")
         goto(page, "Train")
         epochs = page.get_by_label("Epochs", exact=True)
         epochs.fill("2")
@@ -278,7 +278,9 @@ def test_word_rows_evaluation_and_the_tradeoff_in_a_real_browser(
         ).to_be_checked()
         page.get_by_role("button", name="Build matrix").click()
         expect(page.get_by_text("Matrices in this session")).to_be_visible(timeout=LONG)
-        expect(page.get_by_text("aggregated-L2-tuned-words-reviews", exact=True)).to_be_visible()
+        expect(
+            page.get_by_text("aggregated-L2-labels0.1-tuned-words-reviews", exact=True)
+        ).to_be_visible()
         # The matrix's own line (matrix.describe): "aggregated · N words × D · ...".
         expect(page.get_by_text(re.compile(r"aggregated · \d+ words × \d+")).last).to_be_visible()
         # The run's head pass kept its words' vectors: the matrix took them.

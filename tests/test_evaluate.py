@@ -408,7 +408,7 @@ def test_report_names_each_file_with_its_numbers_and_the_matrix_shape(tmp_path):
 
 
 def test_report_of_no_file_is_refused():
-    with pytest.raises(EmbedgenError, match="similarity or analogy"):
+    with pytest.raises(EmbedgenError, match="similarity, analogy or label-word"):
         evaluate(matrix_of(SIM))
 
 
@@ -577,3 +577,49 @@ def test_label_purity_reports_how_many_tokens_qualified_and_an_interval(tiny_enc
     assert result.interval is not None
     assert result.interval.low <= result.purity <= result.interval.high
     assert result.interval.value == pytest.approx(result.purity)
+
+
+# -- label words: a curated list -------------------------------------------------------------
+
+
+def test_a_label_word_file_gives_each_labels_words_and_reports_bad_lines(tmp_path):
+    from embedgen.evaluate import read_label_words
+
+    path = tmp_path / "words.tsv"
+    path.write_text("好吃\t1\n美味 1\n难吃\t0\n好吃\t0\n孤零零\n", "utf-8")
+    words = read_label_words(path)
+    assert words.words == {"1": ("好吃", "美味"), "0": ("难吃",)}
+    assert [m.line for m in words.malformed] == [4, 5]
+    assert "already a word of label '1'" in words.malformed[0].reason
+    assert words.associations()["难吃"] == ("0", 1.0)
+    one_label = tmp_path / "one.tsv"
+    one_label.write_text("好吃\t1\n美味\t1\n", "utf-8")
+    with pytest.raises(BadTable, match="one.tsv: label words of at least two labels"):
+        read_label_words(one_label)
+
+
+def test_the_shipped_sentiment_words_are_thirty_a_label() -> None:
+    from embedgen.evaluate import read_label_words
+
+    words = read_label_words(Path(__file__).parents[1] / "assets" / "sentiment_words_waimai.tsv")
+    assert {label: len(w) for label, w in words.words.items()} == {"1": 30, "0": 30}
+    assert not words.malformed
+
+
+def test_evaluate_label_words_prints_purity_with_an_interval(capsys, tmp_path):
+    """Two clusters of words, each label's words in its own: purity 1; swap half the labels
+    and it falls, and a word that is no row is counted as such."""
+    vectors = {"好": at_angle(0.0), "棒": at_angle(0.05), "妙": at_angle(0.1)}
+    vectors |= {"坏": at_angle(3.0), "差": at_angle(3.05), "烂": at_angle(3.1)}
+    folder = save_matrix(matrix_of(vectors), tmp_path / "m")
+    listed = tmp_path / "words.tsv"
+    listed.write_text("好\tpos\n棒\tpos\n妙\tpos\n坏\tneg\n差\tneg\n烂\tneg\n缺\tneg\n", "utf-8")
+    result = cli(capsys, "evaluate", folder, "--label-words", listed, "--k", 2)
+    assert result.code == 0, result.err
+    line = next(line for line in result.out.splitlines() if line.startswith("words.tsv"))
+    assert "label purity 1.000 [1.000, 1.000]" in line and "1 are not" in line, line
+    mixed = tmp_path / "mixed.tsv"
+    mixed.write_text("好\tpos\n棒\tneg\n妙\tpos\n坏\tneg\n差\tpos\n烂\tneg\n", "utf-8")
+    report = json.loads(cli(capsys, "evaluate", folder, "--label-words", mixed, "--json").out)
+    purity = report["label_purity"]
+    assert purity["purity"] < 1.0 and purity["low"] <= purity["purity"] <= purity["high"]
