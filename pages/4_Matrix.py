@@ -28,7 +28,7 @@ from embedgen.train import Run
 from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session, visitor
 from embedgen.ui.jobpanel import Job, start_job
 from embedgen.ui.widgets import kept, setting_input
-from embedgen.words import Corpus, WordOptions, words_from_list
+from embedgen.words import Corpus, WordOptions, words_from_corpus, words_from_list
 
 PENDING = "matrix_pending"  # a build that waits for the user's answer (replace? slow?)
 # How a run's training reaches contextual and aggregated rows (MatrixOptions.label_weight).
@@ -251,28 +251,28 @@ if build:
         )
     )
     corpus = Corpus.of(data.texts, data.source_name) if word_rows and data else None
-    word_options = None
-    if words_from_data:
+    words = word_list
+    if words_from_data:  # segmented here, so the build is timed (and asked about) like others
         word_options = feedback.attempt(
             lambda: WordOptions(
                 min_count=int(min_count), top_n=int(top_n) or None, cjk_words=cjk_words
             )
         )
+        with st.spinner(f"Finding the words of {data.source_name}…"):
+            words = feedback.attempt(lambda: words_from_corpus(corpus, word_options))
     user = visitor.current_user()
     target = feedback.attempt(
-        lambda: target_for(source, options, words=word_list, corpus=corpus, user=user)
+        lambda: target_for(source, options, words=words, corpus=corpus, user=user)
     )
-    estimate = None
-    if not words_from_data:  # word rows of the data are known once segmented, in the job
-        with st.spinner("Measuring this machine's speed on a sample of rows…"):
-            estimate = feedback.attempt(
-                lambda: estimate_build(source, options, words=word_list, corpus=corpus)
-            )
+    with st.spinner("Measuring this machine's speed on a sample of rows…"):
+        estimate = feedback.attempt(
+            lambda: estimate_build(source, options, words=words, corpus=corpus)
+        )
     request = {
         "source": source,
         "options": options,
-        "words": word_list,
-        "word_options": word_options,
+        "words": words,
+        "word_options": None,
         "corpus": corpus,
         "target": target,
         "dtype": dtype,

@@ -386,3 +386,30 @@ def test_a_word_the_tokenizer_drops_whole_is_read_as_the_unknown_token(tiny_enco
             tiny_encoder, MatrixOptions(method=method), words=words_from_list(["\ufffd", "好"])
         )
         assert np.isfinite(m.vectors).all(), method
+
+
+def test_aggregated_progress_gives_each_pass_a_share_in_proportion_to_what_it_reads(
+    tiny_encoder, corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time left a sink computes from the rate only holds when progress moves at one pace
+    through every pass: equal shares let a long corpus pass look short and the time left climb
+    (3:39 to 9:16 in the issue). Progress never goes back and ends at the whole."""
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))  # no generated context cached
+    words = words_from_list(list(POSITIVE[:4]) + ["没有的词"])
+    seen: list[tuple[int, int]] = []
+    options = MatrixOptions(method="aggregated", corpus_contexts=8, generated_contexts=2)
+    build_matrix(
+        tiny_encoder,
+        options,
+        words=words,
+        corpus=corpus,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    fractions = [d / t for d, t in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    texts = {c.text for c in corpus_contexts(words.words, corpus, per_word=8)}
+    corpus_chars = sum(min(len(t), 3 * 128) for t in texts)
+    generated_chars = sum(len(t) - 2 + len(w) for w in words.words for t in TEMPLATES[:2])
+    share = corpus_chars / (1.02 * (corpus_chars + generated_chars) + 1)
+    # The corpus pass ends where its share does (the last report before the generated pass).
+    assert any(abs(f - share) < 0.02 for f in fractions), (share, fractions)

@@ -19,13 +19,13 @@ import torch
 
 from embedgen.matrix.contexts import context_vectors
 from embedgen.matrix.contextual import whole_word_vectors
-from embedgen.matrix.generated import generated_vectors
+from embedgen.matrix.generated import generated_vectors, missing_generated
 from embedgen.matrix.types import MatrixOptions
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn
 from embedgen.states import evaluating, on_device
 from embedgen.train import Head, Run
-from embedgen.words import Corpus, WordVocab, corpus_contexts
+from embedgen.words import TEMPLATES, Context, Corpus, WordVocab, corpus_contexts
 from embedgen.wordstates import kept_states
 
 log = logging.getLogger(__name__)
@@ -51,19 +51,44 @@ def aggregated_rows(
     made of (rows.tsv's columns), and what the manifest says of the contexts: how many were
     read, taken from ``run``'s word states of ``corpus``, or (with ``use_cache``) found among
     the generated contexts of words read before."""
-    # Long: the recipe of a row, read top to bottom (corpus pass, generated pass, combined,
-    # the word alone where neither read it), inside the one block that keeps the encoder on
-    # the device; each step is a function of its own below or in contexts/generated.
+    # Long: the recipe of a row, read top to bottom (plan, corpus pass, generated pass,
+    # combined, the word alone where neither read it), inside the one block that keeps the
+    # encoder on the device; each step is a function of its own below or in contexts/generated.
     reading_corpus = corpus is not None and options.corpus_contexts > 0
-    stages = int(reading_corpus) + int(options.generated_contexts > 0) + 1
     means, counts, record = [], [], {}
     with on_device([encoder.model, head], device), evaluating(encoder.model):
+        contexts, kept = [], None
         if reading_corpus:
             assert corpus is not None
-            stage = _stage(progress, 0, stages)
-            mean, used = _corpus_means(
-                encoder, head, run, words, corpus, layers, options, device, record, stage, cancel
+            contexts, kept = _corpus_plan(encoder, run, words, corpus, layers, options, device)
+            if kept is not None:
+                record["from_run"] = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
+        missing = []
+        if options.generated_contexts:
+            missing = missing_generated(
+                encoder,
+                words.words,
+                options.generated_contexts,
+                layers,
+                device=device,
+                context_tokens=options.context_tokens,
+                cache=use_cache,
             )
+        share = _Shares(progress, _work(contexts, missing, options))
+        if reading_corpus:
+            mean, used = context_vectors(
+                encoder,
+                contexts,
+                len(words),
+                layers,
+                device=device,
+                head=head,
+                max_tokens=options.context_tokens,
+                progress=share.of("corpus"),
+                cancel=cancel,
+            )
+            if kept is not None:
+                mean, used = _with_kept(mean, used, kept, head, device)
             means.append(mean)
             counts.append(used)
         if options.generated_contexts:
@@ -75,7 +100,7 @@ def aggregated_rows(
                 device=device,
                 head=head,
                 context_tokens=options.context_tokens,
-                progress=_stage(progress, len(means), stages),
+                progress=share.of("generated"),
                 cancel=cancel,
                 cache=use_cache,
             )
@@ -90,7 +115,7 @@ def aggregated_rows(
                 device=device,
                 head=head,
                 batch_size=options.batch_size,
-                progress=_stage(progress, len(means), stages),
+                progress=share.of("alone"),
                 cancel=cancel,
             )
     in_corpus = counts[0] if reading_corpus else np.zeros(len(words), int)
@@ -107,56 +132,74 @@ def aggregated_rows(
     return vectors.astype(np.float32), columns, record
 
 
-def _corpus_means(
+def _corpus_plan(
     encoder: Encoder,
-    head: Head | None,
     run: Run | None,
     words: WordVocab,
     corpus: Corpus,
     layers: tuple[int, int],
     options: MatrixOptions,
     device: torch.device,
-    record: dict[str, Any],
-    progress: ProgressFn | None,
-    cancel: threading.Event | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each word's mean over its corpus contexts and how many it read: those the word states
-    of ``run``'s encoding pass hold are taken (``record`` says how many), the others read."""
+) -> tuple[list[Context], tuple[np.ndarray, np.ndarray] | None]:
+    """The corpus contexts to read, and the (sums, counts) per row taken from the word states
+    of ``run``'s encoding pass instead (None when it kept none these options can take)."""
     contexts = corpus_contexts(words.words, corpus, per_word=options.corpus_contexts)
-    shared = None
-    if run is not None:
-        shared = kept_states(
-            run,
-            encoder,
-            corpus,
-            corpus_contexts=options.corpus_contexts,
-            context_tokens=options.context_tokens,
-            layers=layers,
-            device=device,
-        )
-    kept = None
-    if shared is not None:
-        kept, contexts = shared.split(words.words, contexts, corpus)
-        record["from_run"] = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
-        log.info(
-            "Aggregated: %d corpus contexts from the run's word states, %d read again",
-            record["from_run"]["contexts"],
-            len(contexts),
-        )
-    mean, used = context_vectors(
+    if run is None:
+        return contexts, None
+    shared = kept_states(
+        run,
         encoder,
-        contexts,
-        len(words),
-        layers,
+        corpus,
+        corpus_contexts=options.corpus_contexts,
+        context_tokens=options.context_tokens,
+        layers=layers,
         device=device,
-        head=head,
-        max_tokens=options.context_tokens,
-        progress=progress,
-        cancel=cancel,
     )
-    if kept is not None:
-        mean, used = _with_kept(mean, used, kept, head, device)
-    return mean, used
+    if shared is None:
+        return contexts, None
+    kept, again = shared.split(words.words, contexts, corpus)
+    log.info(
+        "Aggregated: %d corpus contexts from the run's word states, %d read again",
+        int(kept[1].sum()),
+        len(again),
+    )
+    return again, kept
+
+
+def _work(contexts: list[Context], missing: list[str], options: MatrixOptions) -> dict[str, float]:
+    """What each pass has to read, in characters (a pass's time grows with them): the
+    distinct corpus texts (each cut at about the context length), the generated sentences of
+    the words not cached, and a little for the words read alone at the end."""
+    cut = 3 * options.context_tokens  # a Chinese character is about a token; Latin text less
+    corpus = sum(min(len(t), cut) for t in {c.text for c in contexts})
+    templates = TEMPLATES[: options.generated_contexts]
+    generated = sum(len(t) - 2 + len(w) for w in missing for t in templates)
+    return {"corpus": corpus, "generated": generated, "alone": 0.02 * (corpus + generated) + 1}
+
+
+class _Shares:
+    """One progress over the passes, each pass a share in proportion to its work, so the time
+    left that a sink computes from the rate holds across passes (equal shares made it climb)."""
+
+    def __init__(self, progress: ProgressFn | None, work: dict[str, float]) -> None:
+        self.progress = progress
+        total = sum(work.values()) or 1.0
+        self.start: dict[str, tuple[float, float]] = {}
+        at = 0.0
+        for name, amount in work.items():
+            self.start[name] = (at, amount / total)
+            at += amount / total
+
+    def of(self, name: str) -> ProgressFn | None:
+        if self.progress is None:
+            return None
+        start, size = self.start[name]
+        progress = self.progress
+
+        def report(done: int, total: int) -> None:
+            progress(int(1000 * (start + size * done / max(total, 1))), 1000)
+
+        return report
 
 
 def _combine(means: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -206,14 +249,3 @@ def _with_kept(
     seen = total > 0
     out[seen] = (both[seen] / total[seen, None]).astype(np.float32)
     return out, total
-
-
-def _stage(progress: ProgressFn | None, k: int, stages: int) -> ProgressFn | None:
-    """Progress of stage ``k`` of ``stages`` as a share of the whole (in thousandths)."""
-    if progress is None:
-        return None
-
-    def report(done: int, total: int) -> None:
-        progress(int(1000 * (k + done / max(total, 1)) / stages), 1000)
-
-    return report

@@ -59,17 +59,7 @@ def generated_vectors(
     # Long: a third of it is the docstring that says why the cache is sound; the rest is one
     # read, compute-what-is-missing, write transaction on the cache entry.
     hidden = encoder.info.hidden_size
-    store = FeatureCache() if cache else None
-    folder = None
-    if store is not None and store.budget > 0:
-        key = feature_key(
-            encoder,
-            TEMPLATES[:per_word],
-            max_length=context_tokens,
-            pooling="generated contexts",
-            device=device,
-        )
-        folder = store.open(replace(key, layer=f"{layers[0]}-{layers[1]}"), hidden)
+    store, folder = _entry(encoder, per_word, layers, device, context_tokens, cache)
     known_words, known_means, known_used = _read_generated(folder, hidden)
     at = {w: i for i, w in enumerate(known_words)}
     missing = [w for w in dict.fromkeys(words) if w not in at]
@@ -98,6 +88,47 @@ def generated_vectors(
     if cached:
         log.info("Generated contexts: %d of %d words from the cache", cached, len(set(words)))
     return _projected(known_means[rows], used, head), used, cached
+
+
+def missing_generated(
+    encoder: Encoder,
+    words: Sequence[str],
+    per_word: int,
+    layers: tuple[int, int],
+    *,
+    device: torch.device,
+    context_tokens: int = 128,
+    cache: bool = True,
+) -> list[str]:
+    """The words of ``words`` whose generated contexts :func:`generated_vectors` would read
+    (not in the cache), each once: what the build has left to do."""
+    _, folder = _entry(encoder, per_word, layers, device, context_tokens, cache)
+    known = set(_read_generated(folder, encoder.info.hidden_size)[0])
+    return [w for w in dict.fromkeys(words) if w not in known]
+
+
+def _entry(
+    encoder: Encoder,
+    per_word: int,
+    layers: tuple[int, int],
+    device: torch.device,
+    context_tokens: int,
+    cache: bool,
+) -> tuple[FeatureCache | None, Path | None]:
+    """The feature cache and its entry for these generated contexts (None, None when off)."""
+    store = FeatureCache() if cache else None
+    if store is None or store.budget <= 0:
+        return store, None
+    key = feature_key(
+        encoder,
+        TEMPLATES[:per_word],
+        max_length=context_tokens,
+        pooling="generated contexts",
+        device=device,
+    )
+    return store, store.open(
+        replace(key, layer=f"{layers[0]}-{layers[1]}"), encoder.info.hidden_size
+    )
 
 
 def _projected(raw: np.ndarray, used: np.ndarray, head: Head | None) -> np.ndarray:

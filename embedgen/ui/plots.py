@@ -249,13 +249,24 @@ def tradeoff_figure(records: Sequence[dict], chosen: float | None = None) -> go.
                 line={"color": colour},
             )
         )
+    _ring(fig, records, chosen)
+    fig.update_layout(
+        height=420,
+        margin={"t": 10, "b": 40, "l": 60, "r": 10},
+        xaxis_title="label purity (share of neighbours with the same label)",
+        yaxis_title=records[0]["similarity_measure"].split(" (")[0] if records else "",
+        font={"family": CJK_FONT},
+    )
+    return fig
+
+
+def _ring(fig: go.Figure, records: Sequence[dict], chosen: float | None) -> None:
+    """Ring the point of the label weight ``chosen`` (0: the tuned projection alone)."""
+    spot = ("tuned", 1.0) if chosen == 0 else ("label weight", chosen)
     mine = [
         r
         for r in records
-        if chosen is not None
-        and r["similarity"] is not None
-        and (r["kind"], r["weight"])
-        in (("label weight", chosen), ("tuned", 1.0 if not chosen else -1))
+        if chosen is not None and r["similarity"] is not None and (r["kind"], r["weight"]) == spot
     ]
     if mine:
         fig.add_trace(
@@ -272,14 +283,6 @@ def tradeoff_figure(records: Sequence[dict], chosen: float | None = None) -> go.
                 hoverinfo="skip",
             )
         )
-    fig.update_layout(
-        height=420,
-        margin={"t": 10, "b": 40, "l": 60, "r": 10},
-        xaxis_title="label purity (share of neighbours with the same label)",
-        yaxis_title=records[0]["similarity_measure"].split(" (")[0] if records else "",
-        font={"family": CJK_FONT},
-    )
-    return fig
 
 
 def label_counts_figure(counts: dict[str, int], label_column: str) -> go.Figure:
