@@ -14,7 +14,6 @@ The lane count is torch's thread count (one per core by default), at most :data:
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 from collections import deque
@@ -55,18 +54,6 @@ def one_torch_thread() -> Iterator[None]:
 
 def _lane_start() -> None:
     torch.set_num_threads(1)
-
-
-def counted(progress: Callable[[int, int], None] | None, total: int) -> Callable[[object], None]:
-    """A ``done`` callback for :func:`run_in_lanes` that reports batches done of ``total``."""
-    step = itertools.count(1)
-
-    def done(_batch: object) -> None:
-        n = next(step)
-        if progress is not None:
-            progress(n, total)
-
-    return done
 
 
 def run_in_lanes(

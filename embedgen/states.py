@@ -12,6 +12,7 @@ a few lines around it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from embedgen.device import autocast
-from embedgen.lanes import counted, cpu_lanes, run_in_lanes
+from embedgen.lanes import cpu_lanes, run_in_lanes
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn, check_cancel
 from embedgen.train.head import Head
@@ -73,6 +74,7 @@ def read_states(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     what: str = "Reading",
+    sizes: Sequence[int] | None = None,
 ) -> None:
     """Read every batch through ``encoder`` at ``layers``; for each, ``take(target, vectors)``.
 
@@ -81,8 +83,10 @@ def read_states(
     ``layers`` (batch x width x hidden, float32) and returns where its vectors go and the
     vectors (rows x hidden), or None when the batch gives none; it runs in a lane. The vectors
     pass through ``head``'s projection when given and reach ``take`` as float32 numpy, in the
-    calling thread and in the order of ``batches``. ``progress`` counts batches; ``cancel``
-    is checked before each one (``what`` names the work in the message).
+    calling thread and in the order of ``batches``. ``progress`` counts batches, or with
+    ``sizes`` (one a batch: its characters, say) their sizes, so that batches of growing
+    length do not make the start look fast; ``cancel`` is checked before each one (``what``
+    names the work in the message).
     """
     results: dict[int, tuple[T, np.ndarray]] = {}
 
@@ -100,12 +104,14 @@ def read_states(
                 vectors = head.project(vectors)
             results[id(ready)] = (target, vectors.float().cpu().numpy())
 
-    report = counted(progress, len(batches))
+    weights = list(sizes) if sizes is not None else [1] * len(batches)
+    total, finished = sum(weights), iter(itertools.accumulate(weights))
 
     def done(ready: Inputs[B]) -> None:  # in order, in the calling thread
         if id(ready) in results:
             take(*results.pop(id(ready)))
-        report(ready)
+        if progress is not None:
+            progress(next(finished), total)
 
     lanes = cpu_lanes() if device.type == "cpu" else 1
     with on_device([encoder.model, head], device), evaluating(encoder.model):

@@ -60,7 +60,7 @@ def aggregated_rows(
         contexts, kept = [], None
         if reading_corpus:
             assert corpus is not None
-            contexts, kept = _corpus_plan(encoder, run, words, corpus, layers, options, device)
+            contexts, kept = corpus_plan(encoder, run, words, corpus, layers, options, device)
             if kept is not None:
                 record["from_run"] = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
         missing = []
@@ -74,7 +74,7 @@ def aggregated_rows(
                 context_tokens=options.context_tokens,
                 cache=use_cache,
             )
-        share = _Shares(progress, _work(contexts, missing, options))
+        share = _Shares(progress, work(contexts, missing, options))
         if reading_corpus:
             mean, used = context_vectors(
                 encoder,
@@ -132,7 +132,7 @@ def aggregated_rows(
     return vectors.astype(np.float32), columns, record
 
 
-def _corpus_plan(
+def corpus_plan(
     encoder: Encoder,
     run: Run | None,
     words: WordVocab,
@@ -166,7 +166,7 @@ def _corpus_plan(
     return again, kept
 
 
-def _work(contexts: list[Context], missing: list[str], options: MatrixOptions) -> dict[str, float]:
+def work(contexts: list[Context], missing: list[str], options: MatrixOptions) -> dict[str, float]:
     """What each pass has to read, in characters (a pass's time grows with them): the
     distinct corpus texts (each cut at about the context length), the generated sentences of
     the words not cached, and a little for the words read alone at the end."""

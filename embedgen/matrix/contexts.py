@@ -79,6 +79,8 @@ def context_vectors(
         np.add.at(used, targets, 1)
 
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    cut = 3 * max_tokens  # about the characters a context's tokens reach
+    sizes = [sum(min(len(text), cut) for text in batch) for batch in batches]
     read_states(
         encoder,
         batches,
@@ -91,6 +93,7 @@ def context_vectors(
         progress=progress,
         cancel=cancel,
         what="Word vectors",
+        sizes=sizes,
     )
     out = np.full((rows, dims), np.nan, dtype=np.float32)
     seen = used > 0

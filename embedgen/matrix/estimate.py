@@ -6,12 +6,14 @@ import time
 from dataclasses import dataclass
 
 from embedgen.device import resolve_device
-from embedgen.matrix import contextual
+from embedgen.matrix import aggregated, contextual
 from embedgen.matrix.build import projection_for, rows_of, selected_tokens, word_rows
-from embedgen.matrix.types import MatrixOptions, resolve_layers, split_source
+from embedgen.matrix.contexts import context_vectors
+from embedgen.matrix.generated import missing_generated
+from embedgen.matrix.types import MatrixOptions, Method, resolve_layers, split_source
 from embedgen.models import Encoder
-from embedgen.train import Run
-from embedgen.words import Corpus, WordVocab, words_from_list
+from embedgen.train import Head, Run
+from embedgen.words import Context, Corpus, WordVocab, generated_contexts, words_from_list
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ def estimate_build(
     if not options.method.reads_context or rows == 0:
         return BuildEstimate(rows=rows, seconds=0.0, sample=0, sample_seconds=0.0)
     head = projection_for(options, run.head if run is not None else None)
+    if options.method is Method.AGGREGATED and words is not None:
+        return _aggregated_estimate(encoder, run, head, words, corpus, options, sample)
     small = max(1, min(rows, sample) // 4)
     large = max(small + 1, min(rows, sample))
     if large > rows:  # a tiny vocabulary: measuring it is building it
@@ -105,3 +109,80 @@ def estimate_build(
     return BuildEstimate(
         rows=rows, seconds=fixed + per_row * rows, sample=large, sample_seconds=t_large
     )
+
+
+def _aggregated_estimate(
+    encoder: Encoder,
+    run: Run | None,
+    head: Head | None,
+    words: WordVocab,
+    corpus: Corpus | None,
+    options: MatrixOptions,
+    sample: int,
+) -> BuildEstimate:
+    """Aggregated rows from their plan: the texts the build will read (the corpus texts left
+    after the run's word states, the generated sentences not cached), batched as the build
+    batches them (by length), a few of those very batches timed and the rest scaled by their
+    padded size. Timing a sample of words instead read each word's texts apart, where the
+    whole build shares them: 5 min for a build of 86 s (e5-small, 3,888 words of 8,000 waimai
+    reviews)."""
+    info = encoder.info
+    layers = resolve_layers(options, info.num_layers, info.model_id)
+    device = resolve_device(options.device)
+    texts: list[str] = []
+    if corpus is not None and options.corpus_contexts > 0:
+        contexts, _ = aggregated.corpus_plan(encoder, run, words, corpus, layers, options, device)
+        texts = list({c.text for c in contexts})
+    if options.generated_contexts:
+        missing = missing_generated(
+            encoder,
+            words.words,
+            options.generated_contexts,
+            layers,
+            device=device,
+            context_tokens=options.context_tokens,
+        )
+        texts += [c.text for c in generated_contexts(missing, options.generated_contexts)]
+    started = time.perf_counter()
+    seconds, timed = _timed_batches(encoder, head, texts, layers, options, sample // 32)
+    return BuildEstimate(
+        rows=len(words),
+        seconds=seconds * 1.02,  # and the words read alone at the end
+        sample=timed,
+        sample_seconds=time.perf_counter() - started,
+    )
+
+
+def _timed_batches(
+    encoder: Encoder,
+    head: Head | None,
+    texts: list[str],
+    layers: tuple[int, int],
+    options: MatrixOptions,
+    picks: int,
+    batch: int = 64,
+) -> tuple[float, int]:
+    """The seconds to read ``texts`` as ``contexts.context_vectors`` does (sorted by length,
+    in batches of ``batch``): ``picks`` of its batches, spread over the lengths, are read and
+    timed, and the others scaled by their padded size (texts x the longest, in characters);
+    and how many texts were read."""
+    cut = 3 * options.context_tokens
+    order = sorted(texts, key=len)
+    batches = [order[s : s + batch] for s in range(0, len(order), batch)]
+    if not batches:
+        return 0.0, 0
+    size = [len(b) * min(len(b[-1]), cut) for b in batches]
+    chosen = sorted({round(k * (len(batches) - 1) / max(1, picks - 1)) for k in range(picks)})
+    device = resolve_device(options.device)
+    read = [Context(t, 0, 1, 0) for t in batches[chosen[0]][:8]]
+    context_vectors(encoder, read, 1, layers, device=device, head=head)  # warm-up
+    seconds = 0.0
+    for k in chosen:
+        read = [Context(t, 0, 1, 0) for t in batches[k]]
+        t0 = time.perf_counter()
+        context_vectors(
+            encoder, read, 1, layers, device=device, head=head, max_tokens=options.context_tokens
+        )
+        seconds += time.perf_counter() - t0
+    per_unit = seconds / sum(size[k] for k in chosen)
+    return per_unit * sum(size), sum(len(batches[k]) for k in chosen)
