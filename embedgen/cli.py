@@ -313,17 +313,18 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
     from embedgen.neighbours import NeighbourIndex
 
     index = NeighbourIndex(load_matrix(args.matrix))
+    only = index.cjk_rows() if args.chinese_only else None
     if args.pair:
         a, b = args.pair
         print(f"cosine({a}, {b}) = {index.similarity(a, b):.4f}")
         return 0
     if args.analogy:
         a, b, c = args.analogy
-        results = index.analogy(a, b, c, k=args.k)
+        results = index.analogy(a, b, c, k=args.k, only=only)
         title = f"{a} : {b} :: {c} : ?"
     else:
         lookup = index.lookup(args.word)
-        results = index.top_k(args.word, k=args.k)
+        results = index.top_k(args.word, k=args.k, only=only)
         title = args.word
         if lookup.pooled:
             title += f"  (not in vocabulary: mean of {' + '.join(lookup.pieces)})"
@@ -731,6 +732,12 @@ def _neighbours_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     what.add_argument("--pair", nargs=2, metavar=("A", "B"), help="cosine similarity of A and B")
     what.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="A : B :: C : ?")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument(
+        "--chinese-only",
+        action="store_true",
+        help="answers among Chinese rows only: CJK characters, no Japanese form (乗, 駅), no "
+        "##好 or ▁好 beside 好 (the app's 'Chinese rows only')",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_neighbors)
 

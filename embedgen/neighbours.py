@@ -255,16 +255,25 @@ class NeighbourIndex:
         ub, _ = self._query(b)
         return float(np.clip(np.dot(ua, ub), -1.0, 1.0))
 
-    def analogy(self, a: str, b: str, c: str, k: int = 10) -> list[Neighbour]:
+    def analogy(
+        self,
+        a: str,
+        b: str,
+        c: str,
+        k: int = 10,
+        *,
+        only: npt.NDArray[np.bool_] | None = None,
+    ) -> list[Neighbour]:
         """Answer "a is to b as c is to ?" by 3CosAdd: the tokens closest to b - a + c.
 
         Uses unit vectors (Mikolov et al. 2013; Levy & Goldberg 2014); a, b and c (or their
-        pieces) are left out. Scores are cosines to b - a + c.
+        pieces) are left out, and rows outside ``only`` (as in :meth:`top_k`). Scores are
+        cosines to b - a + c.
         """
         (ua, pa), (ub, pb), (uc, pc) = self._query(a), self._query(b), self._query(c)
         target = _unit(ub - ua + uc)
         excluded = self._rows_of(pa + pb + pc)
-        return self._best(self._cosines(target), k, excluded)
+        return self._best(self._cosines(target), k, excluded, only)
 
     def analogy_3cosmul(
         self, a: str, b: str, c: str, k: int = 10, *, epsilon: float = 1e-3
@@ -280,11 +289,14 @@ class NeighbourIndex:
         excluded = self._rows_of(pa + pb + pc)
         return self._best(scores, k, excluded)
 
-    def highlight(self, query: str, k: int = 10) -> dict[int, str]:
-        """Rows to mark on a map for ``query``: its own token(s) and its ``k`` neighbours."""
+    def highlight(
+        self, query: str, k: int = 10, *, only: npt.NDArray[np.bool_] | None = None
+    ) -> dict[int, str]:
+        """Rows to mark on a map for ``query``: its own token(s) and its ``k`` neighbours
+        (among the ``only`` rows, as in :meth:`top_k`)."""
         found = self.lookup(query)
         rows = {self._row[p]: p for p in found.pieces}
         if k > 0:
-            for n in self.top_k(query, k=k):
+            for n in self.top_k(query, k=k, only=only):
                 rows[self._row[n.token]] = n.token
         return rows

@@ -73,6 +73,7 @@ from embedgen.matrix import EmbeddingMatrix
 from embedgen.paths import cache_dir, tmp_dir
 from embedgen.progress import ProgressFn, check_cancel, stage
 from embedgen.settings import operator_settings
+from embedgen.tokens import chinese_rows
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,12 @@ class ProjectionOptions:
         whole=True,
         help="a seeded random sample of this many rows when the matrix has more; None: all rows",
     )
+    chinese_only: bool = setting(
+        False,
+        "Chinese rows only",
+        help="map only the rows a reader of Chinese wants (tokens.chinese_rows: CJK characters, "
+        "no Japanese form, no ##好 or ▁好 beside 好)",
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -153,6 +160,8 @@ class ProjectionOptions:
             "max_rows": self.max_rows,
             "seed": self.seed,
         }
+        if self.chinese_only:  # absent when off, so maps cached before the option keep their key
+            out["chinese_only"] = True
         if self.reducer is Reducer.UMAP:
             out.update(
                 n_neighbors=self.n_neighbors,
@@ -359,7 +368,7 @@ def project(
     report = progress or (lambda done, total: None)
     started = time.perf_counter()
 
-    rows = _select_rows(matrix.shape[0], options)
+    rows = _select_rows(matrix, options)
     matrix_print = fingerprint(matrix)
     cache = MapCache(cache_dir)
     path = _cache_file(matrix_print, options, cache_dir)
@@ -479,12 +488,23 @@ def map_points(
     )
 
 
-def _select_rows(n: int, options: ProjectionOptions) -> npt.NDArray[np.int64]:
-    if options.max_rows is None or options.max_rows >= n:
-        return np.arange(n, dtype=np.int64)
+def _select_rows(matrix: EmbeddingMatrix, options: ProjectionOptions) -> npt.NDArray[np.int64]:
+    """The rows the map shows, in order: every row, or its Chinese rows, sampled down to
+    ``max_rows``."""
+    if options.chinese_only:
+        rows = np.flatnonzero(chinese_rows(matrix.vocab)).astype(np.int64)
+        if len(rows) == 0:
+            raise BadConfig(
+                "The matrix has no Chinese rows to map; untick 'Chinese rows only' to map all "
+                f"{matrix.shape[0]:,} rows."
+            )
+    else:
+        rows = np.arange(matrix.shape[0], dtype=np.int64)
+    if options.max_rows is None or options.max_rows >= len(rows):
+        return rows
     # The sample is seeded even when the layout is not, so a map keeps its points.
     rng = np.random.default_rng(options.seed if options.seed is not None else 0)
-    return np.sort(rng.choice(n, size=options.max_rows, replace=False)).astype(np.int64)
+    return np.sort(rng.choice(rows, size=options.max_rows, replace=False)).astype(np.int64)
 
 
 def _check_finite(vectors: np.ndarray, rows: np.ndarray, vocab: tuple[str, ...]) -> None:

@@ -1,11 +1,12 @@
 """Which of a model's tokens become matrix rows: special, unused, CJK-only and ``##`` filters.
 
 Also the small facts about token strings the rest of the library needs: subword markers
-(``##``, ``▁``, ``Ġ``) and CJK characters.
+(``##``, ``▁``, ``Ġ``), CJK characters, and the Japanese forms a Chinese reader leaves out.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,31 @@ def is_cjk_char(ch: str) -> bool:
     )
 
 
+# Chinese writing's character standards: simplified (GB2312), traditional (Big5 and Microsoft's
+# Big5). Not HKSCS: beside Cantonese characters (no Shift-JIS ones, so they stay) it holds
+# Japanese forms (円, 込, 駅, 働).
+_CHINESE_CODECS = ("gb2312", "big5", "cp950")
+
+
+@functools.lru_cache(maxsize=65_536)
+def is_japanese_form(ch: str) -> bool:
+    """True for a kanji form of Japanese writing that Chinese writing does not use: in
+    Shift-JIS (cp932) and in neither GB2312 nor Big5 (乗 for 乘, 円, 駅, 込, 黒). Rare Chinese
+    characters outside those standards (啰, 祎, 镕) are no Shift-JIS characters and stay
+    Chinese; a few variants that Hong Kong also writes (衆, 綫, 邨) count as Japanese."""
+    if not is_cjk_char(ch) or not _encodes(ch, "cp932"):
+        return False
+    return not any(_encodes(ch, codec) for codec in _CHINESE_CODECS)
+
+
+def _encodes(ch: str, codec: str) -> bool:
+    try:
+        ch.encode(codec)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def mostly_cjk(texts: Sequence[str], share: float = 0.5, sample: int = 2000) -> bool:
     """Whether at least ``share`` of (the first ``sample`` of) ``texts`` hold a CJK character."""
     seen = texts[:sample]
@@ -53,15 +79,24 @@ def is_cjk_token(token: str) -> bool:
     return bool(text) and all(is_cjk_char(c) for c in text)
 
 
+def is_chinese_token(token: str) -> bool:
+    """True when the token (marker stripped) is made of CJK characters, none of them a
+    Japanese form (:func:`is_japanese_form`)."""
+    return is_cjk_token(token) and not any(map(is_japanese_form, strip_marker(token)))
+
+
 def chinese_rows(tokens: Sequence[str]) -> np.ndarray:
     """Which of ``tokens`` a reader of Chinese wants as rows, neighbours and points on a map:
-    those made of CJK characters (a subword marker aside) that are not the marked twin of
-    another token (``##好`` or ``▁好`` beside ``好``: the same text, a second row that crowds
-    neighbour lists). A marked token whose bare form is no token stays (``▁美`` alone)."""
+    those made of CJK characters (a subword marker aside) with no Japanese form among them
+    (``乗``, ``駅``) that are not the marked twin of another token (``##好`` or ``▁好`` beside
+    ``好``: the same text, a second row that crowds neighbour lists). A marked token whose bare
+    form is no token stays (``▁美`` alone)."""
     bare = {t for t in tokens if t and strip_marker(t) == t}
     return np.fromiter(
         (
-            bool(t) and is_cjk_token(t) and (strip_marker(t) == t or strip_marker(t) not in bare)
+            bool(t)
+            and is_chinese_token(t)
+            and (strip_marker(t) == t or strip_marker(t) not in bare)
             for t in tokens
         ),
         bool,
@@ -80,8 +115,9 @@ def select_tokens(
     """Token ids of the ``rows`` embedding rows to keep (in id order), and what each rule removed.
 
     ``drop_special`` leaves out [CLS], [SEP], [PAD], [MASK], [UNK] and [unusedN] tokens;
-    ``cjk_only`` keeps the Chinese tokens (:func:`chinese_rows`: CJK characters only, and no
-    ``##好`` or ``▁好`` beside ``好``); ``drop_continuation`` leaves out every "##x" piece.
+    ``cjk_only`` keeps the Chinese tokens (:func:`chinese_rows`: CJK characters only, no
+    Japanese form, and no ``##好`` or ``▁好`` beside ``好``); ``drop_continuation`` leaves out
+    every "##x" piece.
     Rows beyond the tokenizer's vocabulary (models pad their embedding tables) have no token
     and are always left out.
     """
@@ -93,6 +129,7 @@ def select_tokens(
         "special": 0,
         "unused": 0,
         "not_cjk": 0,
+        "japanese_form": 0,
         "marked_twin": 0,
         "continuation": 0,
         "unnamed": 0,
@@ -110,6 +147,8 @@ def select_tokens(
             removed["continuation"] += 1
         elif chinese is not None and not is_cjk_token(tok):
             removed["not_cjk"] += 1
+        elif chinese is not None and not is_chinese_token(tok):
+            removed["japanese_form"] += 1
         elif chinese is not None and not chinese[i]:
             removed["marked_twin"] += 1
         else:

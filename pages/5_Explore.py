@@ -85,23 +85,25 @@ def scores_table(found: list, height: int | None = None) -> None:
     )
 
 
+mixed = any(not index.cjk_rows().all() and index.cjk_rows().any() for index in indexes)
+cjk = False
+if mixed:  # a multilingual vocabulary: other scripts crowd Chinese neighbour lists and maps
+    cjk = st.checkbox(
+        "Chinese rows only",
+        value=st.session_state[session.DATA_LABELLED] is None
+        or mostly_cjk(st.session_state[session.DATA_LABELLED].texts),
+        key=kept("explore_cjk"),
+        help="Neighbour lists and the map leave out rows that are not made of CJK characters "
+        "(Latin words, other scripts, punctuation), rows with a Japanese form (乗, 駅: in "
+        "Shift-JIS, in neither GB2312 nor Big5), and the marked twins of Chinese rows (##好 or "
+        "▁好 beside 好).",
+    )
+
 tab_nn, tab_sim, tab_analogy, tab_map = st.tabs(["Neighbours", "Similarity", "Analogy", "Map"])
 with tab_nn:
     c1, c2 = st.columns([3, 1])
     word = c1.text_input("Token or word", value="好", key=kept("explore_word"))
     k = c2.number_input("How many", 1, 200, 10, key=kept("explore_k"))
-    mixed = any(not index.cjk_rows().all() and index.cjk_rows().any() for index in indexes)
-    cjk = False
-    if mixed:  # a multilingual vocabulary: other scripts crowd Chinese neighbour lists
-        data = st.session_state[session.DATA_LABELLED]
-        cjk = st.checkbox(
-            "Chinese neighbours only",
-            value=data is None or mostly_cjk(data.texts),
-            key=kept("explore_cjk"),
-            help="Leaves out rows that are not made of CJK characters (Latin words, other "
-            "scripts, punctuation), and the marked twins of Chinese rows (##好 or ▁好 beside "
-            "好), from the lists below.",
-        )
     cols = st.columns(len(shown))
     for col, entry, index in zip(cols, shown, indexes, strict=True):
         with col:
@@ -151,7 +153,7 @@ with tab_analogy:
                     st.warning(str(exc))
 
 with tab_map:
-    entry = entries[name_a]
+    entry, index_a = entries[name_a], indexes[0]
     matrix = entry.matrix
     n_rows = matrix.shape[0]
     data = st.session_state[session.DATA_LABELLED]
@@ -177,15 +179,23 @@ with tab_map:
         help="A seeded random sample of this many rows is mapped; highlighted tokens are "
         "always shown. Tick 'All rows' to map every row.",
     )
-    every_row = st.checkbox(f"All {n_rows:,} rows", key=kept("explore_map_all"))
+    chinese = cjk and index_a.cjk_rows().any() and not index_a.cjk_rows().all()
+    if chinese:
+        n_rows = int(index_a.cjk_rows().sum())
+    rows_are = "Chinese rows" if chinese else "rows"
+    every_row = st.checkbox(f"All {n_rows:,} {rows_are}", key=kept("explore_map_all"))
     everything = every_row or int(cap) >= n_rows  # one cache entry for "all rows"
     options = ProjectionOptions(
-        reducer=reducer, dims=int(dims), max_rows=None if everything else int(cap)
+        reducer=reducer,
+        dims=int(dims),
+        max_rows=None if everything else int(cap),
+        chinese_only=chinese,
     )
     shown_rows = n_rows if options.max_rows is None else options.max_rows
     if every_row and n_rows > DEFAULT_MAX_ROWS:
         st.warning(
-            f"A map of all {n_rows:,} rows takes about {estimate_seconds(n_rows, options):,.0f} s "
+            f"A map of all {n_rows:,} {rows_are} takes about "
+            f"{estimate_seconds(n_rows, options):,.0f} s "
             f"on 2 CPU cores (about {estimate_seconds(DEFAULT_MAX_ROWS, options):,.0f} s for "
             f"{DEFAULT_MAX_ROWS:,}); you can cancel it at any stage."
         )
@@ -196,9 +206,9 @@ with tab_map:
         projections[key] = pjob.result
     if key not in projections:
         sample = (
-            f"{shown_rows:,} of {n_rows:,} rows (random sample, seed {options.seed})"
+            f"{shown_rows:,} of {n_rows:,} {rows_are} (random sample, seed {options.seed})"
             if shown_rows < n_rows
-            else f"all {n_rows:,} rows"
+            else f"all {n_rows:,} {rows_are}"
         )
         st.caption(f"The map will show {sample}. Maps are cached on disk: revisiting is instant.")
         if st.button("Compute map", type="primary", disabled=pjob is not None and pjob.active):
@@ -227,16 +237,17 @@ with tab_map:
         highlight = {}
         if search.strip():
             try:
-                highlight = indexes[0].highlight(search.strip(), k=int(hk))
+                only = index_a.cjk_rows() if chinese else None
+                highlight = index_a.highlight(search.strip(), k=int(hk), only=only)
             except EmbedgenError as exc:
                 st.warning(str(exc))
         points, point_rows, placed = map_points(matrix, projection, list(highlight))
         at = {int(r): i for i, r in enumerate(point_rows)}
         mapped = len(projection.rows)
         note = (
-            f"{mapped:,} of {n_rows:,} rows, random sample (seed {projection.options.seed})"
+            f"{mapped:,} of {n_rows:,} {rows_are}, random sample (seed {projection.options.seed})"
             if mapped < n_rows
-            else f"all {n_rows:,} rows"
+            else f"all {n_rows:,} {rows_are}"
         )
         if placed:
             note += f" + {placed} highlighted, placed near their nearest sampled rows"

@@ -16,12 +16,13 @@ TIMEOUT = 60
 ROWS = 400
 
 
-def explore(tmp_path: Path, rows: int) -> AppTest:
-    """The Explore page with a saved matrix of ``rows`` rows (4 clusters) opened."""
+def explore(tmp_path: Path, rows: int, vocab: tuple[str, ...] | None = None) -> AppTest:
+    """The Explore page with a saved matrix of ``rows`` rows (4 clusters) opened, its rows
+    named ``vocab`` (default w0, w1, ...)."""
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((4, 16)) * 5
     vectors = np.repeat(centres, rows // 4, axis=0) + rng.standard_normal((rows, 16))
-    vocab = tuple(f"w{i}" for i in range(rows))
+    vocab = vocab or tuple(f"w{i}" for i in range(rows))
     folder = save_matrix(
         EmbeddingMatrix(vectors.astype(np.float32), vocab, {"method": "input"}),
         tmp_path / f"matrix-{rows}",
@@ -108,3 +109,32 @@ def test_all_rows_of_a_large_matrix_warn_with_an_estimate(home: Path, tmp_path: 
     [warning] = warnings_about_all_rows(at)
     assert f"all {DEFAULT_MAX_ROWS + 1000:,} rows takes about" in warning
     assert "cancel" in warning
+
+
+def test_the_map_of_a_mixed_vocabulary_keeps_to_chinese_rows_unless_told(
+    home: Path, tmp_path: Path
+) -> None:
+    """Latin rows, Japanese forms and ##-twins crowd a Chinese reader's map as they crowd
+    neighbour lists: one checkbox, on by default, keeps both to Chinese rows."""
+    from embedgen.tokens import chinese_rows, is_japanese_form
+
+    chinese = [c for c in map(chr, range(0x4E00, 0x5200)) if not is_japanese_form(c)][:300]
+    others = [f"w{i}" for i in range(80)] + ["##" + c for c in chinese[:10]] + list("乗駅黒麺")
+    vocab = tuple(chinese + others + [f"x{i}" for i in range(ROWS - 300 - len(others))])
+    at = explore(tmp_path, ROWS, vocab)
+    assert at.checkbox(key="explore_cjk").value is True
+    wanted = int(chinese_rows(vocab).sum())
+    assert wanted == 300
+    at.selectbox(key="explore_reducer").set_value("pca").run()
+    assert f"all {wanted} Chinese rows" in captions(at)
+    compute_map(at)
+    projection = next(iter(at.session_state["explore_projections"].values()))
+    assert all(chinese_rows([vocab[r] for r in projection.rows]))
+    assert len(projection.rows) == wanted
+    at.checkbox(key="explore_cjk").uncheck().run()
+    assert f"all {ROWS} rows" in captions(at)
+    compute_map(at)
+    assert {len(p.rows) for p in at.session_state["explore_projections"].values()} == {
+        wanted,
+        ROWS,
+    }

@@ -404,6 +404,23 @@ def test_neighbors_json_is_k_tokens_with_descending_scores(capsys, projected):
     assert len(answers) == 5 and scores == sorted(scores, reverse=True), answers
 
 
+def test_neighbors_chinese_only_answers_among_chinese_rows(capsys, tmp_path):
+    from embedgen.matrix import EmbeddingMatrix, save_matrix
+
+    vocab = ("好", "good", "##好", "乗", "棒", "妙", "车", "船")  # the first four lie together
+    vectors = np.array([[1, 0.1 * i, 0] if i < 4 else [0, 1, 0.1 * i] for i in range(8)])
+    folder = save_matrix(
+        EmbeddingMatrix(vectors.astype(np.float32), vocab, {"method": "input"}), tmp_path / "m"
+    )
+    plain = cli(capsys, "neighbors", folder, "--word", "好", "--k", 3)
+    assert [t for _, t, _ in ranked_lines(plain.out)] == ["good", "##好", "乗"], plain.out
+    chinese = cli(capsys, "neighbors", folder, "--word", "好", "--k", 3, "--chinese-only")
+    assert chinese.code == 0, succeeded(chinese)
+    assert {t for _, t, _ in ranked_lines(chinese.out)} <= {"棒", "妙", "车", "船"}, chinese.out
+    analogy = cli(capsys, "neighbors", folder, "--analogy", "车", "船", "好", "--chinese-only")
+    assert {t for _, t, _ in ranked_lines(analogy.out)} <= {"棒", "妙"}, analogy.out
+
+
 # --------------------------------------------------------------------------------------------
 # export
 # --------------------------------------------------------------------------------------------

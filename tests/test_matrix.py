@@ -101,6 +101,29 @@ def test_chinese_rows_leave_out_marked_twins_but_keep_a_lone_marked_token() -> N
     ]  # fmt: skip
 
 
+def test_japanese_forms_are_not_chinese_rows_but_rare_chinese_characters_are() -> None:
+    from embedgen.tokens import chinese_rows, is_japanese_form
+
+    assert [c for c in "乗円駅込黒麺乘圆站黑面好啰祎镕咗嘅" if is_japanese_form(c)] == list(
+        "乗円駅込黒麺"
+    )
+    assert chinese_rows(["乘客", "乗客", "▁駅", "車站", "车站"]).tolist() == [
+        True, False, False, True, True
+    ]  # fmt: skip
+
+
+def test_cjk_only_leaves_out_japanese_forms_and_counts_them(tmp_path: Path) -> None:
+    from transformers import BertTokenizerFast
+
+    from embedgen.tokens import select_tokens
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "乘", "乗", "客", "駅", "站", "a"]
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
+    kept, removed = select_tokens(tokenizer, len(tokens), cjk_only=True)
+    assert [tokens[i] for i in kept] == ["乘", "客", "站"]
+    assert removed["japanese_form"] == 2 and removed["not_cjk"] == 1
+
+
 def test_projected_needs_a_run(tiny_encoder) -> None:
     with pytest.raises(BadConfig, match="needs a fine-tuning run"):
         build_matrix(tiny_encoder, MatrixOptions(method="projected"))

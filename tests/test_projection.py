@@ -334,6 +334,48 @@ def test_max_rows_maps_a_seeded_sample_of_rows(clusters, tmp_path):
     np.testing.assert_array_equal(again.rows, result.rows)
 
 
+def mixed_matrix() -> EmbeddingMatrix:
+    """25 rows a reader of Chinese wants (好, 中国, 乘客, ...) among Latin words, punctuation,
+    Japanese forms (乗客, 駅) and marked twins (##好)."""
+    chinese = list("好坏上下左右东西南北天地人和山水火木金土日月") + ["中国", "乘客"]
+    others = ["good", "bad", "##ing", "，", "。", "乗客", "駅", "##好", "##中国", "the", "of"]
+    vocab = tuple(chinese + others)
+    vectors = np.random.default_rng(1).standard_normal((len(vocab), 8)).astype(np.float32)
+    return EmbeddingMatrix(vectors, vocab, {"method": "input"})
+
+
+def test_a_chinese_map_shows_only_chinese_rows_and_samples_among_them(tmp_path):
+    from embedgen.tokens import chinese_rows
+
+    matrix = mixed_matrix()
+    chinese = np.flatnonzero(chinese_rows(matrix.vocab))
+    assert 0 < len(chinese) < matrix.shape[0]
+    whole = project(
+        matrix, ProjectionOptions(reducer=Reducer.PCA, chinese_only=True), cache_dir=tmp_path
+    )
+    np.testing.assert_array_equal(whole.rows, chinese)
+    assert "乗客" not in {matrix.vocab[r] for r in whole.rows}  # a Japanese form
+    assert "乘客" in {matrix.vocab[r] for r in whole.rows}
+    sampled = project(
+        matrix,
+        ProjectionOptions(reducer=Reducer.PCA, chinese_only=True, max_rows=10),
+        cache_dir=tmp_path,
+    )
+    assert len(sampled.rows) == 10 and set(sampled.rows) <= set(chinese)
+    everything = project(matrix, ProjectionOptions(reducer=Reducer.PCA), cache_dir=tmp_path)
+    assert len(everything.rows) == matrix.shape[0]
+    off, on = (ProjectionOptions(reducer=Reducer.PCA, chinese_only=c) for c in (False, True))
+    assert cache_path(matrix, off, tmp_path) != cache_path(matrix, on, tmp_path)
+
+
+def test_a_chinese_map_of_a_matrix_without_chinese_rows_says_so(tmp_path):
+    latin = EmbeddingMatrix(np.ones((3, 4), np.float32), ("a", "b", "c"), {"method": "input"})
+    with pytest.raises(BadConfig, match="no Chinese rows.*untick 'Chinese rows only'"):
+        project(
+            latin, ProjectionOptions(reducer=Reducer.PCA, chinese_only=True), cache_dir=tmp_path
+        )
+
+
 # ---- cancel --------------------------------------------------------------------------------
 
 
