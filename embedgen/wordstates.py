@@ -13,15 +13,17 @@ beside the features::
         words   every word of the data jieba found (its segments with a letter or digit)
         sums    float32, words x hidden: the sum of its vectors over its read occurrences
         counts  how many occurrences each sum holds
-        cut     per distinct text: the run cut it at its max length (its words not read)
+        cut     per distinct text: its words were not read (the run cut it at its max
+                length, or an earlier pass of a resumed encoding read it)
 
 A matrix built from the run over the same data (same texts, same weights and number format, the
 last layer, :data:`PER_WORD` corpus contexts, a context length of at least the run's max length,
 no user dictionary) takes those sums, and reads again only the occurrences in the texts the run
 cut: reading them whole would give other states. The rows equal those of reading everything
 again (to float rounding; tested). Anything else reads the corpus as before. A run that found
-part of its features in the cache (a cancelled first run) encoded only the rest, so it keeps no
-word states.
+part of its features in the cache (a cancelled first run) encodes only the rest: its states hold
+the texts it read, and the matrix reads the others' contexts itself. A run that found all of
+them reads nothing and keeps the states an earlier run kept, if any.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def states_file(folder: Path, corpus: Corpus) -> Path:
 @dataclass(frozen=True)
 class WordStates:
     """Per word: the sum of its vectors over the occurrences read, and how many; per distinct
-    text of the run: whether the run cut it (its occurrences were not read)."""
+    text of the run: whether its occurrences were not read (the run cut it at its max length,
+    or an earlier pass of a resumed encoding read it)."""
 
     words: tuple[str, ...]
     sums: np.ndarray  # float32, words x hidden
@@ -206,14 +209,15 @@ class Collector:
                 np.add.at(self.counts, rows, 1)
 
     def result(self) -> WordStates | None:
-        """The states, when every distinct text was read; else None."""
-        if not self.read.all():
+        """The states of the texts read, the others counted with the cut ones (a matrix reads
+        their contexts itself); None when no text was read."""
+        if not self.read.any():
             return None
         return WordStates(
             words=self.words,
             sums=self.sums.astype(np.float32),
             counts=self.counts,
-            cut=self.cut,
+            cut=self.cut | ~self.read,
             max_length=self.max_length,
         )
 
@@ -229,9 +233,10 @@ class WordStateHook:
 
     def start(self, reading: Reading) -> bool:
         """Collect when the states can be kept: one process, fp32 or bf16 (an int8 copy's
-        states would not match an aggregated matrix's), a fast tokenizer (offsets), and a
-        feature cache entry with nothing in it yet (a pass that finds chunks cached reads only
-        the rest)."""
+        states would not match an aggregated matrix's), a fast tokenizer (offsets), and texts
+        to read. A pass that resumes (an earlier one was cancelled or stopped, its chunks kept)
+        reads only the rest: the states hold those texts, and the texts read before count as
+        not read (a matrix reads their contexts itself). States already kept stay."""
         cache = reading.cache
         if (
             cache is None
@@ -239,8 +244,11 @@ class WordStateHook:
             or reading.int8
             or reading.processes > 1
             or not getattr(reading.encoder.tokenizer, "is_fast", False)
-            or cache.has_chunks(reading.key)
+            or cache.has_chunks(reading.key, every=True)
         ):
+            return False
+        corpus = Corpus.of(reading.all_texts, "run data")
+        if states_file(cache.folder(reading.key), corpus).exists():
             return False
         started = time.perf_counter()
         self.reading = reading
@@ -271,12 +279,13 @@ class WordStateHook:
         states = self.collector.result()
         folder = cache.folder(key)
         if states is None or not cache.has_chunks(key, every=True):
-            log.info("Word states not kept: not every text was read and cached in this pass")
+            log.info("Word states not kept: not every text was read and cached")
             return
         if cache.room_for(states.sums.nbytes, folder):
             states.save(states_file(folder, self.collector.corpus))
             log.info(
-                "Word states kept: %d words, %d occurrences read, %d texts cut at %d tokens",
+                "Word states kept: %d words, %d occurrences read, %d texts cut at %d tokens "
+                "or read by an earlier pass",
                 len(states.words),
                 int(states.counts.sum()),
                 int(states.cut.sum()),

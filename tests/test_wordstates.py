@@ -135,6 +135,50 @@ def test_a_run_that_finds_its_features_cached_keeps_no_word_states(
     assert not state_files()
 
 
+def test_a_resumed_encoding_keeps_the_states_of_what_it_read(
+    tiny_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run cancelled after its first chunk; the next run reads only the rest. Its
+    states hold those texts, the first chunk's are read again by the matrix: the rows equal
+    reading everything again."""
+    import threading
+
+    from embedgen import features
+    from embedgen.lanes import LANES_ENV
+
+    monkeypatch.setattr(features, "CHUNK_TEXTS", 64)
+    monkeypatch.setenv(LANES_ENV, "1")  # one batch at a time: the cancel lands in chunk two
+    data = labelled(tmp_path)
+    cancel = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done >= 64 + 16:
+            cancel.set()
+
+    cfg = FinetuneConfig(epochs=1, dim=6, max_length=MAX_LENGTH, batch_size=16)
+    first = finetune(
+        tiny_encoder, data, cfg, progress=progress, cancel=cancel, states_hook=WordStateHook()
+    )
+    assert first.cancelled and not state_files()
+    run = train(tiny_encoder, data)
+    assert len(state_files()) == 1, "the resumed pass keeps the states of what it read"
+    corpus = Corpus.of(data.texts, "reviews.csv")
+    options = MatrixOptions(method="aggregated")
+    shared = build_matrix(run, options, corpus=corpus)
+    from_run = shared.manifest["contexts"]["from_run"]
+    assert from_run["contexts"] > 0
+    kept = state_files()[0].stat().st_mtime_ns
+    train(tiny_encoder, data, dim=4)  # everything cached: nothing read, nothing replaced
+    assert [p.stat().st_mtime_ns for p in state_files()] == [kept]
+    for path in state_files():
+        path.unlink()
+    again = build_matrix(run, options, corpus=corpus)
+    np.testing.assert_allclose(shared.vectors, again.vectors, rtol=1e-4, atol=1e-5)
+    assert from_run["read_again"] > sum(again.columns["corpus_contexts"]) / 4, (
+        "the first chunk's 64 of 160 texts are read again"
+    )
+
+
 def test_word_states_need_the_feature_cache_and_can_be_switched_off(
     tiny_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
