@@ -88,6 +88,8 @@ def read_states(
     length do not make the start look fast; ``cancel`` is checked before each one (``what``
     names the work in the message).
     """
+    # Long: two closures that share the results between a lane (read) and the calling thread
+    # (done, in order), and the block that runs them on the device.
     results: dict[int, tuple[T, np.ndarray]] = {}
 
     def read(ready: Inputs[B]) -> None:
