@@ -117,6 +117,24 @@ def test_options_the_word_states_do_not_hold_read_the_corpus(
     assert "from_run" not in matrix.manifest["contexts"]
 
 
+def test_the_context_length_follows_a_head_run_that_read_more_so_its_states_serve(
+    tiny_encoder, tmp_path: Path
+) -> None:
+    """A run that read 150 tokens per text kept states of contexts that long: the default
+    context length of a matrix from it is 150, not 128, and takes them. Told 128, the matrix
+    reads the corpus itself; a plain model's default stays 128."""
+    data = labelled(tmp_path)
+    run = train(tiny_encoder, data, max_length=150)
+    corpus = Corpus.of(data.texts, "reviews.csv")
+    followed = build_matrix(run, MatrixOptions(method="aggregated"), corpus=corpus)
+    assert followed.manifest["context_tokens"] == 150
+    assert followed.manifest["contexts"]["from_run"]["contexts"] > 0
+    told = build_matrix(run, MatrixOptions(method="aggregated", context_tokens=128), corpus=corpus)
+    assert told.manifest["context_tokens"] == 128 and "from_run" not in told.manifest["contexts"]
+    plain = build_matrix(tiny_encoder, MatrixOptions(method="aggregated"), corpus=corpus)
+    assert plain.manifest["context_tokens"] == 128
+
+
 def test_another_corpus_reads_itself(tiny_encoder, tmp_path: Path) -> None:
     data = labelled(tmp_path)
     run = train(tiny_encoder, data)

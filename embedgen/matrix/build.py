@@ -54,7 +54,7 @@ def build_matrix(
     corpus contexts) only gives the words.
     """
     run, encoder = split_source(source)
-    options = (options or MatrixOptions()).for_source(from_run=run is not None)
+    options = (options or MatrixOptions()).for_source(run)
     check_can_build(options, run, words, corpus)
     words, corpus = rows_of(options, words, corpus)
     head = run.head if run is not None else None

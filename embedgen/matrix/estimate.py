@@ -58,7 +58,7 @@ def estimate_build(
     # Long: the timing closure reads the rows as the build would (tokens or words) and is
     # called three times; the arithmetic after it turns two sample sizes into an estimate.
     run, encoder = split_source(source)
-    options = (options or MatrixOptions()).for_source(from_run=run is not None)
+    options = (options or MatrixOptions()).for_source(run)
     words, corpus = rows_of(options, words, corpus)
     if words is None:
         ids, _ = selected_tokens(encoder, options)

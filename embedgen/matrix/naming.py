@@ -35,7 +35,7 @@ def name_for(
     do not read (aggregated with no corpus contexts) does not name where words were read.
     """
     run, encoder = split_source(source)
-    options = options.for_source(from_run=run is not None)
+    options = options.for_source(run)
     info = encoder.info
     layers = None
     if options.method.reads_context:

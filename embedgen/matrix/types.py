@@ -16,13 +16,18 @@ from embedgen.errors import BadConfig
 from embedgen.fields import Choice, check, choice, setting
 from embedgen.models import Encoder
 from embedgen.postprocess import PostProcess
-from embedgen.train import Run
+from embedgen.train import Run, Strategy
 from embedgen.words import TEMPLATES
 
 # The label weight of a matrix from a run, unless told otherwise: the largest that kept at least
 # 97% of the untuned word similarity on the choose set for both real models and both labelled
 # files, confirmed on the others (BENCHMARKS.md, "The defaults' numbers").
 DEFAULT_LABEL_WEIGHT = 0.1
+
+# Tokens read per context of an aggregated row, unless told otherwise or a head run read more
+# (then its max length, so that the run's word states serve: BENCHMARKS.md, "The data's word
+# matrix").
+DEFAULT_CONTEXT_TOKENS = 128
 
 
 class Rows(enum.StrEnum):
@@ -265,8 +270,14 @@ class MatrixOptions:
         help="aggregated: short neutral sentences each word is also read in, so that words "
         "the corpus lacks get vectors that compare with the others'",
     )
-    context_tokens: int = setting(
-        128, "context length", low=8, high=8192, help="aggregated: tokens read per context"
+    context_tokens: int | None = setting(
+        None,
+        "context length",
+        low=8,
+        high=8192,
+        whole=True,
+        help=f"aggregated: tokens read per context (default {DEFAULT_CONTEXT_TOKENS}, or a head "
+        "run's max length when longer, so that the words its encoding pass kept serve)",
     )
     postprocess: PostProcess = field(default_factory=PostProcess)
     batch_size: int = setting(256, "batch size", low=1, high=65_536)
@@ -286,13 +297,19 @@ class MatrixOptions:
                 "per word above 0."
             )
 
-    def for_source(self, from_run: bool) -> MatrixOptions:
-        """These options with the source's defaults filled in: a label weight not given is
-        :data:`DEFAULT_LABEL_WEIGHT` for contextual and aggregated rows from a run, else 0."""
-        if self.label_weight is not None:
-            return self
-        weight = DEFAULT_LABEL_WEIGHT if from_run and self.method.reads_context else 0.0
-        return replace(self, label_weight=weight)
+    def for_source(self, run: Run | None) -> MatrixOptions:
+        """These options with the source's defaults filled in (``run`` None: a plain model):
+        a label weight not given is :data:`DEFAULT_LABEL_WEIGHT` for contextual and aggregated
+        rows from a run, else 0; a context length not given is :data:`DEFAULT_CONTEXT_TOKENS`,
+        or a head run's max length when longer (its word states hold contexts that long)."""
+        weight, tokens = self.label_weight, self.context_tokens
+        if weight is None:
+            weight = DEFAULT_LABEL_WEIGHT if run is not None and self.method.reads_context else 0.0
+        if tokens is None:
+            tokens = DEFAULT_CONTEXT_TOKENS
+            if run is not None and run.config.strategy is Strategy.HEAD:
+                tokens = max(tokens, run.config.max_length or 0)
+        return replace(self, label_weight=weight, context_tokens=tokens)
 
     @property
     def reads_corpus(self) -> bool:
@@ -345,7 +362,7 @@ def reflects_run(options: MatrixOptions, run: Run | None) -> bool:
     encoder."""
     if run is None:
         return False
-    options = options.for_source(from_run=True)
+    options = options.for_source(run)
     if options.method.reads_context:
         return bool(options.through_projection or run.encoder_changed or options.label_weight)
     return options.method.reflects_tuning
