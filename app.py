@@ -11,6 +11,7 @@ def start() -> None:
     # Imported here, not at the top: torch and transformers take seconds to import, and the
     # sidebar (st.navigation below) should not wait for them on a cold server.
     from embedgen.ui import session, visitor
+    from embedgen.ui.markup import plain
 
     session.init_state()
     st.title("embedgen")
@@ -20,7 +21,9 @@ def start() -> None:
     )
     user = visitor.current_user()
     if user is not None:
-        st.caption(f"Signed in as {user}: the runs and matrices you see and save are yours alone.")
+        st.caption(
+            f"Signed in as {plain(user)}: the runs and matrices you see and save are yours alone."
+        )
     polling = any(job is not None and job.active for job in _jobs())
 
     @st.fragment(run_every=1.0 if polling else None)
@@ -29,7 +32,7 @@ def start() -> None:
             c1, c2 = st.columns([1, 3])
             with c1:
                 st.page_link(path, label=label, icon=icon)
-            c2.caption(state)
+            c2.caption(plain(state))
         if polling and not any(job is not None and job.active for job in _jobs()):
             st.rerun(scope="app")  # every job has ended: stop polling
 

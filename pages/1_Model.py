@@ -4,6 +4,7 @@ import streamlit as st
 
 from embedgen.models import DEFAULT_MODEL, ModelInfo, list_cached_models
 from embedgen.ui import feedback, models, session, visitor
+from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
 
 
@@ -81,7 +82,7 @@ else:
     )
 
 if st.button("Load model", type="primary", disabled=not spec.strip()):
-    with st.spinner(f"Loading {spec}…"):
+    with st.spinner(f"Loading {plain(spec)}…"):
         try:
             models.load_model(spec.strip(), trust)
             st.session_state[session.MODEL_LOADED] = (spec.strip(), trust)
@@ -97,7 +98,7 @@ if encoder is None:
     st.stop()
 
 info = encoder.info
-st.subheader(info.model_id)
+st.subheader(plain(info.model_id))
 cols = st.columns([1.6, 1.2, 1.2, 1, 0.8, 0.8])  # "BertModel" was cut to "BertM…"
 cols[0].metric("Architecture", info.architecture)
 cols[1].metric(
@@ -114,7 +115,9 @@ cols[3].metric("Hidden size", info.hidden_size)
 cols[4].metric("Layers", info.num_layers)
 cols[5].metric("Device", device.device.upper())
 st.caption(vocabulary_note(info))
-st.caption(f"{device.describe()} · loaded from {info.source} · revision {info.revision[:19]}")
+st.caption(
+    f"{device.describe()} · loaded from {plain(info.source)} · revision {plain(info.revision[:19])}"
+)
 sample = encoder.tokenizer.tokenize("这家店的牛肉面很好吃")
-st.write("Tokenizer sample:", " · ".join(sample))
+st.write("Tokenizer sample:", plain(" · ".join(sample)))
 st.page_link("pages/2_Data.py", label="Next: labelled data", icon=":material/arrow_forward:")

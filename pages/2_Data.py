@@ -11,6 +11,7 @@ from embedgen.data import guess_columns, prepare, split
 from embedgen.fields import spec
 from embedgen.train import FinetuneConfig
 from embedgen.ui import feedback, plots, session
+from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"
@@ -72,7 +73,9 @@ if source.startswith("Upload"):
     elif st.session_state[session.DATA_TABLE] is not None:
         # The uploader forgets its file when the user visits another page; the table stays.
         table = st.session_state[session.DATA_TABLE]
-        st.caption(f"Using **{table.label}**, uploaded earlier. Upload another file to replace it.")
+        st.caption(
+            f"Using **{plain(table.label)}**, uploaded earlier. Upload another file to replace it."
+        )
 else:
     table = feedback.attempt(
         lambda: session.session_cached(
@@ -89,13 +92,13 @@ if table is None:
 st.session_state[session.DATA_TABLE] = table
 
 st.caption(
-    f"**{table.label}** · {len(table):,} rows · {len(table.columns)} columns · "
+    f"**{plain(table.label)}** · {len(table):,} rows · {len(table.columns)} columns · "
     f"encoding {table.encoding} · "
-    + (f"delimiter {table.delimiter!r} · " if table.delimiter else "")
+    + (f"delimiter {plain(repr(table.delimiter))} · " if table.delimiter else "")
     + ("header row" if table.has_header else "no header row")
 )
 st.dataframe(table.preview(20), width="stretch", height=260)
-st.caption(f"{table.numbering} Messages about rows below use the same numbers.")
+st.caption(f"{plain(table.numbering)} Messages about rows below use the same numbers.")
 
 # What the table holds decides the guess and the examples: computed once for each.
 read_as = (table.sha256, table.label, table.has_header)
@@ -135,9 +138,9 @@ st.session_state[session.DATA_LABELLED] = data
 st.session_state[session.DATA_COLUMNS] = (table.sha256, text_col, label_col)
 
 if data.dropped:
-    st.warning(data.dropped_summary())
+    st.warning(plain(data.dropped_summary()))
     with st.expander(f"Dropped rows ({len(data.dropped)})"):
-        st.caption(table.numbering)
+        st.caption(plain(table.numbering))
         st.dataframe(
             pd.DataFrame([{"row": d.row, "reason": d.reason} for d in data.dropped]),
             hide_index=True,
@@ -171,5 +174,5 @@ right.metric("Training rows", f"{len(train):,}")
 right.metric("Validation rows", f"{len(val):,}")
 right.caption(f"Split with seed {seed}, as training will; the same split every time.")
 for note in data.notes():  # too few rows per class, imbalance: warnings, not refusals
-    st.warning(note)
+    st.warning(plain(note))
 st.page_link("pages/3_Train.py", label="Next: fine-tune", icon=":material/arrow_forward:")

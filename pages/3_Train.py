@@ -14,6 +14,7 @@ from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import FinetuneConfig, Run, Strategy
 from embedgen.ui import feedback, jobpanel, models, plots, session, visitor
 from embedgen.ui.jobpanel import QueuedJob
+from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept, setting_input
 
 st.set_page_config(page_title="Train · embedgen", layout="wide")
@@ -27,7 +28,7 @@ def render(job: QueuedJob) -> None:
         jobs.ensure_worker()
         trouble = jobs.worker_trouble()
         if trouble:
-            st.warning(trouble)
+            st.warning(plain(trouble))
     if job.events and job.active:  # once it ends, the result below shows the curves
         st.plotly_chart(plots.training_curves(job.events), width="stretch", key="train_live")
 
@@ -36,7 +37,7 @@ def show_run(run: Run) -> None:
     best = run.best
     st.subheader("Result")
     if run.message:
-        st.caption(run.message)
+        st.caption(plain(run.message))
     if best is None:
         st.warning("No epoch finished, so there is no trained head.")
         return
@@ -51,7 +52,8 @@ def show_run(run: Run) -> None:
         left.markdown(f"**Validation confusion matrix** at epoch {best.epoch}, the best")
         left.plotly_chart(plots.confusion_figure(run.confusion, run.label_names), width="stretch")
     st.caption(
-        f"Run folder: `{run.folder}` (open it from the CLI with `embedgen matrix {run.folder}`)"
+        f"Run folder: {code(run.folder)} (open it from the CLI with "
+        f"{code(f'embedgen matrix {run.folder}')})"
     )
     st.page_link(
         "pages/4_Matrix.py", label="Next: build the matrix", icon=":material/arrow_forward:"
@@ -144,7 +146,8 @@ if encoder is None or data is None:
     feedback.require(data, "Choose labelled data first.", "pages/2_Data.py")
 
 st.caption(
-    f"{encoder.info.model_id} · {data.source_name}: {len(data):,} rows, {data.num_classes} classes"
+    f"{plain(encoder.info.model_id)} · {plain(data.source_name)}: {len(data):,} rows, "
+    f"{data.num_classes} classes"
 )
 # The strategy decides which settings apply, so it sits outside the form: the form's widgets
 # only change the page when it is submitted.
@@ -216,7 +219,7 @@ with st.form("train_form"):
             extra["int8"] = setting_input(c2, FinetuneConfig, "int8", key="train_int8")
     start = st.form_submit_button("Start training", type="primary", disabled=busy)
 st.caption(
-    f"Token lengths of {data.source_name}: median {lengths.p50}, 95th percentile "
+    f"Token lengths of {plain(data.source_name)}: median {lengths.p50}, 95th percentile "
     f"{lengths.p95}, longest {lengths.longest} ({lengths.texts:,} texts measured)."
 )
 

@@ -27,6 +27,7 @@ from embedgen.tokens import mostly_cjk
 from embedgen.train import Run
 from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session, visitor
 from embedgen.ui.jobpanel import Job, start_job
+from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept, setting_input
 from embedgen.words import Corpus, WordOptions, words_from_corpus, words_from_list
 
@@ -80,9 +81,9 @@ if run is None and encoder is None:
 
 sources = {}
 if run is not None:
-    sources[f"Fine-tuned run ({Path(run.folder or '').name or 'this session'})"] = run
+    sources[f"Fine-tuned run ({plain(Path(run.folder or '').name or 'this session')})"] = run
 if encoder is not None:
-    sources[f"Model as it is ({encoder.info.model_id})"] = encoder
+    sources[f"Model as it is ({plain(encoder.info.model_id)})"] = encoder
 source_label = st.radio("Build from", list(sources), key=kept("matrix_source"))
 source = sources[source_label]
 from_run = source is run
@@ -258,7 +259,7 @@ if build:
                 min_count=int(min_count), top_n=int(top_n) or None, cjk_words=cjk_words
             )
         )
-        with st.spinner(f"Finding the words of {data.source_name}…"):
+        with st.spinner(f"Finding the words of {plain(data.source_name)}…"):
             words = feedback.attempt(lambda: words_from_corpus(corpus, word_options))
     user = visitor.current_user()
     target = feedback.attempt(
@@ -290,9 +291,9 @@ if pending is not None:
         target, estimate = pending["target"], pending["estimate"]
         if target.existing is not None:
             st.warning(
-                f"A matrix named **{target.name}** is already saved"
+                f"A matrix named **{plain(target.name)}** is already saved"
                 + (f" (built {target.built})" if target.built else "")
-                + f" in `{target.folder}`. Replace it, or keep both?"
+                + f" in {code(target.folder)}. Replace it, or keep both?"
             )
         if estimate is not None and estimate.seconds > SLOW_SECONDS:
             tip = ""
@@ -304,7 +305,7 @@ if pending is not None:
             if c1.button("Replace it", type="primary"):
                 del st.session_state[PENDING]
                 job = start_build(pending, IfSaved.REPLACE)
-            if c2.button(f"Keep both (save as {target.beside().name})"):
+            if c2.button(f"Keep both (save as {plain(target.beside().name)})"):
                 del st.session_state[PENDING]
                 job = start_build(pending, IfSaved.KEEP_BOTH)
         elif c1.button("Build it", type="primary"):
@@ -344,7 +345,7 @@ def show_tradeoff(run: Run, weight: float) -> None:
         if tjob.state is RunStatus.FINISHED and tjob.result:
             figure = plots.tradeoff_figure(tjob.result, chosen=weight)
             st.plotly_chart(figure, width="stretch", key="matrix_tradeoff_plot")
-            st.caption(f"Similarity: {tjob.result[0]['similarity_measure']}.")
+            st.caption(f"Similarity: {plain(tjob.result[0]['similarity_measure'])}.")
 
 
 if from_run and method.reads_context:
@@ -365,16 +366,16 @@ if entries:
         with st.container(border=True):
             cols = st.columns([3, 1, 1])
             about = m.method.description if m.method is not None else ""
-            cols[0].markdown(f"**{m.label}**  \n`{entry.name}` · {about}")
+            cols[0].markdown(f"**{plain(m.label)}**  \n{code(entry.name)} · {plain(about)}")
             cols[1].metric("Rows", f"{m.shape[0]:,}")
             cols[2].metric("Dimensions", f"{m.shape[1]:,}")
             saved = (
-                f"saved as {entry.dtype} in `{entry.folder}`"
+                f"saved as {entry.dtype} in {code(entry.folder)}"
                 if entry.folder
                 else "not saved: more than the disk space the operator of this server gives "
                 "matrices built from a model; it stays for this session (export it to keep it)"
             )
-            st.caption(f"{describe(m)} · {human_size(m.vectors.nbytes)} in memory · {saved}")
+            st.caption(f"{plain(describe(m))} · {human_size(m.vectors.nbytes)} in memory · {saved}")
     st.page_link(
         "pages/5_Explore.py",
         label="Next: explore neighbours and maps",

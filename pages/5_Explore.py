@@ -19,6 +19,7 @@ from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
 from embedgen.ui import colours, feedback, jobpanel, matrices, models, plots, session, visitor
 from embedgen.ui.jobpanel import Job, start_job
+from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept
 
 st.set_page_config(page_title="Explore · embedgen", layout="wide")
@@ -65,10 +66,10 @@ def neighbour_table(index: NeighbourIndex, word: str, k: int, cjk: bool) -> None
         lookup = index.lookup(word)
         found = index.top_k(word, k=k, only=index.cjk_rows() if cjk else None)
     except EmbedgenError as exc:
-        st.warning(str(exc))
+        st.warning(plain(exc))
         return
     if lookup.pooled:
-        st.caption(f"Not a single token: the mean of {' + '.join(lookup.pieces)}.")
+        st.caption(f"Not a single token: the mean of {plain(' + '.join(lookup.pieces))}.")
     scores_table(found, height=min(600, 38 + 35 * len(found)))
 
 
@@ -107,7 +108,7 @@ with tab_nn:
     cols = st.columns(len(shown))
     for col, entry, index in zip(cols, shown, indexes, strict=True):
         with col:
-            st.markdown(f"**{entry.matrix.label}**  \n`{entry.name}`")
+            st.markdown(f"**{plain(entry.matrix.label)}**  \n{code(entry.name)}")
             if word.strip():
                 neighbour_table(index, word.strip(), int(k), cjk)
     marker = any(t.startswith("▁") for e in shown for t in e.matrix.vocab[:50_000])
@@ -130,11 +131,10 @@ with tab_sim:
     if a.strip() and b.strip():
         for entry, index in zip(shown, indexes, strict=True):
             try:
-                st.metric(
-                    f"cosine in {entry.name}", f"{index.similarity(a.strip(), b.strip()):.4f}"
-                )
+                cosine = index.similarity(a.strip(), b.strip())
+                st.metric(f"cosine in {plain(entry.name)}", f"{cosine:.4f}")
             except EmbedgenError as exc:
-                st.warning(f"{entry.name}: {exc}")
+                st.warning(plain(f"{entry.name}: {exc}"))
 
 with tab_analogy:
     st.caption("a is to b as c is to ?  (3CosAdd: nearest to b − a + c)")
@@ -146,11 +146,11 @@ with tab_analogy:
         cols = st.columns(len(shown))
         for col, entry, index in zip(cols, shown, indexes, strict=True):
             with col:
-                st.markdown(f"**{entry.name}**")
+                st.markdown(f"**{plain(entry.name)}**")
                 try:
                     scores_table(index.analogy(qa.strip(), qb.strip(), qc.strip(), k=10))
                 except EmbedgenError as exc:
-                    st.warning(str(exc))
+                    st.warning(plain(exc))
 
 with tab_map:
     entry, index_a = entries[name_a], indexes[0]
@@ -240,7 +240,7 @@ with tab_map:
                 only = index_a.cjk_rows() if chinese else None
                 highlight = index_a.highlight(search.strip(), k=int(hk), only=only)
             except EmbedgenError as exc:
-                st.warning(str(exc))
+                st.warning(plain(exc))
         points, point_rows, placed = map_points(matrix, projection, list(highlight))
         at = {int(r): i for i, r in enumerate(point_rows)}
         mapped = len(projection.rows)

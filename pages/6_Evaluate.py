@@ -19,6 +19,7 @@ from embedgen.tokenstats import TokenStats, significant
 from embedgen.train import Run
 from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session
 from embedgen.ui.jobpanel import Job, start_job
+from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
 
 MIN_PAIRS = 10  # fewer pairs than this make a correlation that means little
@@ -66,7 +67,7 @@ def read_uploads(uploads, reader) -> list:
         try:
             read.append((upload.file_id, reader(upload.getvalue(), name=upload.name)))
         except EmbedgenError as exc:
-            st.error(str(exc))
+            st.error(plain(exc))
     return read
 
 
@@ -125,13 +126,14 @@ with tab_sim:
             )
         for name, result in zip([r["matrix"] for r in rows], details, strict=True):
             if result.missing or result.pooled or result.malformed:
-                with st.expander(f"{name} · {result.name}: words and lines"):
+                with st.expander(plain(f"{name} · {result.name}: words and lines")):
                     if result.missing:
-                        st.write(f"Missing ({len(result.missing)}):", "、".join(result.missing))
+                        missing = plain("、".join(result.missing))
+                        st.write(f"Missing ({len(result.missing)}):", missing)
                     if result.pooled:
-                        st.write(f"Pooled ({len(result.pooled)}):", "、".join(result.pooled))
+                        st.write(f"Pooled ({len(result.pooled)}):", plain("、".join(result.pooled)))
                     for bad in result.malformed:
-                        st.caption(f"line {bad.line}: {bad.reason} ({bad.text!r})")
+                        st.caption(plain(f"line {bad.line}: {bad.reason} ({bad.text!r})"))
     elif not sets:
         st.info("Upload one or more word-similarity files.")
 
@@ -147,7 +149,7 @@ with tab_analogy:
     for name in chosen:
         entry = entries[name]
         for file_id, dataset in questions:
-            with st.spinner(f"Answering {len(dataset):,} questions with {name}…"):
+            with st.spinner(f"Answering {len(dataset):,} questions with {plain(name)}…"):
                 result = analogy_of(entry.key, file_id, pool, entry, dataset)
             for score in (result.overall, *result.sections):
                 rows.append(
@@ -203,8 +205,10 @@ with tab_purity:
             own = feedback.attempt(lambda: read_label_words(listed.getvalue(), name=listed.name))
             if own.malformed:
                 st.caption(
-                    f"{own.name}: {len(own.malformed)} line(s) not read: "
-                    + ", ".join(f"line {m.line} ({m.reason})" for m in own.malformed[:5])
+                    plain(
+                        f"{own.name}: {len(own.malformed)} line(s) not read: "
+                        + ", ".join(f"line {m.line} ({m.reason})" for m in own.malformed[:5])
+                    )
                 )
     elif data is None:
         st.info("Choose labelled data (Data page) to find its label words.")
@@ -216,7 +220,7 @@ with tab_purity:
         else:
             tokenizer = encoder.tokenizer if encoder is not None else None
             if tokenizer is None and entry.matrix.rows_are is not Rows.WORDS:
-                st.warning(f"{name}: load the model to count its tokens in the data.")
+                st.warning(f"{plain(name)}: load the model to count its tokens in the data.")
                 continue
             model_id = encoder.info.model_id if encoder is not None else ""
             leaning = significant(datastats.label_stats(entry, data, tokenizer, model_id))
@@ -225,7 +229,7 @@ with tab_purity:
                 matrices.neighbour_index(entry), leaning, per_label=per_label, k=k, resamples=1000
             )
         except EmbedgenError as exc:
-            st.warning(f"{name}: {exc}")
+            st.warning(plain(f"{name}: {exc}"))
             continue
         assert result.interval is not None and result.qualified is not None
         labels = len(result.per_label)
@@ -241,7 +245,7 @@ with tab_purity:
             }
         )
         if result.note:
-            st.caption(f"{name}: {result.note}")
+            st.caption(plain(f"{name}: {result.note}"))
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         st.caption(
@@ -287,6 +291,6 @@ with tab_trade:
         if tjob.state is RunStatus.FINISHED and tjob.result:
             records = tjob.result
             st.plotly_chart(plots.tradeoff_figure(records), width="stretch", key="tradeoff_plot")
-            st.caption(f"Similarity: {records[0]['similarity_measure']}.")
+            st.caption(f"Similarity: {plain(records[0]['similarity_measure'])}.")
             shown = pd.DataFrame(records).drop(columns=["similarity_measure"])
             st.dataframe(shown, hide_index=True, width="stretch")

@@ -16,6 +16,7 @@ from embedgen.export import (
     download_bytes,
 )
 from embedgen.ui import feedback, matrices, session
+from embedgen.ui.markup import code, plain
 
 st.set_page_config(page_title="Export · embedgen", layout="wide")
 session.init_state()
@@ -29,8 +30,8 @@ name = matrices.matrix_choice("Matrix", entries, key="export_matrix")
 entry = entries[name]
 matrix = entry.matrix
 rows, dims = matrix.shape
-saved = f"saved in `{entry.folder}`" if entry.folder else "not saved on the server"
-st.caption(f"**{name}** · method {matrix.method} · {rows:,} × {dims} · {saved}")
+saved = f"saved in {code(entry.folder)}" if entry.folder else "not saved on the server"
+st.caption(f"**{plain(name)}** · method {matrix.method} · {rows:,} × {dims} · {saved}")
 st.caption(
     "Each file is written when you click its button, so large vocabularies cost nothing until "
     "you ask (word2vec text of a 21,128 × 768 matrix is about 200 MB)."

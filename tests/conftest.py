@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -261,3 +262,14 @@ def app(
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
     at.run()
     return at
+
+
+def unmarked(text: str) -> str:
+    """What the browser shows of Markdown ``text``: user strings reach Streamlit escaped
+    (embedgen.ui.markup.plain), so the escapes and word joiners are taken out."""
+    return re.sub(r"\\(.)", r"\1", str(text)).replace("\u2060", "")
+
+
+def shown(element) -> str:
+    """What the browser shows of an AppTest element's Markdown (:func:`unmarked`)."""
+    return unmarked(element.value)

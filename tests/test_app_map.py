@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shown
 from streamlit.testing.v1 import AppTest
 
 from embedgen.matrix import EmbeddingMatrix, save_matrix
@@ -54,7 +55,7 @@ def app(home: Path, tmp_path: Path) -> AppTest:
 
 
 def warnings_about_all_rows(at: AppTest) -> list[str]:
-    return [str(w.value) for w in at.warning if "A map of all" in str(w.value)]
+    return [shown(w) for w in at.warning if "A map of all" in shown(w)]
 
 
 def compute_map(at: AppTest) -> None:
@@ -67,7 +68,7 @@ def compute_map(at: AppTest) -> None:
 
 
 def captions(at: AppTest) -> str:
-    return " | ".join(str(c.value) for c in at.caption)
+    return " | ".join(shown(c) for c in at.caption)
 
 
 def test_the_map_caps_rows_at_the_library_default(app: AppTest) -> None:

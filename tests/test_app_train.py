@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_rows
+from conftest import shown, synthetic_rows, unmarked
 from streamlit.testing.v1 import AppTest
 
 from embedgen import jobs
@@ -31,7 +31,7 @@ def go(at: AppTest, page: str) -> AppTest:
 
 
 def click(at: AppTest, label: str) -> AppTest:
-    next(b for b in at.button if b.label == label).click()
+    next(b for b in at.button if unmarked(b.label) == label).click()
     return run_page(at)
 
 
@@ -108,17 +108,17 @@ def test_a_run_cancelled_before_its_first_epoch_is_neither_kept_nor_listed(
     click(app, "Start training")
     job = app.session_state["train_job"]
     assert (str(job.state), job.stage) == ("queued", "next in line")
-    waiting = " ".join(str(w.value) for w in app.warning)
+    waiting = " ".join(shown(w) for w in app.warning)
     assert "No training worker is running on this server, so queued runs wait." in waiting
     click(app, "Cancel")
     assert job.wait(TIMEOUT)
     run_page(app)
     assert str(job.state) == "cancelled"
-    assert "nothing was kept" in " ".join(str(w.value) for w in app.warning)
+    assert "nothing was kept" in " ".join(shown(w) for w in app.warning)
     assert app.session_state["train_run"] is None, "no trained head to build a matrix from"
     runs = sorted(p.name for p in (tmp_path / "home" / "runs").iterdir())
     assert runs == [old.name], "the cancelled run left no folder behind"
-    assert "No saved runs yet." in [str(c.value) for c in app.caption]
+    assert "No saved runs yet." in [shown(c) for c in app.caption]
 
 
 def test_max_length_follows_the_data_and_int8_reads_the_texts_of_a_head_run(
@@ -130,7 +130,7 @@ def test_max_length_follows_the_data_and_int8_reads_the_texts_of_a_head_run(
     data = app.session_state["data_labelled"]
     expected = text_lengths(tiny_encoder.tokenizer, data.texts).suggested
     assert app.number_input(key="train_max_length").value == expected
-    captions = " ".join(str(c.value) for c in app.caption)
+    captions = " ".join(shown(c) for c in app.caption)
     assert "95th percentile" in captions, "the page says how long the texts are"
     assert "train_int8" in keys(app), "int8 is offered for head on the CPU"
     app.number_input(key="train_epochs").set_value(1)
@@ -148,7 +148,7 @@ def test_max_length_follows_the_data_and_int8_reads_the_texts_of_a_head_run(
 
 
 def progress_text(at: AppTest) -> str:
-    return " ".join(p.proto.text for p in at.get("progress"))
+    return " ".join(unmarked(p.proto.text) for p in at.get("progress"))
 
 
 def test_a_queued_run_trains_in_a_worker_and_a_reloaded_tab_sees_it_and_can_stop_it(
@@ -209,16 +209,14 @@ def test_without_workspaces_a_tab_takes_up_only_the_run_whose_address_it_has(
     secret = app.query_params["run"]  # the page's address now carries the run's secret
     assert isinstance(secret, str) and len(secret) >= 16
     assert secret not in (Path(folder) / "run.json").read_text("utf-8"), "only its hash is kept"
-    assert "This page's address now brings the run back" in " ".join(
-        str(c.value) for c in app.caption
-    )
+    assert "This page's address now brings the run back" in " ".join(shown(c) for c in app.caption)
 
     # Another visitor's tab: the shared runs folder's run is not theirs.
     other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     run_page(other)
     go(other, "3_Train")
     assert other.session_state["train_job"] is None, "a shared folder's run may be anyone's"
-    captions = " ".join(str(c.value) for c in other.caption)
+    captions = " ".join(shown(c) for c in other.caption)
     assert "1 other run(s) are queued or training on this server" in captions
     assert "Cancel" not in [b.label for b in other.button]
     assert "run" not in other.query_params

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cjk_vocab, synthetic_rows
+from conftest import cjk_vocab, shown, synthetic_rows
 from streamlit.testing.v1 import AppTest
 
 import embedgen.table
@@ -64,7 +64,7 @@ def start_page(at: AppTest) -> AppTest:
 
 
 def texts(elements) -> list[str]:
-    return [str(e.value) for e in elements]
+    return [shown(e) for e in elements]
 
 
 def csv_bytes(rows: list[tuple[str, str]]) -> bytes:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from browser_support import CHROMIUM, CHROMIUM_ARGS, StreamlitServer
-from conftest import synthetic_rows
+from conftest import shown, synthetic_rows
 from streamlit.testing.v1 import AppTest
 
 from embedgen.paths import new_run_folder, runs_dir
@@ -71,7 +71,7 @@ def click(at: AppTest, label: str) -> AppTest:
 
 
 def errors(at: AppTest) -> str:
-    return " ".join(str(e.value) for e in at.error)
+    return " ".join(shown(e) for e in at.error)
 
 
 def train(at: AppTest, model_dir: Path, data_name: str) -> Path:
@@ -138,7 +138,7 @@ def test_a_header_sent_twice_or_empty_names_no_one() -> None:
 
 def test_each_user_sees_only_their_own_runs(visit: Visit, tiny_model_dir: Path) -> None:
     alice, bob = visit(signed_in(ALICE)), visit(signed_in(BOB))
-    assert any(ALICE in str(c.value) for c in alice.caption), "the start page says who"
+    assert any(ALICE in shown(c) for c in alice.caption), "the start page says who"
     alices_run = train(alice, tiny_model_dir, "alice.csv")
     bobs_run = train(bob, tiny_model_dir, "bob.csv")
     assert alices_run.parent == runs_dir(ALICE) and bobs_run.parent == runs_dir(BOB)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_matrix
+from conftest import make_matrix, shown
 from streamlit.testing.v1 import AppTest
 
 from embedgen.budget import MIB, Entry, folder_size, least_recently_used
@@ -277,7 +277,7 @@ def test_the_app_says_so_without_the_servers_paths(home) -> None:
         next(b for b in at.button if b.label == "Open").click()
         at.run()
         assert not at.exception, [e.value for e in at.exception]
-        errors = [str(e.value) for e in at.error]
+        errors = [shown(e) for e in at.error]
         assert len(errors) == 1 and expected in errors[0], errors
         assert str(home) not in errors[0].replace(str(folder), "<typed>"), errors[0]
 
@@ -294,8 +294,8 @@ def test_the_app_keeps_a_matrix_too_big_to_save_for_the_session(
     wait_for(app, "matrix_job")
     entry = app.session_state["matrices"]["input-base"]
     assert entry.folder == "" and entry.matrix.shape[0] > 0
-    shown = " ".join(str(c.value) for c in app.caption)
-    assert "not saved" in shown and "export it" in shown, shown
+    said = " ".join(shown(c) for c in app.caption)
+    assert "not saved" in said and "export it" in said, said
     assert not list((tmp_path / "home").glob("matrices/*/*"))
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import shown
 from streamlit.testing.v1 import AppTest
 
 from embedgen.errors import BadConfig, EmbedgenError, NotAllowed
@@ -252,7 +253,7 @@ def test_visitors_get_no_remote_code_checkbox_unless_the_operator_allows_it(
     app: AppTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert not [c for c in app.checkbox if c.key == "model_remote"]
-    assert any("operator" in c.value and "own code" in c.value for c in app.caption)
+    assert any("operator" in shown(c) and "own code" in shown(c) for c in app.caption)
     monkeypatch.setenv("EMBEDGEN_ALLOW_REMOTE_CODE", "1")
     app.run()
     assert [c for c in app.checkbox if c.key == "model_remote"]
@@ -268,7 +269,7 @@ def test_a_visitor_cannot_make_the_server_run_a_models_code(app: AppTest, tmp_pa
     app.text_input(key="model_folder").input(str(folder)).run()
     next(b for b in app.button if b.label == "Load model").click().run()
     assert not app.exception
-    assert "own code" in " ".join(str(e.value) for e in app.error)
+    assert "own code" in " ".join(shown(e) for e in app.error)
     assert not marker.exists(), "the model's own code ran on the server"
 
 
@@ -276,13 +277,13 @@ def test_the_model_page_does_not_tell_missing_folders_from_forbidden_ones(
     app: AppTest,
 ) -> None:
     app.radio(key="model_source").set_value("Folder on this machine").run()
-    shown = []
+    said = []
     for spec in ("/etc", "/no/such/folder"):
         app.text_input(key="model_folder").input(spec).run()
         next(b for b in app.button if b.label == "Load model").click().run()
-        shown.append(" ".join(str(e.value) for e in app.error).replace(spec, "X"))
-    assert shown[0] == shown[1] and "operator" in shown[0]
-    assert "config.json" not in shown[0]
+        said.append(" ".join(shown(e) for e in app.error).replace(spec, "X"))
+    assert said[0] == said[1] and "operator" in said[0]
+    assert "config.json" not in said[0]
 
 
 def test_explore_opens_no_matrix_folder_outside_the_roots(app: AppTest) -> None:
@@ -290,7 +291,7 @@ def test_explore_opens_no_matrix_folder_outside_the_roots(app: AppTest) -> None:
     app.run()
     app.text_input(key="explore_open").input("/etc").run()
     next(b for b in app.button if b.label == "Open").click().run()
-    message = " ".join(str(e.value) for e in app.error)
+    message = " ".join(shown(e) for e in app.error)
     assert "not a matrix folder you can open here" in message
 
 
@@ -340,6 +341,6 @@ def test_a_broken_settings_file_stops_the_app_with_a_note_not_a_traceback(
     (home / "config.toml").write_text("allow_remote_code = [\n", encoding="utf-8")
     app.run()
     assert not app.exception
-    message = " ".join(str(e.value) for e in app.error)
+    message = " ".join(shown(e) for e in app.error)
     assert "settings cannot be read" in message and "server log" in message
     assert str(home) not in message, "a server path reached the visitor"

@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from embedgen.errors import EmbedgenError
+from embedgen.ui.markup import plain
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,11 @@ def require(value: Any, message: str, page: str | None = None) -> Any:
 def show_error(exc: BaseException) -> None:
     """Our errors as they are; anything else as a short note (the traceback goes to the log)."""
     if isinstance(exc, EmbedgenError):
-        st.error(str(exc))
+        st.error(plain(exc))
     else:
         log.exception("Unexpected error in a page", exc_info=exc)
         st.error(
-            f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the "
+            f"Something went wrong ({type(exc).__name__}: {plain(exc)}). The details are in the "
             "server log; please report it."
         )
 

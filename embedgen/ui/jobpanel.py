@@ -25,6 +25,7 @@ from embedgen import jobs
 from embedgen.errors import BadRun, Cancelled, EmbedgenError
 from embedgen.runs import RunRecord, RunStatus, load_run, read_run_record
 from embedgen.train import EpochMetrics, Run
+from embedgen.ui.markup import plain
 from embedgen.ui.models import current_encoder
 
 log = logging.getLogger(__name__)
@@ -380,11 +381,11 @@ def job_status(job: Job | QueuedJob) -> None:
             label += f" · {rate} {job.unit or 'steps'}/s"
         if job.eta is not None:
             label += f" · about {human_seconds(job.eta)} left"
-    st.progress(job.fraction if job.state is not RunStatus.FINISHED else 1.0, text=label)
+    st.progress(job.fraction if job.state is not RunStatus.FINISHED else 1.0, text=plain(label))
     if job.state is RunStatus.FAILED:
-        st.error(job.error or f"{job.name} failed.")
+        st.error(plain(job.error or f"{job.name} failed."))
     elif job.state is RunStatus.CANCELLED:
-        st.warning(job.error or f"{job.name} was cancelled.")
+        st.warning(plain(job.error or f"{job.name} was cancelled."))
 
 
 def job_line(job: Job | QueuedJob | None, detail: str = "") -> str | None:

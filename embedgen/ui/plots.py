@@ -1,7 +1,13 @@
-"""Plotly figures the pages show. Presentation only: the numbers come from the library."""
+"""Plotly figures the pages show. Presentation only: the numbers come from the library.
+
+Plotly reads the text it draws (hover, legend, ticks, labels) as a little HTML (``<b>``,
+``<a href>``, entities), so tokens, words, labels and column names go in through ``_text``:
+a token ``<s>`` or a label ``<b>好</b>`` shows as typed.
+"""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Sequence
 
@@ -13,6 +19,12 @@ from plotly.subplots import make_subplots
 from embedgen.train import EpochMetrics
 
 CJK_FONT = "Noto Sans CJK SC, Noto Sans SC, Microsoft YaHei, PingFang SC, sans-serif"
+
+
+def _text(value: object) -> str:
+    """A user string as Plotly text: its ``<``, ``>`` and ``&`` as entities, which Plotly shows as
+    the characters."""
+    return html.escape(str(value), quote=False)
 
 
 def _natural(label: str) -> tuple[bool, list[object]]:
@@ -41,8 +53,8 @@ def confusion_figure(confusion: Sequence[Sequence[int]], labels: Sequence[str]) 
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=list(labels),
-            y=list(labels),
+            x=[_text(label) for label in labels],
+            y=[_text(label) for label in labels],
             colorscale="Blues",
             text=z,
             texttemplate="%{text}",
@@ -103,9 +115,9 @@ def scatter_map(
     """
     three_d = coords.shape[1] == 3
     hover = (
-        list(tokens)
+        [_text(t) for t in tokens]
         if hover_extra is None
-        else [f"{t}<br>{e}" for t, e in zip(tokens, hover_extra, strict=True)]
+        else [f"{_text(t)}<br>{_text(e)}" for t, e in zip(tokens, hover_extra, strict=True)]
     )
     fig = go.Figure()
     size = (3 if len(tokens) > 5000 else 5) if not three_d else 2
@@ -120,7 +132,7 @@ def scatter_map(
         palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
         for i, group in enumerate(sorted(set(names), key=_natural)):
             colour_of = "#c8c8c8" if group == "" else palette[i % len(palette)]
-            trace(np.flatnonzero(names == group), group or "(none)", colour_of, False)
+            trace(np.flatnonzero(names == group), _text(group) or "(none)", colour_of, False)
     else:
         trace(np.arange(len(tokens)), colour_name, np.asarray(colour, dtype=float), True)
 
@@ -145,7 +157,7 @@ def _add_highlight(fig: go.Figure, coords: np.ndarray, highlight: dict[int, str]
     with arrows to their points (the query's label bold), on 3D maps beside them."""
     three_d = coords.shape[1] == 3
     idx = np.array(list(highlight))
-    labels = [highlight[i] for i in idx]
+    labels = [_text(highlight[i]) for i in idx]
     marker = {
         "size": 9 if not three_d else 5,
         "color": "#111111",
@@ -288,7 +300,8 @@ def _ring(fig: go.Figure, records: Sequence[dict], chosen: float | None) -> None
 def label_counts_figure(counts: dict[str, int], label_column: str) -> go.Figure:
     """Rows per class as bars: one category per label (0/1 are names, not a scale), counts on
     the bars."""
-    names, values = [str(n) for n in counts], list(counts.values())
+    names, values = [_text(n) for n in counts], list(counts.values())
+    label_column = _text(label_column)
     fig = go.Figure(
         go.Bar(
             x=names,
