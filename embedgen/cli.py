@@ -134,6 +134,16 @@ def _stop_on_signals(cancel: threading.Event) -> Iterator[_Stop]:
             signal.signal(signum, signal.SIG_DFL if old is None else old)
 
 
+def _pickles(args: argparse.Namespace) -> bool:
+    """Whether pickled-only weights may load: --allow-pickled-weights, or the operator's
+    allow_pickled_weights."""
+    from embedgen.settings import operator_settings
+
+    return bool(getattr(args, "allow_pickled_weights", False)) or (
+        operator_settings().allow_pickled_weights
+    )
+
+
 def _say(args: argparse.Namespace, message: str) -> None:
     if not args.quiet:
         print(message, file=sys.stderr)
@@ -163,7 +173,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = FinetuneConfig(**_settings(args, FinetuneConfig))
     if args.out and rank0:  # refused before the model loads, which takes a while
         ensure_new_run_dir(args.out)
-    encoder = load_encoder(args.model, trust_remote_code=args.trust_remote_code)
+    encoder = load_encoder(
+        args.model,
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=_pickles(args),
+    )
     if not rank0:  # the other processes train alongside rank 0 and write nothing
         with _cancel_on_ctrl_c() as cancel, _stop_on_signals(cancel) as stopped:
             run = finetune(encoder, data, config, cancel=cancel)
@@ -242,7 +256,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if is_run_folder(args.source):
         source = load_run(args.source)
     else:
-        source = load_encoder(args.source, trust_remote_code=args.trust_remote_code)
+        source = load_encoder(
+            args.source, trust_remote_code=args.trust_remote_code, allow_pickle=_pickles(args)
+        )
     target = target_for(source, options, words=words, corpus=corpus, out=args.out)
     if target.rebuildable and MatrixCache().budget <= 0:  # said before the work, not after
         raise BadConfig(
@@ -407,7 +423,9 @@ def _evaluate_all(args: argparse.Namespace, similarity: list[Any], analogy: list
     if is_run_folder(args.all):
         source: Any = load_run(args.all)
     else:
-        source = load_encoder(args.all, trust_remote_code=args.trust_remote_code)
+        source = load_encoder(
+            args.all, trust_remote_code=args.trust_remote_code, allow_pickle=_pickles(args)
+        )
     with _cancel_on_ctrl_c() as cancel, _progress("report", args, unit="matrix") as bar:
         records = evaluate_all(
             source,
@@ -665,6 +683,11 @@ def _train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="xlsx sheet: its name, or its number from 1 (default: the first)",
     )
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's code")
+    p.add_argument(
+        "--allow-pickled-weights",
+        action="store_true",
+        help="load a model whose only weights are pytorch_model.bin (a pickle can run code)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -707,6 +730,11 @@ def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     _add_settings(rows, WordOptions)
     p.add_argument("--dtype", default=DTYPES[0], choices=DTYPES, help="what matrix.npy holds")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument(
+        "--allow-pickled-weights",
+        action="store_true",
+        help="load a model whose only weights are pytorch_model.bin (a pickle can run code)",
+    )
     p.set_defaults(func=cmd_matrix)
 
 
@@ -769,6 +797,11 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "dictionary, so analogy answers are searched among more than the benchmarks' words",
     )
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument(
+        "--allow-pickled-weights",
+        action="store_true",
+        help="load a model whose only weights are pytorch_model.bin (a pickle can run code)",
+    )
     p.add_argument(
         "--similarity",
         nargs="+",
@@ -847,6 +880,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("embedgen: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk said no (full, no permission, no such folder): not a bug
+        if args.debug:
+            raise
+        from embedgen.errors import disk_trouble
+
+        print(f"embedgen {args.command}: error: {disk_trouble(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug: one line unless --debug
         if args.debug:
             raise

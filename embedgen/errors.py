@@ -45,3 +45,46 @@ class NotKept(EmbedgenError):
 
 class AlreadySaved(EmbedgenError):
     """A matrix is saved where a build would save its own; nothing was built or replaced."""
+
+
+class DiskTrouble(EmbedgenError):
+    """The disk refused a read or write: no space left, no permission, no such folder."""
+
+
+def disk_trouble(exc: OSError, where: object = None) -> DiskTrouble:
+    """``exc`` (an ``OSError`` from reading or writing files) as a :class:`DiskTrouble` whose
+    message says which file and what to do; ``where`` names the file when ``exc`` does not.
+
+    No space left names the disk's free space, since the write that failed may have been the
+    last few bytes: "no space left on the disk holding /data/runs (3 MB free)".
+    """
+    import errno
+    import os
+    import shutil
+    from pathlib import Path
+
+    path = exc.filename if exc.filename is not None else where
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        free = ""
+        probe = Path(os.fspath(path)) if path is not None else None
+        while probe is not None and not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe is not None:
+            free = f" ({shutil.disk_usage(probe).free / 1e6:,.0f} MB free)"
+        held = f" holding {probe}" if probe is not None else ""
+        return DiskTrouble(
+            f"no space left on the disk{held}{free}. Free some space (old runs and matrices "
+            "can go) and start again."
+        )
+    what = f"'{os.fspath(path)}'" if path is not None else "a file"
+    reasons = {
+        errno.EACCES: f"{what} cannot be written or read here: permission denied",
+        errno.EPERM: f"{what} cannot be written or read here: operation not permitted",
+        errno.EROFS: f"{what} is on a read-only disk",
+        errno.ENOENT: f"{what} is not there (or a folder above it is missing)",
+        errno.EEXIST: f"{what} already exists",
+        errno.ENOTDIR: f"{what}: a part of the path is a file, not a folder",
+        errno.EISDIR: f"{what} is a folder, not a file",
+    }
+    reason = reasons.get(exc.errno, f"{what}: {exc.strerror or exc}")
+    return DiskTrouble(f"{reason}. Choose another place or fix it, and try again.")

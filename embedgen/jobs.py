@@ -46,6 +46,7 @@ from embedgen.runs import (
     RUN_FILE,
     RunStatus,
     claim_queued,
+    failure_message,
     queued_record,
     read_run_record,
     status_of,
@@ -120,6 +121,7 @@ class TrainRequest:
     config: dict[str, Any]  # FinetuneConfig.as_dict()
     trust_remote_code: bool = False
     allow_download: bool = True
+    allow_pickle: bool = False  # the operator's allow_pickled_weights when it was queued
     owner: str | None = None  # runs.owner_tag of the secret that may take the run up again
 
 
@@ -318,7 +320,7 @@ def _encoder(request: TrainRequest) -> Encoder:
     """The request's encoder, loaded once per worker process for the last few models asked."""
     from embedgen.device import resolve_device
 
-    key = (request.model, request.trust_remote_code)
+    key = (request.model, request.trust_remote_code, request.allow_pickle)
     with _encoders_lock:
         if key in _encoders:
             _encoders.move_to_end(key)
@@ -327,6 +329,7 @@ def _encoder(request: TrainRequest) -> Encoder:
             request.model,
             trust_remote_code=request.trust_remote_code,
             allow_download=request.allow_download,
+            allow_pickle=request.allow_pickle,
             device=resolve_device("auto"),
         )
         _encoders[key] = encoder
@@ -381,9 +384,7 @@ def _train(req: TrainRequest, folder: Path) -> RunStatus:
 def _fail_queued(folder: Path, exc: BaseException) -> None:
     with contextlib.suppress(Cancelled, OSError):
         record = claim_queued(folder)
-        write_record(
-            replace(record, status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}")
-        )
+        write_record(replace(record, status=RunStatus.FAILED, message=failure_message(exc, folder)))
         (folder / HEARTBEAT_FILE).unlink(missing_ok=True)
 
 

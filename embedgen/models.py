@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "bert-base-chinese"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,11 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _resolve_folder(
-    spec: str, allow_download: bool, allowed_roots: Sequence[Path] | None, user: str | None
+    spec: str,
+    allow_download: bool,
+    allowed_roots: Sequence[Path] | None,
+    user: str | None,
+    allow_pickle: bool = False,
 ) -> tuple[Path, str]:
     """Return the local folder holding the model's files and where it came from.
 
@@ -142,10 +149,10 @@ def _resolve_folder(
         return path, "local folder"
     if _looks_like_path(spec):
         raise _not_available(spec, "no such folder")
-    return _from_hub(spec, allow_download)
+    return _from_hub(spec, allow_download, allow_pickle)
 
 
-def _from_hub(spec: str, allow_download: bool) -> tuple[Path, str]:
+def _from_hub(spec: str, allow_download: bool, allow_pickle: bool) -> tuple[Path, str]:
     """The cached snapshot of hub id ``spec``, downloaded first when allowed and reachable.
 
     Only configs, tokenizers and safetensors weights are fetched (pickled weights only when a
@@ -174,25 +181,39 @@ def _from_hub(spec: str, allow_download: bool) -> tuple[Path, str]:
         folder = snapshot_download(spec, allow_patterns=patterns, cache_dir=hub_cache_dir())
     except Exception as exc:
         raise _not_available(spec, f"download failed ({type(exc).__name__}: {exc})") from exc
-    if not any(
-        Path(folder, w).exists() for w in ("model.safetensors", "model.safetensors.index.json")
-    ):
-        # Older repos ship only pickled weights; fetch them explicitly, still never remote code.
+    if allow_pickle and not any(Path(folder, w).exists() for w in SAFE_WEIGHTS):
+        # Older repos ship only pickled weights; fetched only where the operator allows them
+        # (loading refuses them otherwise), still never remote code.
         folder = snapshot_download(
             spec, allow_patterns=[*patterns, "pytorch_model.bin"], cache_dir=hub_cache_dir()
         )
     return Path(folder), "hub download"
 
 
-def _load_parts(spec: str, folder: Path, trust_remote_code: bool) -> tuple[Any, Any, Any]:
+def _refuse_pickles(spec: str, folder: Path, allow_pickle: bool) -> bool:
+    """Whether ``folder`` holds safetensors weights; refused when its only weights are pickled
+    and pickles are not allowed (a pickle can run any code while it is read)."""
+    safetensors = any((folder / name).exists() for name in SAFE_WEIGHTS)
+    pickled = any((folder / name).exists() for name in PICKLED_WEIGHTS)
+    if pickled and not safetensors and not allow_pickle:
+        raise ModelNotAvailable(
+            f"Model '{spec}' holds its weights only as pytorch_model.bin, a Python pickle, which "
+            "can run code while it is read, so embedgen reads safetensors weights only. Convert "
+            "the model once where you trust it (save_pretrained writes model.safetensors), or "
+            "the operator can allow pickled weights: allow_pickled_weights in "
+            "$EMBEDGEN_HOME/config.toml for the app, --allow-pickled-weights on the command line."
+        )
+    return safetensors
+
+
+def _load_parts(
+    spec: str, folder: Path, trust_remote_code: bool, allow_pickle: bool = False
+) -> tuple[Any, Any, Any]:
     """The config, tokenizer and model in ``folder``, with one message for what goes wrong."""
+    safetensors = _refuse_pickles(spec, folder, allow_pickle)
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        safetensors = any(
-            (folder / name).exists()
-            for name in ("model.safetensors", "model.safetensors.index.json")
-        )
         model = AutoModel.from_pretrained(
             folder,
             config=config,
@@ -202,15 +223,23 @@ def _load_parts(spec: str, folder: Path, trust_remote_code: bool) -> tuple[Any, 
     except ValueError as exc:
         if "trust_remote_code" in str(exc) and not trust_remote_code:
             raise ModelNotAvailable(
-                f"Model '{spec}' needs its own code from the repository to run. embedgen does not "
-                "run remote code unless you allow it (--trust-remote-code / the checkbox on the "
-                "Model page). Only allow it for repositories you trust."
+                f"Model '{spec}' needs its own code from the repository to run, and embedgen runs "
+                "a model's code only when asked to: --trust-remote-code on the command line; in "
+                "the app only where the operator of the server allows it, with the checkbox the "
+                "Model page then shows. Only allow it for repositories you trust."
             ) from exc
         raise ModelNotAvailable(f"Model '{spec}' cannot be loaded: {exc}") from exc
-    except (OSError, KeyError) as exc:
+    except pickle.UnpicklingError as exc:
         raise ModelNotAvailable(
-            f"Model '{spec}' cannot be loaded from {folder}: {exc}. Check that the folder holds "
-            "the model's config, weights and tokenizer files."
+            f"Model '{spec}' cannot be loaded: its pytorch_model.bin holds more than weights, "
+            "so torch refused to read it (it reads weights only, since a pickle can run code). "
+            "Use the model's safetensors weights."
+        ) from exc
+    except (OSError, KeyError, RuntimeError, EOFError) as exc:  # the last two: a cut file
+        raise ModelNotAvailable(
+            f"Model '{spec}' cannot be loaded from {folder}: {type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}. Check "
+            "that the folder holds the model's config, weights and tokenizer files."
         ) from exc
     return config, tokenizer, model
 
@@ -223,25 +252,27 @@ def load_encoder(
     device: torch.device | str | None = None,
     allowed_roots: Sequence[Path] | None = None,
     user: str | None = None,
+    allow_pickle: bool = False,
 ) -> Encoder:
     """Load the encoder named by ``spec`` (hub id or local folder), preferring safetensors weights.
 
     Remote code in a model repository never runs unless ``trust_remote_code`` is set.
     ``allowed_roots`` limits local folders to those beneath them (the app passes the
     operator's roots; the command line, the operator's own tool, passes none); among the
-    users' workspaces (``embedgen.paths.workspace``) only ``user``'s own opens.
+    users' workspaces (``embedgen.paths.workspace``) only ``user``'s own opens. Weights only
+    pickled (``pytorch_model.bin``) are refused unless ``allow_pickle``.
     """
     spec = str(spec).strip()
     if not spec:
         raise ModelNotAvailable(
             "No model given. Enter a hub id such as bert-base-chinese or a folder."
         )
-    folder, source = _resolve_folder(spec, allow_download, allowed_roots, user)
+    folder, source = _resolve_folder(spec, allow_download, allowed_roots, user, allow_pickle)
     if source == "local folder":
         # Runs record this id; an absolute path keeps them usable from any working directory.
         spec = str(folder.resolve())
         folder = Path(spec)
-    config, tokenizer, model = _load_parts(spec, folder, trust_remote_code)
+    config, tokenizer, model = _load_parts(spec, folder, trust_remote_code, allow_pickle)
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embeddings is None or not hasattr(embeddings, "weight"):
         raise ModelNotAvailable(

@@ -43,11 +43,12 @@ from safetensors.torch import load_file, save_file
 from embedgen import __version__
 from embedgen.atomic import atomic_folder, atomic_path, write_json
 from embedgen.data import LabelledData
-from embedgen.errors import BadRun, Cancelled, EmbedgenError, ModelNotAvailable
+from embedgen.errors import BadRun, Cancelled, EmbedgenError, ModelNotAvailable, disk_trouble
 from embedgen.heartbeat import age, beating, pid_alive
 from embedgen.models import Encoder, load_encoder
 from embedgen.paths import runs_dir
 from embedgen.progress import ProgressFn
+from embedgen.settings import operator_settings
 from embedgen.train import EpochMetrics, FinetuneConfig, Head, Run, finetune
 from embedgen.wordstates import WordStateHook
 
@@ -384,6 +385,11 @@ def has_trained_head(run_or_record: Run | RunRecord) -> bool:
 def ensure_new_run_dir(folder: str | os.PathLike[str]) -> Path:
     """Return ``folder`` if no run lives there yet; a second run never overwrites the first."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BadRun(
+            f"'{folder}' is a file, not a folder: a run is a folder. Choose a folder that is not "
+            "there yet (it is made) or an empty one."
+        )
     if (folder / RUN_FILE).exists():
         raise _taken(folder)
     return folder
@@ -498,19 +504,41 @@ def _current(folder: Path) -> RunRecord | None:
         return None
 
 
+def failure_message(exc: BaseException, folder: str | os.PathLike[str]) -> str:
+    """Why a run failed, for run.json and the page: the disk's own words for a disk that said
+    no ("no space left on the disk holding … (3 MB free)"), else the error."""
+    if isinstance(exc, OSError):
+        return str(disk_trouble(exc, folder))
+    return str(exc) if isinstance(exc, EmbedgenError) else f"{type(exc).__name__}: {exc}"
+
+
 def write_failure(folder: str | os.PathLike[str], exc: BaseException) -> None:
-    """Mark the run in ``folder`` as failed (or interrupted) with the reason, keeping its record."""
+    """Mark the run in ``folder`` as failed (or interrupted) with the reason, keeping its record.
+
+    On a full disk the atomic write has no room for its new file, and run.json stayed
+    "running" (the page then blamed a dead worker): the record is then written over the old
+    run.json, whose blocks the truncation frees.
+    """
     record = _current(Path(folder))
     if record is None:
         return
-    interrupted = isinstance(exc, KeyboardInterrupt)
-    write_record(
-        replace(
-            record,
-            status=RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED,
-            message="Interrupted by the user." if interrupted else f"{type(exc).__name__}: {exc}",
-        )
+    interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)  # Ctrl-C, a stopped worker
+    if isinstance(exc, KeyboardInterrupt):
+        message = "Interrupted by the user."
+    elif interrupted:
+        message = "Interrupted: its process was told to stop."
+    else:
+        message = failure_message(exc, folder)
+    failed = replace(
+        record, status=RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED, message=message
     )
+    try:
+        write_record(failed)
+    except OSError as err:
+        log.warning("run.json of %s written in place: %s", Path(folder).name, err)
+        stamped = replace(failed, updated=now_iso(), versions=failed.versions or versions())
+        text = json.dumps(stamped.to_json(), ensure_ascii=False, indent=2) + "\n"
+        (Path(folder) / RUN_FILE).write_text(text, "utf-8")
 
 
 def _record_history(folder: Path, history: list[EpochMetrics]) -> None:
@@ -696,7 +724,10 @@ def _run_encoder(
         encoder = loaded
     else:
         try:
-            encoder = load_encoder(model["model_id"], device=device)
+            # a model that could only be read from a pickle was allowed when the run was made;
+            # whether it still is, the operator's settings say
+            pickles = operator_settings().allow_pickled_weights
+            encoder = load_encoder(model["model_id"], device=device, allow_pickle=pickles)
         except ModelNotAvailable as exc:
             raise BadRun(
                 f"Run '{folder.name}' was trained on a model that is not here: {exc}"

@@ -6,6 +6,9 @@ starts the server) decides what visitors may do. Settings come from
 
 - ``allow_remote_code`` / ``EMBEDGEN_ALLOW_REMOTE_CODE``: whether a model's own code may run
   when a visitor asks for it. Default: no.
+- ``allow_pickled_weights`` / ``EMBEDGEN_ALLOW_PICKLED_WEIGHTS``: whether a model whose only
+  weights are a pickle (``pytorch_model.bin``, which can run code while it is read) may be
+  loaded. Default: no; safetensors weights only.
 - ``allowed_roots`` / ``EMBEDGEN_ALLOWED_ROOTS`` (folders separated by ``:``): the only
   folders whose models and matrices visitors may open. Default: the Hugging Face cache and
   ``$EMBEDGEN_HOME``. Given, it replaces the defaults (list them too to keep them).
@@ -56,6 +59,7 @@ class OperatorSettings:
     """What visitors of the app may do; hashable, so caches can be keyed by it."""
 
     allow_remote_code: bool = False
+    allow_pickled_weights: bool = False
     allowed_roots: tuple[Path, ...] = ()
     allow_downloads: bool = True
     workspaces: bool = False
@@ -157,6 +161,7 @@ def operator_settings() -> OperatorSettings:
             raise BadConfig(f"The operator settings file {path} cannot be read: {exc}.") from exc
         known = (
             "allow_remote_code",
+            "allow_pickled_weights",
             "allowed_roots",
             "allow_downloads",
             "workspaces",
@@ -171,6 +176,7 @@ def operator_settings() -> OperatorSettings:
             )
     remote = _flag(values.get("allow_remote_code", False), f"{path}: allow_remote_code")
     downloads = _flag(values.get("allow_downloads", True), f"{path}: allow_downloads")
+    pickles = _flag(values.get("allow_pickled_weights", False), f"{path}: allow_pickled_weights")
     workspaces = _flag(values.get("workspaces", False), f"{path}: workspaces")
     header = _header(values.get("user_header", DEFAULT_USER_HEADER), f"{path}: user_header")
     roots_value = values.get("allowed_roots")
@@ -182,6 +188,8 @@ def operator_settings() -> OperatorSettings:
     env = os.environ
     if "EMBEDGEN_ALLOW_REMOTE_CODE" in env:
         remote = _flag(env["EMBEDGEN_ALLOW_REMOTE_CODE"], "EMBEDGEN_ALLOW_REMOTE_CODE")
+    if "EMBEDGEN_ALLOW_PICKLED_WEIGHTS" in env:
+        pickles = _flag(env["EMBEDGEN_ALLOW_PICKLED_WEIGHTS"], "EMBEDGEN_ALLOW_PICKLED_WEIGHTS")
     if "EMBEDGEN_ALLOW_DOWNLOADS" in env:
         downloads = _flag(env["EMBEDGEN_ALLOW_DOWNLOADS"], "EMBEDGEN_ALLOW_DOWNLOADS")
     if "EMBEDGEN_WORKSPACES" in env:
@@ -199,6 +207,7 @@ def operator_settings() -> OperatorSettings:
         )
     return OperatorSettings(
         allow_remote_code=remote,
+        allow_pickled_weights=pickles,
         allowed_roots=tuple(roots) if roots is not None else default_roots(),
         allow_downloads=downloads,
         workspaces=workspaces,

@@ -47,6 +47,7 @@ _FALLBACK_ENCODINGS = ("big5", "cp950", "big5hkscs", "shift_jis", "cp932", "euc_
 # The most characters one cell may hold. A model reads the first few hundred tokens of a text,
 # so a longer cell is almost always a file gone wrong (an unclosed quote swallowing the rest).
 MAX_CELL_CHARS = 1_000_000
+MAX_FILE_MB = 200  # the largest file read, from a path or an upload: .streamlit's maxUploadSize
 # The csv module refuses fields over 131,072 characters with a message that names no row or
 # column; it reads any size here and MAX_CELL_CHARS is checked afterwards, with one that does.
 # The setting is the process's, so it only ever grows.
@@ -163,17 +164,43 @@ def read_bytes(
     source: str | os.PathLike[str] | bytes, name: str | None = None
 ) -> tuple[bytes, str]:
     """The bytes of ``source`` (a path, or an upload's bytes called ``name``) and its name; a
-    file that cannot be read is our error, naming it."""
+    file that cannot be read is our error, naming it.
+
+    A path is read only when it is a regular file of at most :data:`MAX_FILE_MB` (the app's
+    upload limit): ``/dev/zero``, a FIFO or a 20 GB file is refused before anything is read.
+    """
     if isinstance(source, bytes | bytearray):
         return bytes(source), name or "upload"
     path = Path(source)
     name = name or path.name
+    limit = MAX_FILE_MB * 1_000_000
     try:
-        return path.read_bytes(), name
+        if not path.is_file():  # stat follows links: a link to a file is a file
+            if path.exists():
+                raise BadTable(
+                    f"{name}: not a regular file ({path} is a folder, a device or a pipe). "
+                    "Give the path of a CSV, TSV, TXT or XLSX file."
+                )
+            raise FileNotFoundError
+        size = path.stat().st_size
+        if size > limit:
+            raise BadTable(_too_big(name, size))
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)  # a file that grows while it is read stops at the limit
     except FileNotFoundError:
         raise BadTable(f"{name}: no such file ({path}). Check the path.") from None
     except OSError as exc:
         raise BadTable(f"{name}: cannot read the file ({exc.strerror}).") from None
+    if len(raw) > limit:
+        raise BadTable(_too_big(name, len(raw)))
+    return raw, name
+
+
+def _too_big(name: str, size: int) -> str:
+    return (
+        f"{name}: {size / 1e6:,.0f} MB, more than the {MAX_FILE_MB} MB embedgen reads (the app's "
+        "upload limit). Split it into smaller files, or sample its rows."
+    )
 
 
 def xlsx_sheets(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> list[str]:

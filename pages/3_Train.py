@@ -247,6 +247,7 @@ if start:
         config=config.as_dict(),
         trust_remote_code=trust_remote_code and settings.allow_remote_code,
         allow_download=settings.allow_downloads,
+        allow_pickle=settings.allow_pickled_weights,
         owner=owner_tag(visitor.new_run_secret(str(folder))),
     )
     feedback.attempt(lambda: jobs.submit(request, data, encoder.info.as_dict()))

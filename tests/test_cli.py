@@ -597,6 +597,75 @@ def test_train_into_a_folder_holding_a_run_is_refused(
     assert "already holds a run" in line, line
 
 
+def test_train_out_on_an_existing_file_is_refused(capsys, tiny_model_dir, synthetic_csv, tmp_path):
+    taken = tmp_path / "RUN"
+    taken.write_text("mine", "utf-8")
+    line = refusal(cli(capsys, *train_args(tiny_model_dir, synthetic_csv, taken)), "train")
+    assert str(taken) in line and "is a file, not a folder" in line, line
+    assert taken.read_text("utf-8") == "mine"
+
+
+def test_export_where_nothing_can_be_written_is_refused(capsys, projected, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x", "utf-8")
+    result = cli(capsys, "export", projected, "--format", "projector", "--out", blocked / "x")
+    line = refusal(result, "export")
+    assert "a-file" in line, line
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo", "big"])
+def test_data_that_is_no_file_or_too_big_is_refused_before_it_is_read(
+    capsys, source, tiny_model_dir, tmp_path
+):
+    from embedgen.table import MAX_FILE_MB
+
+    if source == "fifo":
+        path = tmp_path / "pipe.csv"
+        os.mkfifo(path)  # reading it would wait for a writer for ever
+    elif source == "big":
+        path = tmp_path / "big.csv"
+        with path.open("wb") as f:  # sparse: no disk used
+            f.truncate(MAX_FILE_MB * 1_000_000 + 1)
+    else:
+        path = Path(source)
+    line = refusal(cli(capsys, *train_args(tiny_model_dir, path, tmp_path / "RUN")), "train")
+    assert path.name in line
+    assert ("regular file" in line) if source != "big" else (f"{MAX_FILE_MB} MB" in line), line
+
+
+def test_pickled_only_weights_are_refused_then_loaded_when_allowed(
+    capsys, tiny_model_dir, tmp_path
+):
+    import torch
+    from safetensors.torch import load_file
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "pickled")
+    torch.save(load_file(model / "model.safetensors"), model / "pytorch_model.bin")
+    (model / "model.safetensors").unlink()
+    result = cli(capsys, "matrix", model, "--out", tmp_path / "M")
+    line = refusal(result, "matrix")
+    assert "pytorch_model.bin" in line and "--allow-pickled-weights" in line, line
+    result = cli(capsys, "matrix", model, "--out", tmp_path / "M", "--allow-pickled-weights")
+    assert result.code == 0, succeeded(result)
+
+
+def test_a_full_disk_is_said_in_words(capsys, tiny_model_dir, projected, tmp_path, monkeypatch):
+    """Every file embedgen writes starts as a new file beside its final name: on a full disk
+    that is where it fails ("internal error: OSError" before)."""
+    from embedgen import atomic
+
+    def full(parent, name, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(parent / name))
+
+    monkeypatch.setattr(atomic, "_new_temp", full)
+    for command, args in (
+        ("matrix", [tiny_model_dir, "--out", tmp_path / "M"]),
+        ("export", [projected, "--format", "projector", "--out", tmp_path / "P"]),
+    ):
+        line = refusal(cli(capsys, command, *args), command)
+        assert "no space left on the disk holding" in line and "MB free" in line, line
+
+
 @pytest.mark.parametrize("setting", ["epochs", "dim"])
 def test_zero_setting_is_refused_naming_it(
     capsys, setting, tiny_model_dir, synthetic_csv, tmp_path

@@ -119,3 +119,53 @@ def test_cached_hub_id_loads_from_the_cache(
     enc = load_encoder("acme/tiny-zh")
     assert enc.info.source == "hub cache"
     assert enc.info.revision == "b" * 40
+
+
+def _pickled_copy(tiny_model_dir: Path, folder: Path) -> Path:
+    """The tiny model with its weights as pytorch_model.bin (a pickle) instead of safetensors."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(tiny_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_pickled_only_weights_are_refused_unless_allowed(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    folder = _pickled_copy(tiny_model_dir, tmp_path / "pickled")
+    with pytest.raises(ModelNotAvailable, match="only as pytorch_model.bin") as err:
+        load_encoder(str(folder), allow_download=False)
+    assert "safetensors" in str(err.value) and "allow_pickled_weights" in str(err.value)
+    allowed = load_encoder(str(folder), allow_download=False, allow_pickle=True)
+    safe = load_encoder(str(tiny_model_dir), allow_download=False)
+    a = allowed.model.get_input_embeddings().weight
+    assert (a == safe.model.get_input_embeddings().weight).all()
+
+
+def test_a_pickle_that_runs_code_never_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Refused without reading it; allowed, torch reads weights only and says no (one line)."""
+    import pickle
+    import shutil
+
+    folder = tmp_path / "evil"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "ran.txt"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ModelNotAvailable, match="only as pytorch_model.bin"):
+        load_encoder(str(folder), allow_download=False)
+    with pytest.raises(ModelNotAvailable, match="cannot be loaded") as err:
+        load_encoder(str(folder), allow_download=False, allow_pickle=True)
+    assert "\n" not in str(err.value)
+    assert not marker.exists(), "the pickle's code must not run"

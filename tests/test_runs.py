@@ -392,3 +392,41 @@ def test_a_damaged_run_is_skipped_in_the_list_of_runs(
         records = list_runs(tmp_path)
     assert [r.name for r in records] == ["good-run"]
     assert "broken-run" in caplog.text
+
+
+class _FullDisk:
+    """The disk fills while the head is saved: from then on every new file fails with ENOSPC
+    (atomic writes too), as on a real full disk; writing over an existing file still works."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from embedgen import atomic
+
+        self.full = False
+        real = atomic.write_text
+
+        def write_text(path, text) -> None:
+            if self.full:
+                raise OSError(28, "No space left on device", str(path))
+            real(path, text)
+
+        def save_file(*args, **kwargs) -> None:
+            self.full = True
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(atomic, "write_text", write_text)
+        monkeypatch.setattr(runs, "save_file", save_file)
+
+
+def test_a_full_disk_ends_the_run_failed_saying_so(
+    tiny_encoder, synthetic_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, run.json stayed "running" (its failure could not be written either) and the
+    page blamed a dead worker."""
+    _FullDisk(monkeypatch)
+    folder = tmp_path / "run"
+    with pytest.raises(OSError):
+        train_and_save(tiny_encoder, synthetic_data, FinetuneConfig(epochs=1, dim=8), folder)
+    record = read_run_record(folder)
+    assert record.status == "failed"
+    assert record.message.startswith(f"no space left on the disk holding {folder}"), record
+    assert "MB free" in record.message

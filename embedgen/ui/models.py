@@ -40,6 +40,7 @@ def cached_encoder(
         spec,
         trust_remote_code=trust_remote_code and settings.allow_remote_code,
         allow_download=settings.allow_downloads,
+        allow_pickle=settings.allow_pickled_weights,
         allowed_roots=settings.allowed_roots,
         user=user,
         device=resolve_device("auto"),
