@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from embedgen.errors import BadConfig, BadTable
-from embedgen.table import LABEL_NAMES, Table, is_number, resolve_column, rows_text
+from embedgen.table import (
+    LABEL_NAMES,
+    SEGMENT_CHARS,
+    Table,
+    is_number,
+    resolve_column,
+    rows_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +155,26 @@ class LabelledData:
             f"rarest classes out."
         )
 
+    def long_texts_note(self) -> str | None:
+        """Return what happens to texts longer than SEGMENT_CHARS characters, or ``None``."""
+        long = [i for i, text in enumerate(self.texts) if len(text) > SEGMENT_CHARS]
+        if not long:
+            return None
+        longest = max(long, key=lambda i: len(self.texts[i]))
+        return (
+            f"{len(long):,} text{'s are' if len(long) > 1 else ' is'} longer than "
+            f"{SEGMENT_CHARS:,} characters (the longest, row {self.rows[longest]}, has "
+            f"{len(self.texts[longest]):,}). Words are found in them {SEGMENT_CHARS:,} "
+            "characters at a time, and the model reads only the first tokens of each text (the "
+            "max length on the Train page)."
+        )
+
     def notes(self) -> tuple[str, ...]:
         """Return the warnings about these data that do not stop training: too few rows per
-        class (:meth:`small_classes_note`), then imbalance (:meth:`imbalance_note`)."""
-        return tuple(n for n in (self.small_classes_note(), self.imbalance_note()) if n)
+        class (:meth:`small_classes_note`), imbalance (:meth:`imbalance_note`), very long
+        texts (:meth:`long_texts_note`)."""
+        found = (self.small_classes_note(), self.imbalance_note(), self.long_texts_note())
+        return tuple(n for n in found if n)
 
     def dropped_summary(self) -> str:
         """Return one line on the dropped rows: "2 rows dropped: empty text in rows 5, 9"."""

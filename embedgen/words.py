@@ -24,6 +24,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any
 
 from embedgen.errors import BadConfig, BadTable
 from embedgen.fields import check, setting
-from embedgen.table import read_bytes
+from embedgen.table import SEGMENT_CHARS, read_bytes
 from embedgen.tokens import is_cjk_char
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Corpus:
     def segments(self) -> tuple[tuple[tuple[str, int, int], ...], ...]:
         """Each text's words with their character spans, segmented once and kept."""
         seg = self.segmenter()
-        return tuple(tuple(seg.tokenize(text)) for text in self.texts)
+        return tuple(tuple(segment(seg, text)) for text in self.texts)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -173,7 +174,36 @@ class WordSplitter:
         self._seg = corpus.segmenter()
 
     def tokenize(self, text: str) -> list[str]:
-        return [w for w in self._seg.lcut(text) if w.strip()]
+        return [w for w, _, _ in segment(self._seg, text) if w.strip()]
+
+
+_BREAKS = re.compile(r"[\s，。！？；、,.!?;:：…）)\]】」』]")
+
+
+def pieces(text: str, size: int = SEGMENT_CHARS) -> list[tuple[int, str]]:
+    """``text`` as (start, piece) of at most ``size`` characters, each cut after the last space
+    or punctuation in its second half, or at ``size`` when there is none."""
+    out, start = [], 0
+    while len(text) - start > size:
+        window = text[start + size // 2 : start + size]
+        breaks = [m.end() for m in _BREAKS.finditer(window)]
+        end = start + size // 2 + breaks[-1] if breaks else start + size
+        out.append((start, text[start:end]))
+        start = end
+    out.append((start, text[start:]))
+    return out
+
+
+def segment(seg: Any, text: str) -> list[tuple[str, int, int]]:
+    """jieba's words of ``text`` with their character spans; a text longer than SEGMENT_CHARS
+    is segmented piece by piece (:func:`pieces`), so its cost grows with its length only."""
+    if len(text) <= SEGMENT_CHARS:
+        return list(seg.tokenize(text))
+    return [
+        (word, begin + start, end + start)
+        for start, piece in pieces(text)
+        for word, begin, end in seg.tokenize(piece)
+    ]
 
 
 def is_word(text: str, *, cjk: bool) -> bool:

@@ -303,3 +303,19 @@ def test_subset_keeps_the_order_asked_for_also_for_one_or_no_rows():
     assert data.subset([4, 0]).rows == (data.rows[4], data.rows[0])
     assert data.subset([2]).texts == (data.texts[2],)
     assert len(data.subset([])) == 0
+
+
+def test_very_long_texts_are_reported_with_their_row(tmp_path):
+    from embedgen.table import SEGMENT_CHARS
+
+    rows = [*REVIEWS, ("日志" * SEGMENT_CHARS, "1")]
+    data = prepare(read_table(write(tmp_path, "long.csv", csv_text(rows))), "review", "label")
+    [note] = [n for n in data.notes() if "longer than" in n]
+    assert f"1 text is longer than {SEGMENT_CHARS:,}" in note
+    assert f"row {len(rows) + 1}" in note and f"{2 * SEGMENT_CHARS:,}" in note
+    assert not any(
+        "longer than" in n
+        for n in prepare(
+            read_table(write(tmp_path, "short.csv", csv_text(REVIEWS))), "review", "label"
+        ).notes()
+    )

@@ -413,3 +413,34 @@ def test_aggregated_progress_gives_each_pass_a_share_in_proportion_to_what_it_re
     share = corpus_chars / (1.02 * (corpus_chars + generated_chars) + 1)
     # The corpus pass ends where its share does (the last report before the generated pass).
     assert any(abs(f - share) < 0.02 for f in fractions), (share, fractions)
+
+
+def test_a_very_long_text_is_segmented_in_pieces_with_true_spans() -> None:
+    """A pasted log line of 60,000 characters reaches jieba in pieces of at most SEGMENT_CHARS
+    (jieba's cost grows faster than the text), cut after punctuation where there is some; every
+    word's span still points into the whole text."""
+    from embedgen.table import SEGMENT_CHARS
+    from embedgen.words import WordSplitter, pieces, segment, segmenter
+
+    real = segmenter()
+    seen: list[int] = []
+
+    class Watched:
+        """The real segmenter, counting the length of each text it is handed."""
+
+        def tokenize(self, text: str):
+            seen.append(len(text))
+            return real.tokenize(text)
+
+    text = ("服务很好，菜也好吃。" * 3000) + "x" * 30_000
+    words = segment(Watched(), text)
+    assert seen and max(seen) <= SEGMENT_CHARS and sum(seen) == len(text)
+    assert all(text[start:end] == word for word, start, end in words)
+    assert "".join(w for w, _, _ in words) == text
+    cuts = [start for start, _ in pieces(text)][1:]
+    assert all(text[c - 1] in "，。" for c in cuts if c < 30_000), "cut after punctuation"
+    short = "服务很好，菜也好吃。"
+    assert segment(real, short) == list(real.tokenize(short))
+    corpus = Corpus.of([text, short], "long")
+    assert corpus.segments[0] == tuple(words)
+    assert WordSplitter(corpus).tokenize(text) == [w for w, _, _ in words if w.strip()]
