@@ -86,6 +86,8 @@ def _training() -> str:
         run = job.result  # it ended while the Train page was closed
         if job.state is RunStatus.FAILED:
             return "the last training failed; the Train page says why"
+        if job.state is RunStatus.INTERRUPTED:
+            return "the last training was interrupted; the Train page says what was kept"
     if run is not None and run.best is not None:
         return f"{status_of(run)}, macro-F1 {run.best.val_macro_f1:.3f}"
     return "no run"

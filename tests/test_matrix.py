@@ -503,3 +503,15 @@ def test_an_xlmr_chinese_matrix_has_no_word_start_twins(tmp_path: Path) -> None:
     assert not any(t.startswith("\u2581") and t[1:] in m.vocab for t in m.vocab)
     assert "好" in m.vocab and "\u2581中国" in m.vocab
     assert m.manifest["selection"]["removed"]["marked_twin"] > 0
+
+
+def test_a_model_or_run_folder_opened_as_a_matrix_says_what_it_is(tiny_model_dir, tmp_path):
+    """Explore's "Open" on a model folder said the matrix "was only partly written"."""
+    with pytest.raises(BadRun, match="is a model folder") as err:
+        load_matrix(tiny_model_dir)
+    assert "partly" not in str(err.value)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}", "utf-8")
+    with pytest.raises(BadRun, match="is a run folder"):
+        load_matrix(run)

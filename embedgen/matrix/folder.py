@@ -184,6 +184,18 @@ def _not_there(folder: Path) -> str:
 def _load_matrix(src: Path, *, verify: bool) -> EmbeddingMatrix:
     if not src.is_dir():
         raise BadRun(_not_there(src))
+    if (src / "config.json").is_file() and not (src / MATRIX_FILE).exists():
+        raise BadRun(
+            f"'{matrix_name_of(src)}' is a model folder (config.json, weights), not a matrix. "
+            "Load it on the Model page and build its matrix on the Matrix page (or: embedgen "
+            "matrix FOLDER)."
+        )
+    if (src / "run.json").is_file() and not (src / MATRIX_FILE).exists():
+        raise BadRun(
+            f"'{matrix_name_of(src)}' is a run folder, not a matrix. Open the run on the Train "
+            "page and build its matrix on the Matrix page (or: embedgen matrix FOLDER); the "
+            "matrices built from it are in its matrices/ folder."
+        )
     if (src / CACHE_FILE).is_file():
         touch(src / CACHE_FILE)  # used: the cache removes it last
     name = matrix_name_of(src)

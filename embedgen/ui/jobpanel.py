@@ -384,6 +384,8 @@ def job_status(job: Job | QueuedJob) -> None:
     st.progress(job.fraction if job.state is not RunStatus.FINISHED else 1.0, text=plain(label))
     if job.state is RunStatus.FAILED:
         st.error(plain(job.error or f"{job.name} failed."))
+    elif job.state is RunStatus.INTERRUPTED:  # not a failure of the job: its process went
+        st.warning(plain(job.error or f"{job.name} was interrupted."))
     elif job.state is RunStatus.CANCELLED:
         st.warning(plain(job.error or f"{job.name} was cancelled."))
 
