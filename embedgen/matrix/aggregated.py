@@ -24,6 +24,7 @@ from embedgen.matrix.types import MatrixOptions
 from embedgen.models import Encoder
 from embedgen.progress import ProgressFn
 from embedgen.states import evaluating, on_device
+from embedgen.tokens import is_cjk_char
 from embedgen.train import Head, Run
 from embedgen.words import TEMPLATES, Context, Corpus, WordVocab, corpus_contexts
 from embedgen.wordstates import kept_states
@@ -166,14 +167,26 @@ def corpus_plan(
     return again, kept
 
 
+def _tokens(text: str) -> float:
+    """About how many tokens a model reads in ``text``: a CJK character about one, other text
+    about four characters a token, and the start and end tokens."""
+    cjk = sum(1 for c in text if is_cjk_char(c))
+    return cjk + (len(text) - cjk) / 4 + 2
+
+
 def work(contexts: list[Context], missing: list[str], options: MatrixOptions) -> dict[str, float]:
-    """What each pass has to read, in characters (a pass's time grows with them): the
-    distinct corpus texts (each cut at about the context length), the generated sentences of
-    the words not cached, and a little for the words read alone at the end."""
-    cut = 3 * options.context_tokens  # a Chinese character is about a token; Latin text less
-    corpus = sum(min(len(t), cut) for t in {c.text for c in contexts})
+    """What each pass has to read, in tokens (a pass's time grows with them): the distinct
+    corpus texts, each cut at the context length, the generated sentences of the words not
+    cached, and a little for the words read alone at the end.
+
+    Counted in characters cut at 3x the context length, a run's long reviews (125 characters,
+    max length 184) weighed the corpus pass too heavily, and the time left at 25% was 32%
+    short (e5-small, 10,614 words).
+    """
+    cut = options.context_tokens + 2
+    corpus = sum(min(_tokens(t), cut) for t in {c.text for c in contexts})
     templates = TEMPLATES[: options.generated_contexts]
-    generated = sum(len(t) - 2 + len(w) for w in missing for t in templates)
+    generated = sum(_tokens(t.replace("{}", w)) for w in missing for t in templates)
     return {"corpus": corpus, "generated": generated, "alone": 0.02 * (corpus + generated) + 1}
 
 
