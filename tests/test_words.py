@@ -19,6 +19,7 @@ from embedgen.matrix import (
     resolve_layers,
     save_matrix,
 )
+from embedgen.matrix.aggregated import chars_per_token
 from embedgen.matrix.contexts import context_vectors
 from embedgen.models import load_encoder
 from embedgen.words import (
@@ -407,9 +408,13 @@ def test_aggregated_progress_gives_each_pass_a_share_in_proportion_to_what_it_re
     )
     fractions = [d / t for d, t in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    texts = {c.text for c in corpus_contexts(words.words, corpus, per_word=8)}
-    corpus_chars = sum(min(len(t), 3 * 128) for t in texts)
-    generated_chars = sum(len(t) - 2 + len(w) for w in words.words for t in TEMPLATES[:2])
+    contexts = corpus_contexts(words.words, corpus, per_word=8)
+    per_token = chars_per_token(tiny_encoder.tokenizer, [c.text for c in contexts[::50]])
+    texts = {c.text for c in contexts}
+    corpus_chars = sum(min(len(t), 128 * per_token) + 2 * per_token for t in texts)
+    generated_chars = sum(
+        len(t) - 2 + len(w) + 2 * per_token for w in words.words for t in TEMPLATES[:2]
+    )
     share = corpus_chars / (1.02 * (corpus_chars + generated_chars) + 1)
     # The corpus pass ends where its share does (the last report before the generated pass).
     assert any(abs(f - share) < 0.02 for f in fractions), (share, fractions)
