@@ -134,6 +134,25 @@ def _stop_on_signals(cancel: threading.Event) -> Iterator[_Stop]:
             signal.signal(signum, signal.SIG_DFL if old is None else old)
 
 
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    """What a command that loads a model may let it do."""
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="run the model repository's own code"
+    )
+    parser.add_argument(
+        "--allow-pickled-weights",
+        action="store_true",
+        help="load a model whose only weights are pytorch_model.bin (a pickle can run code)",
+    )
+
+
+def _load_model(args: argparse.Namespace, spec: str) -> Any:
+    """The encoder ``spec`` names, loaded as the command's flags allow."""
+    from embedgen.models import load_encoder
+
+    return load_encoder(spec, trust_remote_code=args.trust_remote_code, allow_pickle=_pickles(args))
+
+
 def _pickles(args: argparse.Namespace) -> bool:
     """Whether pickled-only weights may load: --allow-pickled-weights, or the operator's
     allow_pickled_weights."""
@@ -156,7 +175,6 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from embedgen.data import prepare
-    from embedgen.models import load_encoder
     from embedgen.paths import new_run_folder
     from embedgen.runs import ensure_new_run_dir, train_and_save
     from embedgen.table import read_table
@@ -173,11 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = FinetuneConfig(**_settings(args, FinetuneConfig))
     if args.out and rank0:  # refused before the model loads, which takes a while
         ensure_new_run_dir(args.out)
-    encoder = load_encoder(
-        args.model,
-        trust_remote_code=args.trust_remote_code,
-        allow_pickle=_pickles(args),
-    )
+    encoder = _load_model(args, args.model)
     if not rank0:  # the other processes train alongside rank 0 and write nothing
         with _cancel_on_ctrl_c() as cancel, _stop_on_signals(cancel) as stopped:
             run = finetune(encoder, data, config, cancel=cancel)
@@ -244,7 +258,6 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         describe,
         target_for,
     )
-    from embedgen.models import load_encoder
     from embedgen.postprocess import PostProcess
     from embedgen.runs import is_run_folder, load_run
 
@@ -256,9 +269,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if is_run_folder(args.source):
         source = load_run(args.source)
     else:
-        source = load_encoder(
-            args.source, trust_remote_code=args.trust_remote_code, allow_pickle=_pickles(args)
-        )
+        source = _load_model(args, args.source)
     target = target_for(source, options, words=words, corpus=corpus, out=args.out)
     if target.rebuildable and MatrixCache().budget <= 0:  # said before the work, not after
         raise BadConfig(
@@ -415,7 +426,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_all(args: argparse.Namespace, similarity: list[Any], analogy: list[Any]) -> int:
     """``evaluate --all SOURCE``: every method and option built from SOURCE, scored."""
-    from embedgen.models import load_encoder
     from embedgen.report import evaluate_all, markdown
     from embedgen.runs import is_run_folder, load_run
 
@@ -423,9 +433,7 @@ def _evaluate_all(args: argparse.Namespace, similarity: list[Any], analogy: list
     if is_run_folder(args.all):
         source: Any = load_run(args.all)
     else:
-        source = load_encoder(
-            args.all, trust_remote_code=args.trust_remote_code, allow_pickle=_pickles(args)
-        )
+        source = _load_model(args, args.all)
     with _cancel_on_ctrl_c() as cancel, _progress("report", args, unit="matrix") as bar:
         records = evaluate_all(
             source,
@@ -682,12 +690,7 @@ def _train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="xlsx sheet: its name, or its number from 1 (default: the first)",
     )
-    p.add_argument("--trust-remote-code", action="store_true", help="run the model repo's code")
-    p.add_argument(
-        "--allow-pickled-weights",
-        action="store_true",
-        help="load a model whose only weights are pytorch_model.bin (a pickle can run code)",
-    )
+    _model_flags(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -729,12 +732,7 @@ def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     _add_settings(rows, WordOptions)
     p.add_argument("--dtype", default=DTYPES[0], choices=DTYPES, help="what matrix.npy holds")
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument(
-        "--allow-pickled-weights",
-        action="store_true",
-        help="load a model whose only weights are pytorch_model.bin (a pickle can run code)",
-    )
+    _model_flags(p)
     p.set_defaults(func=cmd_matrix)
 
 
@@ -796,12 +794,7 @@ def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="with --all: also give word matrices the N most frequent words of jieba's "
         "dictionary, so analogy answers are searched among more than the benchmarks' words",
     )
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument(
-        "--allow-pickled-weights",
-        action="store_true",
-        help="load a model whose only weights are pytorch_model.bin (a pickle can run code)",
-    )
+    _model_flags(p)
     p.add_argument(
         "--similarity",
         nargs="+",

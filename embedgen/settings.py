@@ -150,6 +150,14 @@ def _megabytes(value: Any, name: str) -> float:
     return mb
 
 
+_FLAGS = {  # the yes/no settings and their environment variables
+    "allow_remote_code": "EMBEDGEN_ALLOW_REMOTE_CODE",
+    "allow_pickled_weights": "EMBEDGEN_ALLOW_PICKLED_WEIGHTS",
+    "allow_downloads": "EMBEDGEN_ALLOW_DOWNLOADS",
+    "workspaces": "EMBEDGEN_WORKSPACES",
+}
+
+
 def operator_settings() -> OperatorSettings:
     """The settings in force now: defaults, then ``config.toml``, then the environment."""
     values: dict[str, Any] = {}
@@ -159,25 +167,20 @@ def operator_settings() -> OperatorSettings:
             values = tomllib.loads(path.read_text("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise BadConfig(f"The operator settings file {path} cannot be read: {exc}.") from exc
-        known = (
-            "allow_remote_code",
-            "allow_pickled_weights",
-            "allowed_roots",
-            "allow_downloads",
-            "workspaces",
-            "user_header",
-            *_BUDGETS,
-        )
+        known = (*_FLAGS, "allowed_roots", "user_header", *_BUDGETS)
         unknown = set(values) - set(known)
         if unknown:
             raise BadConfig(
                 f"{path} has settings embedgen does not know: {', '.join(sorted(unknown))}. "
                 f"Known: {', '.join(known)}."
             )
-    remote = _flag(values.get("allow_remote_code", False), f"{path}: allow_remote_code")
-    downloads = _flag(values.get("allow_downloads", True), f"{path}: allow_downloads")
-    pickles = _flag(values.get("allow_pickled_weights", False), f"{path}: allow_pickled_weights")
-    workspaces = _flag(values.get("workspaces", False), f"{path}: workspaces")
+    env = os.environ
+    flags = {  # each yes/no setting: from config.toml, the environment winning
+        name: _flag(env[variable], variable)
+        if variable in env
+        else _flag(values.get(name, getattr(OperatorSettings, name)), f"{path}: {name}")
+        for name, variable in _FLAGS.items()
+    }
     header = _header(values.get("user_header", DEFAULT_USER_HEADER), f"{path}: user_header")
     roots_value = values.get("allowed_roots")
     if roots_value is not None and (
@@ -185,15 +188,6 @@ def operator_settings() -> OperatorSettings:
     ):
         raise BadConfig(f"{path}: allowed_roots must be a list of folder names.")
     roots = [Path(r).expanduser() for r in roots_value] if roots_value is not None else None
-    env = os.environ
-    if "EMBEDGEN_ALLOW_REMOTE_CODE" in env:
-        remote = _flag(env["EMBEDGEN_ALLOW_REMOTE_CODE"], "EMBEDGEN_ALLOW_REMOTE_CODE")
-    if "EMBEDGEN_ALLOW_PICKLED_WEIGHTS" in env:
-        pickles = _flag(env["EMBEDGEN_ALLOW_PICKLED_WEIGHTS"], "EMBEDGEN_ALLOW_PICKLED_WEIGHTS")
-    if "EMBEDGEN_ALLOW_DOWNLOADS" in env:
-        downloads = _flag(env["EMBEDGEN_ALLOW_DOWNLOADS"], "EMBEDGEN_ALLOW_DOWNLOADS")
-    if "EMBEDGEN_WORKSPACES" in env:
-        workspaces = _flag(env["EMBEDGEN_WORKSPACES"], "EMBEDGEN_WORKSPACES")
     if env.get("EMBEDGEN_USER_HEADER"):
         header = _header(env["EMBEDGEN_USER_HEADER"], "EMBEDGEN_USER_HEADER")
     if env.get("EMBEDGEN_ALLOWED_ROOTS"):
@@ -206,11 +200,8 @@ def operator_settings() -> OperatorSettings:
             else _megabytes(values.get(name, getattr(OperatorSettings, name)), f"{path}: {name}")
         )
     return OperatorSettings(
-        allow_remote_code=remote,
-        allow_pickled_weights=pickles,
         allowed_roots=tuple(roots) if roots is not None else default_roots(),
-        allow_downloads=downloads,
-        workspaces=workspaces,
         user_header=header,
+        **flags,
         **budgets,
     )
