@@ -85,7 +85,10 @@ class RunStatus(enum.StrEnum):
 
 
 def status_of(run: Run) -> RunStatus:
-    """The status of a run that training returned: finished, or cancelled by its user."""
+    """The status of a run that training returned (finished, or cancelled by its user), or of
+    one loaded back after its process stopped (interrupted, its best epoch kept)."""
+    if run.interrupted:
+        return RunStatus.INTERRUPTED
     return RunStatus.CANCELLED if run.cancelled else RunStatus.FINISHED
 
 
@@ -158,10 +161,30 @@ class RunRecord:
         return max((m.val_macro_f1 for m in self.history), default=None)
 
     @property
+    def kept_epoch(self) -> bool:
+        """Whether the head of its best epoch so far is on disk: a run writes ``best_epoch``
+        into its record only after saving that epoch's head (:func:`keep_best`)."""
+        return self.best_epoch > 0 and self.best is not None
+
+    @property
     def has_trained_head(self) -> bool:
-        """Whether the run finished at least one epoch and ended well: only such a run can
-        build a matrix."""
+        """Whether the run can build a matrix: it ended well with an epoch finished, or its
+        process stopped after keeping the head of its best epoch so far."""
+        if self.status is RunStatus.INTERRUPTED:
+            return self.kept_epoch
         return self.status.ended_well and bool(self.history)
+
+    def kept_note(self) -> str:
+        """What an interrupted run kept, in words ("" when it kept nothing)."""
+        best = self.best
+        if self.status is not RunStatus.INTERRUPTED or best is None or not self.kept_epoch:
+            return ""
+        n = len(self.history)
+        return (
+            f"{n} epoch{'s' if n != 1 else ''} finished before it stopped; the head of epoch "
+            f"{best.epoch} (validation macro-F1 {best.val_macro_f1:.3f}), the best of them, is "
+            "kept and builds matrices."
+        )
 
     @property
     def when(self) -> str:
@@ -329,6 +352,7 @@ def read_run_record(folder: str | os.PathLike[str]) -> RunRecord:
     record = RunRecord.from_json(raw, folder)
     if record.status is RunStatus.RUNNING and not _still_training(record, beat):
         record = replace(record, status=RunStatus.INTERRUPTED)
+        record = replace(record, message=record.message or record.kept_note())
     return record
 
 
@@ -551,8 +575,21 @@ def _record_history(folder: Path, history: list[EpochMetrics]) -> None:
         log.warning("Could not record epoch %d in %s: %s", len(history), folder, exc)
 
 
-def save_run(run: Run, folder: str | os.PathLike[str]) -> Path:
-    """Write the run's head, tuned encoder (if any) and run.json into ``folder``."""
+def keep_best(run: Run, folder: str | os.PathLike[str]) -> None:
+    """Keep a training run's best epoch so far in ``folder``: its head (and tuned encoder)
+    written atomically, then run.json, still "running", naming that epoch. A process that
+    dies after this leaves an interrupted run whose head builds matrices (nothing finished is
+    lost; before, a killed worker's run kept none of its finished epochs). A write that fails
+    is logged and training goes on: the run's end writes everything again."""
+    try:
+        save_run(run, folder, running=True)
+    except OSError as exc:
+        log.warning("Could not keep epoch %d of %s: %s", run.best_epoch, folder, exc)
+
+
+def save_run(run: Run, folder: str | os.PathLike[str], *, running: bool = False) -> Path:
+    """Write the run's head, tuned encoder (if any) and run.json into ``folder``; ``running``:
+    the run trains on (:func:`keep_best`), so its record stays "running" and unfinished."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     before = _current(folder)
@@ -563,11 +600,15 @@ def save_run(run: Run, folder: str | os.PathLike[str]) -> Path:
         with atomic_folder(folder / ENCODER_DIR) as staging:
             run.encoder.model.save_pretrained(staging)
             run.encoder.tokenizer.save_pretrained(staging)
-    # When it was queued, started and by which task and owner: kept from the running record.
-    kept = ("queued", "task_id", "owner", "started")
+    # When it was queued, started and by which task and owner: kept from the running record
+    # (and, while it trains, which process on which host).
+    kept = ("queued", "task_id", "owner", "started") + (("pid", "host") if running else ())
     carried = {k: getattr(before, k) for k in kept} if before is not None else {}
     carried["started"] = carried.get("started") or now_iso()
-    write_record(record_of(run, folder, finished=now_iso(), **carried))
+    record = record_of(run, folder, finished=None if running else now_iso(), **carried)
+    write_record(replace(record, status=RunStatus.RUNNING) if running else record)
+    if running:
+        return folder
     run.folder = str(folder)
     log.info("Saved run to %s", folder)
     return folder
@@ -616,6 +657,7 @@ def train_and_save(
                 cancel=cancel,
                 on_epoch=epoch_done,
                 states_hook=WordStateHook() if config.word_states else None,
+                on_best=lambda best: keep_best(best, folder),
             )
             if has_trained_head(run):
                 save_run(run, folder)
@@ -678,6 +720,7 @@ def load_run(
         label_names=record.label_names,
         history=list(record.history),
         cancelled=record.status is RunStatus.CANCELLED,
+        interrupted=record.status is RunStatus.INTERRUPTED,
         best_epoch=record.best_epoch,
         confusion=[list(r) for r in record.confusion],
         data_summary=record.dataset,
@@ -690,7 +733,7 @@ def load_run(
 def _usable_record(folder: Path) -> RunRecord:
     """The record of a run whose head can be loaded; :class:`BadRun` saying why not."""
     record = read_run_record(folder)
-    if not record.status.ended_well:
+    if not record.status.ended_well and not record.has_trained_head:
         raise BadRun(
             f"Run '{folder.name}' is {record.status}; it has no trained head to use. "
             "Wait for it to finish, or train again."

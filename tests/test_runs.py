@@ -29,6 +29,7 @@ from embedgen.runs import (
     read_run_record,
     run_manifest,
     save_run,
+    status_of,
     train_and_save,
     write_failure,
 )
@@ -430,3 +431,75 @@ def test_a_full_disk_ends_the_run_failed_saying_so(
     assert record.status == "failed"
     assert record.message.startswith(f"no space left on the disk holding {folder}"), record
     assert "MB free" in record.message
+
+
+def test_each_better_epoch_is_kept_on_disk_while_training(
+    tiny_encoder, synthetic_data, tmp_path: Path
+) -> None:
+    folder = tmp_path / "run"
+    seen: list[tuple[int, int, bool]] = []
+
+    def look(metrics) -> None:  # called before the epoch is weighed against the best
+        record = runs._current(folder)
+        seen.append((metrics.epoch, record.best_epoch, (folder / "head.safetensors").exists()))
+
+    run = train_and_save(
+        tiny_encoder, synthetic_data, FinetuneConfig(epochs=3, dim=8), folder, on_epoch=look
+    )
+    assert seen[0] == (1, 0, False), "nothing is kept before the first epoch ends"
+    assert all(best >= 1 and head for _, best, head in seen[1:]), seen
+    assert read_run_record(folder).best_epoch == run.best_epoch
+
+
+KILLED_RUN = """
+import sys
+from conftest import synthetic_rows, write_csv
+from embedgen.data import prepare
+from embedgen.models import load_encoder
+from embedgen.runs import train_and_save
+from embedgen.table import read_table
+from embedgen.train import FinetuneConfig
+
+from pathlib import Path
+
+model, data_file, folder = sys.argv[1:]
+write_csv(Path(data_file), synthetic_rows(240))
+data = prepare(read_table(data_file), "text", "label")
+config = FinetuneConfig(epochs=500, patience=0, dim=8)
+train_and_save(load_encoder(model, allow_download=False), data, config, folder)
+"""
+
+
+def test_a_killed_training_keeps_its_best_epoch_for_matrices(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """kill -9 mid-training: the run reads "interrupted", says what it kept, and its head
+    builds a matrix (before, four probed runs lost 10, 4, 6 and 43 finished epochs)."""
+    import signal
+
+    from embedgen.matrix import MatrixOptions, Method, build_matrix
+
+    folder = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    args = [str(tiny_model_dir), str(tmp_path / "data.csv"), str(folder)]
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, *args], env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            record = runs._current(folder)
+            if record is not None and record.best_epoch >= 1 and len(record.history) >= 3:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the training ended on its own"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    record = read_run_record(folder)
+    assert record.status == "interrupted" and record.has_trained_head
+    assert record.best is not None and f"head of epoch {record.best_epoch}" in record.message
+    assert f"{len(record.history)} epochs finished" in record.message
+    run = load_run(folder)
+    assert run.best_epoch == record.best_epoch and status_of(run) == "interrupted"
+    matrix = build_matrix(run, MatrixOptions(method=Method.PROJECTED))
+    assert matrix.shape[1] == 8

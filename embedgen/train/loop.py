@@ -96,6 +96,7 @@ class Run:
     label_names: tuple[str, ...]
     history: list[EpochMetrics] = field(default_factory=list)
     cancelled: bool = False  # stopped by its user (its best finished epoch is kept)
+    interrupted: bool = False  # its process stopped (its best epoch kept on disk is this)
     best_epoch: int = 0
     confusion: list[list[int]] = field(default_factory=list)
     data_summary: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +118,7 @@ def finetune(
     cancel: threading.Event | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     states_hook: StatesHook | None = None,
+    on_best: Callable[[Run], None] | None = None,
 ) -> Run:
     """Train a head (and, by strategy, encoder layers) on ``data``; return the :class:`Run`.
 
@@ -124,7 +126,9 @@ def finetune(
     ``progress`` gets (done, total) within each stage ("encoding N texts" in texts, or
     "tokenizing N texts"; then "epoch k of n" in rows); ``cancel`` is checked before every
     batch; ``on_epoch`` gets each epoch's metrics as soon as they are known; ``states_hook``
-    sees the frozen encoder's hidden states batch by batch (strategy ``head``).
+    sees the frozen encoder's hidden states batch by batch (strategy ``head``); ``on_best``
+    gets the run as it stands whenever an epoch beats the best so far (its head and encoder
+    are that epoch's until training goes on), to keep it on disk.
 
     Launched by torchrun on several processes, each process calls this with the same
     arguments and gets the same :class:`Run` (the module docstring says how the work is
@@ -137,16 +141,22 @@ def finetune(
         log.info("Max length %d tokens from the data: %s", lengths.suggested, lengths.describe())
     train, val = split(data, val_fraction=config.val_fraction, seed=config.seed)
     log.info("Fine-tuning on %d rows, validating on %d", len(train), len(val))
+    summary = data.summary()
+    summary.update({"rows_train": len(train), "rows_validation": len(val)})
+
+    def described(run: Run) -> Run:
+        return replace(run, label_names=tuple(data.label_names), data_summary=summary)
+
     with distributed.process_group(resolve_device(config.device)):
         trainer = _Trainer(encoder, train, val, config, data.texts, progress, cancel)
         trainer.on_epoch, trainer.states_hook = on_epoch, states_hook
+        if on_best is not None:
+            trainer.on_best = lambda run: on_best(described(run))
         try:
             run = trainer.run()
         finally:
             trainer.release()
-    summary = data.summary()
-    summary.update({"rows_train": len(train), "rows_validation": len(val)})
-    return replace(run, label_names=tuple(data.label_names), data_summary=summary)
+    return described(run)
 
 
 def lr_factor(seen: int, batch: int, total: int, warmup: int) -> float:
@@ -366,6 +376,7 @@ class _Trainer:
     ) -> None:
         self.config, self.progress, self.cancel = config, progress, cancel
         self.on_epoch: Callable[[EpochMetrics], None] | None = None
+        self.on_best: Callable[[Run], None] | None = None
         self.states_hook: StatesHook | None = None
         self.device = distributed.local_device(resolve_device(config.device))
         self.tuned = config.strategy is not Strategy.HEAD
@@ -437,6 +448,8 @@ class _Trainer:
                 if metrics.val_macro_f1 > self.best.f1:
                     kept = _Best.snapshot(self.head, self.model if self.tuned else None)
                     self.best = _Best(metrics.val_macro_f1, epoch, pred, kept)
+                    if self.on_best is not None:  # the weights are this epoch's: keep them
+                        self.on_best(_run_of(self, history, self.best))
                 elif (
                     cfg.patience
                     and epoch - self.best.epoch >= cfg.patience
@@ -561,19 +574,7 @@ class _Trainer:
         best.restore(self.head, self.model)
         self.head.eval()
         self.model.eval()
-        return Run(
-            self.config,
-            self.head,
-            self.encoder,
-            encoder_changed=self.tuned,
-            label_names=(),
-            history=history,
-            cancelled=cancelled,
-            best_epoch=best.epoch,
-            confusion=best.confusion(self.val_y.numpy(), self.num_classes),
-            batch_size_used=self.batches.size,
-            message=message,
-        )
+        return _run_of(self, history, best, cancelled=cancelled, message=message)
 
     @torch.no_grad()
     def _evaluate(self, val_feats: torch.Tensor | None) -> tuple[float, np.ndarray]:
@@ -600,3 +601,20 @@ class _Trainer:
         self.model.to(self.home)
         self.head.to(self.home)
         free_memory(self.device)
+
+
+def _run_of(trainer: _Trainer, history: list[EpochMetrics], best: _Best, **ended: Any) -> Run:
+    """The run of ``trainer``'s head and encoder as they are now, ``best`` its best epoch;
+    ``ended``: how it ended (cancelled, message), for the run training returns."""
+    return Run(
+        trainer.config,
+        trainer.head,
+        trainer.encoder,
+        encoder_changed=trainer.tuned,
+        label_names=(),
+        history=list(history),
+        best_epoch=best.epoch,
+        confusion=best.confusion(trainer.val_y.numpy(), trainer.num_classes),
+        batch_size_used=trainer.batches.size,
+        **ended,
+    )

@@ -282,10 +282,10 @@ class QueuedJob:
         if record is None:
             return "Training was cancelled before its first epoch finished; nothing was kept."
         if record.status is RunStatus.INTERRUPTED:
-            return (
-                "Training stopped without saying why: its worker is gone (stopped, or its "
-                "machine restarted). Start it again."
-            )
+            gone = "Training stopped without saying why: its worker is gone (stopped, or its "
+            if record.kept_epoch:
+                return f"{gone}machine restarted). {record.kept_note()}"
+            return f"{gone}machine restarted) before an epoch finished. Start it again."
         if record.status is RunStatus.CANCELLED:
             return record.message or "Training was cancelled; its best finished epoch is kept."
         return (record.message or None) if record.status is RunStatus.FAILED else None
