@@ -47,6 +47,10 @@ class AlreadySaved(EmbedgenError):
     """A matrix is saved where a build would save its own; nothing was built or replaced."""
 
 
+class QueueUnreachable(EmbedgenError):
+    """The job queue (Redis, or the SQLite file) cannot be reached; nothing was started."""
+
+
 class DiskTrouble(EmbedgenError):
     """The disk refused a read or write: no space left, no permission, no such folder."""
 

@@ -9,9 +9,12 @@ stopping is a ``cancel`` file in it (:func:`cancel`), so a closed browser tab lo
 and any session of the owner can stop the run.
 
 The queue is huey's: SQLite at ``$EMBEDGEN_HOME/queue/huey.db`` by default, Redis when
-``EMBEDGEN_QUEUE_URL=redis://host:6379/0`` (``pip install "embedgen[redis]"``). A queued run
-whose queue entry is lost (the queue file deleted, a worker killed between taking the task
-and claiming the run) stays "queued" until its owner cancels it.
+``EMBEDGEN_QUEUE_URL=redis://host:6379/0`` (``pip install "embedgen[redis]"``). A submit that
+cannot reach the queue leaves no run folder and says so. A queued run whose queue entry is
+lost (the queue file deleted, Redis restarted without its data, a worker killed between
+taking the task and claiming the run) is queued again by a worker within a minute
+(:func:`requeue_lost`, from the ``request.json`` its folder keeps); a process whose SQLite
+file was deleted or replaced opens the new one instead of writing into the lost one.
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ from huey import Huey, RedisHuey, SqliteHuey
 
 from embedgen.atomic import write_json
 from embedgen.data import DroppedRow, LabelledData
-from embedgen.errors import BadConfig, BadRun, Cancelled
+from embedgen.errors import BadConfig, BadRun, Cancelled, QueueUnreachable
 from embedgen.heartbeat import beating, fresh, pid_alive
 from embedgen.models import Encoder, load_encoder
-from embedgen.paths import queue_dir
+from embedgen.paths import queue_dir, runs_dir, users_dir
 from embedgen.runs import (
     HEARTBEAT_FILE,
     RUN_FILE,
@@ -61,6 +64,9 @@ log = logging.getLogger(__name__)
 QUEUE_URL_ENV = "EMBEDGEN_QUEUE_URL"
 AUTOSTART_ENV = "EMBEDGEN_WORKER_AUTOSTART"  # "0": the app never starts a worker itself
 DATA_FILE = "data.json"
+REQUEST_FILE = "request.json"  # the TrainRequest, to queue the run again if its entry is lost
+LOST_AFTER_SECONDS = 60.0  # a run queued this long whose task no queue holds is queued again
+REQUEUE_EVERY_BEATS = 6  # a worker looks for lost runs every 6 heartbeats (30 s)
 PROGRESS_FILE = "progress.json"
 CANCEL_FILE = "cancel"
 PROGRESS_SECONDS = 0.5  # progress.json is written at most this often (and at each new stage)
@@ -90,7 +96,34 @@ def _queue() -> tuple[Huey, Any]:
         if where not in _queues:
             huey = _new_huey(url)
             _queues[where] = (huey, huey.task(name="embedgen.train")(train))
+        if not url:
+            _reopen_if_replaced(_queues[where][0], Path(where))
         return _queues[where]
+
+
+_opened: dict[Path, int] = {}  # SQLite queue file -> the inode this process opened
+
+
+def _reopen_if_replaced(huey: Huey, path: Path) -> None:
+    """Open the queue file at ``path`` again when it is no longer the one this process opened.
+
+    An open SQLite connection writes on into a deleted file, so a process that had submitted
+    before the file was removed kept queueing runs no worker would ever see ("queued · next
+    in line" beside an idle worker).
+    """
+    try:
+        inode: int | None = path.stat().st_ino
+    except FileNotFoundError:
+        inode = None
+    if inode is not None and _opened.get(path) == inode:
+        return
+    if path in _opened:  # replaced or removed since it was opened here
+        log.warning("The queue file %s was replaced or removed: opening it again", path)
+        huey.storage.close()
+        huey.storage.initialize_schema()
+        inode = path.stat().st_ino
+    if inode is not None:
+        _opened[path] = inode
 
 
 def _new_huey(url: str) -> Huey:
@@ -141,9 +174,70 @@ def submit(
         folder, config, model_info or {}, data.summary(), task_id=message.id, owner=request.owner
     )
     write_data(data, folder)  # before the queue hears of it: a worker reads it at once
-    huey.enqueue(message)
+    write_json(folder / REQUEST_FILE, asdict(request))
+    try:
+        huey.enqueue(message)
+    except Exception as exc:  # Redis down, the SQLite file unwritable: nothing was started
+        for name in (RUN_FILE, DATA_FILE, REQUEST_FILE):
+            (folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        raise QueueUnreachable(
+            f"The job queue is not reachable ({_where()}: {type(exc).__name__}); nothing was "
+            "started. Try again in a minute; if it stays so, tell the operator of this server."
+        ) from exc
     log.info("Queued training of %s (task %s)", folder.name, message.id)
     return message.id
+
+
+def _where() -> str:
+    """The queue, as messages name it: Redis without its password, or the SQLite file."""
+    url = os.environ.get(QUEUE_URL_ENV, "").strip()
+    if not url:
+        return str(queue_dir() / "huey.db")
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+
+
+def requeue_lost(min_age: float = LOST_AFTER_SECONDS) -> list[Path]:
+    """Queue again the runs queued at least ``min_age`` seconds ago whose task no queue holds
+    (the queue file was deleted, Redis lost its data); return their folders.
+
+    A run without its ``request.json`` (queued by an older embedgen) ends "failed", saying
+    why. A task queued twice is harmless: the worker that claims the run first trains it, the
+    other finds it no longer queued and skips it.
+    """
+    from datetime import UTC, datetime
+
+    huey, task = _queue()
+    try:
+        pending = {m.id for m in huey.pending()}
+    except Exception as exc:  # the queue is not back yet: try again later
+        log.debug("Lost runs not looked for: %s", exc)
+        return []
+    folders = [runs_dir()]
+    if users_dir().is_dir():
+        folders += [p / "runs" for p in sorted(users_dir().iterdir())]
+    now, found = datetime.now(UTC), []
+    for folder in (f for root in folders if root.is_dir() for f in sorted(root.iterdir())):
+        record = queued_record(folder)
+        if record is None or record.task_id in pending or not record.queued:
+            continue
+        if (now - datetime.fromisoformat(record.queued)).total_seconds() < min_age:
+            continue
+        try:
+            request = TrainRequest(**json.loads((folder / REQUEST_FILE).read_text("utf-8")))
+        except (OSError, ValueError, TypeError):
+            _fail_queued(folder, BadRun("its queue entry was lost and it cannot be queued again"))
+            continue
+        message = task.s(asdict(request))
+        write_record(replace(record, task_id=message.id))
+        huey.enqueue(message)
+        log.warning("Queued %s again: its queue entry was lost", folder.name)
+        found.append(folder)
+    return found
 
 
 def place(folder: str | os.PathLike[str]) -> int | None:
@@ -195,7 +289,8 @@ def _tidy(folder: Path, *, keep_progress: bool = True) -> None:
     """Remove the queue's files from a run folder that ended, and the folder when nothing of
     the run is left in it (a run cancelled before its first epoch)."""
     gone = not (folder / RUN_FILE).exists()
-    names = [DATA_FILE, CANCEL_FILE] + ([] if keep_progress and not gone else [PROGRESS_FILE])
+    names = [DATA_FILE, REQUEST_FILE, CANCEL_FILE]
+    names += [] if keep_progress and not gone else [PROGRESS_FILE]
     for name in [*names, HEARTBEAT_FILE] if gone else names:
         (folder / name).unlink(missing_ok=True)
     if gone:
@@ -427,15 +522,27 @@ def run_worker(workers: int = 1, worker_type: str = "thread", stop_with: int | N
         os.environ.get(QUEUE_URL_ENV) or queue_dir() / "huey.db",
     )
 
-    def app_still_there() -> bool:
+    beats = 0
+
+    def tend() -> bool:
+        """Each heartbeat: stop when the app has gone; a queue file replaced is opened again
+        (:func:`get_huey`); every REQUEUE_EVERY_BEATS, runs whose queue entry was lost."""
+        nonlocal beats
         if stop_with is not None and not pid_alive(stop_with):
             log.info("Process %d has ended: stopping after the run under way", stop_with)
             os.kill(os.getpid(), signal.SIGINT)  # huey's consumer: a graceful stop
             return False
+        try:
+            get_huey()
+            if beats % REQUEUE_EVERY_BEATS == 0:
+                requeue_lost()
+        except Exception:  # the heartbeat goes on: the app must still see this worker
+            log.exception("Looking after the queue failed")
+        beats += 1
         return True
 
     beat = queue_dir() / f"worker-{socket.gethostname()}-{os.getpid()}"
-    with beating(beat, WORKER_BEAT_SECONDS, create=True, on_beat=app_still_there):
+    with beating(beat, WORKER_BEAT_SECONDS, create=True, on_beat=tend):
         consumer.run()
 
 

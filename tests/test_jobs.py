@@ -246,3 +246,49 @@ def test_a_worker_started_with_a_process_stops_once_that_process_has_ended(home:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_a_submit_that_cannot_reach_redis_says_so_and_leaves_no_run(
+    home: Path, tiny_model_dir: Path, synthetic_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: "Something went wrong (ConnectionError…)" and a run folder "queued" for ever."""
+    pytest.importorskip("redis", reason="the redis package (pip install 'embedgen[redis]')")
+    from embedgen.errors import QueueUnreachable
+
+    monkeypatch.setenv(jobs.QUEUE_URL_ENV, "redis://:secret@127.0.0.1:9/0")  # nothing listens
+    req = request(tiny_model_dir)
+    with pytest.raises(QueueUnreachable, match="nothing was started") as err:
+        jobs.submit(req, synthetic_data)
+    assert "redis://127.0.0.1:9" in str(err.value) and "secret" not in str(err.value)
+    assert not Path(req.folder).exists()
+
+
+def test_a_deleted_queue_file_is_opened_again_and_its_lost_runs_queued_again(
+    home: Path, tiny_model_dir: Path, synthetic_data
+) -> None:
+    """The queue file deleted under a process that had submitted: its next run went into the
+    deleted file, and the runs queued before waited for ever beside an idle worker."""
+    from huey import SqliteHuey
+
+    from embedgen.paths import queue_dir
+
+    first = request(tiny_model_dir)
+    jobs.submit(first, synthetic_data)
+    (queue_dir() / "huey.db").unlink()
+    second = request(tiny_model_dir)
+    task = jobs.submit(second, synthetic_data)
+    fresh = SqliteHuey("embedgen", filename=str(queue_dir() / "huey.db"), results=False)
+    fresh.task(name="embedgen.train")(jobs.train)  # as a worker's queue knows it
+    assert [m.id for m in fresh.pending()] == [task], "the new run is in the file workers read"
+
+    assert jobs.requeue_lost(min_age=3600) == [], "a run queued a moment ago is not lost yet"
+    assert jobs.requeue_lost(min_age=0) == [Path(first.folder)]
+    record = read_run_record(first.folder)
+    assert record.status == "queued" and {m.id for m in fresh.pending()} == {task, record.task_id}
+    assert jobs.requeue_lost(min_age=0) == [], "queued again once"
+
+    (Path(second.folder) / jobs.REQUEST_FILE).unlink()  # as a run queued by an older embedgen
+    fresh.storage.flush_queue()  # both entries lost again
+    assert jobs.requeue_lost(min_age=0) == [Path(first.folder)]
+    lost = read_run_record(second.folder)
+    assert lost.status == "failed" and "queue entry was lost" in lost.message
