@@ -9,8 +9,9 @@ temporary ``$EMBEDGEN_HOME``, and goes the way the Matrix page goes: the words o
 (``words_from_corpus``, default options), ``estimate_build``, then ``build_matrix`` with the
 default aggregated options, from the plain model or (``--from-run``) from a ``head`` run over
 the same texts (d=128, 3 epochs, word states kept, as ``runs.train_and_save`` plugs them).
-Prints the estimate against the build, what the build read, and how far the time left that the
-progress rate gives (elapsed / done x left) is from the truth at 10, 25, 50 and 75% done.
+Prints the estimate against the build, what the build read, and how far the time left is from
+the truth at 10, 25, 50 and 75% done: as the app's job panel computes it (the rate since the
+first progress report), and from the rate since the build started, set-up included.
 """
 
 from __future__ import annotations
@@ -79,11 +80,15 @@ def main() -> None:
 
     matrix = build_matrix(source, options, words=words, corpus=corpus, progress=progress)
     total = time.perf_counter() - started
-    errors = []
+    # The time left as the app shows it: the rate since the stage's first report (the job
+    # panel's rule), and, stricter, the rate since the build started (its set-up included).
+    first_at, first_share = seen[0]
+    errors, strict = [], []
     for mark in MARKS:
         at, share = next((t, f) for t, f in seen if f >= mark)
-        left = at / share * (1 - share)
+        left = (at - first_at) / max(share - first_share, 1e-9) * (1 - share)
         errors.append(f"{left / (total - at) - 1:+.0%}")
+        strict.append(f"{at / share * (1 - share) / (total - at) - 1:+.0%}")
     chars = sum(map(len, data.texts)) / len(data)
     lines = [
         f"{Path(args.model).name}, {len(data):,} texts of {args.join} waimai review(s) "
@@ -92,7 +97,9 @@ def main() -> None:
         f"words {len(words):,} (segmented in {segmenting:.1f} s); estimate "
         f"{estimate.describe()} = {estimate.seconds:.0f} s (made in {estimating:.1f} s); "
         f"build {total:.0f} s ({estimate.seconds / total:.2f}x)",
-        f"time left by the rate at {' / '.join(f'{m:.0%}' for m in MARKS)}: {' / '.join(errors)}",
+        f"time left as the app shows it at {' / '.join(f'{m:.0%}' for m in MARKS)}: "
+        f"{' / '.join(errors)} (rate since the build started: {' / '.join(strict)}; "
+        f"first progress after {first_at:.1f} s)",
         f"contexts: {json.dumps(matrix.manifest['contexts'])}",
     ]
     text = "\n".join(lines) + "\n"

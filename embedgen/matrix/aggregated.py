@@ -173,7 +173,7 @@ def chars_per_token(tokenizer: Any, texts: list[str], sample: int = 200) -> floa
     picked = texts[:: max(1, len(texts) // sample)][:sample]
     if not picked:
         return 1.0
-    ids = tokenizer(picked, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(picked, add_special_tokens=False, verbose=False)["input_ids"]
     return max(0.25, sum(len(t) for t in picked) / max(1, sum(len(i) for i in ids)))
 
 
