@@ -134,6 +134,29 @@ def _stop_on_signals(cancel: threading.Event) -> Iterator[_Stop]:
             signal.signal(signum, signal.SIG_DFL if old is None else old)
 
 
+def _queue_training(args: argparse.Namespace, name: str, data: Any, config: Any) -> int:
+    """``embedgen train --queue``: the run queued for the workers, its folder printed at once
+    (the model is loaded by the worker, as for the app's runs)."""
+    from embedgen import jobs
+    from embedgen.paths import new_run_folder
+
+    folder = Path(args.out) if args.out else new_run_folder(name, str(config.strategy))
+    folder.mkdir(parents=True, exist_ok=True)
+    request = jobs.TrainRequest(
+        model=str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model,
+        folder=str(folder.resolve()),
+        config=config.as_dict(),
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=_pickles(args),
+    )
+    jobs.submit(request, data)
+    _say(args, f"Queued {config.strategy} on {len(data)} rows: follow it with embedgen runs")
+    if not jobs.live_workers():
+        _say(args, "No worker is running on this queue: start one with embedgen worker")
+    print(folder.resolve())
+    return 0
+
+
 def _model_flags(parser: argparse.ArgumentParser) -> None:
     """What a command that loads a model may let it do."""
     parser.add_argument(
@@ -191,6 +214,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = FinetuneConfig(**_settings(args, FinetuneConfig))
     if args.out and rank0:  # refused before the model loads, which takes a while
         ensure_new_run_dir(args.out)
+    if args.queue:
+        return _queue_training(args, table.name, data, config)
     encoder = _load_model(args, args.model)
     if not rank0:  # the other processes train alongside rank 0 and write nothing
         with _cancel_on_ctrl_c() as cancel, _stop_on_signals(cancel) as stopped:
@@ -682,6 +707,11 @@ def _train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--label-col", required=True, help="label column: name or 1-based number")
     p.add_argument(
         "--out", help="run folder (default: $EMBEDGEN_HOME/runs/<time>_<data>_<strategy>)"
+    )
+    p.add_argument(
+        "--queue",
+        action="store_true",
+        help="queue the run for the workers (embedgen worker) and print its folder at once",
     )
     _add_settings(p, FinetuneConfig)
     p.add_argument("--header", default="auto", choices=list(HEADER))

@@ -65,7 +65,9 @@ QUEUE_URL_ENV = "EMBEDGEN_QUEUE_URL"
 AUTOSTART_ENV = "EMBEDGEN_WORKER_AUTOSTART"  # "0": the app never starts a worker itself
 DATA_FILE = "data.json"
 REQUEST_FILE = "request.json"  # the TrainRequest, to queue the run again if its entry is lost
-LOST_AFTER_SECONDS = 60.0  # a run queued this long whose task no queue holds is queued again
+# A run queued this long whose task no queue holds is queued again (the environment may say
+# otherwise: tests do, not to wait a minute).
+LOST_AFTER_SECONDS = float(os.environ.get("EMBEDGEN_LOST_AFTER_SECONDS", "60"))
 REQUEUE_EVERY_BEATS = 6  # a worker looks for lost runs every 6 heartbeats (30 s)
 PROGRESS_FILE = "progress.json"
 CANCEL_FILE = "cancel"

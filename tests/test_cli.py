@@ -597,6 +597,24 @@ def test_train_into_a_folder_holding_a_run_is_refused(
     assert "already holds a run" in line, line
 
 
+def test_train_queue_queues_the_run_and_prints_its_folder(
+    capsys, tiny_model_dir, synthetic_csv, tmp_path, monkeypatch
+):
+    """embedgen train --queue returns at once: the run waits for a worker, its folder on stdout."""
+    from embedgen import jobs
+    from embedgen.runs import read_run_record
+
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(jobs.QUEUE_URL_ENV, raising=False)
+    result = cli(capsys, *train_args(tiny_model_dir, synthetic_csv, tmp_path / "RUN"), "--queue")
+    assert result.code == 0, succeeded(result)
+    assert result.out.strip() == str((tmp_path / "RUN").resolve())
+    assert "No worker is running" in result.err
+    assert read_run_record(tmp_path / "RUN").status == "queued"
+    queued = json.loads((tmp_path / "RUN" / jobs.REQUEST_FILE).read_text("utf-8"))
+    assert queued["model"] == str(tiny_model_dir.resolve()) and queued["config"]["epochs"] == 2
+
+
 def test_train_out_on_an_existing_file_is_refused(capsys, tiny_model_dir, synthetic_csv, tmp_path):
     taken = tmp_path / "RUN"
     taken.write_text("mine", "utf-8")
