@@ -101,8 +101,19 @@ def _remove_leftovers() -> int:
     return len(remove_leftovers())
 
 
+@st.cache_resource(show_spinner=False)  # once per server process
+def _start_worker() -> bool:
+    """A training worker from the start (EMBEDGEN_WORKER_AUTOSTART allowing): the first Start
+    no longer waits for one to import torch and load the model (issue 20: 18 s in the app
+    against 10 s for embedgen train on the sample set)."""
+    from embedgen import jobs
+
+    return jobs.ensure_worker() is not None
+
+
 st.set_page_config(page_title="embedgen", page_icon="🔤", layout="wide")
 _remove_leftovers()
+_start_worker()
 navigation = st.navigation(
     [st.Page(start, title="Start", icon=":material/home:", default=True)]
     + [st.Page(path, title=title, icon=icon) for path, title, icon, _ in PAGES]

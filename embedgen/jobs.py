@@ -82,6 +82,7 @@ ENCODERS_KEPT = 2  # encoders a worker keeps loaded between runs
 # -- the queue ---------------------------------------------------------------------------------
 
 _queues: dict[str, tuple[Huey, Any]] = {}  # place -> (huey, its train task)
+_warm_tasks: dict[str, Any] = {}  # place -> its warm task
 _queues_lock = threading.Lock()
 
 
@@ -97,6 +98,7 @@ def _queue() -> tuple[Huey, Any]:
     with _queues_lock:
         if where not in _queues:
             huey = _new_huey(url)
+            _warm_tasks[where] = huey.task(name="embedgen.warm")(warm)
             _queues[where] = (huey, huey.task(name="embedgen.train")(train))
         if not url:
             _reopen_if_replaced(_queues[where][0], Path(where))
@@ -190,6 +192,28 @@ def submit(
         ) from exc
     log.info("Queued training of %s (task %s)", folder.name, message.id)
     return message.id
+
+
+def warm_up(request: TrainRequest) -> None:
+    """Ask a worker to load ``request``'s model now (the Model page does, once a model is
+    loaded there), so that the first Start finds it loaded: a worker keeps the last
+    :data:`ENCODERS_KEPT` models, one copy each. Best effort: a queue that cannot be reached
+    only leaves the first run to load the model itself."""
+    huey = _queue()[0]
+    task = next(t for place, t in _warm_tasks.items() if _queues[place][0] is huey)
+    try:
+        huey.enqueue(task.s(asdict(request)))
+    except Exception as exc:  # the run that follows says what is wrong with the queue
+        log.info("No worker warmed for %s: %s", request.model, exc)
+
+
+def warm(request: dict[str, Any]) -> None:
+    """The queue's task: load the model of ``request`` (a :class:`TrainRequest` as a dict,
+    its folder unused) into this worker's encoders."""
+    req = TrainRequest(**request)
+    started = time.perf_counter()
+    _encoder(req)
+    log.info("Warmed %s in %.1f s", req.model, time.perf_counter() - started)
 
 
 def _where() -> str:

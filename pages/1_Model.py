@@ -3,7 +3,7 @@
 import streamlit as st
 
 from embedgen.models import DEFAULT_MODEL, ModelInfo, list_cached_models
-from embedgen.ui import feedback, models, session, visitor
+from embedgen.ui import feedback, jobpanel, models, session, visitor
 from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
 
@@ -86,6 +86,7 @@ if st.button("Load model", type="primary", disabled=not spec.strip()):
         try:
             models.load_model(spec.strip(), trust)
             st.session_state[session.MODEL_LOADED] = (spec.strip(), trust)
+            jobpanel.warm_worker(spec.strip(), trust)  # the first Start finds it loaded
         except Exception as exc:  # shown; the model loaded before stays
             feedback.show_error(exc)
 

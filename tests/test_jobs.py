@@ -288,3 +288,26 @@ def test_a_deleted_queue_file_is_opened_again_and_its_lost_runs_queued_again(
     assert jobs.requeue_lost(min_age=0) == [Path(first.folder)]
     lost = read_run_record(second.folder)
     assert lost.status == "failed" and "queue entry was lost" in lost.message
+
+
+def test_a_worker_loads_the_model_it_is_asked_to_warm_before_any_run(
+    home: Path, tiny_model_dir: Path, start_worker: Callable[[str], Path]
+) -> None:
+    """The Model page asks a worker to load the model as soon as the visitor loads it, so the
+    first Start does not wait for it (issue 20: the first Start took 1.84x embedgen train)."""
+    log = start_worker("warm")
+    jobs.warm_up(TrainRequest(str(tiny_model_dir), "", {}, allow_download=False))
+    wait_for("the worker to load the model", lambda: "Warmed" in log.read_text("utf-8"), 60)
+    assert str(tiny_model_dir) in log.read_text("utf-8")
+    assert not runs_dir().exists() or not any(runs_dir().iterdir()), "no run was made"
+
+
+def test_warming_fills_the_worker_s_encoders_under_the_key_training_uses(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "_encoders", jobs.OrderedDict())
+    warmed = TrainRequest(str(tiny_model_dir), "", {}, allow_download=False)
+    jobs.warm(asdict(warmed))
+    training = request(tiny_model_dir)
+    assert jobs._encoder(training) is next(iter(jobs._encoders.values()))
+    assert len(jobs._encoders) == 1, "the run found the warmed encoder, no second copy"

@@ -25,6 +25,7 @@ from embedgen import jobs
 from embedgen.errors import BadRun, Cancelled, EmbedgenError
 from embedgen.runs import RunRecord, RunStatus, load_run, read_run_record
 from embedgen.train import EpochMetrics, Run
+from embedgen.ui import visitor
 from embedgen.ui.markup import plain
 from embedgen.ui.models import current_encoder
 
@@ -366,6 +367,22 @@ def job_panel(job: Job | QueuedJob, render: Callable[[Any], None], *, key: str) 
 
     with st.container():  # see the docstring
         panel()
+
+
+def warm_worker(spec: str, trust_remote_code: bool) -> None:
+    """Have a worker load the model just loaded on the Model page, as the Train page will ask
+    for it (the same name and permissions), so that the first Start finds it loaded."""
+    settings = visitor.operator()
+    jobs.ensure_worker()
+    request = jobs.TrainRequest(
+        model=spec,
+        folder="",
+        config={},
+        trust_remote_code=trust_remote_code and settings.allow_remote_code,
+        allow_download=settings.allow_downloads,
+        allow_pickle=settings.allow_pickled_weights,
+    )
+    jobs.warm_up(request)
 
 
 def job_status(job: Job | QueuedJob) -> None:
