@@ -16,17 +16,16 @@ import re
 # GitHub's tables and strikethrough, and Streamlit's extensions give a meaning to.
 _SPECIAL = re.compile(r"""([\\`*_{}\[\]()<>#+\-.!|~$:^&="'])""")
 # Bare links (http://…, www.…, a@b.c) and icons (:material/x:) are found in the text after the
-# escapes are gone, so an invisible word joiner breaks them up instead: after ':' and '@', and
-# between 'www' and '.'. It shows as nothing and keeps the line from breaking there.
+# escapes are gone, so an invisible word joiner breaks them up instead: after the ':' of '://'
+# and of ':material/' or ':smile:', after an '@' before a name, between 'www' and '.'. It
+# shows as nothing; other text ("Trade-off: finished") gets none, and copies as it is.
 _JOINER = "\u2060"
-_WWW = re.compile(r"(www)(?=\\\.)", re.IGNORECASE)
+_BREAK = re.compile(r"(:)(?=//|material/|[\w+\\-]+\\?:)|(@)(?=\w)|(www)(?=\\\.)", re.I)
 
 
 def plain(text: object) -> str:
     """``text`` escaped so that Streamlit's Markdown shows exactly its characters."""
-    escaped = _SPECIAL.sub(r"\\\1", str(text))
-    escaped = escaped.replace(":", ":" + _JOINER).replace("@", "@" + _JOINER)
-    return _WWW.sub(r"\1" + _JOINER, escaped)
+    return _BREAK.sub(lambda m: m.group(0) + _JOINER, _SPECIAL.sub(r"\\\1", str(text)))
 
 
 def code(text: object) -> str:
