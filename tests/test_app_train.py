@@ -294,3 +294,33 @@ def test_an_address_that_finds_a_run_does_not_lend_its_secret_to_the_next_run(
     record = read_run_record(folder)
     assert not record.owned_by(first_secret), "the next run reused the address's secret"
     assert record.owned_by(visitor.query_params["run"])
+
+
+def test_an_interrupted_run_says_what_it_kept_and_opens_as_interrupted(
+    app: AppTest, tiny_model_dir: Path, synthetic_data
+) -> None:
+    """A run whose worker died after keeping an epoch: listed and opened as "interrupted"
+    (not "failed", not "finished"), saying which epoch it kept."""
+    from embedgen.models import load_encoder
+    from embedgen.paths import new_run_folder, runs_dir
+    from embedgen.runs import RUN_FILE, train_and_save
+    from embedgen.train import FinetuneConfig
+
+    folder = new_run_folder("reviews", "head", runs_dir())
+    encoder = load_encoder(str(tiny_model_dir), allow_download=False)
+    train_and_save(encoder, synthetic_data, FinetuneConfig(epochs=2, dim=8), folder)
+    record = json.loads((folder / RUN_FILE).read_text("utf-8"))
+    # as a killed worker leaves it: still "running", its process gone, no heartbeat
+    record.update(status="running", pid=2**22 + 7, message="")
+    del record["finished"]
+    (folder / RUN_FILE).write_text(json.dumps(record), "utf-8")
+
+    go(app, "3_Train")
+    pick = app.selectbox(key="train_saved_pick")
+    [label] = [o for o in pick.options if folder.name in o]
+    assert "interrupted" in label, label
+    pick.set_value(label).run()
+    click(app, "Open run")
+    assert {m.label: m.value for m in app.metric}["Status"] == "interrupted"
+    said = " ".join(shown(c) for c in app.caption)
+    assert "2 epochs finished before it stopped" in said and "is kept" in said, said
