@@ -281,8 +281,8 @@ def place(folder: str | os.PathLike[str]) -> int | None:
     for message in pending:
         if message.id == record.task_id:
             return ahead
-        args = message.args[0] if message.args else {}
-        if _still_queued(Path(args.get("folder", ""))):  # cancelled ones are skipped at once
+        folder = (message.args[0] if message.args else {}).get("folder")
+        if folder and _still_queued(Path(folder)):  # cancelled runs, warm-ups: not counted
             ahead += 1
     return None
 
