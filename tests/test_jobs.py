@@ -311,3 +311,14 @@ def test_warming_fills_the_worker_s_encoders_under_the_key_training_uses(
     training = request(tiny_model_dir)
     assert jobs._encoder(training) is next(iter(jobs._encoders.values()))
     assert len(jobs._encoders) == 1, "the run found the warmed encoder, no second copy"
+
+
+def test_a_warm_up_waiting_in_the_queue_is_no_run_ahead(
+    home: Path, tiny_model_dir: Path, synthetic_data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(home.parent)
+    (home.parent / "run.json").write_text('{"status": "queued"}', "utf-8")  # a stray file
+    jobs.warm_up(TrainRequest(str(tiny_model_dir), "", {}, allow_download=False))
+    queued = request(tiny_model_dir)
+    jobs.submit(queued, synthetic_data)
+    assert jobs.place(queued.folder) == 0
