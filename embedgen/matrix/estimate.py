@@ -69,7 +69,7 @@ def estimate_build(
         return BuildEstimate(rows=rows, seconds=0.0, sample=0, sample_seconds=0.0)
     head = projection_for(options, run.head if run is not None else None)
     if options.method is Method.AGGREGATED and words is not None:
-        return _aggregated_estimate(encoder, run, head, words, corpus, options, sample)
+        return _aggregated_estimate(encoder, run, head, words, corpus, options)
     small = max(1, min(rows, sample) // 4)
     large = max(small + 1, min(rows, sample))
     if large > rows:  # a tiny vocabulary: measuring it is building it
@@ -111,6 +111,9 @@ def estimate_build(
     )
 
 
+SAMPLE_CHARS = 16_000  # about what each pass's timed sample reads: 3-4 s on 2 cores (e5-small)
+
+
 def _aggregated_estimate(
     encoder: Encoder,
     run: Run | None,
@@ -118,21 +121,22 @@ def _aggregated_estimate(
     words: WordVocab,
     corpus: Corpus | None,
     options: MatrixOptions,
-    sample: int,
 ) -> BuildEstimate:
     """Aggregated rows from their plan: the texts the build will read (the corpus texts left
     after the run's word states, the generated sentences not cached), batched as the build
-    batches them (by length), a few of those very batches timed and the rest scaled by their
-    padded size. Timing a sample of words instead read each word's texts apart, where the
-    whole build shares them: 5 min for a build of 86 s (e5-small, 3,888 words of 8,000 waimai
-    reviews)."""
+    batches them (by length), some of those very batches of each pass timed (about
+    SAMPLE_CHARS of each) and the rest scaled by their padded size. Timing a sample of words
+    instead read each word's texts apart, where the whole build shares them: 5 min for a build
+    of 86 s (e5-small, 3,888 words of 8,000 waimai reviews). Now, e5-small on 2 cores: 98-111 s
+    for that build of 95 s, 385-436 s for one of 376 s (8,000 texts of 125 characters), in
+    10-12 s."""
     info = encoder.info
     layers = resolve_layers(options, info.num_layers, info.model_id)
     device = resolve_device(options.device)
-    texts: list[str] = []
+    passes: list[list[str]] = []  # each pass's texts, timed apart: their rates differ
     if corpus is not None and options.corpus_contexts > 0:
         contexts, _ = aggregated.corpus_plan(encoder, run, words, corpus, layers, options, device)
-        texts = list({c.text for c in contexts})
+        passes.append(list({c.text for c in contexts}))
     if options.generated_contexts:
         missing = missing_generated(
             encoder,
@@ -142,9 +146,15 @@ def _aggregated_estimate(
             device=device,
             context_tokens=options.context_tokens,
         )
-        texts += [c.text for c in generated_contexts(missing, options.generated_contexts)]
+        passes.append([c.text for c in generated_contexts(missing, options.generated_contexts)])
     started = time.perf_counter()
-    seconds, timed = _timed_batches(encoder, head, texts, layers, options, sample // 32)
+    seconds, timed = 0.0, 0
+    for texts in passes:
+        # Timed in one mixed sample, the many short generated sentences set the rate for the
+        # long corpus texts too: 572 s estimated for a build of 376 s (10,614 words of 8,000
+        # texts of 125 characters, e5-small).
+        took, read = _timed_batches(encoder, head, texts, layers, options, SAMPLE_CHARS)
+        seconds, timed = seconds + took, timed + read
     return BuildEstimate(
         rows=len(words),
         seconds=seconds * 1.02,  # and the words read alone at the end
@@ -159,19 +169,26 @@ def _timed_batches(
     texts: list[str],
     layers: tuple[int, int],
     options: MatrixOptions,
-    picks: int,
+    budget: float,
     batch: int = 64,
 ) -> tuple[float, int]:
     """The seconds to read ``texts`` as ``contexts.context_vectors`` does (sorted by length,
-    in batches of ``batch``): ``picks`` of its batches, spread over the lengths, are read and
-    timed, and the others scaled by their padded size (texts x the longest, in characters);
-    and how many texts were read."""
-    cut = 3 * options.context_tokens
+    in batches of ``batch``): batches spread over the lengths, about ``budget`` characters of
+    them and at least 3, are read and timed, and the others scaled by their padded size;
+    and how many texts were read. Three batches of short sentences kept one of the build's
+    two lanes idle and read 1.8x slower than the build (generated contexts, e5-small)."""
+    # A batch's size in characters as the model reads them: each text cut where the context
+    # length ends for this tokenizer, with its start and end tokens. Cut at 3x the context
+    # length instead, long reviews weighed twice what they cost and the estimate of 10,614
+    # words of 8,000 texts of 125 characters was 572 s for a build of 376 s (e5-small).
+    per_token = aggregated.chars_per_token(encoder.tokenizer, texts[::50])
+    cut, ends = options.context_tokens * per_token, 2 * per_token
     order = sorted(texts, key=len)
     batches = [order[s : s + batch] for s in range(0, len(order), batch)]
     if not batches:
         return 0.0, 0
-    size = [len(b) * min(len(b[-1]), cut) for b in batches]
+    size = [len(b) * (min(len(b[-1]), cut) + ends) for b in batches]
+    picks = min(len(batches), max(3, round(budget * len(batches) / sum(size))))
     chosen = sorted({round(k * (len(batches) - 1) / max(1, picks - 1)) for k in range(picks)})
     device = resolve_device(options.device)
     read = [Context(t, 0, 1, 0) for t in batches[chosen[0]][:8]]
