@@ -57,23 +57,11 @@ def aggregated_rows(
     reading_corpus = corpus is not None and options.corpus_contexts > 0
     means, counts, record = [], [], {}
     with on_device([encoder.model, head], device), evaluating(encoder.model):
-        contexts, kept = [], None
-        if reading_corpus:
-            assert corpus is not None
-            contexts, kept = corpus_plan(encoder, run, words, corpus, layers, options, device)
-            if kept is not None:
-                record["from_run"] = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
-        missing = []
-        if options.generated_contexts:
-            missing = missing_generated(
-                encoder,
-                words.words,
-                options.generated_contexts,
-                layers,
-                device=device,
-                context_tokens=options.context_tokens,
-                cache=use_cache,
-            )
+        contexts, kept, missing = read_plan(
+            encoder, run, words, corpus, layers, options, device, cache=use_cache
+        )
+        if kept is not None:
+            record["from_run"] = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
         per_token = chars_per_token(encoder.tokenizer, [c.text for c in contexts[::50]])
         share = _Shares(progress, work(contexts, missing, options, per_token))
         if reading_corpus:
@@ -133,6 +121,38 @@ def aggregated_rows(
     return vectors.astype(np.float32), columns, record
 
 
+def read_plan(
+    encoder: Encoder,
+    run: Run | None,
+    words: WordVocab,
+    corpus: Corpus | None,
+    layers: tuple[int, int],
+    options: MatrixOptions,
+    device: torch.device,
+    *,
+    cache: bool = True,
+) -> tuple[list[Context], tuple[np.ndarray, np.ndarray] | None, list[str]]:
+    """What a build of these options reads, for the build and its estimate alike: the corpus
+    contexts (:func:`corpus_plan`) and the sums kept from ``run``'s word states, and the words
+    whose generated contexts are not in the cache (``cache`` False: all of them)."""
+    contexts: list[Context] = []
+    kept = None
+    if corpus is not None and options.corpus_contexts > 0:
+        contexts, kept = corpus_plan(encoder, run, words, corpus, layers, options, device)
+    missing: list[str] = []
+    if options.generated_contexts:
+        missing = missing_generated(
+            encoder,
+            words.words,
+            options.generated_contexts,
+            layers,
+            device=device,
+            context_tokens=options.context_tokens,
+            cache=cache,
+        )
+    return contexts, kept, missing
+
+
 def corpus_plan(
     encoder: Encoder,
     run: Run | None,
@@ -177,6 +197,13 @@ def chars_per_token(tokenizer: Any, texts: list[str], sample: int = 200) -> floa
     return max(0.25, sum(len(t) for t in picked) / max(1, sum(len(i) for i in ids)))
 
 
+def read_chars(text: str, options: MatrixOptions, per_token: float) -> float:
+    """The characters of ``text`` the model reads, as a measure of what reading it costs: cut
+    where the context length ends for this tokenizer (``per_token`` characters a token), with
+    its start and end tokens."""
+    return min(len(text), options.context_tokens * per_token) + 2 * per_token
+
+
 def work(
     contexts: list[Context], missing: list[str], options: MatrixOptions, per_token: float = 1.0
 ) -> dict[str, float]:
@@ -190,9 +217,9 @@ def work(
     read again here) weighed the corpus pass too heavily: the time left at 25% was 32% short
     (e5-small, 10,614 words, max length 184).
     """
-    cut, ends = options.context_tokens * per_token, 2 * per_token
-    corpus = sum(min(len(t), cut) + ends for t in {c.text for c in contexts})
+    corpus = sum(read_chars(t, options, per_token) for t in {c.text for c in contexts})
     templates = TEMPLATES[: options.generated_contexts]
+    ends = 2 * per_token
     generated = sum(len(t) - 2 + len(w) + ends for w in missing for t in templates)
     return {"corpus": corpus, "generated": generated, "alone": 0.02 * (corpus + generated) + 1}
 

@@ -9,7 +9,6 @@ from embedgen.device import resolve_device
 from embedgen.matrix import aggregated, contextual
 from embedgen.matrix.build import projection_for, rows_of, selected_tokens, word_rows
 from embedgen.matrix.contexts import context_vectors
-from embedgen.matrix.generated import missing_generated
 from embedgen.matrix.types import MatrixOptions, Method, resolve_layers, split_source
 from embedgen.models import Encoder
 from embedgen.train import Head, Run
@@ -133,20 +132,13 @@ def _aggregated_estimate(
     info = encoder.info
     layers = resolve_layers(options, info.num_layers, info.model_id)
     device = resolve_device(options.device)
-    passes: list[list[str]] = []  # each pass's texts, timed apart: their rates differ
-    if corpus is not None and options.corpus_contexts > 0:
-        contexts, _ = aggregated.corpus_plan(encoder, run, words, corpus, layers, options, device)
-        passes.append(list({c.text for c in contexts}))
-    if options.generated_contexts:
-        missing = missing_generated(
-            encoder,
-            words.words,
-            options.generated_contexts,
-            layers,
-            device=device,
-            context_tokens=options.context_tokens,
-        )
-        passes.append([c.text for c in generated_contexts(missing, options.generated_contexts)])
+    contexts, _, missing = aggregated.read_plan(
+        encoder, run, words, corpus, layers, options, device
+    )
+    passes = [  # each pass's texts, timed apart: their rates differ
+        list({c.text for c in contexts}),
+        [c.text for c in generated_contexts(missing, options.generated_contexts)],
+    ]
     started = time.perf_counter()
     seconds, timed = 0.0, 0
     for texts in passes:
@@ -177,17 +169,15 @@ def _timed_batches(
     them and at least 3, are read and timed, and the others scaled by their padded size;
     and how many texts were read. Three batches of short sentences kept one of the build's
     two lanes idle and read 1.8x slower than the build (generated contexts, e5-small)."""
-    # A batch's size in characters as the model reads them: each text cut where the context
-    # length ends for this tokenizer, with its start and end tokens. Cut at 3x the context
-    # length instead, long reviews weighed twice what they cost and the estimate of 10,614
-    # words of 8,000 texts of 125 characters was 572 s for a build of 376 s (e5-small).
+    # A batch's size: its texts x the characters of its longest that the model reads. Cut at
+    # 3x the context length instead, long reviews weighed twice what they cost and the
+    # estimate of 10,614 words of 8,000 texts of 125 characters was 572 s for a build of 376 s.
     per_token = aggregated.chars_per_token(encoder.tokenizer, texts[::50])
-    cut, ends = options.context_tokens * per_token, 2 * per_token
     order = sorted(texts, key=len)
     batches = [order[s : s + batch] for s in range(0, len(order), batch)]
     if not batches:
         return 0.0, 0
-    size = [len(b) * (min(len(b[-1]), cut) + ends) for b in batches]
+    size = [len(b) * aggregated.read_chars(b[-1], options, per_token) for b in batches]
     picks = min(len(batches), max(3, round(budget * len(batches) / sum(size))))
     chosen = sorted({round(k * (len(batches) - 1) / max(1, picks - 1)) for k in range(picks)})
     device = resolve_device(options.device)
