@@ -81,8 +81,7 @@ ENCODERS_KEPT = 2  # encoders a worker keeps loaded between runs
 
 # -- the queue ---------------------------------------------------------------------------------
 
-_queues: dict[str, tuple[Huey, Any]] = {}  # place -> (huey, its train task)
-_warm_tasks: dict[str, Any] = {}  # place -> its warm task
+_queues: dict[str, tuple[Huey, Any, Any]] = {}  # place -> (huey, its train and warm tasks)
 _queues_lock = threading.Lock()
 
 
@@ -93,13 +92,20 @@ def get_huey() -> Huey:
 
 
 def _queue() -> tuple[Huey, Any]:
+    """The queue and its train task."""
+    huey, train_task, _ = _queue_and_tasks()
+    return huey, train_task
+
+
+def _queue_and_tasks() -> tuple[Huey, Any, Any]:
+    """The queue of this place (Redis or the SQLite file) and its train and warm tasks."""
     url = os.environ.get(QUEUE_URL_ENV, "").strip()
     where = url or str(queue_dir() / "huey.db")
     with _queues_lock:
         if where not in _queues:
             huey = _new_huey(url)
-            _warm_tasks[where] = huey.task(name="embedgen.warm")(warm)
-            _queues[where] = (huey, huey.task(name="embedgen.train")(train))
+            tasks = huey.task(name="embedgen.train")(train), huey.task(name="embedgen.warm")(warm)
+            _queues[where] = (huey, *tasks)
         if not url:
             _reopen_if_replaced(_queues[where][0], Path(where))
         return _queues[where]
@@ -199,8 +205,7 @@ def warm_up(request: TrainRequest) -> None:
     loaded there), so that the first Start finds it loaded: a worker keeps the last
     :data:`ENCODERS_KEPT` models, one copy each. Best effort: a queue that cannot be reached
     only leaves the first run to load the model itself."""
-    huey = _queue()[0]
-    task = next(t for place, t in _warm_tasks.items() if _queues[place][0] is huey)
+    huey, _, task = _queue_and_tasks()
     try:
         huey.enqueue(task.s(asdict(request)))
     except Exception as exc:  # the run that follows says what is wrong with the queue
