@@ -179,9 +179,14 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the pretty JSON embedgen writes (CJK kept readable), ending in a newline."""
+    return json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n"
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as pretty UTF-8 JSON (CJK kept readable) to ``path`` atomically."""
-    write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as pretty UTF-8 JSON (:func:`json_text`) to ``path`` atomically."""
+    write_text(path, json_text(obj))
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -6,6 +6,11 @@ line in the CLI, ``st.error`` in the app). Any other exception is a bug.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
+
 
 class EmbedgenError(Exception):
     """A problem the user can fix; the message says what, where and what to do."""
@@ -62,11 +67,6 @@ def disk_trouble(exc: OSError, where: object = None) -> DiskTrouble:
     No space left names the disk's free space, since the write that failed may have been the
     last few bytes: "no space left on the disk holding /data/runs (3 MB free)".
     """
-    import errno
-    import os
-    import shutil
-    from pathlib import Path
-
     path = exc.filename if exc.filename is not None else where
     if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
         free = ""

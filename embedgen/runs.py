@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from embedgen import __version__
-from embedgen.atomic import atomic_folder, atomic_path, write_json
+from embedgen.atomic import atomic_folder, atomic_path, json_text, write_json
 from embedgen.data import LabelledData
 from embedgen.errors import BadRun, Cancelled, EmbedgenError, ModelNotAvailable, disk_trouble
 from embedgen.heartbeat import age, beating, pid_alive
@@ -310,10 +310,15 @@ def record_of(run: Run, folder: str | os.PathLike[str], **fields: Any) -> RunRec
     )
 
 
-def write_record(record: RunRecord) -> None:
-    """Write ``record`` as its folder's run.json (atomically), stamped with the time."""
+def write_record(record: RunRecord, *, in_place: bool = False) -> None:
+    """Write ``record`` as its folder's run.json (atomically), stamped with the time;
+    ``in_place``: over the old file instead, for a disk with no room for a new one."""
     stamped = replace(record, updated=now_iso(), versions=record.versions or versions())
-    write_json(Path(record.folder) / RUN_FILE, stamped.to_json())
+    path = Path(record.folder) / RUN_FILE
+    if in_place:
+        path.write_text(json_text(stamped.to_json()), "utf-8")
+    else:
+        write_json(path, stamped.to_json())
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,9 +565,7 @@ def write_failure(folder: str | os.PathLike[str], exc: BaseException) -> None:
         write_record(failed)
     except OSError as err:
         log.warning("run.json of %s written in place: %s", Path(folder).name, err)
-        stamped = replace(failed, updated=now_iso(), versions=failed.versions or versions())
-        text = json.dumps(stamped.to_json(), ensure_ascii=False, indent=2) + "\n"
-        (Path(folder) / RUN_FILE).write_text(text, "utf-8")
+        write_record(failed, in_place=True)
 
 
 def _record_history(folder: Path, history: list[EpochMetrics]) -> None:
