@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -27,6 +29,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 HEALTH_TIMEOUT = 60.0
+# Every real-browser test module: ``pytestmark = BROWSER_TEST``.
+BROWSER_TEST = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing: install Debian's chromium (CI does it in .ci/run)",
+    ),
+]
 
 
 def free_port() -> int:

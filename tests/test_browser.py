@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from browser_support import (
     ARTIFACTS,
+    BROWSER_TEST,
     CHROMIUM,
     CHROMIUM_ARGS,
     StreamlitServer,
@@ -28,13 +29,7 @@ from browser_support import (
 )
 from conftest import build_tiny_bert, cue_rows, synthetic_rows, write_csv
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing: install Debian's chromium (CI does it in .ci/run)",
-    ),
-]
+pytestmark = BROWSER_TEST
 
 SHORT = 20_000  # ms: a page rerun or a widget reacting
 LONG = 90_000  # ms: model load, training, matrix, map on 2 CPU cores

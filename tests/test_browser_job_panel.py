@@ -12,15 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, ROOT, StreamlitServer
+from browser_support import BROWSER_TEST, CHROMIUM, CHROMIUM_ARGS, ROOT, StreamlitServer
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing: install Debian's chromium (CI does it in .ci/run)",
-    ),
-]
+pytestmark = BROWSER_TEST
 
 PAGE = ROOT / "tests" / "apps" / "job_panel_page.py"
 

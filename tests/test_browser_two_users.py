@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from browser_support import (
+    BROWSER_TEST,
     CHROMIUM,
     CHROMIUM_ARGS,
     StreamlitServer,
@@ -28,13 +29,7 @@ from browser_support import (
 from conftest import build_tiny_bert, synthetic_rows, write_csv
 from test_browser import LONG, SHORT, goto, idle, no_errors, open_model_and_data
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing: install Debian's chromium (CI does it in .ci/run)",
-    ),
-]
+pytestmark = BROWSER_TEST
 
 
 @pytest.fixture()

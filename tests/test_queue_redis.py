@@ -16,11 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import synthetic_rows, write_csv
+from test_jobs import wait_for
 
 from embedgen import jobs
 from embedgen.data import prepare
@@ -74,14 +75,6 @@ class Redis:
             self.process.wait(20)
 
 
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = WAIT) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.fixture()
 def redis(tmp_path: Path) -> Iterator[Redis]:
     server = Redis(tmp_path)
@@ -133,11 +126,12 @@ def test_two_workers_on_redis_survive_a_kill_and_a_redis_restart(
             found = [record(f) for f in runs]
             return [r for r in found if r is not None and r.status is RunStatus.RUNNING]
 
-        wait_for("both workers to train a run", lambda: len(training()) == 2)
+        wait_for("both workers to train a run", lambda: len(training()) == 2, WAIT)
         first = training()[0]
         wait_for(
             "the first run to keep an epoch",
             lambda: (r := record(first.folder)) is not None and r.best_epoch >= 1,
+            WAIT,
         )
         victim = next(p for p in workers.values() if p.pid == first.pid)
         victim.send_signal(signal.SIGKILL)
