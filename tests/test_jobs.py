@@ -322,3 +322,15 @@ def test_a_warm_up_waiting_in_the_queue_is_no_run_ahead(
     queued = request(tiny_model_dir)
     jobs.submit(queued, synthetic_data)
     assert jobs.place(queued.folder) == 0
+
+
+def test_a_warm_up_the_queue_cannot_take_is_only_logged(
+    home: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Loading a model on the Model page must not fail because the queue is down: the first
+    Start says what is wrong with the queue."""
+    pytest.importorskip("redis", reason="the redis package (pip install 'embedgen[redis]')")
+    monkeypatch.setenv(jobs.QUEUE_URL_ENV, "redis://127.0.0.1:9/0")  # nothing listens
+    with caplog.at_level("INFO", logger="embedgen.jobs"):
+        jobs.warm_up(TrainRequest(str(tiny_model_dir), "", {}, allow_download=False))
+    assert "No worker warmed" in caplog.text
