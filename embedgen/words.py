@@ -20,6 +20,7 @@ every pool (kept only when it is a word's one piece).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import logging
@@ -399,24 +400,57 @@ class Context:
     row: int
 
 
-def corpus_contexts(words: Sequence[str], corpus: Corpus, *, per_word: int) -> list[Context]:
+def corpus_contexts(
+    words: Sequence[str], corpus: Corpus, *, per_word: int, window: int = 0
+) -> list[Context]:
     """Up to ``per_word`` occurrences of each word in the corpus, as jieba segments it (a word
-    inside a longer segment does not count), in text order."""
+    inside a longer segment does not count), in text order; each in its whole text (``window``
+    0) or in the piece of at most ``window`` characters around it (:func:`windows`)."""
     row = {w: i for i, w in enumerate(words)}
     taken = [0] * len(words)
     open_rows = len(words)
     found = []
     for text, segments in zip(corpus.texts, corpus.segments, strict=True):
+        cuts = windows(text, segments, window)
+        piece = 0
         for word, start, end in segments:
+            while cuts[piece][1] < end:
+                piece += 1
             i = row.get(word)
             if i is not None and taken[i] < per_word:
-                found.append(Context(text, start, end, i))
+                begin, stop = cuts[piece]
+                found.append(Context(text[begin:stop], start - begin, end - begin, i))
                 taken[i] += 1
                 if taken[i] == per_word:
                     open_rows -= 1
         if open_rows == 0:
             break
     return found
+
+
+def windows(
+    text: str, segments: Sequence[tuple[str, int, int]], size: int
+) -> list[tuple[int, int]]:
+    """``text`` cut into (start, end) pieces of at most ``size`` characters (0: one piece), cut
+    only between words: after the last space or punctuation in a piece's second half, else
+    after the piece's last whole word; a word longer than ``size`` is a piece of its own."""
+    if size <= 0 or len(text) <= size:
+        return [(0, len(text))]
+    cuts = sorted({0, len(text), *(s for _, s, _ in segments), *(e for _, _, e in segments)})
+    out, start, at = [], 0, 0  # cuts[at] == start
+    while len(text) - start > size:
+        last = bisect.bisect_right(cuts, start + size) - 1
+        if last == at:  # one word longer than the piece
+            end = cuts[at + 1]
+        else:
+            half = bisect.bisect_left(cuts, start + size // 2)
+            ends = [c for c in cuts[half : last + 1] if _BREAKS.match(text, c - 1)]
+            end = ends[-1] if ends else cuts[last]
+        out.append((start, end))
+        start, at = end, bisect.bisect_left(cuts, end)
+    if start < len(text):
+        out.append((start, len(text)))
+    return out
 
 
 # Short neutral sentences a word is read in when the corpus does not hold it (and, averaged with

@@ -164,8 +164,10 @@ def corpus_plan(
 ) -> tuple[list[Context], tuple[np.ndarray, np.ndarray] | None]:
     """The corpus contexts to read, and the (sums, counts) per row taken from the word states
     of ``run``'s encoding pass instead (None when it kept none these options can take)."""
-    contexts = corpus_contexts(words.words, corpus, per_word=options.corpus_contexts)
-    if run is None:
+    contexts = corpus_contexts(
+        words.words, corpus, per_word=options.corpus_contexts, window=options.context_chars
+    )
+    if run is None or options.context_chars:  # the run kept states of whole texts
         return contexts, None
     shared = kept_states(
         run,

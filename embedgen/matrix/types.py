@@ -262,6 +262,15 @@ class MatrixOptions:
         high=10_000,
         help="aggregated: up to this many of a word's occurrences in the corpus",
     )
+    context_chars: int = setting(
+        0,
+        "corpus context window",
+        low=0,
+        high=100_000,
+        help="aggregated: read a word's corpus occurrence in the piece of its text around it, "
+        "at most this many characters, cut between sentences or words (0: the whole text, "
+        "up to the context length)",
+    )
     generated_contexts: int = setting(
         4,
         "generated contexts per word",
