@@ -174,7 +174,7 @@ with st.form("matrix_form"):
         "Save as", DTYPES, key=kept("matrix_dtype")
     )
     words_from_data = rows_are == ROW_CHOICES[1]
-    corpus_contexts = generated = 0
+    corpus_contexts = generated = window = 0
     if word_rows:
         st.markdown("**Words**")
         c1, c2, c3 = st.columns(3)
@@ -185,12 +185,13 @@ with st.form("matrix_form"):
             )
             cjk_words = setting_input(c3, WordOptions, "cjk_words", key="matrix_cjk_words")
         if method is Method.AGGREGATED:
-            c1, c2, _ = st.columns(3)
+            c1, c2, c3 = st.columns(3)
             corpus_contexts = setting_input(
                 c1, MatrixOptions, "corpus_contexts", key="matrix_corpus_contexts"
             )
+            window = setting_input(c2, MatrixOptions, "context_chars", key="matrix_window")
             generated = setting_input(
-                c2, MatrixOptions, "generated_contexts", key="matrix_generated"
+                c3, MatrixOptions, "generated_contexts", key="matrix_generated"
             )
             if data is None:
                 st.caption("No data is loaded, so words are read in generated sentences only.")
@@ -234,7 +235,11 @@ with st.form("matrix_form"):
 if build:
     extra = {}
     if method is Method.AGGREGATED:
-        extra = {"corpus_contexts": int(corpus_contexts), "generated_contexts": int(generated)}
+        extra = {
+            "corpus_contexts": int(corpus_contexts),
+            "context_chars": int(window),
+            "generated_contexts": int(generated),
+        }
     options = feedback.attempt(
         lambda: MatrixOptions(
             method=method,

@@ -343,7 +343,8 @@ def test_word_rows_of_the_data_are_built_and_evaluated(app: AppTest, tiny_model_
     assert entry.matrix.manifest["rows_are"] == "words"
     assert set(entry.matrix.columns["vector"]) <= {"corpus + generated", "generated"}
     assert any(
-        "words read in your data, every word also in 4 generated sentences" in c
+        "words read in your data (in pieces of at most 32 characters), also in 2 generated "
+        "sentences" in c
         for c in texts(app.caption)
     )
 

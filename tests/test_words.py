@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from embedgen.errors import BadConfig, BadTable
 from embedgen.matrix import (
     MatrixOptions,
     build_matrix,
+    describe,
     load_matrix,
     name_for,
     resolve_layers,
@@ -232,15 +234,28 @@ def test_generated_contexts_give_every_word_a_vector_averaged_with_the_corpus(
         tiny_encoder, MatrixOptions(method="aggregated", layer=2), words=words, corpus=corpus
     )
     assert both.columns["vector"] == ("corpus + generated", "generated")
-    gen, _ = context_vectors(
+    gen2, _ = context_vectors(
+        tiny_encoder, generated_contexts(words.words, 2), 2, (2, 2), device=CPU
+    )
+    gen4, _ = context_vectors(
         tiny_encoder, generated_contexts(words.words, 4), 2, (2, 2), device=CPU
     )
     only, _ = context_vectors(
         tiny_encoder, corpus_contexts(words.words, corpus, per_word=8), 2, (2, 2), device=CPU
     )
-    np.testing.assert_allclose(both.vectors[0], (gen[0] + only[0]) / 2, atol=1e-5)
-    np.testing.assert_allclose(both.vectors[1], gen[1], atol=1e-5)
+    # The word the corpus holds is read in 2 generated sentences, the one it lacks in all 4.
+    np.testing.assert_allclose(both.vectors[0], (gen2[0] + only[0]) / 2, atol=1e-5)
+    np.testing.assert_allclose(both.vectors[1], gen4[1], atol=1e-5)
     assert both.manifest["contexts"]["generated_per_word"] == 4
+    assert both.manifest["contexts"]["generated_per_word_in_corpus"] == 2
+    assert "also in 2 generated sentences (the others in 4)" in describe(both)
+    four = build_matrix(
+        tiny_encoder,
+        MatrixOptions(method="aggregated", layer=2, generated_in_corpus=4),
+        words=words,
+        corpus=corpus,
+    )
+    np.testing.assert_allclose(four.vectors[0], (gen4[0] + only[0]) / 2, atol=1e-5)
 
 
 def test_generated_contexts_place_the_word_where_the_span_says() -> None:
@@ -249,6 +264,50 @@ def test_generated_contexts_place_the_word_where_the_span_says() -> None:
     assert all(c.text[c.start : c.end] == "外卖" for c in contexts)
     with pytest.raises(BadConfig):
         generated_contexts(["外卖"], len(TEMPLATES) + 1)
+
+
+def test_windows_cut_between_sentences_else_between_words_never_inside_one() -> None:
+    from embedgen.words import segment, segmenter, windows
+
+    text = (
+        "今天师傅是不是手抖了，微辣格外辣！送餐快，态度也特别好。"
+        "超级快就送到了这么冷的天气骑士们辛苦了"
+    )
+    segments = segment(segmenter(), text)
+    cuts = windows(text, segments, 16)
+    assert cuts[0][0] == 0 and cuts[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:], strict=False))  # no gap, no overlap
+    assert all(0 < end - start <= 16 for start, end in cuts)
+    assert text[: cuts[0][1]] == "今天师傅是不是手抖了，"  # after the break in its second half
+    bounds = {s for _, s, _ in segments} | {e for _, _, e in segments}
+    assert all(end in bounds for _, end in cuts)  # the unbroken tail is cut between words
+    assert windows(text, segments, 0) == [(0, len(text))]
+    lone = "一" * 50
+    assert windows(lone + "好", [(lone, 0, 50), ("好", 50, 51)], 10) == [(0, 50), (50, 51)]
+
+
+def test_corpus_contexts_in_windows_hold_the_word_at_its_span(tiny_encoder) -> None:
+    """With a window, a context is the piece of its text around the word; the pieces with a
+    wanted word are read, and the row differs from the whole text's (another context)."""
+    text = "今天的中国经济工作很好，明天的天气也不错。后来他又说中国的菜好吃"
+    corpus = Corpus.of([text], "one")
+    whole = corpus_contexts(["中国"], corpus, per_word=8)
+    cut = corpus_contexts(["中国"], corpus, per_word=8, window=12)
+    assert [c.text for c in whole] == [text, text]
+    assert [c.text[c.start : c.end] for c in cut] == ["中国", "中国"]
+    assert all(len(c.text) <= 12 and c.text in text for c in cut)
+    assert cut[0].text != cut[1].text
+    words = words_from_list(["中国"])
+    options = MatrixOptions(method="aggregated", generated_contexts=0, layer=2)
+    rows = build_matrix(tiny_encoder, options, words=words, corpus=corpus)
+    windowed = build_matrix(
+        tiny_encoder, replace(options, context_chars=12), words=words, corpus=corpus
+    )
+    expected, _ = context_vectors(tiny_encoder, cut, 1, (2, 2), device=CPU)
+    np.testing.assert_allclose(windowed.vectors[0], expected[0], atol=1e-5)
+    assert not np.allclose(windowed.vectors[0], rows.vectors[0], atol=1e-4)
+    assert windowed.manifest["contexts"]["corpus_window"] == 12
+    assert "in pieces of at most 12 characters" in describe(windowed)
 
 
 def test_a_context_whose_word_is_cut_off_is_skipped(tiny_encoder) -> None:

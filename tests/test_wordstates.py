@@ -20,6 +20,9 @@ from embedgen.words import Corpus, words_from_list
 from embedgen.wordstates import PER_WORD, Collector, WordStateHook
 
 MAX_LENGTH = 12  # cuts the longer synthetic texts (up to 18 characters)
+# The contexts the head pass keeps: a word's first PER_WORD occurrences in whole texts (the
+# default reads 2 in pieces of 32 characters, which the states cannot serve).
+WHOLE = {"corpus_contexts": PER_WORD, "context_chars": 0}
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +65,7 @@ def test_an_aggregated_matrix_from_the_word_states_equals_reading_the_corpus_aga
     run = train(encoder, data)
     assert len(state_files()) == 1, "the head pass keeps one word-state file"
     corpus = Corpus.of(data.texts, "reviews.csv")
-    options = MatrixOptions(method="aggregated", through_projection=through_projection)
+    options = MatrixOptions(method="aggregated", **WHOLE, through_projection=through_projection)
 
     shared = build_matrix(run, options, corpus=corpus)
     from_run = shared.manifest["contexts"]["from_run"]
@@ -89,7 +92,7 @@ def test_a_word_list_takes_the_states_of_its_words_and_reads_the_others(
     corpus = Corpus.of(data.texts, "reviews.csv")
     seen = corpus.segments[0][0][0]
     words = words_from_list([seen, "好美", "坏坏坏"])
-    options = MatrixOptions(method="aggregated")
+    options = MatrixOptions(method="aggregated", **WHOLE)
     shared = build_matrix(run, options, words=words, corpus=corpus)
     assert "from_run" in shared.manifest["contexts"]
     for path in state_files():
@@ -102,11 +105,12 @@ def test_a_word_list_takes_the_states_of_its_words_and_reads_the_others(
 @pytest.mark.parametrize(
     "options",
     [
-        MatrixOptions(method="aggregated", corpus_contexts=PER_WORD - 1),
-        MatrixOptions(method="aggregated", layer=1),
-        MatrixOptions(method="aggregated", context_tokens=MAX_LENGTH - 1),
+        MatrixOptions(method="aggregated", corpus_contexts=PER_WORD - 1, context_chars=0),
+        MatrixOptions(method="aggregated", corpus_contexts=PER_WORD, context_chars=32),
+        MatrixOptions(method="aggregated", **WHOLE, layer=1),
+        MatrixOptions(method="aggregated", **WHOLE, context_tokens=MAX_LENGTH - 1),
     ],
-    ids=["fewer-contexts", "another-layer", "shorter-contexts"],
+    ids=["fewer-contexts", "another-layer", "shorter-contexts", "pieces-of-texts"],
 )
 def test_options_the_word_states_do_not_hold_read_the_corpus(
     options: MatrixOptions, tiny_encoder, tmp_path: Path
@@ -126,12 +130,14 @@ def test_the_context_length_follows_a_head_run_that_read_more_so_its_states_serv
     data = labelled(tmp_path)
     run = train(tiny_encoder, data, max_length=150)
     corpus = Corpus.of(data.texts, "reviews.csv")
-    followed = build_matrix(run, MatrixOptions(method="aggregated"), corpus=corpus)
+    followed = build_matrix(run, MatrixOptions(method="aggregated", **WHOLE), corpus=corpus)
     assert followed.manifest["context_tokens"] == 150
     assert followed.manifest["contexts"]["from_run"]["contexts"] > 0
-    told = build_matrix(run, MatrixOptions(method="aggregated", context_tokens=128), corpus=corpus)
+    told = build_matrix(
+        run, MatrixOptions(method="aggregated", **WHOLE, context_tokens=128), corpus=corpus
+    )
     assert told.manifest["context_tokens"] == 128 and "from_run" not in told.manifest["contexts"]
-    plain = build_matrix(tiny_encoder, MatrixOptions(method="aggregated"), corpus=corpus)
+    plain = build_matrix(tiny_encoder, MatrixOptions(method="aggregated", **WHOLE), corpus=corpus)
     assert plain.manifest["context_tokens"] == 128
 
 
@@ -139,7 +145,7 @@ def test_another_corpus_reads_itself(tiny_encoder, tmp_path: Path) -> None:
     data = labelled(tmp_path)
     run = train(tiny_encoder, data)
     other = Corpus.of(list(data.texts[:50]), "part.csv")
-    matrix = build_matrix(run, MatrixOptions(method="aggregated"), corpus=other)
+    matrix = build_matrix(run, MatrixOptions(method="aggregated", **WHOLE), corpus=other)
     assert "from_run" not in matrix.manifest["contexts"]
 
 
@@ -181,7 +187,7 @@ def test_a_resumed_encoding_keeps_the_states_of_what_it_read(
     run = train(tiny_encoder, data)
     assert len(state_files()) == 1, "the resumed pass keeps the states of what it read"
     corpus = Corpus.of(data.texts, "reviews.csv")
-    options = MatrixOptions(method="aggregated")
+    options = MatrixOptions(method="aggregated", **WHOLE)
     shared = build_matrix(run, options, corpus=corpus)
     from_run = shared.manifest["contexts"]["from_run"]
     assert from_run["contexts"] > 0
@@ -274,15 +280,17 @@ def test_generated_contexts_of_another_layer_or_count_are_read_again(
     tiny_encoder, tmp_path: Path
 ) -> None:
     words = words_from_list(["好美", "坏"])
-    build_matrix(tiny_encoder, MatrixOptions(method="aggregated", layer=2), words=words)
+    build_matrix(tiny_encoder, MatrixOptions(method="aggregated", **WHOLE, layer=2), words=words)
     for options in (
-        MatrixOptions(method="aggregated", layer=1),
-        MatrixOptions(method="aggregated", layer=2, generated_contexts=3),
-        MatrixOptions(method="aggregated", layer=2, context_tokens=64),
+        MatrixOptions(method="aggregated", **WHOLE, layer=1),
+        MatrixOptions(method="aggregated", **WHOLE, layer=2, generated_contexts=3),
+        MatrixOptions(method="aggregated", **WHOLE, layer=2, context_tokens=64),
     ):
         matrix = build_matrix(tiny_encoder, options, words=words)
         assert not matrix.manifest["contexts"].get("generated_cached"), options
-    same = build_matrix(tiny_encoder, MatrixOptions(method="aggregated", layer=2), words=words)
+    same = build_matrix(
+        tiny_encoder, MatrixOptions(method="aggregated", **WHOLE, layer=2), words=words
+    )
     assert same.manifest["contexts"]["generated_cached"] == 2
 
 
@@ -290,7 +298,7 @@ def test_damaged_kept_files_are_read_again_not_trusted(tiny_encoder, tmp_path: P
     data = labelled(tmp_path)
     run = train(tiny_encoder, data)
     corpus = Corpus.of(data.texts, "reviews.csv")
-    options = MatrixOptions(method="aggregated")
+    options = MatrixOptions(method="aggregated", **WHOLE)
     whole = build_matrix(run, options, corpus=corpus)
     (states,) = state_files()
     (generated,) = features_dir().glob("*/generated.npz")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,13 +58,13 @@ def aggregated_rows(
     reading_corpus = corpus is not None and options.corpus_contexts > 0
     means, counts, record = [], [], {}
     with on_device([encoder.model, head], device), evaluating(encoder.model):
-        contexts, kept, missing = read_plan(
+        contexts, kept, groups = read_plan(
             encoder, run, words, corpus, layers, options, device, cache=use_cache
         )
         if kept is not None:
             record["from_run"] = {"contexts": int(kept[1].sum()), "read_again": len(contexts)}
         per_token = chars_per_token(encoder.tokenizer, [c.text for c in contexts[::50]])
-        share = _Shares(progress, work(contexts, missing, options, per_token))
+        share = _Shares(progress, work(contexts, groups, per_token, options))
         if reading_corpus:
             mean, used = context_vectors(
                 encoder,
@@ -80,15 +81,15 @@ def aggregated_rows(
                 mean, used = _with_kept(mean, used, kept, head, device)
             means.append(mean)
             counts.append(used)
-        if options.generated_contexts:
-            mean, used, record["generated_cached"] = generated_vectors(
+        if groups:
+            mean, used, record["generated_cached"] = _generated(
                 encoder,
                 words.words,
-                options.generated_contexts,
+                groups,
                 layers,
+                options,
                 device=device,
                 head=head,
-                context_tokens=options.context_tokens,
                 progress=share.of("generated"),
                 cancel=cancel,
                 cache=use_cache,
@@ -110,15 +111,29 @@ def aggregated_rows(
     in_corpus = counts[0] if reading_corpus else np.zeros(len(words), int)
     record |= {
         "corpus_per_word": options.corpus_contexts if corpus is not None else 0,
+        "corpus_window": options.context_chars if corpus is not None else 0,
         "generated_per_word": options.generated_contexts,
+        "generated_per_word_in_corpus": min(
+            options.generated_in_corpus, options.generated_contexts
+        ),
         "words_read_in_corpus": int(np.count_nonzero(in_corpus)),
         "words_read_alone": int(alone.sum()),
     }
     if progress is not None:
         progress(1, 1)
-    made_of = _made_of(in_corpus, alone, generated=options.generated_contexts > 0)
+    made_of = _made_of(in_corpus, alone, generated=counts[-1] > 0 if groups else None)
     columns = {"corpus_contexts": tuple(int(c) for c in in_corpus), "vector": made_of}
     return vectors.astype(np.float32), columns, record
+
+
+@dataclass(frozen=True)
+class Generated:
+    """Rows read in the first ``per_word`` generated sentences, and the words of those rows
+    whose sentences are not in the cache (what the build has left to read)."""
+
+    per_word: int
+    rows: list[int]
+    missing: list[str]
 
 
 def read_plan(
@@ -131,26 +146,81 @@ def read_plan(
     device: torch.device,
     *,
     cache: bool = True,
-) -> tuple[list[Context], tuple[np.ndarray, np.ndarray] | None, list[str]]:
+) -> tuple[list[Context], tuple[np.ndarray, np.ndarray] | None, list[Generated]]:
     """What a build of these options reads, for the build and its estimate alike: the corpus
-    contexts (:func:`corpus_plan`) and the sums kept from ``run``'s word states, and the words
-    whose generated contexts are not in the cache (``cache`` False: all of them)."""
+    contexts (:func:`corpus_plan`), the sums kept from ``run``'s word states, and the generated
+    sentences: ``generated_in_corpus`` for the words the corpus holds, ``generated_contexts``
+    for the others, each with the words not in the cache (``cache`` False: all of them)."""
     contexts: list[Context] = []
     kept = None
     if corpus is not None and options.corpus_contexts > 0:
         contexts, kept = corpus_plan(encoder, run, words, corpus, layers, options, device)
-    missing: list[str] = []
-    if options.generated_contexts:
-        missing = missing_generated(
+    in_corpus = {c.row for c in contexts}
+    if kept is not None:
+        in_corpus.update(np.flatnonzero(kept[1] > 0).tolist())
+    fewer = min(options.generated_in_corpus, options.generated_contexts)
+    groups = []
+    for per_word, rows in (
+        (fewer, sorted(in_corpus)),
+        (options.generated_contexts, [i for i in range(len(words)) if i not in in_corpus]),
+    ):
+        if per_word and rows:
+            missing = missing_generated(
+                encoder,
+                [words.words[i] for i in rows],
+                per_word,
+                layers,
+                device=device,
+                context_tokens=options.context_tokens,
+                cache=cache,
+            )
+            groups.append(Generated(per_word, rows, missing))
+    return contexts, kept, groups
+
+
+def _generated(
+    encoder: Encoder,
+    words: tuple[str, ...],
+    groups: list[Generated],
+    layers: tuple[int, int],
+    options: MatrixOptions,
+    *,
+    device: torch.device,
+    head: Head | None,
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+    cache: bool,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each row's mean over its generated sentences (its group's number of them), how many
+    each averages, and how many words came from the cache."""
+    done = 0
+    total = sum(len(g.missing) for g in groups) or 1
+    mean, used, cached = None, np.zeros(len(words), dtype=np.int64), 0
+    for group in groups:
+
+        def report(d: int, t: int, before: int = done, size: int = len(group.missing)) -> None:
+            if progress is not None:
+                progress(before + round(size * d / max(t, 1)), total)
+
+        part, part_used, part_cached = generated_vectors(
             encoder,
-            words.words,
-            options.generated_contexts,
+            [words[i] for i in group.rows],
+            group.per_word,
             layers,
             device=device,
+            head=head,
             context_tokens=options.context_tokens,
+            progress=report,
+            cancel=cancel,
             cache=cache,
         )
-    return contexts, kept, missing
+        if mean is None:
+            mean = np.full((len(words), part.shape[1]), np.nan, dtype=np.float32)
+        mean[group.rows], used[group.rows] = part, part_used
+        cached += part_cached
+        done += len(group.missing)
+    assert mean is not None  # read_plan gives no empty groups, and at least one here
+    return mean, used, cached
 
 
 def corpus_plan(
@@ -207,7 +277,10 @@ def read_chars(text: str, options: MatrixOptions, per_token: float) -> float:
 
 
 def work(
-    contexts: list[Context], missing: list[str], options: MatrixOptions, per_token: float = 1.0
+    contexts: list[Context],
+    groups: list[Generated],
+    per_token: float = 1.0,
+    options: MatrixOptions | None = None,
 ) -> dict[str, float]:
     """What each pass has to read, in characters (a pass's time grows with them: e5-small read
     8,000 reviews and 42,456 generated sentences at 0.24 ms a character alike): the distinct
@@ -219,10 +292,15 @@ def work(
     read again here) weighed the corpus pass too heavily: the time left at 25% was 32% short
     (e5-small, 10,614 words, max length 184).
     """
+    options = options or MatrixOptions(method="aggregated")
     corpus = sum(read_chars(t, options, per_token) for t in {c.text for c in contexts})
-    templates = TEMPLATES[: options.generated_contexts]
     ends = 2 * per_token
-    generated = sum(len(t) - 2 + len(w) + ends for w in missing for t in templates)
+    generated = sum(
+        len(t) - 2 + len(w) + ends
+        for g in groups
+        for w in g.missing
+        for t in TEMPLATES[: g.per_word]
+    )
     return {"corpus": corpus, "generated": generated, "alone": 0.02 * (corpus + generated) + 1}
 
 
@@ -260,14 +338,18 @@ def _combine(means: list[np.ndarray], counts: list[np.ndarray]) -> tuple[np.ndar
     return vectors, ~have.any(0)
 
 
-def _made_of(in_corpus: np.ndarray, alone: np.ndarray, *, generated: bool) -> tuple[str, ...]:
-    """What each row's vector is made of, for rows.tsv."""
+def _made_of(
+    in_corpus: np.ndarray, alone: np.ndarray, *, generated: np.ndarray | None
+) -> tuple[str, ...]:
+    """What each row's vector is made of, for rows.tsv (``generated``: which rows were read
+    in generated sentences; None: none)."""
     made = []
-    for read, by_itself in zip(in_corpus.tolist(), alone.tolist(), strict=True):
+    for k, (read, by_itself) in enumerate(zip(in_corpus.tolist(), alone.tolist(), strict=True)):
+        also = generated is not None and bool(generated[k])
         if by_itself:
             made.append(WORD_ALONE)
         elif read:
-            made.append("corpus + generated" if generated else "corpus")
+            made.append("corpus + generated" if also else "corpus")
         else:
             made.append("generated")
     return tuple(made)

@@ -132,12 +132,10 @@ def _aggregated_estimate(
     info = encoder.info
     layers = resolve_layers(options, info.num_layers, info.model_id)
     device = resolve_device(options.device)
-    contexts, _, missing = aggregated.read_plan(
-        encoder, run, words, corpus, layers, options, device
-    )
+    contexts, _, groups = aggregated.read_plan(encoder, run, words, corpus, layers, options, device)
     passes = [  # each pass's texts, timed apart: their rates differ
         list({c.text for c in contexts}),
-        [c.text for c in generated_contexts(missing, options.generated_contexts)],
+        [c.text for g in groups for c in generated_contexts(g.missing, g.per_word)],
     ]
     started = time.perf_counter()
     seconds, timed = 0.0, 0

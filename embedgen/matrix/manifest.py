@@ -69,7 +69,13 @@ def describe(matrix: EmbeddingMatrix) -> str:
     read = matrix.manifest.get("contexts")
     if read:
         line = f"{read['words_read_in_corpus']:,} words read in your data"
-        if generated := read.get("generated_per_word"):
+        if window := read.get("corpus_window"):
+            line += f" (in pieces of at most {window} characters)"
+        generated = read.get("generated_per_word")
+        fewer = read.get("generated_per_word_in_corpus", generated)
+        if generated and fewer != generated and read["words_read_in_corpus"]:
+            line += f", also in {fewer} generated sentences (the others in {generated})"
+        elif generated:
             line += f", every word also in {generated} generated sentences"
         if read.get("words_read_alone"):
             line += f", {read['words_read_alone']:,} read alone"

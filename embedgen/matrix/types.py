@@ -256,15 +256,15 @@ class MatrixOptions:
         "similarity for labels); see the trade-off on the Evaluate page",
     )
     corpus_contexts: int = setting(
-        8,
+        2,
         "corpus contexts per word",
         low=0,
         high=10_000,
         help="aggregated: up to this many of a word's occurrences in the corpus",
     )
     context_chars: int = setting(
-        0,
-        "corpus context window",
+        32,
+        "corpus context window (characters)",
         low=0,
         high=100_000,
         help="aggregated: read a word's corpus occurrence in the piece of its text around it, "
@@ -278,6 +278,14 @@ class MatrixOptions:
         high=len(TEMPLATES),
         help="aggregated: short neutral sentences each word is also read in, so that words "
         "the corpus lacks get vectors that compare with the others'",
+    )
+    generated_in_corpus: int = setting(
+        2,
+        "generated contexts per word read in the corpus",
+        low=0,
+        high=len(TEMPLATES),
+        help="aggregated: the words the corpus holds are read in this many of the generated "
+        "sentences (at most the generated contexts per word), the others in all of them",
     )
     context_tokens: int | None = setting(
         None,
