@@ -289,6 +289,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     options = MatrixOptions(
         **_settings(args, MatrixOptions), postprocess=PostProcess(**_settings(args, PostProcess))
     )
+    if args.queue:
+        return _queue_matrix(args, options)
     words, corpus = _words_and_corpus(args)
     source: Any
     if is_run_folder(args.source):
@@ -330,6 +332,46 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         )
     print(describe(saved.matrix))
     print(f"  written to {saved.folder} ({saved.dtype})")
+    return 0
+
+
+def _queue_matrix(args: argparse.Namespace, options: Any) -> int:
+    """``embedgen matrix --queue``: the build queued for the workers, its job folder printed
+    at once (the worker loads the model, finds the data's words and the matrix's folder)."""
+    from embedgen import jobs, tasks
+    from embedgen.matrix import IfSaved
+    from embedgen.runs import is_run_folder
+    from embedgen.words import WordOptions, words_from_list
+
+    _, corpus = _words_and_corpus(args, words=False)
+    words = words_from_list(Path(args.words)) if args.words else None
+    if is_run_folder(args.source):
+        source = tasks.Source(run=str(Path(args.source).resolve()))
+    else:
+        spec = Path(args.source)
+        source = tasks.Source(
+            model=str(spec.resolve()) if spec.is_dir() else args.source,
+            trust_remote_code=args.trust_remote_code,
+            allow_pickle=_pickles(args),
+        )
+    if_saved = IfSaved.REPLACE if args.overwrite else IfSaved.REFUSE
+    if args.keep_both:
+        if_saved = IfSaved.KEEP_BOTH
+    request = tasks.MatrixRequest(
+        source,
+        options,
+        target=str(Path(args.out).resolve()) if args.out else None,
+        dtype=args.dtype,
+        if_saved=if_saved,
+        word_options=WordOptions(**_settings(args, WordOptions))
+        if corpus is not None and words is None
+        else None,
+    )
+    record = tasks.submit("matrix", request, words=words, corpus=corpus)
+    _say(args, "Queued the matrix: follow it with embedgen runs")
+    if not jobs.live_workers():
+        _say(args, "No worker is running on this queue: start one with embedgen worker")
+    print(record.folder)
     return 0
 
 
@@ -507,6 +549,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from embedgen import tasks  # noqa: F401  (its tasks: matrix builds and estimates)
     from embedgen.errors import BadConfig
     from embedgen.jobs import run_worker
 
@@ -516,38 +559,52 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _all_runs_folders() -> list[Path]:
-    """The shared runs folder, then each workspace's (an operator sees them all)."""
-    from embedgen.paths import runs_dir, users_dir
+def _all_runs_folders(kind: str = "runs") -> list[Path]:
+    """The shared ``runs`` (or ``jobs``) folder, then each workspace's (an operator sees them
+    all)."""
+    from embedgen.paths import embedgen_home, users_dir
 
-    roots = [runs_dir()]
+    roots = [embedgen_home() / kind]
     if users_dir().is_dir():
-        roots += sorted(p / "runs" for p in users_dir().iterdir() if (p / "runs").is_dir())
+        roots += sorted(p / kind for p in users_dir().iterdir() if (p / kind).is_dir())
     return roots
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from embedgen.jobrecord import list_jobs
     from embedgen.runs import list_runs
 
     records = [r for root in _all_runs_folders() for r in list_runs(root)]
+    found = [j for root in _all_runs_folders("jobs") for j in list_jobs(root)]
     if args.active:
         records = [r for r in records if r.status.active]
-    if not records:
-        print("No runs are queued or training." if args.active else "No runs yet.")
+        found = [j for j in found if j.status.active]
+    if not records and not found:
+        print("No runs or jobs are queued or running." if args.active else "No runs yet.")
         return 0
+    lines = []
     for r in records:
         f1 = r.best_f1  # while training: the best epoch so far
         score = "no epoch" if f1 is None else f"best F1 {f1:.3f}"
-        print(f"{r.status}\t{r.when}\t{len(r.history)} epochs\t{score}\t{r.folder}")
+        what = f"training\t{len(r.history)} epochs, {score}"
+        lines.append((r.when, f"{r.status}\t{r.when}\t{what}\t{r.folder}"))
+    for j in found:
+        said = j.message or j.result.get("folder", "")
+        lines.append((j.when, f"{j.status}\t{j.when}\t{j.title}\t{said}\t{j.folder}"))
+    for _, line in sorted(lines, reverse=True):
+        print(line)
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from embedgen import jobs
     from embedgen.errors import BadRun
+    from embedgen.jobrecord import is_job_folder
     from embedgen.runs import read_run_record
 
     folder = Path(args.run)
+    if is_job_folder(folder):
+        return _cancel_job(folder)
     record = read_run_record(folder)
     if not record.status.active:
         raise BadRun(
@@ -573,6 +630,26 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         f"Sent SIGTERM to `embedgen train` (pid {pid}): {folder.name} stops after its current "
         "batch and keeps its best finished epoch."
     )
+    return 0
+
+
+def _cancel_job(folder: Path) -> int:
+    """Stop a queued or running job (a matrix build): one not yet taken ends at once; a
+    running one sees the cancel file within a second and saves nothing."""
+    from embedgen.errors import BadRun
+    from embedgen.jobrecord import cancel_queued_job, read_job
+    from embedgen.jobs import CANCEL_FILE
+
+    record = read_job(folder)
+    if not record.status.active:
+        raise BadRun(
+            f"Job '{folder.name}' is {record.status}, not queued or running: nothing to stop."
+        )
+    (folder / CANCEL_FILE).touch()
+    if cancel_queued_job(folder):
+        print(f"Cancelled {folder.name} before a worker took it up.")
+    else:
+        print(f"Asked {folder.name} to stop: it stops within a second or so and saves nothing.")
     return 0
 
 
@@ -689,9 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "cancel",
         parents=[common],
-        help="stop a queued or training run (it keeps its finished epochs)",
+        help="stop a queued or training run (it keeps its finished epochs), or a queued job",
     )
-    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("run", metavar="RUN_OR_JOB_DIR")
     p.set_defaults(func=cmd_cancel)
     return parser
 
@@ -762,6 +839,11 @@ def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     _add_settings(rows, WordOptions)
     p.add_argument("--dtype", default=DTYPES[0], choices=DTYPES, help="what matrix.npy holds")
+    p.add_argument(
+        "--queue",
+        action="store_true",
+        help="queue the build for the workers (embedgen worker) and print its job folder at once",
+    )
     _model_flags(p)
     p.set_defaults(func=cmd_matrix)
 

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,10 @@ ENCODERS_KEPT = 2  # encoders a worker keeps loaded between runs
 
 _queues: dict[str, tuple[Huey, Any, Any]] = {}  # place -> (huey, its train and warm tasks)
 _queues_lock = threading.Lock()
+# Tasks of the modules above this one (embedgen.tasks: matrix builds, their estimates), by
+# name; each queue registers them as it is made, so a worker that imported them runs them.
+_more_tasks: dict[str, Any] = {}
+_wrappers: dict[int, dict[str, Any]] = {}  # id(huey) -> name -> its task of that name
 
 
 def get_huey() -> Huey:
@@ -105,10 +109,53 @@ def _queue_and_tasks() -> tuple[Huey, Any, Any]:
         if where not in _queues:
             huey = _new_huey(url)
             tasks = huey.task(name="embedgen.train")(train), huey.task(name="embedgen.warm")(warm)
+            _wrappers[id(huey)] = {n: huey.task(name=n)(fn) for n, fn in _more_tasks.items()}
             _queues[where] = (huey, *tasks)
         if not url:
             _reopen_if_replaced(_queues[where][0], Path(where))
         return _queues[where]
+
+
+def register_task(name: str, fn: Any) -> None:
+    """Make ``fn(payload: dict)`` the queue's task ``name`` in this process (its queues made
+    before and after): what :func:`enqueue` asks a worker to run."""
+    with _queues_lock:
+        _more_tasks[name] = fn
+        for huey, *_ in _queues.values():
+            known = _wrappers.setdefault(id(huey), {})
+            if name not in known:
+                known[name] = huey.task(name=name)(fn)
+
+
+def enqueue(
+    name: str,
+    payload: dict[str, Any],
+    *,
+    prepare: Callable[[str], None] | None = None,
+    undo: Callable[[], None] | None = None,
+) -> str:
+    """Put the task ``name`` (registered by :func:`register_task`) with ``payload`` in the
+    queue; return its id. ``prepare(task_id)`` runs first (the caller writes what the
+    worker reads); when the queue cannot take the task, ``undo()`` runs and
+    :class:`QueueUnreachable` says so."""
+    huey = get_huey()
+    with _queues_lock:
+        wrapper = _wrappers.get(id(huey), {}).get(name)
+    if wrapper is None:
+        raise BadConfig(f"No queue task is called {name!r} in this process.")
+    task = wrapper.s(payload)
+    if prepare is not None:
+        prepare(task.id)
+    try:
+        huey.enqueue(task)
+    except Exception as exc:
+        if undo is not None:
+            undo()
+        raise QueueUnreachable(
+            f"The job queue is not reachable ({_where()}: {type(exc).__name__}); nothing was "
+            "started. Try again in a minute; if it stays so, tell the operator of this server."
+        ) from exc
+    return task.id
 
 
 _opened: dict[Path, int] = {}  # SQLite queue file -> the inode this process opened
@@ -417,7 +464,7 @@ def read_progress(folder: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _watch_cancel(folder: Path) -> Iterator[threading.Event]:
+def watch_cancel(folder: Path) -> Iterator[threading.Event]:
     """An event set once a ``cancel`` file appears in ``folder`` (polled by a thread)."""
     event, stop = threading.Event(), threading.Event()
 
@@ -444,18 +491,31 @@ _encoders_lock = threading.Lock()
 
 def _encoder(request: TrainRequest) -> Encoder:
     """The request's encoder, loaded once per worker process for the last few models asked."""
+    return encoder_for(
+        request.model,
+        trust_remote_code=request.trust_remote_code,
+        allow_download=request.allow_download,
+        allow_pickle=request.allow_pickle,
+    )
+
+
+def encoder_for(
+    model: str, *, trust_remote_code: bool, allow_download: bool, allow_pickle: bool
+) -> Encoder:
+    """The encoder of ``model`` (a hub id or folder, as ``load_encoder`` takes it), loaded
+    once per worker process for the last :data:`ENCODERS_KEPT` models asked."""
     from embedgen.device import resolve_device
 
-    key = (request.model, request.trust_remote_code, request.allow_pickle)
+    key = (model, trust_remote_code, allow_pickle)
     with _encoders_lock:
         if key in _encoders:
             _encoders.move_to_end(key)
             return _encoders[key]
         encoder = load_encoder(
-            request.model,
-            trust_remote_code=request.trust_remote_code,
-            allow_download=request.allow_download,
-            allow_pickle=request.allow_pickle,
+            model,
+            trust_remote_code=trust_remote_code,
+            allow_download=allow_download,
+            allow_pickle=allow_pickle,
             device=resolve_device("auto"),
         )
         _encoders[key] = encoder
@@ -478,7 +538,7 @@ def train(request: dict[str, Any]) -> RunStatus:
         return _train(req, folder)
     finally:
         _tidy(folder)
-        _free_memory()  # after _train returned: the run, its head and copies are gone
+        free_memory()  # after _train returned: the run, its head and copies are gone
 
 
 def _train(req: TrainRequest, folder: Path) -> RunStatus:
@@ -486,7 +546,7 @@ def _train(req: TrainRequest, folder: Path) -> RunStatus:
         data = read_data(folder)
         config = FinetuneConfig.from_dict(req.config)
         encoder = _encoder(req)
-        with _watch_cancel(folder) as stop:
+        with watch_cancel(folder) as stop:
             run = train_and_save(
                 encoder,
                 data,
@@ -514,7 +574,7 @@ def _fail_queued(folder: Path, exc: BaseException) -> None:
         (folder / HEARTBEAT_FILE).unlink(missing_ok=True)
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
     """Give the GPU memory of a finished run back to the device (the cached encoders stay:
     :data:`ENCODERS_KEPT`)."""
     gc.collect()

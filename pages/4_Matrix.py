@@ -1,35 +1,44 @@
-"""Matrix: derive the embedding matrix from the model or the fine-tuned run."""
+"""Matrix: derive the embedding matrix from the model or the fine-tuned run.
 
+The estimate and the build are queue tasks (:mod:`embedgen.tasks`) run by a worker, watched
+through their job folders: this server never reads the model for them.
+"""
+
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
 
+from embedgen import jobs, tasks
 from embedgen.budget import human_size
 from embedgen.fields import spec
+from embedgen.jobrecord import JobRecord
 from embedgen.matrix import (
     DEFAULT_LABEL_WEIGHT,
     DTYPES,
+    BuildEstimate,
     IfSaved,
     MatrixOptions,
     Method,
-    build_and_save,
+    Target,
     default_method,
     describe,
-    estimate_build,
+    load_matrix,
     methods_for,
     resolve_layer,
-    target_for,
 )
+from embedgen.models import Encoder
 from embedgen.postprocess import PostProcess
 from embedgen.report import tradeoff_of_data
 from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
 from embedgen.train import Run
 from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session, visitor
-from embedgen.ui.jobpanel import Job, start_job
+from embedgen.ui.jobpanel import FolderJob, Job, start_job
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept, setting_input
-from embedgen.words import Corpus, WordOptions, words_from_corpus, words_from_list
+from embedgen.words import Corpus, WordOptions, words_from_list
 
 PENDING = "matrix_pending"  # a build that waits for the user's answer (replace? slow?)
 # How a run's training reaches contextual and aggregated rows (MatrixOptions.label_weight).
@@ -41,33 +50,80 @@ RUN_LABELS = {
 SLOW_SECONDS = 120  # builds estimated to take longer are confirmed first
 
 
-def work(job: Job, request: dict) -> matrices.MatrixEntry:
-    """The build job: segment (words of the data), build, save (``matrix.build_and_save``,
-    as the command line does)."""
-    saved = build_and_save(
-        request["source"],
-        request["options"],
-        request["target"],
-        words=request["words"],
-        corpus=request["corpus"],
-        word_options=request["word_options"],
-        dtype=request["dtype"],
-        if_saved=request["if_saved"],
-        estimate=request["estimate"],
-        progress=job,
-        cancel=job.cancel,
-    )
-    folder = str(saved.folder or "")  # not kept on disk: this session keeps it
-    return matrices.MatrixEntry(saved.name, saved.matrix, folder, saved.dtype)
+ESTIMATE_JOB = "matrix_estimate_job"  # the estimate a build waits for: a FolderJob
 
 
-def start_build(request: dict, if_saved: IfSaved = IfSaved.REFUSE) -> Job:
-    """Build in the background; a matrix saved meanwhile is replaced only when asked."""
-    asked = {**request, "if_saved": if_saved}
-    job = st.session_state[session.MATRIX_JOB] = start_job(
-        "Matrix", lambda job: work(job, asked), unit="steps"
+def job_source(source: Encoder | Run) -> tasks.Source:
+    """What a worker builds from: this run's folder, or the model loaded on the Model page,
+    with the operator's permissions."""
+    settings = visitor.operator()
+    spec, trust = st.session_state[session.MODEL_LOADED] or ("", False)
+    trust = bool(trust) and settings.allow_remote_code
+    if isinstance(source, Run):
+        return tasks.Source(
+            run=str(source.folder),
+            trust_remote_code=trust,
+            allow_pickle=settings.allow_pickled_weights,
+        )
+    return tasks.Source(
+        model=spec or source.info.model_id,
+        trust_remote_code=trust,
+        allow_download=settings.allow_downloads,
+        allow_pickle=settings.allow_pickled_weights,
     )
+
+
+def taken(record: JobRecord) -> matrices.MatrixEntry:
+    """The matrix a finished build made, for this session; one the disk budget could not
+    keep is taken out of its job folder (this session keeps it)."""
+    result = record.result
+    folder = Path(result["folder"])
+    matrix = load_matrix(folder)
+    if not result.get("kept", True):
+        shutil.rmtree(folder, ignore_errors=True)
+    return matrices.MatrixEntry(
+        result["name"], matrix, str(folder) if result.get("kept", True) else "", result["dtype"]
+    )
+
+
+def start_build(pending: dict, if_saved: IfSaved = IfSaved.REFUSE) -> FolderJob:
+    """Queue the build for a worker; a matrix saved meanwhile is replaced only when asked."""
+    asked = replace(pending["request"], if_saved=if_saved, estimate=pending["estimate"])
+    user = visitor.current_user()
+    record = feedback.attempt(
+        lambda: tasks.submit(
+            "matrix", asked, words=pending["words"], corpus=pending["corpus"], user=user
+        )
+    )
+    jobs.ensure_worker()
+    job = st.session_state[session.MATRIX_JOB] = FolderJob(record.folder, "Matrix", take=taken)
     return job
+
+
+def estimated(ejob: FolderJob) -> None:
+    """The estimate has come back: build at once, or ask first (a matrix saved there, or a
+    build over SLOW_SECONDS)."""
+    result = ejob.result
+    estimate = BuildEstimate(**result["estimate"]) if result.get("estimate") else None
+    target = Target(Path(result["target"]), result["rebuildable"], result["existing"])
+    asked = ejob.tag
+    request = replace(
+        asked["request"],
+        target=result["target"],
+        rebuildable=result["rebuildable"],
+        word_options=None,  # the words the estimate found go along
+    )
+    pending = {
+        "request": request,
+        "words": tasks.words_of(ejob.folder),
+        "corpus": asked["corpus"],
+        "estimate": estimate,
+        "target": target,
+    }
+    if target.existing is not None or (estimate is not None and estimate.seconds > SLOW_SECONDS):
+        st.session_state[PENDING] = pending  # asked below; nothing is built or replaced yet
+    else:
+        start_build(pending)
 
 
 st.set_page_config(page_title="Matrix · embedgen", layout="wide")
@@ -227,7 +283,7 @@ with st.form("matrix_form"):
         help=spec(PostProcess, "pca_dims").help,
     )
     l2 = setting_input(c5, PostProcess, "l2", key="matrix_l2")
-    job: Job | None = st.session_state[session.MATRIX_JOB]
+    job: FolderJob | None = st.session_state[session.MATRIX_JOB]
     build = st.form_submit_button(
         "Build matrix", type="primary", disabled=job is not None and job.active
     )
@@ -257,38 +313,34 @@ if build:
         )
     )
     corpus = Corpus.of(data.texts, data.source_name) if word_rows and data else None
-    words = word_list
-    if words_from_data:  # segmented here, so the build is timed (and asked about) like others
+    word_options = None
+    if words_from_data:  # found by the worker, so the build is timed (and asked about) like others
         word_options = feedback.attempt(
             lambda: WordOptions(
                 min_count=int(min_count), top_n=int(top_n) or None, cjk_words=cjk_words
             )
         )
-        with st.spinner(f"Finding the words of {plain(data.source_name)}…"):
-            words = feedback.attempt(lambda: words_from_corpus(corpus, word_options))
     user = visitor.current_user()
-    target = feedback.attempt(
-        lambda: target_for(source, options, words=words, corpus=corpus, user=user)
+    request = tasks.MatrixRequest(
+        job_source(source), options, user=user, dtype=dtype, word_options=word_options
     )
-    with st.spinner("Measuring this machine's speed on a sample of rows…"):
-        estimate = feedback.attempt(
-            lambda: estimate_build(source, options, words=words, corpus=corpus)
-        )
-    request = {
-        "source": source,
-        "options": options,
-        "words": words,
-        "word_options": None,
-        "corpus": corpus,
-        "target": target,
-        "dtype": dtype,
-        "estimate": estimate,
-    }
-    slow = estimate is not None and estimate.seconds > SLOW_SECONDS
-    if target.existing is not None or slow:
-        st.session_state[PENDING] = request  # asked below; nothing is built or replaced yet
+    st.session_state.pop(PENDING, None)
+    record = feedback.attempt(
+        lambda: tasks.submit("estimate", request, words=word_list, corpus=corpus, user=user)
+    )
+    jobs.ensure_worker()
+    st.session_state[ESTIMATE_JOB] = FolderJob(
+        record.folder, "Estimate", tag={"request": request, "corpus": corpus}
+    )
+
+ejob: FolderJob | None = st.session_state.get(ESTIMATE_JOB)
+if ejob is not None:
+    if ejob.state is RunStatus.FINISHED:
+        st.session_state[ESTIMATE_JOB] = None
+        estimated(ejob)
+        job = st.session_state[session.MATRIX_JOB]
     else:
-        job = start_build(request)
+        jobpanel.job_panel(ejob, jobpanel.job_status, key="matrix_estimate")
 
 pending = st.session_state.get(PENDING)
 if pending is not None:
@@ -302,7 +354,7 @@ if pending is not None:
             )
         if estimate is not None and estimate.seconds > SLOW_SECONDS:
             tip = ""
-            if not pending["options"].cjk_only and pending["words"] is None:
+            if not pending["request"].options.cjk_only and pending["words"] is None:
                 tip = " Ticking **CJK tokens only** keeps the Chinese rows and is much faster."
             st.warning(f"This matrix will take {estimate.describe()} on this machine.{tip}")
         c1, c2, c3 = st.columns(3)

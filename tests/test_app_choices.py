@@ -15,7 +15,7 @@ def build(at: AppTest, method: str | None = None) -> AppTest:
     if method is not None:
         at.radio(key="matrix_method").set_value(method)
     click(at, "Build matrix")
-    if at.session_state["matrix_job"] is not None:
+    if at.session_state["matrix_estimate_job"] or at.session_state["matrix_job"]:
         wait_for(at, "matrix_job")
     return at
 

@@ -278,9 +278,9 @@ def test_word_rows_evaluation_and_the_tradeoff_in_a_real_browser(
         ).to_be_visible()
         # The matrix's own line (matrix.describe): "aggregated · N words × D · ...".
         expect(page.get_by_text(re.compile(r"aggregated · \d+ words × \d+")).last).to_be_visible()
-        # The run's head pass kept its words' vectors: the matrix took them.
+        # The default corpus contexts: the piece of each text around the word.
         expect(
-            page.get_by_text("taken from the run's encoding pass", exact=False).last
+            page.get_by_text("in pieces of at most 32 characters", exact=False).last
         ).to_be_visible()
         shoot(page, "10_matrix_words")
 

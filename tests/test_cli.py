@@ -255,7 +255,7 @@ def test_embedgen_runs_lists_a_training_command_and_embedgen_cancel_stops_it(
     assert code == 128 + signal.SIGTERM
     assert read_json(run / "run.json")["status"] == "cancelled"
     assert main(["runs", "--active"]) == 0
-    assert capsys.readouterr().out.strip() == "No runs are queued or training."
+    assert capsys.readouterr().out.strip() == "No runs or jobs are queued or running."
     assert main(["runs"]) == 0
     assert capsys.readouterr().out.startswith("cancelled\t")
     assert main(["cancel", str(run)]) == 2
@@ -869,7 +869,8 @@ def test_aggregated_from_a_head_run_over_its_data_takes_the_runs_word_states(
     assert trained.code == 0, succeeded(trained)
     result = cli(
         capsys, "matrix", run, "--method", "aggregated", "--corpus", reviews_csv,
-        "--text-col", "text", "--out", tmp_path / "A",
+        "--text-col", "text", "--corpus-contexts", "8", "--context-chars", "0",
+        "--out", tmp_path / "A",
     )  # fmt: skip
     assert result.code == 0, succeeded(result)
     assert "corpus contexts taken from the run's encoding pass" in result.out, result.out

@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from embedgen import jobs
 from embedgen.errors import BadRun, Cancelled, EmbedgenError
+from embedgen.jobrecord import JobRecord, cancel_queued_job, read_job
 from embedgen.runs import RunRecord, RunStatus, load_run, read_run_record
 from embedgen.train import EpochMetrics, Run
 from embedgen.ui import visitor
@@ -163,8 +165,68 @@ def start_job(
     return job
 
 
+class _Watched:
+    """What a job seen through its folder answers from ``progress.json`` (read by ``_read``
+    into ``_progress``): counts, rate, time left; and waiting for it to end."""
+
+    REFRESH_SECONDS = 0.25
+    _progress: dict[str, Any]
+
+    def _read(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def active(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def unit(self) -> str:
+        self._read()
+        return str(self._progress.get("unit", ""))
+
+    @property
+    def done(self) -> int:
+        self._read()
+        return int(self._progress.get("done", 0))
+
+    @property
+    def total(self) -> int:
+        self._read()
+        return int(self._progress.get("total", 0))
+
+    @property
+    def fraction(self) -> float:
+        done, total = self.done, self.total
+        return min(1.0, done / total) if total else 0.0
+
+    @property
+    def rate(self) -> float | None:
+        """Units per second in the current stage, once it has advanced for a second."""
+        self._read()
+        first, now = self._progress.get("first"), self._progress.get("time")
+        if not first or now is None:
+            return None
+        since, done0 = first
+        if now - since < 1.0 or self.done <= done0:
+            return None
+        return (self.done - done0) / (now - since)
+
+    @property
+    def eta(self) -> float | None:
+        return seconds_left(self.rate, self.done, self.total)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends (for tests and scripts); True if it ended."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.active:
+            if end is not None and time.monotonic() > end:
+                return False
+            time.sleep(self.REFRESH_SECONDS)
+        return True
+
+
 @dataclass(eq=False)
-class QueuedJob:
+class QueuedJob(_Watched):
     """A training run in the queue (:mod:`embedgen.jobs`), seen through its run folder.
 
     It answers what a :class:`Job` answers (state, stage, counts, rate, time left, epochs so
@@ -183,8 +245,6 @@ class QueuedJob:
     _read_at: float = 0.0
     _result: Run | None = None
     _elapsed: float = 0.0
-
-    REFRESH_SECONDS = 0.25
 
     def _read(self) -> RunRecord | None:
         if time.time() - self._read_at >= self.REFRESH_SECONDS:
@@ -223,26 +283,6 @@ class QueuedJob:
         return str(self._progress.get("stage", "")) if status is RunStatus.RUNNING else ""
 
     @property
-    def unit(self) -> str:
-        self._read()
-        return str(self._progress.get("unit", ""))
-
-    @property
-    def done(self) -> int:
-        self._read()
-        return int(self._progress.get("done", 0))
-
-    @property
-    def total(self) -> int:
-        self._read()
-        return int(self._progress.get("total", 0))
-
-    @property
-    def fraction(self) -> float:
-        done, total = self.done, self.total
-        return min(1.0, done / total) if total else 0.0
-
-    @property
     def elapsed(self) -> float:
         """Seconds since the run was queued, until it ended."""
         record = self._read()
@@ -254,22 +294,6 @@ class QueuedJob:
         end = None if self.active else _seconds(record.finished or record.updated)
         self._elapsed = max(0.0, (end or time.time()) - start)
         return self._elapsed
-
-    @property
-    def rate(self) -> float | None:
-        """Units per second in the current stage, once it has advanced for a second."""
-        self._read()
-        first, now = self._progress.get("first"), self._progress.get("time")
-        if not first or now is None:
-            return None
-        since, done0 = first
-        if now - since < 1.0 or self.done <= done0:
-            return None
-        return (self.done - done0) / (now - since)
-
-    @property
-    def eta(self) -> float | None:
-        return seconds_left(self.rate, self.done, self.total)
 
     @property
     def events(self) -> list[EpochMetrics]:
@@ -306,14 +330,86 @@ class QueuedJob:
         jobs.cancel(self.folder)
         self._read_at = 0.0
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run ends (for tests and scripts); True if it ended."""
-        end = None if timeout is None else time.monotonic() + timeout
-        while self.active:
-            if end is not None and time.monotonic() > end:
-                return False
-            time.sleep(self.REFRESH_SECONDS)
-        return True
+
+@dataclass(eq=False)
+class FolderJob(_Watched):
+    """A matrix build or its estimate in the queue (:mod:`embedgen.tasks`), seen through its
+    job folder (job.json, progress.json) like a :class:`QueuedJob`; ``result`` is what
+    ``take(record)`` makes of the finished job's record (read once)."""
+
+    folder: str
+    name: str
+    take: Callable[[JobRecord], Any] = lambda record: record.result
+    tag: Any = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    end_shown: bool = False
+    events: list[Any] = field(default_factory=list)
+    _record: JobRecord | None = None
+    _progress: dict[str, Any] = field(default_factory=dict)
+    _read_at: float = 0.0
+    _result: Any = None
+    _taken: bool = False
+
+    def _read(self) -> JobRecord | None:
+        if time.time() - self._read_at >= self.REFRESH_SECONDS:
+            try:
+                self._record = read_job(self.folder)
+            except BadRun:  # its folder was removed
+                self._record = None
+            running = self._record is not None and self._record.status is RunStatus.RUNNING
+            self._progress = jobs.read_progress(self.folder) if running else {}
+            self._read_at = time.time()
+        return self._record
+
+    @property
+    def state(self) -> RunStatus:
+        record = self._read()
+        return record.status if record else RunStatus.CANCELLED
+
+    @property
+    def active(self) -> bool:
+        return self.state.active
+
+    @property
+    def stage(self) -> str:
+        state = self.state
+        if state is RunStatus.QUEUED:
+            return "waiting for a worker"
+        return str(self._progress.get("stage", "")) if state is RunStatus.RUNNING else ""
+
+    @property
+    def elapsed(self) -> float:
+        record = self._read()
+        start = _seconds(record.queued) if record else None
+        if record is None or start is None:
+            return 0.0
+        end = None if self.active else _seconds(record.finished)
+        return max(0.0, (end or time.time()) - start)
+
+    @property
+    def error(self) -> str | None:
+        record = self._read()
+        if record is None:
+            return f"{self.name}: its folder is gone."
+        if record.status is RunStatus.INTERRUPTED:
+            return f"{self.name} stopped: its worker is gone (stopped, or its machine restarted)."
+        ended_badly = record.status in (RunStatus.FAILED, RunStatus.CANCELLED)
+        return (record.message or None) if ended_badly else None
+
+    @property
+    def result(self) -> Any:
+        """``take(record)`` once the job finished (read once), else None."""
+        record = self._read()
+        if not self._taken and record is not None and record.status is RunStatus.FINISHED:
+            self._taken = True
+            self._result = self.take(record)
+        return self._result
+
+    def request_cancel(self) -> None:
+        self.cancel.set()
+        (Path(self.folder) / jobs.CANCEL_FILE).touch()
+        cancel_queued_job(self.folder)
+        self._read_at = 0.0
 
 
 def _seconds(iso: str | None) -> float | None:
@@ -338,7 +434,7 @@ def human_seconds(seconds: float) -> str:
 POLL_SECONDS = 1.0
 
 
-def job_panel(job: Job | QueuedJob, render: Callable[[Any], None], *, key: str) -> None:
+def job_panel(job: Job | QueuedJob | FolderJob, render: Callable[[Any], None], *, key: str) -> None:
     """Draw ``render(job)`` and, while the job is active, redraw it every second.
 
     When the job ends the whole page reruns once, so everything that depends on its result
@@ -385,7 +481,7 @@ def warm_worker(spec: str, trust_remote_code: bool) -> None:
     jobs.warm_up(request)
 
 
-def job_status(job: Job | QueuedJob) -> None:
+def job_status(job: Job | QueuedJob | FolderJob) -> None:
     """A progress bar with the stage and elapsed time; messages when it ended badly."""
     label = f"{job.name}: {job.state}"
     if job.stage and job.active:
@@ -407,7 +503,7 @@ def job_status(job: Job | QueuedJob) -> None:
         st.warning(plain(job.error or f"{job.name} was cancelled."))
 
 
-def job_line(job: Job | QueuedJob | None, detail: str = "") -> str | None:
+def job_line(job: Job | QueuedJob | FolderJob | None, detail: str = "") -> str | None:
     """One line on a background job while it is queued or running ("running · epoch 2 ·
     40% · about 1 min left"), for pages other than the job's own; ``None`` otherwise."""
     if job is None or not job.active:

@@ -1,0 +1,352 @@
+"""Matrix builds and their estimates as queue tasks, run by the workers, watched through folders.
+
+The Matrix page and ``embedgen matrix --queue`` write a job folder (:mod:`embedgen.jobrecord`:
+job.json with the request, the word list and the texts beside it) and enqueue its task; a
+worker (``embedgen worker``) claims it, loads the model once for the jobs that follow (the
+encoders :mod:`embedgen.jobs` keeps), builds and saves the matrix by the same
+``build_and_save`` as the command line, and writes ``progress.json`` as it goes. The job ends
+with the matrix's folder in its result; a matrix the operator's disk budget cannot keep is
+saved in the job folder instead, for the page that asked to take. So the web server never
+holds a model's weights for this work, a closed tab loses nothing, and ``embedgen runs``
+lists the jobs beside the runs.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from embedgen.errors import BadRun, Cancelled, EmbedgenError
+from embedgen.heartbeat import beating
+from embedgen.jobrecord import (
+    JobRecord,
+    claim_job,
+    end_job,
+    new_job_folder,
+    read_job,
+    write_queued_job,
+)
+from embedgen.jobs import (
+    CANCEL_FILE,
+    ProgressFile,
+    encoder_for,
+    enqueue,
+    free_memory,
+    register_task,
+    watch_cancel,
+)
+from embedgen.matrix import (
+    BuildEstimate,
+    IfSaved,
+    MatrixOptions,
+    Target,
+    build_and_save,
+    describe,
+    estimate_build,
+    save_matrix,
+    target_for,
+)
+from embedgen.matrix.folder import saved_matrix
+from embedgen.postprocess import PostProcess
+from embedgen.runs import (
+    HEARTBEAT_FILE,
+    HEARTBEAT_SECONDS,
+    RunStatus,
+    failure_message,
+    load_run,
+    read_run_record,
+)
+from embedgen.words import Corpus, WordOptions, WordVocab, words_from_corpus
+
+log = logging.getLogger(__name__)
+
+MATRIX_TASK = "embedgen.matrix"
+ESTIMATE_TASK = "embedgen.estimate"
+WORDS_FILE = "words.json"
+CORPUS_FILE = "corpus.json"
+KEPT_HERE = "matrix"  # a matrix the disk budget could not keep, in the job folder
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a matrix is built from: a run folder, or a model as ``load_encoder`` takes it
+    (with the operator's permissions at the time it was asked for)."""
+
+    run: str | None = None
+    model: str | None = None
+    trust_remote_code: bool = False
+    allow_download: bool = True
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class MatrixRequest:
+    """A matrix to build: everything a worker needs but the words and texts (files beside)."""
+
+    source: Source
+    options: MatrixOptions
+    target: str | None = None  # the matrix folder (None: its default place, found by the worker)
+    rebuildable: bool = False  # a plain model's matrix in its default place (the matrix cache's)
+    user: str | None = None  # the workspace of its default place
+    dtype: str = "float32"
+    if_saved: IfSaved = IfSaved.REFUSE
+    word_options: WordOptions | None = None  # the rows are the corpus's words, found here
+    estimate: BuildEstimate | None = None  # said in the building stage
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=_plain))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> MatrixRequest:
+        options = dict(raw["options"])
+        options["postprocess"] = PostProcess(**options.get("postprocess", {}))
+        words = raw.get("word_options")
+        estimate = raw.get("estimate")
+        return cls(
+            source=Source(**raw["source"]),
+            options=MatrixOptions(**options),
+            target=raw.get("target"),
+            rebuildable=bool(raw.get("rebuildable")),
+            user=raw.get("user"),
+            dtype=raw.get("dtype", "float32"),
+            if_saved=IfSaved(raw.get("if_saved", "refuse")),
+            word_options=WordOptions(**words) if words else None,
+            estimate=BuildEstimate(**estimate) if estimate else None,
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return str(value.value) if not isinstance(value.value, tuple) else str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def submit(
+    kind: str,
+    request: MatrixRequest,
+    *,
+    words: WordVocab | None = None,
+    corpus: Corpus | None = None,
+    user: str | None = None,
+    owner: str | None = None,
+) -> JobRecord:
+    """Queue a matrix build (``kind`` "matrix") or its estimate ("estimate") and return its
+    queued record; the words and texts go into the job folder first. Nothing is left behind
+    when the queue cannot take it (:class:`embedgen.errors.QueueUnreachable`)."""
+    if kind not in _TASKS:
+        raise ValueError(f"no job kind {kind!r}")
+    title = Path(request.target).name if request.target else _title(request)
+    folder = new_job_folder(kind, title, user)
+    if words is not None:
+        (folder / WORDS_FILE).write_text(
+            json.dumps(
+                {"words": words.words, "counts": words.counts, "record": words.record},
+                ensure_ascii=False,
+            ),
+            "utf-8",
+        )
+    if corpus is not None:
+        (folder / CORPUS_FILE).write_text(
+            json.dumps(
+                {"texts": corpus.texts, "name": corpus.name, "user_dict": corpus.user_dict},
+                ensure_ascii=False,
+            ),
+            "utf-8",
+        )
+    written: list[JobRecord] = []
+
+    def prepare(task_id: str) -> None:
+        written.append(
+            write_queued_job(
+                folder,
+                kind,
+                request.as_dict(),
+                title=f"{kind} {title}",
+                task_id=task_id,
+                owner=owner,
+            )
+        )
+
+    enqueue(
+        _TASKS[kind],
+        {"folder": str(folder)},
+        prepare=prepare,
+        undo=lambda: shutil.rmtree(folder, ignore_errors=True),
+    )
+    return written[0]
+
+
+def _title(request: MatrixRequest) -> str:
+    source = request.source
+    what = Path(source.run).name if source.run else Path(str(source.model)).name
+    return f"{request.options.method} of {what}"
+
+
+def _target(
+    req: MatrixRequest, source: Any, words: WordVocab | None, corpus: Corpus | None
+) -> Target:
+    """Where the requested matrix goes: the folder asked for, else its default place."""
+    if req.target is not None:
+        return Target(Path(req.target), req.rebuildable, saved_matrix(Path(req.target)))
+    if words is None and req.word_options is not None and corpus is not None:
+        words = words_from_corpus(corpus, req.word_options)  # the name says the data's words
+    return target_for(source, req.options, words=words, corpus=corpus, user=req.user)
+
+
+def words_of(folder: str | os.PathLike[str]) -> WordVocab | None:
+    """The word list a job was given or found (an estimate of the data's words keeps them)."""
+    path = Path(folder) / WORDS_FILE
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text("utf-8"))
+    return WordVocab(tuple(raw["words"]), tuple(raw["counts"]), raw.get("record") or {})
+
+
+def _corpus_of(folder: Path) -> Corpus | None:
+    path = folder / CORPUS_FILE
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text("utf-8"))
+    return Corpus.of(raw["texts"], raw["name"], user_dict=raw.get("user_dict"))
+
+
+def _source(source: Source) -> Any:
+    """The run or encoder a worker builds from: the model's weights loaded once per worker."""
+    if source.run is not None:
+        model = read_run_record(source.run).model
+        loaded = None
+        try:
+            loaded = encoder_for(
+                str(model.get("model_id")),
+                trust_remote_code=source.trust_remote_code,
+                allow_download=False,
+                allow_pickle=source.allow_pickle,
+            )
+        except EmbedgenError as exc:  # the run loads its model itself, as it can
+            log.info("Run %s loads its own encoder: %s", Path(source.run).name, exc)
+        return load_run(source.run, loaded=loaded)
+    assert source.model is not None
+    return encoder_for(
+        source.model,
+        trust_remote_code=source.trust_remote_code,
+        allow_download=source.allow_download,
+        allow_pickle=source.allow_pickle,
+    )
+
+
+def _build(record: JobRecord, folder: Path, progress: ProgressFile, stop: Any) -> dict[str, Any]:
+    """The matrix task's work: build and save; what job.json's result says."""
+    req = MatrixRequest.from_dict(record.request)
+    source, words, corpus = _source(req.source), words_of(folder), _corpus_of(folder)
+    saved = build_and_save(
+        source,
+        req.options,
+        _target(req, source, words, corpus),
+        words=words,
+        corpus=corpus,
+        word_options=req.word_options,
+        dtype=req.dtype,
+        if_saved=req.if_saved,
+        estimate=req.estimate,
+        progress=progress,
+        cancel=stop,
+    )
+    result = {"name": saved.name, "dtype": saved.dtype, "described": describe(saved.matrix)}
+    if saved.folder is None:  # over the operator's matrix budget: here, for the page to take
+        save_matrix(saved.matrix, folder / KEPT_HERE, dtype=saved.dtype)
+        return {
+            **result,
+            "folder": str(folder / KEPT_HERE),
+            "kept": False,
+            "not_kept": saved.not_kept,
+        }
+    return {**result, "folder": str(saved.folder), "kept": True}
+
+
+def _estimate(record: JobRecord, folder: Path, progress: ProgressFile, stop: Any) -> dict[str, Any]:
+    """The estimate task's work: the data's words found (kept in the job folder for the
+    build), and the build timed on a sample; what job.json's result says."""
+    req = MatrixRequest.from_dict(record.request)
+    corpus = _corpus_of(folder)
+    words = words_of(folder)
+    if words is None and req.word_options is not None and corpus is not None:
+        progress.set_stage("segmenting your texts into words")
+        words = words_from_corpus(corpus, req.word_options)
+        (folder / WORDS_FILE).write_text(
+            json.dumps(
+                {"words": words.words, "counts": words.counts, "record": words.record},
+                ensure_ascii=False,
+            ),
+            "utf-8",
+        )
+    progress.set_stage("measuring this machine's speed on a sample of rows")
+    source = _source(req.source)
+    estimate = estimate_build(source, req.options, words=words, corpus=corpus)
+    target = _target(req, source, words, corpus)
+    return {
+        "estimate": asdict(estimate) if estimate is not None else None,
+        "words": len(words) if words is not None else None,
+        "target": str(target.folder),
+        "rebuildable": target.rebuildable,
+        "existing": target.existing,
+    }
+
+
+_WORK = {"matrix": _build, "estimate": _estimate}
+
+
+def run_job(payload: dict[str, Any]) -> RunStatus:
+    """A worker's task: claim the job in ``payload["folder"]``, do its work with a heartbeat
+    and the ``cancel`` file watched, and end it truthfully (finished, cancelled, failed with
+    the reason); return the status it ended with."""
+    folder = Path(payload["folder"])
+    try:
+        record = claim_job(folder)
+    except Cancelled:
+        log.info("Skipped job %s: it is no longer queued", folder.name)
+        return RunStatus.CANCELLED
+    status, message, result = RunStatus.FAILED, "", {}
+    with beating(folder / HEARTBEAT_FILE, HEARTBEAT_SECONDS), watch_cancel(folder) as stop:
+        try:
+            if (folder / CANCEL_FILE).exists():
+                raise Cancelled("Cancelled before it started.")
+            result = _WORK[record.kind](record, folder, ProgressFile(folder), stop)
+            status = RunStatus.FINISHED
+        except Cancelled:
+            status, message = RunStatus.CANCELLED, "Cancelled: nothing was saved."
+        except EmbedgenError as exc:
+            message = str(exc)
+        except Exception as exc:  # the reason goes into job.json; the trace into the log
+            log.exception("Job %s failed", folder.name)
+            message = failure_message(exc, folder)
+        end_job(folder, status, message, result)
+    (folder / CANCEL_FILE).unlink(missing_ok=True)
+    free_memory()
+    return status
+
+
+def take_result(record: JobRecord) -> Path | None:
+    """The folder of a finished matrix job's matrix (None when it has none)."""
+    if record.status is not RunStatus.FINISHED or record.kind != "matrix":
+        return None
+    folder = record.result.get("folder")
+    return Path(folder) if folder else None
+
+
+def reread(folder: str | os.PathLike[str]) -> JobRecord | None:
+    """The job's record now, or None when its folder is gone or damaged."""
+    try:
+        return read_job(folder)
+    except BadRun:
+        return None
+
+
+_TASKS = {"matrix": MATRIX_TASK, "estimate": ESTIMATE_TASK}
+for _name in _TASKS.values():
+    register_task(_name, run_job)

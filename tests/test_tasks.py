@@ -1,0 +1,167 @@
+"""Matrix builds and their estimates as queue tasks: job folders, real workers, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_jobs
+from test_jobs import wait_for
+
+from embedgen import jobs, tasks
+from embedgen.errors import QueueUnreachable
+from embedgen.jobrecord import end_job, jobs_dir, list_jobs, read_job
+from embedgen.matrix import MatrixOptions, build_matrix, load_matrix
+from embedgen.runs import HEARTBEAT_FILE, RunStatus
+from embedgen.words import Corpus, WordOptions, words_from_list
+
+home = test_jobs.home  # fixtures: a home of its own, real worker processes
+start_worker = test_jobs.start_worker
+TEXTS = ["中国的经济工作很好", "他说中国的天气不错", "好美的天气", "坏天气", "经济不错"] * 4
+
+
+def _request(model_dir: Path, **fields: object) -> tasks.MatrixRequest:
+    source = tasks.Source(model=str(model_dir), allow_download=False)
+    options = fields.pop("options", MatrixOptions(method="aggregated", device="cpu"))
+    return tasks.MatrixRequest(source, options, **fields)  # type: ignore[arg-type]
+
+
+def test_a_matrix_job_builds_in_the_task_what_build_matrix_builds(
+    home: Path, tiny_model_dir: Path, tiny_encoder
+) -> None:
+    words = words_from_list(["中国", "天气", "好美"])
+    corpus = Corpus.of(TEXTS, "reviews.csv")
+    record = tasks.submit("matrix", _request(tiny_model_dir), words=words, corpus=corpus)
+    folder = Path(record.folder)
+    assert folder.parent == jobs_dir() and record.status is RunStatus.QUEUED
+    assert read_job(folder).status is RunStatus.QUEUED and record.task_id
+
+    assert tasks.run_job({"folder": str(folder)}) is RunStatus.FINISHED
+    done = read_job(folder)
+    assert done.status is RunStatus.FINISHED and done.started and done.finished
+    assert not (folder / HEARTBEAT_FILE).exists()
+    assert jobs.read_progress(folder)["stage"] == "saving"
+    matrix = load_matrix(tasks.take_result(done))
+    direct = build_matrix(
+        tiny_encoder, MatrixOptions(method="aggregated", device="cpu"), words=words, corpus=corpus
+    )
+    assert matrix.vocab == direct.vocab
+    np.testing.assert_allclose(matrix.vectors, direct.vectors, atol=1e-5)
+    assert done.result["kept"] and "3 words" in done.result["described"]
+    assert tasks.run_job({"folder": str(folder)}) is RunStatus.CANCELLED, "taken once"
+
+
+def test_an_estimate_job_finds_the_data_s_words_and_the_build_takes_them(
+    home: Path, tiny_model_dir: Path
+) -> None:
+    corpus = Corpus.of(TEXTS, "reviews.csv")
+    asked = _request(tiny_model_dir, word_options=WordOptions(min_count=2))
+    estimate = tasks.submit("estimate", asked, corpus=corpus)
+    assert tasks.run_job({"folder": estimate.folder}) is RunStatus.FINISHED
+    result = read_job(estimate.folder).result
+    words = tasks.words_of(estimate.folder)
+    assert words is not None and result["words"] == len(words) and "中国" in words.words
+    assert result["estimate"]["rows"] == len(words) and result["estimate"]["seconds"] >= 0
+    assert Path(result["target"]).name.startswith("aggregated") and result["existing"] is None
+
+    build = tasks.submit("matrix", _request(tiny_model_dir), words=words, corpus=corpus)
+    tasks.run_job({"folder": build.folder})
+    done = read_job(build.folder)
+    assert done.result["folder"] == result["target"], "built where the estimate said"
+    assert load_matrix(done.result["folder"]).vocab == words.words
+
+
+def test_a_job_that_cannot_load_its_model_fails_with_the_reason(home: Path, tmp_path: Path) -> None:
+    request = _request(tmp_path / "no-such-model")
+    record = tasks.submit("matrix", request, words=words_from_list(["中国"]))
+    assert tasks.run_job({"folder": record.folder}) is RunStatus.FAILED
+    failed = read_job(record.folder)
+    assert failed.status is RunStatus.FAILED
+    assert "no-such-model" in failed.message and "Traceback" not in failed.message
+
+
+def test_a_job_cancelled_while_queued_is_never_built(home: Path, tiny_model_dir: Path) -> None:
+    record = tasks.submit("matrix", _request(tiny_model_dir), words=words_from_list(["中国"]))
+    from embedgen.jobrecord import cancel_queued_job
+
+    assert cancel_queued_job(record.folder)
+    assert read_job(record.folder).status is RunStatus.CANCELLED
+    assert tasks.run_job({"folder": record.folder}) is RunStatus.CANCELLED
+    assert not cancel_queued_job(record.folder), "an ended job is not cancelled again"
+
+
+def test_a_running_job_whose_worker_is_gone_reads_interrupted(
+    home: Path, tiny_model_dir: Path
+) -> None:
+    from embedgen.jobrecord import claim_job
+
+    record = tasks.submit("matrix", _request(tiny_model_dir), words=words_from_list(["中国"]))
+    claim_job(record.folder)
+    assert read_job(record.folder).status is RunStatus.RUNNING
+    (Path(record.folder) / HEARTBEAT_FILE).unlink()  # as a worker killed with -9 leaves it
+    gone = read_job(record.folder)
+    assert gone.status is RunStatus.INTERRUPTED and "worker stopped" in gone.message
+    end_job(record.folder, RunStatus.FAILED, "x")
+    assert read_job(record.folder).status is RunStatus.FAILED
+
+
+def test_a_submit_the_queue_cannot_take_leaves_no_job(
+    home: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("redis")
+    monkeypatch.setenv(jobs.QUEUE_URL_ENV, "redis://127.0.0.1:9/0")
+    with pytest.raises(QueueUnreachable, match="nothing was started"):
+        tasks.submit("matrix", _request(tiny_model_dir), words=words_from_list(["中国"]))
+    assert not list(jobs_dir().iterdir())
+
+
+def test_embedgen_matrix_queue_returns_at_once_and_a_worker_builds_it(
+    home: Path, tiny_model_dir: Path, tmp_path: Path, start_worker: Callable[[str], Path]
+) -> None:
+    """The CLI queues (no model loaded, the job folder printed); a real worker process builds
+    it; ``embedgen runs`` lists the job with its matrix; ``embedgen cancel`` refuses it then."""
+    (tmp_path / "words.txt").write_text("中国\n天气\n", "utf-8")
+    env = {**os.environ, "EMBEDGEN_HOME": str(home)}
+    command = [sys.executable, "-m", "embedgen"]
+    queued = subprocess.run(
+        [
+            *command,
+            "matrix",
+            str(tiny_model_dir),
+            "--method",
+            "contextual",
+            "--words",
+            str(tmp_path / "words.txt"),
+            "--device",
+            "cpu",
+            "--queue",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert queued.returncode == 0, queued.stderr
+    folder = Path(queued.stdout.strip())
+    assert read_job(folder).status is RunStatus.QUEUED
+
+    start_worker("one")
+    wait_for("the job", lambda: read_job(folder).status is RunStatus.FINISHED)
+    done = read_job(folder)
+    assert load_matrix(done.result["folder"]).vocab == ("中国", "天气")
+    listed = subprocess.run([*command, "runs"], env=env, capture_output=True, text=True, timeout=60)
+    line = next(x for x in listed.stdout.splitlines() if str(folder) in x)
+    assert line.startswith("finished\t") and "matrix contextual" in line
+    assert done.result["folder"] in line
+    again = subprocess.run(
+        [*command, "cancel", str(folder)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 2 and "not queued or running" in again.stderr
+    assert [j.folder for j in list_jobs()] == [str(folder)]
+    assert json.loads((folder / "job.json").read_text("utf-8"))["kind"] == "matrix"
