@@ -1,4 +1,4 @@
-"""Matrix builds and their estimates as queue tasks, run by the workers, watched through folders.
+"""Matrix builds, their estimates and maps as queue tasks, run by workers, watched through folders.
 
 The Matrix page and ``embedgen matrix --queue`` write a job folder (:mod:`embedgen.jobrecord`:
 job.json with the request, the word list and the texts beside it) and enqueue its task; a
@@ -18,9 +18,12 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from embedgen.errors import BadRun, Cancelled, EmbedgenError
 from embedgen.heartbeat import beating
@@ -43,17 +46,20 @@ from embedgen.jobs import (
 )
 from embedgen.matrix import (
     BuildEstimate,
+    EmbeddingMatrix,
     IfSaved,
     MatrixOptions,
     Target,
     build_and_save,
     describe,
     estimate_build,
+    load_matrix,
     save_matrix,
     target_for,
 )
 from embedgen.matrix.folder import saved_matrix
 from embedgen.postprocess import PostProcess
+from embedgen.projection import Projection, ProjectionOptions, project
 from embedgen.runs import (
     HEARTBEAT_FILE,
     HEARTBEAT_SECONDS,
@@ -68,6 +74,8 @@ log = logging.getLogger(__name__)
 
 MATRIX_TASK = "embedgen.matrix"
 ESTIMATE_TASK = "embedgen.estimate"
+MAP_TASK = "embedgen.map"
+MAP_FILE = "map.npz"
 WORDS_FILE = "words.json"
 CORPUS_FILE = "corpus.json"
 KEPT_HERE = "matrix"  # a matrix the disk budget could not keep, in the job folder
@@ -139,39 +147,65 @@ def submit(
     """Queue a matrix build (``kind`` "matrix") or its estimate ("estimate") and return its
     queued record; the words and texts go into the job folder first. Nothing is left behind
     when the queue cannot take it (:class:`embedgen.errors.QueueUnreachable`)."""
-    if kind not in _TASKS:
-        raise ValueError(f"no job kind {kind!r}")
+    if kind not in ("matrix", "estimate"):
+        raise ValueError(f"no matrix job kind {kind!r}")
     title = Path(request.target).name if request.target else _title(request)
+
+    def write(folder: Path) -> None:
+        if words is not None:
+            _write_words(folder, words)
+        if corpus is not None:
+            text = {"texts": corpus.texts, "name": corpus.name, "user_dict": corpus.user_dict}
+            (folder / CORPUS_FILE).write_text(json.dumps(text, ensure_ascii=False), "utf-8")
+
+    return _submit(kind, request.as_dict(), title, write, user=user, owner=owner)
+
+
+def submit_map(
+    matrix: EmbeddingMatrix,
+    folder: str | None,
+    options: ProjectionOptions,
+    *,
+    user: str | None = None,
+    owner: str | None = None,
+) -> JobRecord:
+    """Queue a map of ``matrix``: saved in ``folder`` (read from there), or, kept in no
+    folder (this session's only), saved into the job folder first."""
+    request = {"matrix": folder, "options": json.loads(json.dumps(asdict(options), default=_plain))}
+
+    def write(job: Path) -> None:
+        if not folder:
+            save_matrix(matrix, job / KEPT_HERE)
+            request["matrix"] = str(job / KEPT_HERE)
+
+    title = f"{options.reducer.value} of {Path(folder).name if folder else matrix.label}"
+    return _submit("map", request, title, write, user=user, owner=owner)
+
+
+def _submit(
+    kind: str,
+    request: dict[str, Any],
+    title: str,
+    write: Callable[[Path], None],
+    *,
+    user: str | None,
+    owner: str | None,
+) -> JobRecord:
+    """A new job folder for ``kind``: ``write(folder)`` puts its files in, then job.json is
+    written and the task queued; the folder is removed when the queue cannot take it."""
     folder = new_job_folder(kind, title, user)
-    if words is not None:
-        (folder / WORDS_FILE).write_text(
-            json.dumps(
-                {"words": words.words, "counts": words.counts, "record": words.record},
-                ensure_ascii=False,
-            ),
-            "utf-8",
-        )
-    if corpus is not None:
-        (folder / CORPUS_FILE).write_text(
-            json.dumps(
-                {"texts": corpus.texts, "name": corpus.name, "user_dict": corpus.user_dict},
-                ensure_ascii=False,
-            ),
-            "utf-8",
-        )
     written: list[JobRecord] = []
+    try:
+        write(folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
     def prepare(task_id: str) -> None:
-        written.append(
-            write_queued_job(
-                folder,
-                kind,
-                request.as_dict(),
-                title=f"{kind} {title}",
-                task_id=task_id,
-                owner=owner,
-            )
+        record = write_queued_job(
+            folder, kind, request, title=f"{kind} {title}", task_id=task_id, owner=owner
         )
+        written.append(record)
 
     enqueue(
         _TASKS[kind],
@@ -180,6 +214,11 @@ def submit(
         undo=lambda: shutil.rmtree(folder, ignore_errors=True),
     )
     return written[0]
+
+
+def _write_words(folder: Path, words: WordVocab) -> None:
+    record = {"words": words.words, "counts": words.counts, "record": words.record}
+    (folder / WORDS_FILE).write_text(json.dumps(record, ensure_ascii=False), "utf-8")
 
 
 def _title(request: MatrixRequest) -> str:
@@ -278,13 +317,7 @@ def _estimate(record: JobRecord, folder: Path, progress: ProgressFile, stop: Any
     if words is None and req.word_options is not None and corpus is not None:
         progress.set_stage("segmenting your texts into words")
         words = words_from_corpus(corpus, req.word_options)
-        (folder / WORDS_FILE).write_text(
-            json.dumps(
-                {"words": words.words, "counts": words.counts, "record": words.record},
-                ensure_ascii=False,
-            ),
-            "utf-8",
-        )
+        _write_words(folder, words)
     progress.set_stage("measuring this machine's speed on a sample of rows")
     source = _source(req.source)
     estimate = estimate_build(source, req.options, words=words, corpus=corpus)
@@ -298,7 +331,33 @@ def _estimate(record: JobRecord, folder: Path, progress: ProgressFile, stop: Any
     }
 
 
-_WORK = {"matrix": _build, "estimate": _estimate}
+def _map(record: JobRecord, folder: Path, progress: ProgressFile, stop: Any) -> dict[str, Any]:
+    """The map task's work: the projection (from the map cache when it holds it), saved in
+    the job folder for the page; what job.json's result says."""
+    options = ProjectionOptions(**record.request["options"])
+    matrix = load_matrix(record.request["matrix"])
+    projection = project(matrix, options, progress=progress, cancel=stop)
+    with (folder / MAP_FILE).open("wb") as f:
+        np.savez(f, coords=projection.coords, rows=projection.rows)
+    return {
+        "seconds": projection.seconds,
+        "from_cache": projection.from_cache,
+        "details": projection.details,
+    }
+
+
+def projection_of(record: JobRecord) -> Projection:
+    """The map a finished map job saved, as :func:`embedgen.projection.project` returns it."""
+    with np.load(Path(record.folder) / MAP_FILE, allow_pickle=False) as z:
+        coords, rows = z["coords"], z["rows"]
+    result = record.result
+    options = ProjectionOptions(**record.request["options"])
+    return Projection(
+        coords, options, result["seconds"], result["from_cache"], rows, result["details"]
+    )
+
+
+_WORK = {"matrix": _build, "estimate": _estimate, "map": _map}
 
 
 def run_job(payload: dict[str, Any]) -> RunStatus:
@@ -347,6 +406,6 @@ def reread(folder: str | os.PathLike[str]) -> JobRecord | None:
         return None
 
 
-_TASKS = {"matrix": MATRIX_TASK, "estimate": ESTIMATE_TASK}
+_TASKS = {"matrix": MATRIX_TASK, "estimate": ESTIMATE_TASK, "map": MAP_TASK}
 for _name in _TASKS.values():
     register_task(_name, run_job)

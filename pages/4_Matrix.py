@@ -230,7 +230,7 @@ with st.form("matrix_form"):
         "Save as", DTYPES, key=kept("matrix_dtype")
     )
     words_from_data = rows_are == ROW_CHOICES[1]
-    corpus_contexts = generated = window = 0
+    corpus_contexts = generated = window = in_corpus = 0
     if word_rows:
         st.markdown("**Words**")
         c1, c2, c3 = st.columns(3)
@@ -241,13 +241,16 @@ with st.form("matrix_form"):
             )
             cjk_words = setting_input(c3, WordOptions, "cjk_words", key="matrix_cjk_words")
         if method is Method.AGGREGATED:
-            c1, c2, c3 = st.columns(3)
+            c1, c2, c3, c4 = st.columns(4)
             corpus_contexts = setting_input(
                 c1, MatrixOptions, "corpus_contexts", key="matrix_corpus_contexts"
             )
             window = setting_input(c2, MatrixOptions, "context_chars", key="matrix_window")
             generated = setting_input(
                 c3, MatrixOptions, "generated_contexts", key="matrix_generated"
+            )
+            in_corpus = setting_input(
+                c4, MatrixOptions, "generated_in_corpus", key="matrix_generated_in_corpus"
             )
             if data is None:
                 st.caption("No data is loaded, so words are read in generated sentences only.")
@@ -295,6 +298,7 @@ if build:
             "corpus_contexts": int(corpus_contexts),
             "context_chars": int(window),
             "generated_contexts": int(generated),
+            "generated_in_corpus": int(in_corpus),
         }
     options = feedback.attempt(
         lambda: MatrixOptions(

@@ -3,22 +3,21 @@
 import pandas as pd
 import streamlit as st
 
+from embedgen import jobs, tasks
 from embedgen.errors import EmbedgenError
-from embedgen.matrix import EmbeddingMatrix, load_matrix
+from embedgen.matrix import load_matrix
 from embedgen.neighbours import NeighbourIndex
 from embedgen.projection import (
     DEFAULT_MAX_ROWS,
-    Projection,
     ProjectionOptions,
     Reducer,
     estimate_seconds,
     map_points,
-    project,
 )
 from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
 from embedgen.ui import colours, feedback, jobpanel, matrices, models, plots, session, visitor
-from embedgen.ui.jobpanel import Job, start_job
+from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept
 
@@ -201,7 +200,7 @@ with tab_map:
         )
     key = (entry.key, options)
     projections = st.session_state[session.PROJECTIONS]
-    pjob: Job | None = st.session_state[session.PROJECTION_JOB]
+    pjob: FolderJob | None = st.session_state[session.PROJECTION_JOB]
     if pjob is not None and pjob.tag == key and pjob.state is RunStatus.FINISHED:
         projections[key] = pjob.result
     if key not in projections:
@@ -212,13 +211,15 @@ with tab_map:
         )
         st.caption(f"The map will show {sample}. Maps are cached on disk: revisiting is instant.")
         if st.button("Compute map", type="primary", disabled=pjob is not None and pjob.active):
-
-            def work(
-                job: Job, matrix: EmbeddingMatrix = matrix, options: ProjectionOptions = options
-            ) -> Projection:
-                return project(matrix, options, progress=job, cancel=job.cancel)
-
-            pjob = st.session_state[session.PROJECTION_JOB] = start_job("Map", work, tag=key)
+            # A worker's job: this server only reads the map back (embedgen.tasks).
+            user = visitor.current_user()
+            record = feedback.attempt(
+                lambda: tasks.submit_map(matrix, entry.folder, options, user=user)
+            )
+            jobs.ensure_worker()
+            pjob = st.session_state[session.PROJECTION_JOB] = FolderJob(
+                record.folder, "Map", take=tasks.projection_of, tag=key
+            )
         if pjob is not None and pjob.tag == key:
             jobpanel.job_panel(pjob, jobpanel.job_status, key="explore_map")
     if key in projections:

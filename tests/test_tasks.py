@@ -165,3 +165,21 @@ def test_embedgen_matrix_queue_returns_at_once_and_a_worker_builds_it(
     assert again.returncode == 2 and "not queued or running" in again.stderr
     assert [j.folder for j in list_jobs()] == [str(folder)]
     assert json.loads((folder / "job.json").read_text("utf-8"))["kind"] == "matrix"
+
+
+def test_a_map_job_gives_the_projection_project_gives(home: Path, tiny_encoder) -> None:
+    """A saved matrix is read from its folder; a matrix kept in no folder goes into the job's."""
+    from embedgen.matrix import save_matrix
+    from embedgen.projection import ProjectionOptions, project
+
+    matrix = build_matrix(tiny_encoder, MatrixOptions(method="input"))
+    options = ProjectionOptions(reducer="pca", max_rows=50)
+    save_matrix(matrix, home / "saved")
+    for folder in (str(home / "saved"), None):
+        record = tasks.submit_map(matrix, folder, options)
+        assert tasks.run_job({"folder": record.folder}) is RunStatus.FINISHED
+        mapped = tasks.projection_of(read_job(record.folder))
+        direct = project(matrix, options)
+        np.testing.assert_allclose(mapped.coords, direct.coords, atol=1e-5)
+        assert mapped.rows.tolist() == direct.rows.tolist() and mapped.options == options
+    assert (Path(record.folder) / tasks.KEPT_HERE / "matrix.npy").exists()

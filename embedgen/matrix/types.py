@@ -281,7 +281,7 @@ class MatrixOptions:
     )
     generated_in_corpus: int = setting(
         2,
-        "generated contexts per word read in the corpus",
+        "generated contexts, words in the corpus",
         low=0,
         high=len(TEMPLATES),
         help="aggregated: the words the corpus holds are read in this many of the generated "

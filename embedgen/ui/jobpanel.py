@@ -356,8 +356,8 @@ class FolderJob(_Watched):
                 self._record = read_job(self.folder)
             except BadRun:  # its folder was removed
                 self._record = None
-            running = self._record is not None and self._record.status is RunStatus.RUNNING
-            self._progress = jobs.read_progress(self.folder) if running else {}
+            started = self._record is not None and self._record.status is not RunStatus.QUEUED
+            self._progress = jobs.read_progress(self.folder) if started else {}
             self._read_at = time.time()
         return self._record
 
@@ -372,10 +372,10 @@ class FolderJob(_Watched):
 
     @property
     def stage(self) -> str:
-        state = self.state
-        if state is RunStatus.QUEUED:
+        """The stage under way ("waiting for a worker" while queued), or the last one."""
+        if self.state is RunStatus.QUEUED:
             return "waiting for a worker"
-        return str(self._progress.get("stage", "")) if state is RunStatus.RUNNING else ""
+        return str(self._progress.get("stage", ""))
 
     @property
     def elapsed(self) -> float:
