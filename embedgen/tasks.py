@@ -1,4 +1,4 @@
-"""Matrix builds, their estimates and maps as queue tasks, run by workers, watched through folders.
+"""Matrix builds, estimates, maps and trade-offs as queue tasks, run by workers, seen in folders.
 
 The Matrix page and ``embedgen matrix --queue`` write a job folder (:mod:`embedgen.jobrecord`:
 job.json with the request, the word list and the texts beside it) and enqueue its task; a
@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from embedgen.data import LabelledData
 from embedgen.errors import BadRun, Cancelled, EmbedgenError
+from embedgen.evaluate import SimilaritySet, WordPair
 from embedgen.heartbeat import beating
 from embedgen.jobrecord import (
     JobRecord,
@@ -41,8 +43,10 @@ from embedgen.jobs import (
     encoder_for,
     enqueue,
     free_memory,
+    read_data,
     register_task,
     watch_cancel,
+    write_data,
 )
 from embedgen.matrix import (
     BuildEstimate,
@@ -60,6 +64,7 @@ from embedgen.matrix import (
 from embedgen.matrix.folder import saved_matrix
 from embedgen.postprocess import PostProcess
 from embedgen.projection import Projection, ProjectionOptions, project
+from embedgen.report import tradeoff_of_data
 from embedgen.runs import (
     HEARTBEAT_FILE,
     HEARTBEAT_SECONDS,
@@ -68,13 +73,15 @@ from embedgen.runs import (
     load_run,
     read_run_record,
 )
-from embedgen.words import Corpus, WordOptions, WordVocab, words_from_corpus
+from embedgen.tokenstats import token_stats
+from embedgen.words import Corpus, WordOptions, WordSplitter, WordVocab, words_from_corpus
 
 log = logging.getLogger(__name__)
 
 MATRIX_TASK = "embedgen.matrix"
 ESTIMATE_TASK = "embedgen.estimate"
 MAP_TASK = "embedgen.map"
+TRADEOFF_TASK = "embedgen.tradeoff"
 MAP_FILE = "map.npz"
 WORDS_FILE = "words.json"
 CORPUS_FILE = "corpus.json"
@@ -214,6 +221,51 @@ def _submit(
         undo=lambda: shutil.rmtree(folder, ignore_errors=True),
     )
     return written[0]
+
+
+def submit_tradeoff(
+    run_folder: str,
+    data: LabelledData,
+    similarity: list[SimilaritySet],
+    *,
+    user: str | None = None,
+    owner: str | None = None,
+) -> JobRecord:
+    """Queue the trade-off of the run in ``run_folder`` over ``data``'s label words and the
+    ``similarity`` files' pairs (report.tradeoff_of_data); its points come back in job.json."""
+    sets = [
+        {"name": s.name, "pairs": [[p.line, p.first, p.second, p.score] for p in s.pairs]}
+        for s in similarity
+    ]
+
+    def write(folder: Path) -> None:
+        write_data(data, folder)
+
+    title = f"trade-off of {Path(run_folder).name}"
+    request = {"run": run_folder, "similarity": sets}
+    return _submit("tradeoff", request, title, write, user=user, owner=owner)
+
+
+def _tradeoff(record: JobRecord, folder: Path, progress: ProgressFile, stop: Any) -> dict[str, Any]:
+    """The trade-off task's work: the data's word counts per label, then the points."""
+    data = read_data(folder)
+    progress.set_stage("counting the words of your data", "points")
+    words = WordSplitter(Corpus.of(data.texts, data.source_name))
+    stats = token_stats(words, data.texts, data.labels, data.label_names)
+    sets = [
+        SimilaritySet(s["name"], tuple(WordPair(*pair) for pair in s["pairs"]))
+        for s in record.request["similarity"]
+    ]
+    progress.set_stage("building and scoring the points", "points")
+    run = _source(Source(run=record.request["run"]))
+    points = tradeoff_of_data(run, stats, similarity=sets, progress=progress, cancel=stop)
+    return {"points": json.loads(json.dumps(points, default=_number))}
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return _plain(value)
 
 
 def _write_words(folder: Path, words: WordVocab) -> None:
@@ -357,7 +409,7 @@ def projection_of(record: JobRecord) -> Projection:
     )
 
 
-_WORK = {"matrix": _build, "estimate": _estimate, "map": _map}
+_WORK = {"matrix": _build, "estimate": _estimate, "map": _map, "tradeoff": _tradeoff}
 
 
 def run_job(payload: dict[str, Any]) -> RunStatus:
@@ -406,6 +458,11 @@ def reread(folder: str | os.PathLike[str]) -> JobRecord | None:
         return None
 
 
-_TASKS = {"matrix": MATRIX_TASK, "estimate": ESTIMATE_TASK, "map": MAP_TASK}
+_TASKS = {
+    "matrix": MATRIX_TASK,
+    "estimate": ESTIMATE_TASK,
+    "map": MAP_TASK,
+    "tradeoff": TRADEOFF_TASK,
+}
 for _name in _TASKS.values():
     register_task(_name, run_job)

@@ -30,12 +30,11 @@ from embedgen.matrix import (
 )
 from embedgen.models import Encoder
 from embedgen.postprocess import PostProcess
-from embedgen.report import tradeoff_of_data
 from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
 from embedgen.train import Run
-from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session, visitor
-from embedgen.ui.jobpanel import FolderJob, Job, start_job
+from embedgen.ui import feedback, jobpanel, matrices, models, plots, session, visitor
+from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept, setting_input
 from embedgen.words import Corpus, WordOptions, words_from_list
@@ -392,14 +391,10 @@ def show_tradeoff(run: Run, weight: float) -> None:
         st.info("Choose the labelled data the run was trained on (Data page) to draw it.")
         return
     key = ("tradeoff", run.folder, data.source_sha256, ())
-    tjob: Job | None = st.session_state[session.TRADEOFF_JOB]
+    tjob: FolderJob | None = st.session_state[session.TRADEOFF_JOB]
     if st.button("Compute the trade-off", disabled=tjob is not None and tjob.active):
-        stats = datastats.word_stats(data)
-        tjob = st.session_state[session.TRADEOFF_JOB] = start_job(
-            "Trade-off",
-            lambda job: tradeoff_of_data(run, stats, progress=job.report, cancel=job.cancel),
-            tag=key,
-            unit="points",
+        tjob = st.session_state[session.TRADEOFF_JOB] = jobpanel.queue_tradeoff(
+            run, data, [], tag=key
         )
     if tjob is not None and tjob.tag == key:
         jobpanel.job_panel(tjob, jobpanel.job_status, key="matrix_tradeoff")

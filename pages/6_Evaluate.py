@@ -13,12 +13,10 @@ from embedgen.evaluate import (
     similarity,
 )
 from embedgen.matrix import Rows
-from embedgen.report import tradeoff_of_data
 from embedgen.runs import RunStatus
-from embedgen.tokenstats import TokenStats, significant
-from embedgen.train import Run
+from embedgen.tokenstats import significant
 from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session
-from embedgen.ui.jobpanel import Job, start_job
+from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
 
@@ -274,17 +272,10 @@ with tab_trade:
         "without files how much of the untuned geometry each point keeps."
     )
     key = ("tradeoff", run.folder, data.source_sha256, tuple(s.name for s in sets))
-    tjob: Job | None = st.session_state[session.TRADEOFF_JOB]
+    tjob: FolderJob | None = st.session_state[session.TRADEOFF_JOB]
     if st.button("Compute the trade-off", disabled=tjob is not None and tjob.active):
-        stats = datastats.word_stats(data)
-
-        def work(job: Job, run: Run = run, sets: list = sets, stats: TokenStats = stats) -> list:
-            return tradeoff_of_data(
-                run, stats, similarity=sets, progress=job.report, cancel=job.cancel
-            )
-
-        tjob = st.session_state[session.TRADEOFF_JOB] = start_job(
-            "Trade-off", work, tag=key, unit="points"
+        tjob = st.session_state[session.TRADEOFF_JOB] = jobpanel.queue_tradeoff(
+            run, data, sets, tag=key
         )
     if tjob is not None and tjob.tag == key:
         jobpanel.job_panel(tjob, jobpanel.job_status, key="evaluate_tradeoff")

@@ -183,3 +183,50 @@ def test_a_map_job_gives_the_projection_project_gives(home: Path, tiny_encoder) 
         np.testing.assert_allclose(mapped.coords, direct.coords, atol=1e-5)
         assert mapped.rows.tolist() == direct.rows.tolist() and mapped.options == options
     assert (Path(record.folder) / tasks.KEPT_HERE / "matrix.npy").exists()
+
+
+def test_a_tradeoff_job_gives_the_points_tradeoff_of_data_gives(
+    home: Path, tiny_encoder, tmp_path: Path
+) -> None:
+    """The worker counts the data's words itself; the points (JSON in job.json) are the
+    ones the pages drew when the trade-off ran in the server."""
+    from conftest import NEGATIVE, POSITIVE
+
+    from embedgen.data import prepare
+    from embedgen.evaluate import read_similarity
+    from embedgen.report import tradeoff_of_data
+    from embedgen.runs import load_run, train_and_save
+    from embedgen.table import read_table
+    from embedgen.tokenstats import token_stats
+    from embedgen.train import FinetuneConfig
+    from embedgen.words import WordSplitter
+
+    rows = [(f"{POSITIVE[i % 8]}{POSITIVE[(i + 3) % 8]}好", "pos") for i in range(120)]
+    rows += [(f"{NEGATIVE[i % 8]}{NEGATIVE[(i + 5) % 8]}坏", "neg") for i in range(120)]
+    csv = tmp_path / "cues.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows), "utf-8")
+    data = prepare(read_table(csv), "text", "label")
+    run = train_and_save(
+        tiny_encoder, data, FinetuneConfig(epochs=2, dim=8, device="cpu"), tmp_path / "run"
+    )
+    sim = tmp_path / "sim.txt"
+    sim.write_text(
+        f"{POSITIVE[0]}\t{POSITIVE[1]}\t9\n{POSITIVE[0]}\t{NEGATIVE[0]}\t1\n"
+        f"{POSITIVE[2]}\t{NEGATIVE[2]}\t2\n",
+        "utf-8",
+    )
+    sets = [read_similarity(sim)]
+    record = tasks.submit_tradeoff(str(run.folder), data, sets)
+    assert tasks.run_job({"folder": record.folder}) is RunStatus.FINISHED
+    points = read_job(record.folder).result["points"]
+    stats = token_stats(
+        WordSplitter(Corpus.of(data.texts, data.source_name)),
+        data.texts,
+        data.labels,
+        data.label_names,
+    )
+    direct = tradeoff_of_data(load_run(run.folder), stats, similarity=sets)
+    assert [p["kind"] for p in points] == [p["kind"] for p in direct]
+    np.testing.assert_allclose(
+        [p["purity"] for p in points], [p["purity"] for p in direct], atol=1e-6
+    )

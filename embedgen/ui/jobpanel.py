@@ -514,3 +514,15 @@ def job_line(job: Job | QueuedJob | FolderJob | None, detail: str = "") -> str |
     if job.eta is not None:
         parts.append(f"about {human_seconds(job.eta)} left")
     return " · ".join(p for p in parts if p)
+
+
+def queue_tradeoff(run: Run, data: Any, sets: list[Any], *, tag: Any) -> FolderJob:
+    """Queue the trade-off of ``run`` over ``data`` (and the similarity files ``sets``) for a
+    worker, as the Matrix and Evaluate pages ask for it; its points are the job's result."""
+    from embedgen import tasks
+    from embedgen.ui import feedback
+
+    user = visitor.current_user()
+    record = feedback.attempt(lambda: tasks.submit_tradeoff(str(run.folder), data, sets, user=user))
+    jobs.ensure_worker()
+    return FolderJob(record.folder, "Trade-off", take=lambda r: r.result["points"], tag=tag)
