@@ -5,11 +5,12 @@
 Starts the real app (``streamlit run app.py``) with an empty ``$EMBEDGEN_HOME`` and a tiny
 random-init BERT, then N users, each a headless Chromium of its own in a process of its own,
 who load the model, upload 120 labelled rows, and then until the time is up: queue a training
-(2 epochs, through the app's worker), build a projected matrix, and ask Explore for the
-neighbours of a few tokens. Counted: each finished action ("requests served"), errors (a step
-that failed or timed out, or a Streamlit exception box on the page; must be 0), and the
-resident memory of the server and of its training worker, every 5 s. Prints a Markdown
-summary and writes it to ``--out``.
+(2 epochs, through the app's worker), build a matrix (``--method``, projected by default; a
+worker's job), with ``--maps`` compute a map of it (a worker's job), and ask Explore for the
+neighbours of a few tokens. ``--model DIR``: a real model instead of the tiny BERT. Counted:
+each finished action ("requests served"), errors (a step that failed or timed out, or a
+Streamlit exception box on the page; must be 0), and the resident memory of the server and of
+its training worker, every 5 s. Prints a Markdown summary and writes it to ``--out``.
 """
 
 from __future__ import annotations
@@ -50,11 +51,15 @@ def user(
     until: float,
     out: mp.Queue,
     shots: str,
+    method_name: str = "projected",
+    maps: bool = False,
 ) -> None:
     """One simulated user; puts (user, action, seconds, error or None) on ``out``."""
     from browser_support import CHROMIUM, CHROMIUM_ARGS
-    from conftest import NEGATIVE, POSITIVE  # tokens the tiny model has
+    from conftest import NEGATIVE, POSITIVE  # tokens the tiny model has (and real ones)
     from playwright.sync_api import expect, sync_playwright
+
+    tokens = (*POSITIVE[:2], *NEGATIVE[:2]) if "tiny" in model_dir else ("好", "美", "坏", "差")
 
     expect.set_options(timeout=LONG)
 
@@ -133,22 +138,52 @@ def user(
             goto(page, "Train")  # the page takes the finished run as this session's
             expect(page.get_by_text("Best epoch")).to_be_visible()
 
+        jobs_dir = Path(home) / "jobs"
+
+        def finished_jobs(kind: str) -> int:  # everyone's: counted before and after a click
+            return sum(
+                '"status": "finished"' in (f / "job.json").read_text("utf-8")
+                for f in jobs_dir.glob(f"*_{kind}_*")
+                if (f / "job.json").is_file()
+            )
+
+        def wait_jobs(kind: str, before: int, replace=None) -> None:
+            end = time.time() + LONG / 1000
+            while finished_jobs(kind) <= before:
+                if replace is not None and replace.is_visible():  # the last round's matrix
+                    replace.click()
+                if time.time() > end:
+                    raise TimeoutError(f"the {kind} job did not finish")
+                time.sleep(0.5)
+
         def matrix() -> None:
             goto(page, "Matrix")
-            method = page.get_by_role("radiogroup", name="Method")
-            method.get_by_text("projected", exact=True).click()
-            idle(page)
+            if method_name:
+                method = page.get_by_role("radiogroup", name="Method")
+                method.get_by_text(method_name, exact=True).click()
+                idle(page)
+            before = finished_jobs("matrix")
             page.get_by_role("button", name="Build matrix").click()
-            replace = page.get_by_role("button", name="Replace it")
-            built = page.get_by_text("Matrices in this session")
-            expect(replace.or_(built).first).to_be_visible()
-            if replace.is_visible():  # the same matrix from the last round
-                replace.click()
-            expect(built).to_be_visible()
+            wait_jobs("matrix", before, page.get_by_role("button", name="Replace it"))
+            idle(page)
+            expect(page.get_by_text("Matrices in this session")).to_be_visible()
+
+        def map_() -> None:
+            goto(page, "Explore")
+            page.get_by_role("tab", name="Map").click()
+            idle(page)
+            compute = page.get_by_role("button", name="Compute map")
+            if compute.count():
+                before = finished_jobs("map")
+                compute.click()
+                wait_jobs("map", before)
+                idle(page)
+            expect(page.get_by_role("tabpanel").get_by_test_id("stPlotlyChart")).to_be_visible()
 
         def neighbours(token: str) -> Callable[[], None]:
             def ask() -> None:
                 goto(page, "Explore") if "Explore" not in page.url else None
+                page.get_by_role("tab", name="Neighbours").click()  # after a map: its tab
                 box = page.get_by_label("Token or word")
                 box.fill(token)
                 box.press("Enter")
@@ -163,7 +198,9 @@ def user(
         while time.time() < until:
             step(page, "train", train)
             step(page, "matrix", matrix)
-            for token in (*POSITIVE[:2], *NEGATIVE[:2]):
+            if maps:
+                step(page, "map", map_)
+            for token in tokens:
                 step(page, "neighbours", neighbours(token))
         browser.close()
 
@@ -173,6 +210,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.md")
+    parser.add_argument("--model", help="a model folder (default: a tiny random BERT)")
+    parser.add_argument(
+        "--method", default="projected", help="the matrix each round builds ('': the default)"
+    )
+    parser.add_argument("--maps", action="store_true", help="each round also computes a map")
     args = parser.parse_args()
 
     from browser_support import StreamlitServer
@@ -182,8 +224,9 @@ def main() -> None:
     home = work / "home"
     shots = work / "shots"
     shots.mkdir()
-    model_dir = build_tiny_bert(work / "tiny")
-    env = {"EMBEDGEN_HOME": str(home), "EMBEDGEN_ALLOWED_ROOTS": os.pathsep.join([str(work)])}
+    model_dir = Path(args.model) if args.model else build_tiny_bert(work / "tiny")
+    roots = os.pathsep.join([str(work), str(model_dir)])
+    env = {"EMBEDGEN_HOME": str(home), "EMBEDGEN_ALLOWED_ROOTS": roots}
     server = StreamlitServer(work / "server.log", env)
     results: list[tuple[int, str, float, str | None]] = []
     memory: list[tuple[float, float | None, float | None]] = []
@@ -205,6 +248,8 @@ def main() -> None:
                     until,
                     out,
                     str(shots),
+                    args.method,
+                    args.maps,
                 ),
             )
             for n in range(args.users)
@@ -245,7 +290,8 @@ def main() -> None:
     server_mem = [m[1] for m in memory if m[1] is not None]
     worker_mem = [m[2] for m in memory if m[2] is not None]
     lines = [
-        f"{args.users} users, {args.minutes:g} min, tiny BERT, {platform.machine()}, "
+        f"{args.users} users, {args.minutes:g} min, {args.model or 'tiny BERT'}, matrix "
+        f"{args.method or 'default'}{', maps' if args.maps else ''}, {platform.machine()}, "
         f"{os.cpu_count()} cores · {time.time() - started:.0f} s in all",
         "",
         f"requests served: {len(served)}; errors: {len(errors)}",
@@ -263,6 +309,12 @@ def main() -> None:
             f"server memory (RSS): {server_mem[0]:.0f} MiB at the start, {max(server_mem):.0f} "
             f"at most, {server_mem[-1]:.0f} at the end",
         ]
+        after = [m[1] for m in memory if m[1] is not None and m[0] >= 60]
+        if after:
+            lines.append(
+                f"after the first minute: {after[0]:.0f} MiB at 60 s, {max(after):.0f} at most "
+                f"(+{max(after) - after[0]:.0f} MiB), {after[-1]:.0f} at the end"
+            )
         marks = [m for i, m in enumerate(memory) if m[1] is not None and i % 6 == 0]
         lines.append(
             "server memory every 30 s (MiB): "

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from conftest import cue_rows, shown, synthetic_rows, unmarked, workbook_bytes
 from streamlit.testing.v1 import AppTest
 
@@ -313,24 +314,27 @@ def test_a_folder_that_is_not_a_matrix_is_explained(app: AppTest, tmp_path: Path
 def _page_with_a_job_that_ends_before_its_panel() -> None:
     """A page that starts a job and, like a quick PCA map, sees it end before drawing the panel."""
     import streamlit as st
+    from apps.quick_job import quick_job
 
     from embedgen.runs import RunStatus
     from embedgen.ui import jobpanel
-    from embedgen.ui.jobpanel import start_job
 
     job = st.session_state.get("quick_job")
     if job is not None and job.state is RunStatus.FINISHED:
         st.markdown(f"result: {job.result}")
     if st.button("Go"):
-        job = st.session_state["quick_job"] = start_job("Quick", lambda _job: 42, heavy=False)
+        job = st.session_state["quick_job"] = quick_job(0.0)
         job.wait(10)
     if job is not None:
         jobpanel.job_panel(job, jobpanel.job_status, key="quick")
 
 
-def test_a_job_that_ends_before_its_panel_still_shows_its_result() -> None:
+def test_a_job_that_ends_before_its_panel_still_shows_its_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # CI caught this on the map tab: a PCA map of 372 tokens finished before the page drew
     # its progress panel, so nothing polled, nothing reran, and the chart never appeared.
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
     at = AppTest.from_function(_page_with_a_job_that_ends_before_its_panel, default_timeout=30)
     at.run()
     at.button[0].click().run()

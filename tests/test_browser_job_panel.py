@@ -21,7 +21,8 @@ PAGE = ROOT / "tests" / "apps" / "job_panel_page.py"
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[StreamlitServer]:
-    srv = StreamlitServer(tmp_path / "job_panel.log", {"EMBEDGEN_NO_WARMUP": "1"}, script=PAGE)
+    env = {"EMBEDGEN_NO_WARMUP": "1", "EMBEDGEN_HOME": str(tmp_path / "home")}
+    srv = StreamlitServer(tmp_path / "job_panel.log", env, script=PAGE)
     try:
         srv.wait_healthy()
         yield srv

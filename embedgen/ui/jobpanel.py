@@ -1,12 +1,10 @@
-"""Long work off the Streamlit rerun path, and its panel: a thread per job, polled by the page.
+"""Long work off the Streamlit rerun path, and its panel, polled by the page.
 
-A job's thread never calls Streamlit; it only updates plain attributes that the page reads
-when it polls (``st.fragment(run_every=...)``). Heavy jobs (training, contextual matrices,
-UMAP) take a process-wide slot first, so on one GPU box several analysts queue instead of
-running out of memory together.
-
-Training is not such a thread: it goes through the queue (:mod:`embedgen.jobs`), trained by a
-worker process, and the page watches its run folder through a :class:`QueuedJob`.
+Every long job is a worker's, through the queue: training (:mod:`embedgen.jobs`), watched
+through its run folder by a :class:`QueuedJob`; matrix builds, their estimates, maps and
+trade-offs (:mod:`embedgen.tasks`), watched through their job folders by a
+:class:`FolderJob`. The server reads folders, never the model, for them; a page polls
+(``st.fragment(run_every=...)``) and any session that knows a folder sees the same job.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from typing import Any
 import streamlit as st
 
 from embedgen import jobs
-from embedgen.errors import BadRun, Cancelled, EmbedgenError
+from embedgen.errors import BadRun
 from embedgen.jobrecord import JobRecord, cancel_queued_job, read_job
 from embedgen.runs import RunRecord, RunStatus, load_run, read_run_record
 from embedgen.train import EpochMetrics, Run
@@ -33,136 +31,12 @@ from embedgen.ui.models import current_encoder
 
 log = logging.getLogger(__name__)
 
-HEAVY_SLOTS = threading.BoundedSemaphore(1)
-
 
 def seconds_left(rate: float | None, done: int, total: int) -> float | None:
     """Seconds until ``done`` reaches ``total`` at ``rate`` units a second; None without both."""
     if rate is None or not total:
         return None
     return max(0.0, (total - done) / rate)
-
-
-@dataclass
-class Job:
-    """One piece of background work and everything a page shows about it."""
-
-    name: str
-    work: Callable[[Job], Any]
-    heavy: bool = True
-    tag: Any = None  # what the job is for, so a page can tell its jobs apart
-    unit: str = ""  # what done/total count ("rows", "batches"), shown after the numbers
-    state: RunStatus = RunStatus.QUEUED  # the one spelling of a job's status, as a run's
-    done: int = 0
-    total: int = 0
-    stage: str = ""
-    stage_first: tuple[float, int] | None = None  # (time, done) of the stage's first report
-    events: list[Any] = field(default_factory=list)
-    result: Any = None
-    error: str | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-    thread: threading.Thread | None = None
-    end_shown: bool = False  # whether a page has rerun since the job ended (ui.job_panel)
-
-    # -- called from the worker thread ----------------------------------------------------
-    def report(self, done: int, total: int) -> None:
-        if self.stage_first is None:
-            self.stage_first = (time.time(), done)
-        self.done, self.total = done, total
-
-    __call__ = report  # a job is a ProgressFn: pass ``progress=job``
-
-    def set_stage(self, name: str, unit: str = "") -> None:
-        """A new stage (embedgen.progress.stage): its own counts, rate and ETA."""
-        self.stage, self.unit = name, unit or self.unit
-        self.done = self.total = 0
-        self.stage_first = None
-
-    # -- called from the page ---------------------------------------------------------------
-    @property
-    def active(self) -> bool:
-        return self.state.active
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else 0.0
-
-    @property
-    def elapsed(self) -> float:
-        return (self.finished or time.time()) - self.started
-
-    @property
-    def rate(self) -> float | None:
-        """Units per second in the current stage, once it has advanced for a second."""
-        if self.stage_first is None:
-            return None
-        since, done0 = self.stage_first
-        seconds = time.time() - since
-        if seconds < 1.0 or self.done <= done0:
-            return None
-        return (self.done - done0) / seconds
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left in the current stage at the current rate, when there is one."""
-        return seconds_left(self.rate, self.done, self.total)
-
-    def request_cancel(self) -> None:
-        self.cancel.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job ends (for tests and scripts); True if it ended."""
-        if self.thread is not None:
-            self.thread.join(timeout)
-        return not self.active
-
-
-def _run(job: Job) -> None:
-    slot = HEAVY_SLOTS if job.heavy else None
-    try:
-        if slot is not None:
-            job.stage = "waiting for another job to finish"
-            while not slot.acquire(timeout=0.2):
-                if job.cancel.is_set():
-                    raise Cancelled(f"{job.name} was cancelled before it started.")
-        job.state = RunStatus.RUNNING
-        job.stage = ""
-        try:
-            job.result = job.work(job)
-        finally:
-            if slot is not None:
-                slot.release()
-        job.state = RunStatus.CANCELLED if job.cancel.is_set() else RunStatus.FINISHED
-    except Cancelled as exc:
-        job.state, job.error = RunStatus.CANCELLED, str(exc)
-    except EmbedgenError as exc:
-        job.state, job.error = RunStatus.FAILED, str(exc)
-    except Exception as exc:  # a bug: full traceback in the server log, a short note for the user
-        log.exception("Job %s failed", job.name)
-        job.state = RunStatus.FAILED
-        job.error = (
-            f"{job.name} failed unexpectedly ({type(exc).__name__}: {exc}). "
-            "The details are in the server log; please report it."
-        )
-    finally:
-        job.finished = time.time()
-
-
-def start_job(
-    name: str,
-    work: Callable[[Job], Any],
-    *,
-    heavy: bool = True,
-    tag: Any = None,
-    unit: str = "",
-) -> Job:
-    """Start ``work(job)`` in a daemon thread and return the job to poll."""
-    job = Job(name=name, work=work, heavy=heavy, tag=tag, unit=unit)
-    job.thread = threading.Thread(target=_run, args=(job,), name=f"embedgen-{name}", daemon=True)
-    job.thread.start()
-    return job
 
 
 class _Watched:
@@ -229,10 +103,10 @@ class _Watched:
 class QueuedJob(_Watched):
     """A training run in the queue (:mod:`embedgen.jobs`), seen through its run folder.
 
-    It answers what a :class:`Job` answers (state, stage, counts, rate, time left, epochs so
-    far, result), so :func:`job_panel` draws both; each answer is read from run.json and
-    progress.json (at most every :data:`REFRESH_SECONDS`), so any session that knows the
-    folder, a reloaded tab too, sees the same run.
+    It answers what a :class:`FolderJob` answers (state, stage, counts, rate, time left,
+    result) and the epochs so far, so :func:`job_panel` draws both; each answer is read from
+    run.json and progress.json (at most every :data:`REFRESH_SECONDS`), so any session that
+    knows the folder, a reloaded tab too, sees the same run.
     """
 
     folder: str
@@ -434,7 +308,7 @@ def human_seconds(seconds: float) -> str:
 POLL_SECONDS = 1.0
 
 
-def job_panel(job: Job | QueuedJob | FolderJob, render: Callable[[Any], None], *, key: str) -> None:
+def job_panel(job: QueuedJob | FolderJob, render: Callable[[Any], None], *, key: str) -> None:
     """Draw ``render(job)`` and, while the job is active, redraw it every second.
 
     When the job ends the whole page reruns once, so everything that depends on its result
@@ -481,7 +355,7 @@ def warm_worker(spec: str, trust_remote_code: bool) -> None:
     jobs.warm_up(request)
 
 
-def job_status(job: Job | QueuedJob | FolderJob) -> None:
+def job_status(job: QueuedJob | FolderJob) -> None:
     """A progress bar with the stage and elapsed time; messages when it ended badly."""
     label = f"{job.name}: {job.state}"
     if job.stage and job.active:
@@ -503,7 +377,7 @@ def job_status(job: Job | QueuedJob | FolderJob) -> None:
         st.warning(plain(job.error or f"{job.name} was cancelled."))
 
 
-def job_line(job: Job | QueuedJob | FolderJob | None, detail: str = "") -> str | None:
+def job_line(job: QueuedJob | FolderJob | None, detail: str = "") -> str | None:
     """One line on a background job while it is queued or running ("running · epoch 2 ·
     40% · about 1 min left"), for pages other than the job's own; ``None`` otherwise."""
     if job is None or not job.active:

@@ -3,21 +3,17 @@
 Driven by tests/test_browser_job_panel.py: ``?seconds=`` sets how long the job takes.
 """
 
-import time
-
 import streamlit as st
+from quick_job import quick_job
 
 from embedgen.runs import RunStatus
 from embedgen.ui import jobpanel
-from embedgen.ui.jobpanel import start_job
 
 st.title("Job panel")
 job = st.session_state.get("job")
 if st.button("Build"):
     seconds = float(st.query_params.get("seconds", "0.1"))
-    job = st.session_state["job"] = start_job(
-        "Quick", lambda _job: time.sleep(seconds) or 42, heavy=False
-    )
+    job = st.session_state["job"] = quick_job(seconds)
 if job is not None:
     jobpanel.job_panel(job, jobpanel.job_status, key="quick")
     if job.state is RunStatus.FINISHED:
