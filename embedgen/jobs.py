@@ -42,6 +42,7 @@ from embedgen.atomic import write_json
 from embedgen.data import DroppedRow, LabelledData
 from embedgen.errors import BadConfig, BadRun, Cancelled, QueueUnreachable
 from embedgen.heartbeat import beating, fresh, pid_alive
+from embedgen.jobrecord import cancel_queued_job, end_job, jobs_dir, list_jobs, write_job
 from embedgen.models import Encoder, load_encoder
 from embedgen.paths import queue_dir, runs_dir, users_dir
 from embedgen.runs import (
@@ -280,8 +281,9 @@ def _where() -> str:
 
 
 def requeue_lost(min_age: float = LOST_AFTER_SECONDS) -> list[Path]:
-    """Queue again the runs queued at least ``min_age`` seconds ago whose task no queue holds
-    (the queue file was deleted, Redis lost its data); return their folders.
+    """Queue again the runs and jobs (:func:`_requeue_lost_jobs`) queued at least
+    ``min_age`` seconds ago whose task no queue holds (the queue file was deleted, Redis lost
+    its data); return their folders.
 
     A run without its ``request.json`` (queued by an older embedgen) ends "failed", saying
     why. A task queued twice is harmless: the worker that claims the run first trains it, the
@@ -315,6 +317,39 @@ def requeue_lost(min_age: float = LOST_AFTER_SECONDS) -> list[Path]:
         huey.enqueue(message)
         log.warning("Queued %s again: its queue entry was lost", folder.name)
         found.append(folder)
+    return found + _requeue_lost_jobs(huey, pending, now, min_age)
+
+
+def _requeue_lost_jobs(huey: Huey, pending: set[str], now: Any, min_age: float) -> list[Path]:
+    """The queued jobs of :mod:`embedgen.jobrecord` (matrix builds, maps...) whose task no
+    queue holds, queued again under their task ``embedgen.<kind>``; a job whose kind no task
+    of this process runs ends "failed", saying why."""
+    from datetime import datetime
+
+    roots = [jobs_dir()]
+    if users_dir().is_dir():
+        roots += [p / "jobs" for p in sorted(users_dir().iterdir())]
+    found = []
+    for record in (r for root in roots for r in list_jobs(root)):
+        if record.status is not RunStatus.QUEUED or record.task_id in pending:
+            continue
+        if (
+            not record.queued
+            or (now - datetime.fromisoformat(record.queued)).total_seconds() < min_age
+        ):
+            continue
+        wrapper = _wrappers.get(id(huey), {}).get(f"embedgen.{record.kind}")
+        if wrapper is None:
+            if cancel_queued_job(record.folder):  # claimed here, then said why
+                end_job(
+                    record.folder, RunStatus.FAILED, "Its queue entry was lost; start it again."
+                )
+            continue
+        message = wrapper.s({"folder": record.folder})
+        write_job(replace(record, task_id=message.id))
+        huey.enqueue(message)
+        log.warning("Queued job %s again: its queue entry was lost", record.name)
+        found.append(Path(record.folder))
     return found
 
 

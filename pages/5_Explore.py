@@ -21,6 +21,8 @@ from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept
 
+MAPS_KEPT = 8  # maps a session keeps in memory (each is read back from its job or the cache)
+
 st.set_page_config(page_title="Explore · embedgen", layout="wide")
 session.init_state()
 st.title("5 · Explore")
@@ -203,6 +205,8 @@ with tab_map:
     pjob: FolderJob | None = st.session_state[session.PROJECTION_JOB]
     if pjob is not None and pjob.tag == key and pjob.state is RunStatus.FINISHED:
         projections[key] = pjob.result
+        while len(projections) > MAPS_KEPT:  # the oldest go: their cache on disk stays
+            del projections[next(iter(projections))]
     if key not in projections:
         sample = (
             f"{shown_rows:,} of {n_rows:,} {rows_are} (random sample, seed {options.seed})"

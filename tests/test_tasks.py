@@ -230,3 +230,20 @@ def test_a_tradeoff_job_gives_the_points_tradeoff_of_data_gives(
     np.testing.assert_allclose(
         [p["purity"] for p in points], [p["purity"] for p in direct], atol=1e-6
     )
+
+
+def test_a_job_whose_queue_entry_was_lost_is_queued_again(home: Path, tiny_model_dir: Path) -> None:
+    from huey import SqliteHuey
+
+    from embedgen.paths import queue_dir
+
+    record = tasks.submit("matrix", _request(tiny_model_dir), words=words_from_list(["中国"]))
+    (queue_dir() / "huey.db").unlink()  # the entry is gone with the file
+    fresh = SqliteHuey("embedgen", filename=str(queue_dir() / "huey.db"), results=False)
+    assert jobs.requeue_lost(min_age=3600) == [], "a job queued a moment ago is not lost yet"
+    assert jobs.requeue_lost(min_age=0) == [Path(record.folder)]
+    again = read_job(record.folder)
+    assert again.status is RunStatus.QUEUED and again.task_id != record.task_id
+    assert [m.id for m in fresh.pending()] == [again.task_id]
+    assert jobs.requeue_lost(min_age=0) == [], "queued again once"
+    assert tasks.run_job({"folder": record.folder}) is RunStatus.FINISHED

@@ -11,7 +11,7 @@ import streamlit as st
 
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.neighbours import NeighbourIndex
-from embedgen.ui.session import TRAIN_RUN
+from embedgen.ui.session import TRAIN_RUN, session_cached
 from embedgen.ui.widgets import kept
 
 
@@ -59,12 +59,18 @@ def matrix_choice(label: str, entries: dict[str, MatrixEntry], *, key: str, wher
     )
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _index(key: str, _entry: MatrixEntry) -> NeighbourIndex:
-    return NeighbourIndex(_entry.matrix)
+INDEXES = "ui_neighbour_indexes"  # session state: entry key -> NeighbourIndex
+INDEXES_KEPT = 3  # a matrix and the one it is compared with (Explore), and one more
 
 
 def neighbour_index(entry: MatrixEntry) -> NeighbourIndex:
-    """The neighbour index of ``entry``'s matrix, shared by the pages and visitors for the
-    server (cached by the build's key, so a rebuilt matrix of the same name gets its own)."""
-    return _index(entry.key, entry)
+    """The neighbour index of ``entry``'s matrix, kept in the session for the last
+    :data:`INDEXES_KEPT` matrices asked for (keyed by the build's key, so a rebuilt matrix of
+    the same name gets its own).
+
+    A server-wide cache of 8 indexes (each the matrix and its unit rows, 50 MiB for
+    e5-small's 16,520 CJK tokens) held every matrix the visitors had rebuilt: three visitors
+    rebuilding theirs grew the server by 607 MiB in three minutes (bench/soak.py)."""
+    return session_cached(
+        INDEXES, entry.key, lambda: NeighbourIndex(entry.matrix), keep=INDEXES_KEPT
+    )
