@@ -240,6 +240,7 @@ def test_a_job_whose_queue_entry_was_lost_is_queued_again(home: Path, tiny_model
     record = tasks.submit("matrix", _request(tiny_model_dir), words=words_from_list(["中国"]))
     (queue_dir() / "huey.db").unlink()  # the entry is gone with the file
     fresh = SqliteHuey("embedgen", filename=str(queue_dir() / "huey.db"), results=False)
+    fresh.task(name=tasks.MATRIX_TASK)(tasks.run_job)  # as a worker's queue knows it
     assert jobs.requeue_lost(min_age=3600) == [], "a job queued a moment ago is not lost yet"
     assert jobs.requeue_lost(min_age=0) == [Path(record.folder)]
     again = read_job(record.folder)
