@@ -11,7 +11,7 @@ import streamlit as st
 
 from embedgen.matrix import EmbeddingMatrix
 from embedgen.neighbours import NeighbourIndex
-from embedgen.ui.session import TRAIN_RUN, session_cached
+from embedgen.ui.session import MATRICES, TRAIN_RUN, session_cached
 from embedgen.ui.widgets import kept
 
 
@@ -65,12 +65,16 @@ INDEXES_KEPT = 3  # a matrix and the one it is compared with (Explore), and one 
 
 def neighbour_index(entry: MatrixEntry) -> NeighbourIndex:
     """The neighbour index of ``entry``'s matrix, kept in the session for the last
-    :data:`INDEXES_KEPT` matrices asked for (keyed by the build's key, so a rebuilt matrix of
-    the same name gets its own).
+    :data:`INDEXES_KEPT` matrices asked for that the session still holds (keyed by the build's
+    key, so a rebuilt matrix of the same name gets its own, and the old one's goes).
 
     A server-wide cache of 8 indexes (each the matrix and its unit rows, 50 MiB for
     e5-small's 16,520 CJK tokens) held every matrix the visitors had rebuilt: three visitors
     rebuilding theirs grew the server by 607 MiB in three minutes (bench/soak.py)."""
+    live = {e.key for e in st.session_state.get(MATRICES, {}).values()} | {entry.key}
+    store = st.session_state.setdefault(INDEXES, {})
+    for key in [k for k in store if k not in live]:  # rebuilt or dropped: its matrix too
+        del store[key]
     return session_cached(
         INDEXES, entry.key, lambda: NeighbourIndex(entry.matrix), keep=INDEXES_KEPT
     )
