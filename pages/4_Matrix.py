@@ -76,12 +76,12 @@ def taken(record: JobRecord) -> matrices.MatrixEntry:
     """The matrix a finished build made, for this session; one the disk budget could not
     keep is taken out of its job folder (this session keeps it)."""
     result = record.result
-    folder = Path(result["folder"])
+    folder, kept = Path(result["folder"]), result.get("kept", True)
     matrix = load_matrix(folder)
-    if not result.get("kept", True):
+    if not kept:
         shutil.rmtree(folder, ignore_errors=True)
     return matrices.MatrixEntry(
-        result["name"], matrix, str(folder) if result.get("kept", True) else "", result["dtype"]
+        result["name"], matrix, str(folder) if kept else "", result["dtype"]
     )
 
 
@@ -184,6 +184,13 @@ method = Method(
     )
 )
 c2.info(method.description)
+# A layer chosen for one model means another layer of the next (4 of m3e-small's 4 layers is
+# not the last of e5-small's 12): the choice follows the model it was made for.
+model_key = (model_info.model_id, model_info.num_layers)
+if st.session_state.get("matrix_layer_model") != model_key:
+    for stale in ("matrix_layer", "matrix_layers"):
+        st.session_state.pop(stale, None)
+    st.session_state["matrix_layer_model"] = model_key
 with st.form("matrix_form"):
     c1, c2, c3 = st.columns(3)
     layer, layers, through, label_weight = None, "", True, 0.0

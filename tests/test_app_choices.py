@@ -149,3 +149,28 @@ def test_the_model_and_data_pages_keep_their_choices(app: AppTest) -> None:
     assert app.text_input(key="model_folder").value == "/nowhere/model"
     go(app, "2_Data")
     assert app.radio(key="data_header").value == "No"
+
+
+def test_a_layer_chosen_for_one_model_does_not_follow_to_a_deeper_one(
+    app: AppTest, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """m3e-small then e5-small in the browser: the layer 4 chosen for the 4-layer model stayed
+    and e5's matrix was built at layer 4 of 12. The choice is kept while the model stays and
+    goes, back to the new model's last layer, when the model changes."""
+    from conftest import build_tiny_bert
+
+    deeper = build_tiny_bert(tmp_path / "deeper", layers=3)
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    app.radio(key="matrix_method").set_value("contextual").run()
+    assert app.number_input(key="matrix_layer").value == 2
+    app.number_input(key="matrix_layer").set_value(1)
+    click(app, "Build matrix")  # a form's values count once it is sent
+    wait_for(app, "matrix_job")
+    assert "contextual-L1-base" in app.session_state["matrices"]
+    go(app, "6_Evaluate")
+    go(app, "4_Matrix")
+    assert app.number_input(key="matrix_layer").value == 1, "kept while the model stays"
+    load_model(app, deeper)
+    go(app, "4_Matrix")
+    assert app.number_input(key="matrix_layer").value == 3, "the new model's last layer"
