@@ -559,7 +559,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _all_runs_folders(kind: str = "runs") -> list[Path]:
+def _all_folders(kind: str = "runs") -> list[Path]:
     """The shared ``runs`` (or ``jobs``) folder, then each workspace's (an operator sees them
     all)."""
     from embedgen.paths import embedgen_home, users_dir
@@ -574,8 +574,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from embedgen.jobrecord import list_jobs
     from embedgen.runs import list_runs
 
-    records = [r for root in _all_runs_folders() for r in list_runs(root)]
-    found = [j for root in _all_runs_folders("jobs") for j in list_jobs(root)]
+    records = [r for root in _all_folders() for r in list_runs(root)]
+    found = [j for root in _all_folders("jobs") for j in list_jobs(root)]
     if args.active:
         records = [r for r in records if r.status.active]
         found = [j for j in found if j.status.active]

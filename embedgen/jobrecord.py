@@ -206,9 +206,14 @@ def end_job(
     return ended
 
 
-def cancel_queued_job(folder: str | os.PathLike[str]) -> bool:
-    """End a job that no worker has claimed yet as cancelled (the claim is taken here, as a
-    worker would take it); False when a worker has it (it sees the ``cancel`` file)."""
+def cancel_queued_job(
+    folder: str | os.PathLike[str],
+    status: RunStatus = RunStatus.CANCELLED,
+    message: str = "Cancelled before a worker took it up.",
+) -> bool:
+    """End a job that no worker has claimed yet with ``status`` (cancelled, or failed when its
+    queue entry is lost for good), the claim taken here as a worker would take it; False when
+    a worker has it (it sees the ``cancel`` file)."""
     folder = Path(folder)
     try:
         record = read_job(folder)
@@ -217,7 +222,7 @@ def cancel_queued_job(folder: str | os.PathLike[str]) -> bool:
         (folder / HEARTBEAT_FILE).touch(exist_ok=False)
     except (BadRun, FileExistsError, FileNotFoundError):
         return False
-    end_job(folder, RunStatus.CANCELLED, "Cancelled before a worker took it up.")
+    end_job(folder, status, message)
     return True
 
 

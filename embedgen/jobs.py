@@ -42,7 +42,7 @@ from embedgen.atomic import write_json
 from embedgen.data import DroppedRow, LabelledData
 from embedgen.errors import BadConfig, BadRun, Cancelled, QueueUnreachable
 from embedgen.heartbeat import beating, fresh, pid_alive
-from embedgen.jobrecord import cancel_queued_job, end_job, jobs_dir, list_jobs, write_job
+from embedgen.jobrecord import cancel_queued_job, jobs_dir, list_jobs, write_job
 from embedgen.models import Encoder, load_encoder
 from embedgen.paths import queue_dir, runs_dir, users_dir
 from embedgen.runs import (
@@ -339,11 +339,9 @@ def _requeue_lost_jobs(huey: Huey, pending: set[str], now: Any, min_age: float) 
         ):
             continue
         wrapper = _wrappers.get(id(huey), {}).get(f"embedgen.{record.kind}")
-        if wrapper is None:
-            if cancel_queued_job(record.folder):  # claimed here, then said why
-                end_job(
-                    record.folder, RunStatus.FAILED, "Its queue entry was lost; start it again."
-                )
+        if wrapper is None:  # no task of this process runs it: ended, saying why
+            lost = "Its queue entry was lost; start it again."
+            cancel_queued_job(record.folder, RunStatus.FAILED, lost)
             continue
         message = wrapper.s({"folder": record.folder})
         write_job(replace(record, task_id=message.id))

@@ -285,8 +285,6 @@ def _target(
     """Where the requested matrix goes: the folder asked for, else its default place."""
     if req.target is not None:
         return Target(Path(req.target), req.rebuildable, saved_matrix(Path(req.target)))
-    if words is None and req.word_options is not None and corpus is not None:
-        words = words_from_corpus(corpus, req.word_options)  # the name says the data's words
     return target_for(source, req.options, words=words, corpus=corpus, user=req.user)
 
 
@@ -335,13 +333,15 @@ def _build(record: JobRecord, folder: Path, progress: ProgressFile, stop: Any) -
     """The matrix task's work: build and save; what job.json's result says."""
     req = MatrixRequest.from_dict(record.request)
     source, words, corpus = _source(req.source), words_of(folder), _corpus_of(folder)
+    if words is None and req.word_options is not None and corpus is not None:
+        progress.set_stage("segmenting your texts into words")
+        words = words_from_corpus(corpus, req.word_options)  # once: for the name and the rows
     saved = build_and_save(
         source,
         req.options,
         _target(req, source, words, corpus),
         words=words,
         corpus=corpus,
-        word_options=req.word_options,
         dtype=req.dtype,
         if_saved=req.if_saved,
         estimate=req.estimate,

@@ -248,3 +248,15 @@ def test_a_job_whose_queue_entry_was_lost_is_queued_again(home: Path, tiny_model
     assert [m.id for m in fresh.pending()] == [again.task_id]
     assert jobs.requeue_lost(min_age=0) == [], "queued again once"
     assert tasks.run_job({"folder": record.folder}) is RunStatus.FINISHED
+
+
+def test_a_lost_job_that_no_task_of_the_worker_runs_fails_saying_so(home: Path) -> None:
+    """A job of a kind this embedgen has no task for (written by another version) whose queue
+    entry is lost is not left queued for ever: it ends failed, with the reason."""
+    from embedgen.jobrecord import new_job_folder, write_queued_job
+
+    folder = new_job_folder("nosuchkind", "old")
+    write_queued_job(folder, "nosuchkind", {}, title="old", task_id="gone")
+    assert jobs.requeue_lost(min_age=0) == []
+    ended = read_job(folder)
+    assert ended.status is RunStatus.FAILED and "queue entry was lost" in ended.message

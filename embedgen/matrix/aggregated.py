@@ -193,12 +193,13 @@ def _generated(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Each row's mean over its generated sentences (its group's number of them), how many
     each averages, and how many words came from the cache."""
-    done = 0
-    total = sum(len(g.missing) for g in groups) or 1
+    done = 0  # sentences read, the groups' words times their sentences a word
+    total = sum(len(g.missing) * g.per_word for g in groups) or 1
     mean, used, cached = None, np.zeros(len(words), dtype=np.int64), 0
     for group in groups:
+        size = len(group.missing) * group.per_word
 
-        def report(d: int, t: int, before: int = done, size: int = len(group.missing)) -> None:
+        def report(d: int, t: int, before: int = done, size: int = size) -> None:
             if progress is not None:
                 progress(before + round(size * d / max(t, 1)), total)
 
@@ -218,7 +219,7 @@ def _generated(
             mean = np.full((len(words), part.shape[1]), np.nan, dtype=np.float32)
         mean[group.rows], used[group.rows] = part, part_used
         cached += part_cached
-        done += len(group.missing)
+        done += size
     assert mean is not None  # read_plan gives no empty groups, and at least one here
     return mean, used, cached
 

@@ -20,12 +20,12 @@ from typing import Any
 
 import streamlit as st
 
-from embedgen import jobs
+from embedgen import jobs, tasks
 from embedgen.errors import BadRun
 from embedgen.jobrecord import JobRecord, cancel_queued_job, read_job
 from embedgen.runs import RunRecord, RunStatus, load_run, read_run_record
 from embedgen.train import EpochMetrics, Run
-from embedgen.ui import visitor
+from embedgen.ui import feedback, visitor
 from embedgen.ui.markup import plain
 from embedgen.ui.models import current_encoder
 
@@ -393,9 +393,6 @@ def job_line(job: QueuedJob | FolderJob | None, detail: str = "") -> str | None:
 def queue_tradeoff(run: Run, data: Any, sets: list[Any], *, tag: Any) -> FolderJob:
     """Queue the trade-off of ``run`` over ``data`` (and the similarity files ``sets``) for a
     worker, as the Matrix and Evaluate pages ask for it; its points are the job's result."""
-    from embedgen import tasks
-    from embedgen.ui import feedback
-
     user = visitor.current_user()
     record = feedback.attempt(lambda: tasks.submit_tradeoff(str(run.folder), data, sets, user=user))
     jobs.ensure_worker()
