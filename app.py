@@ -3,6 +3,7 @@
 import streamlit as st
 
 from embedgen import __version__  # light: the package imports its modules lazily
+from embedgen.ui import garbage  # light: the standard library only
 from embedgen.ui.navigation import PAGES, via_app  # light: no Streamlit helpers, no torch
 
 
@@ -123,3 +124,4 @@ try:
     navigation.run()
 finally:
     via_app.reset(entered)
+    garbage.collect_now_and_then()  # what the page runs left in cycles (old matrices)
