@@ -3,7 +3,7 @@
 import streamlit as st
 
 from embedgen import __version__  # light: the package imports its modules lazily
-from embedgen.ui import garbage  # light: the standard library only
+from embedgen.ui import garbage, visit  # light (visit: until there is something to take up)
 from embedgen.ui.navigation import PAGES, via_app  # light: no Streamlit helpers, no torch
 
 
@@ -11,10 +11,10 @@ def start() -> None:
     """The start page: the path through the app and where this session stands on it."""
     # Imported here, not at the top: torch and transformers take seconds to import, and the
     # sidebar (st.navigation below) should not wait for them on a cold server.
-    from embedgen.ui import session, visitor
+    from embedgen.ui import pagestart, visitor
     from embedgen.ui.markup import plain
 
-    session.init_state()
+    pagestart.begin()
     st.title("embedgen")
     st.markdown(
         "Turn a pretrained transformer into a word-embedding matrix shaped by your own labelled "
@@ -96,10 +96,12 @@ def _training() -> str:
 
 @st.cache_resource(show_spinner=False)  # once per server process
 def _remove_leftovers() -> int:
-    """What killed writes (an export, a matrix build) left in $EMBEDGEN_HOME, removed."""
+    """What killed writes (an export, a matrix build) left in $EMBEDGEN_HOME, and visits
+    nobody came back to for a month, removed."""
     from embedgen.atomic import remove_leftovers
+    from embedgen.visits import remove_old_visits
 
-    return len(remove_leftovers())
+    return len(remove_leftovers()) + remove_old_visits()
 
 
 @st.cache_resource(show_spinner=False)  # once per server process
@@ -124,4 +126,5 @@ try:
     navigation.run()
 finally:
     via_app.reset(entered)
+    visit.remember()  # what this page run changed (pagestart.begin took up the rest)
     garbage.collect_now_and_then()  # what the page runs left in cycles (old matrices)

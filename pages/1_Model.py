@@ -3,7 +3,7 @@
 import streamlit as st
 
 from embedgen.models import DEFAULT_MODEL, ModelInfo, list_cached_models
-from embedgen.ui import feedback, jobpanel, models, session, visitor
+from embedgen.ui import feedback, jobpanel, models, pagestart, session, visitor
 from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
 
@@ -41,7 +41,7 @@ def vocabulary_note(info: ModelInfo) -> str:
 
 
 st.set_page_config(page_title="Model · embedgen", layout="wide")
-session.init_state()
+pagestart.begin()
 st.title("1 · Model")
 st.caption(
     "Any Hugging Face encoder with a token-embedding layer: BERT, RoBERTa, MacBERT, XLM-R… "

@@ -1,7 +1,6 @@
 """Data: a labelled table in, validated examples out."""
 
 import hashlib
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -10,14 +9,12 @@ from embedgen import table as tables
 from embedgen.data import guess_columns, prepare, split
 from embedgen.fields import spec
 from embedgen.train import FinetuneConfig
-from embedgen.ui import feedback, plots, session
+from embedgen.ui import feedback, pagestart, plots, session, visit
 from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
 
-SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_reviews.csv"
-
 st.set_page_config(page_title="Data · embedgen", layout="wide")
-session.init_state()
+pagestart.begin()
 st.title("2 · Data")
 st.caption(
     "CSV, TSV or XLSX; UTF-8, UTF-8 with BOM, GBK/GB18030 or Big5 (what Excel writes on "
@@ -25,18 +22,13 @@ st.caption(
     "labels."
 )
 
-source = st.radio(
-    "Data",
-    ["Upload a file", "Sample dataset (400 Chinese sentences, 4 topics)"],
-    horizontal=True,
-    key=kept("data_source"),
-)
+source = st.radio("Data", session.DATA_SOURCES, horizontal=True, key=kept(session.DATA_SOURCE_KEY))
 header_choice = st.radio(
-    "Header row", ["Detect", "Yes", "No"], horizontal=True, key=kept("data_header")
+    "Header row", ["Detect", "Yes", "No"], horizontal=True, key=kept(session.DATA_HEADER_KEY)
 )
 header = {"Detect": None, "Yes": True, "No": False}[header_choice]
 
-table = None
+table, raw, sheet = None, None, None
 if source.startswith("Upload"):
     upload = st.file_uploader(
         "Labelled table", type=["csv", "tsv", "txt", "xlsx"], key="data_upload"
@@ -45,7 +37,6 @@ if source.startswith("Upload"):
         raw = upload.getvalue()
         digest = hashlib.sha256(raw).hexdigest()
         try:
-            sheet = None
             if upload.name.lower().endswith((".xlsx", ".xlsm")):
                 sheets = session.session_cached(
                     "data_cache_sheets",
@@ -70,8 +61,9 @@ if source.startswith("Upload"):
             st.session_state[session.DATA_LABELLED] = None
             feedback.show_error(exc)
             st.stop()
-    elif st.session_state[session.DATA_TABLE] is not None:
+    elif st.session_state[session.DATA_TABLE] is not None and visit.data_source() == "upload":
         # The uploader forgets its file when the user visits another page; the table stays.
+        # (Not the sample's: back from the sample to "Upload a file" asks for a file.)
         table = st.session_state[session.DATA_TABLE]
         st.caption(
             f"Using **{plain(table.label)}**, uploaded earlier. Upload another file to replace it."
@@ -81,12 +73,13 @@ else:
         lambda: session.session_cached(
             "data_cache_table",
             ("sample", header),
-            lambda: tables.read_table(SAMPLE, header=header),
+            lambda: tables.read_table(session.SAMPLE_DATA, header=header),
         )
     )
 
 if table is None:
     st.session_state[session.DATA_LABELLED] = None
+    visit.forget_data()
     st.info("Upload a file or choose the sample dataset.")
     st.stop()
 st.session_state[session.DATA_TABLE] = table
@@ -114,13 +107,13 @@ text_col = cols[0].selectbox(
     "Text column",
     columns,
     index=columns.index(text_guess) if text_guess in columns else 0,
-    key=kept(f"data_text_col_{table.sha256[:8]}"),
+    key=kept(session.data_column_key("text", table.sha256)),
 )
 label_col = cols[1].selectbox(
     "Label column",
     columns,
     index=columns.index(label_guess) if label_guess in columns else min(1, len(columns) - 1),
-    key=kept(f"data_label_col_{table.sha256[:8]}"),
+    key=kept(session.data_column_key("label", table.sha256)),
 )
 
 try:
@@ -159,6 +152,19 @@ val_fraction = st.slider(
     help="Held out, stratified by label, to measure accuracy and macro-F1 after each epoch.",
 )
 st.session_state[session.DATA_VAL_FRACTION] = val_fraction
+visit.note_data(  # a reloaded tab reads the same table the same way (embedgen.ui.visit)
+    {
+        "source": "upload" if source.startswith("Upload") else "sample",
+        "name": table.name,
+        "sha256": table.sha256,
+        "header": header,
+        "sheet": table.sheet,
+        "text_col": text_col,
+        "label_col": label_col,
+        "val_fraction": float(val_fraction),
+    },
+    raw,
+)
 seed = FinetuneConfig().seed  # the split training will make
 train, val = feedback.attempt(
     lambda: session.session_cached(

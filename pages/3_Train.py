@@ -12,13 +12,13 @@ from embedgen.paths import new_run_folder, runs_dir
 from embedgen.runs import RunRecord, RunStatus, list_runs, load_run, owner_tag, status_of
 from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import FinetuneConfig, Run, Strategy
-from embedgen.ui import feedback, jobpanel, models, plots, session, visitor
+from embedgen.ui import feedback, jobpanel, models, pagestart, plots, session, visitor
 from embedgen.ui.jobpanel import QueuedJob
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept, setting_input
 
 st.set_page_config(page_title="Train · embedgen", layout="wide")
-session.init_state()
+pagestart.begin()
 st.title("3 · Train")
 
 

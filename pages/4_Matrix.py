@@ -4,7 +4,6 @@ The estimate and the build are queue tasks (:mod:`embedgen.tasks`) run by a work
 through their job folders: this server never reads the model for them.
 """
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import streamlit as st
 from embedgen import jobs, tasks
 from embedgen.budget import human_size
 from embedgen.fields import spec
-from embedgen.jobrecord import JobRecord
 from embedgen.matrix import (
     DEFAULT_LABEL_WEIGHT,
     DTYPES,
@@ -24,7 +22,6 @@ from embedgen.matrix import (
     Target,
     default_method,
     describe,
-    load_matrix,
     methods_for,
     resolve_layer,
 )
@@ -33,7 +30,7 @@ from embedgen.postprocess import PostProcess
 from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
 from embedgen.train import Run
-from embedgen.ui import feedback, jobpanel, matrices, models, plots, session, visitor
+from embedgen.ui import feedback, jobpanel, matrices, models, pagestart, plots, session, visitor
 from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept, setting_input
@@ -72,19 +69,6 @@ def job_source(source: Encoder | Run) -> tasks.Source:
     )
 
 
-def taken(record: JobRecord) -> matrices.MatrixEntry:
-    """The matrix a finished build made, for this session; one the disk budget could not
-    keep is taken out of its job folder (this session keeps it)."""
-    result = record.result
-    folder, kept = Path(result["folder"]), result.get("kept", True)
-    matrix = load_matrix(folder)
-    if not kept:
-        shutil.rmtree(folder, ignore_errors=True)
-    return matrices.MatrixEntry(
-        result["name"], matrix, str(folder) if kept else "", result["dtype"]
-    )
-
-
 def start_build(pending: dict, if_saved: IfSaved = IfSaved.REFUSE) -> FolderJob:
     """Queue the build for a worker; a matrix saved meanwhile is replaced only when asked."""
     asked = replace(pending["request"], if_saved=if_saved, estimate=pending["estimate"])
@@ -95,7 +79,9 @@ def start_build(pending: dict, if_saved: IfSaved = IfSaved.REFUSE) -> FolderJob:
         )
     )
     jobs.ensure_worker()
-    job = st.session_state[session.MATRIX_JOB] = FolderJob(record.folder, "Matrix", take=taken)
+    job = st.session_state[session.MATRIX_JOB] = FolderJob(
+        record.folder, "Matrix", take=matrices.entry_of_job
+    )
     return job
 
 
@@ -126,7 +112,7 @@ def estimated(ejob: FolderJob) -> None:
 
 
 st.set_page_config(page_title="Matrix · embedgen", layout="wide")
-session.init_state()
+pagestart.begin()
 st.title("4 · Matrix")
 
 encoder = models.current_encoder()

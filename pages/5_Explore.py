@@ -16,7 +16,17 @@ from embedgen.projection import (
 )
 from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
-from embedgen.ui import colours, feedback, jobpanel, matrices, models, plots, session, visitor
+from embedgen.ui import (
+    colours,
+    feedback,
+    jobpanel,
+    matrices,
+    models,
+    pagestart,
+    plots,
+    session,
+    visitor,
+)
 from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept
@@ -24,7 +34,7 @@ from embedgen.ui.widgets import kept
 MAPS_KEPT = 8  # maps a session keeps in memory (each is read back from its job or the cache)
 
 st.set_page_config(page_title="Explore · embedgen", layout="wide")
-session.init_state()
+pagestart.begin()
 st.title("5 · Explore")
 
 

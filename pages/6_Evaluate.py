@@ -15,7 +15,7 @@ from embedgen.evaluate import (
 from embedgen.matrix import Rows
 from embedgen.runs import RunStatus
 from embedgen.tokenstats import significant
-from embedgen.ui import datastats, feedback, jobpanel, matrices, models, plots, session
+from embedgen.ui import datastats, feedback, jobpanel, matrices, models, pagestart, plots, session
 from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
@@ -23,7 +23,7 @@ from embedgen.ui.widgets import kept
 MIN_PAIRS = 10  # fewer pairs than this make a correlation that means little
 
 st.set_page_config(page_title="Evaluate · embedgen", layout="wide")
-session.init_state()
+pagestart.begin()
 st.title("6 · Evaluate")
 st.caption(
     "Score your matrices on word-similarity files (word1 word2 score a line: Spearman and "

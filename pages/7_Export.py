@@ -15,11 +15,11 @@ from embedgen.export import (
     ZIP_FILE,
     download_bytes,
 )
-from embedgen.ui import feedback, matrices, session
+from embedgen.ui import feedback, matrices, pagestart, session
 from embedgen.ui.markup import code, plain
 
 st.set_page_config(page_title="Export · embedgen", layout="wide")
-session.init_state()
+pagestart.begin()
 st.title("7 · Export")
 
 entries: dict[str, matrices.MatrixEntry] = st.session_state[session.MATRICES]

@@ -396,4 +396,9 @@ def queue_tradeoff(run: Run, data: Any, sets: list[Any], *, tag: Any) -> FolderJ
     user = visitor.current_user()
     record = feedback.attempt(lambda: tasks.submit_tradeoff(str(run.folder), data, sets, user=user))
     jobs.ensure_worker()
-    return FolderJob(record.folder, "Trade-off", take=lambda r: r.result["points"], tag=tag)
+    return FolderJob(record.folder, "Trade-off", take=tradeoff_points, tag=tag)
+
+
+def tradeoff_points(record: JobRecord) -> Any:
+    """The points of a finished trade-off job."""
+    return record.result["points"]

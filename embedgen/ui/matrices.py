@@ -3,13 +3,16 @@ index every page shares for a matrix (built once per matrix, not once per page).
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from embedgen.matrix import EmbeddingMatrix
+from embedgen.jobrecord import JobRecord
+from embedgen.matrix import EmbeddingMatrix, load_matrix
 from embedgen.neighbours import NeighbourIndex
 from embedgen.ui.session import MATRICES, TRAIN_RUN, session_cached
 from embedgen.ui.widgets import kept
@@ -28,7 +31,27 @@ class MatrixEntry:
     matrix: EmbeddingMatrix
     folder: str
     dtype: str = "float32"  # as saved, and as downloaded
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    key: str = field(default_factory=lambda: new_key())
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+def load_saved(folder: str) -> EmbeddingMatrix:
+    """The matrix saved in ``folder``, as a reloaded tab takes it up again."""
+    return load_matrix(folder)
+
+
+def entry_of_job(record: JobRecord) -> MatrixEntry:
+    """The matrix a finished build job made, for this session; one the disk budget could not
+    keep is taken out of its job folder (this session keeps it)."""
+    result = record.result
+    folder, kept_on_disk = Path(result["folder"]), result.get("kept", True)
+    matrix = load_matrix(folder)
+    if not kept_on_disk:
+        shutil.rmtree(folder, ignore_errors=True)
+    return MatrixEntry(result["name"], matrix, str(folder) if kept_on_disk else "", result["dtype"])
 
 
 def default_matrix(entries: dict[str, MatrixEntry], run: Any) -> str:

@@ -1,11 +1,12 @@
 """The session: its keys (by page), their defaults, and caches of the session's own objects.
 
-Every page calls :func:`init_state` first.
+Every page calls :func:`init_state` first, through ``pagestart.begin``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import streamlit as st
@@ -32,6 +33,18 @@ MATRICES = "matrices"  # name -> MatrixEntry
 PROJECTION_JOB = "explore_projection_job"
 PROJECTIONS = "explore_projections"  # (matrix key, ProjectionOptions) -> Projection
 TRADEOFF_JOB = "evaluate_tradeoff_job"
+
+# The Data page's widgets, which a reloaded tab sets to what was chosen before (ui.visit).
+DATA_SOURCE_KEY = "data_source"
+DATA_SOURCES = ("Upload a file", "Sample dataset (400 Chinese sentences, 4 topics)")
+DATA_HEADER_KEY = "data_header"
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "assets" / "sample_reviews.csv"
+
+
+def data_column_key(kind: str, table_sha256: str) -> str:
+    """The Data page's "text" or "label" column box for the table with this sha256."""
+    return f"data_{kind}_col_{table_sha256[:8]}"
+
 
 DEFAULTS: dict[str, Any] = {
     MODEL_LOADED: None,
