@@ -32,10 +32,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 LONG = 300_000  # ms: a training waits behind the other users' in the queue
 
 
-def rss_mib(pid: int) -> float | None:
+def rss_mib(pid: int, field: str = "VmRSS") -> float | None:
+    """A process's resident memory in MiB: all of it (VmRSS), or its own allocations alone
+    (RssAnon: without the pages of files it maps, which the kernel shares and can drop)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -229,7 +231,7 @@ def main() -> None:
     env = {"EMBEDGEN_HOME": str(home), "EMBEDGEN_ALLOWED_ROOTS": roots}
     server = StreamlitServer(work / "server.log", env)
     results: list[tuple[int, str, float, str | None]] = []
-    memory: list[tuple[float, float | None, float | None]] = []
+    memory: list[tuple[float, float | None, float | None, float | None]] = []
     started = time.time()
     try:
         server.wait_healthy()
@@ -265,6 +267,7 @@ def main() -> None:
                     time.time() - started,
                     rss_mib(server.proc.pid),
                     sum(filter(None, (rss_mib(w) for w in workers))) or None,
+                    rss_mib(server.proc.pid, "RssAnon"),
                 )
             )
             time.sleep(5)
@@ -315,10 +318,17 @@ def main() -> None:
                 f"after the first minute: {after[0]:.0f} MiB at 60 s, {max(after):.0f} at most "
                 f"(+{max(after) - after[0]:.0f} MiB), {after[-1]:.0f} at the end"
             )
+        anon = [m[3] for m in memory if m[3] is not None and m[0] >= 60]
+        if anon:
+            lines.append(
+                f"the server's own allocations (RssAnon) after the first minute: {anon[0]:.0f} "
+                f"MiB at 60 s, {max(anon):.0f} at most (+{max(anon) - anon[0]:.0f} MiB), "
+                f"{anon[-1]:.0f} at the end"
+            )
         marks = [m for i, m in enumerate(memory) if m[1] is not None and i % 6 == 0]
         lines.append(
-            "server memory every 30 s (MiB): "
-            + ", ".join(f"{m[1]:.0f} at {m[0]:.0f} s" for m in marks)
+            "server memory every 30 s (MiB, RSS / RssAnon): "
+            + ", ".join(f"{m[1]:.0f} / {m[3] or 0:.0f} at {m[0]:.0f} s" for m in marks)
         )
     if worker_mem:
         lines.append(

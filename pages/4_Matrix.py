@@ -424,7 +424,8 @@ if entries:
                 else "not saved: more than the disk space the operator of this server gives "
                 "matrices built from a model; it stays for this session (export it to keep it)"
             )
-            st.caption(f"{plain(describe(m))} · {human_size(m.vectors.nbytes)} in memory · {saved}")
+            held = "read from its file" if m.mapped else "in memory"
+            st.caption(f"{plain(describe(m))} · {human_size(m.vectors.nbytes)} {held} · {saved}")
     st.page_link(
         "pages/5_Explore.py",
         label="Next: explore neighbours and maps",

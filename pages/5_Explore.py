@@ -5,7 +5,6 @@ import streamlit as st
 
 from embedgen import jobs, tasks
 from embedgen.errors import EmbedgenError
-from embedgen.matrix import load_matrix
 from embedgen.neighbours import NeighbourIndex
 from embedgen.projection import (
     DEFAULT_MAX_ROWS,
@@ -45,7 +44,9 @@ with st.expander("Open a saved matrix folder"):
     )
     if st.button("Open", disabled=not folder.strip()):
         matrix = feedback.attempt(
-            lambda: load_matrix(visitor.allowed_folder(folder.strip(), "matrix folder"))
+            lambda: matrices.load_saved(
+                str(visitor.allowed_folder(folder.strip(), "matrix folder"))
+            )
         )
         name = f"{matrix.method or 'matrix'} ({folder.strip().rstrip('/').rsplit('/', 1)[-1]})"
         dtype = matrix.dtype

@@ -323,6 +323,21 @@ def test_float16_round_trip_is_close_and_comes_back_as_float32(matrix, tmp_path)
     assert loaded.manifest["dtype"] == "float16"
 
 
+def test_a_mapped_matrix_reads_the_file_in_place_and_cannot_be_changed(matrix, tmp_path):
+    from embedgen.neighbours import NeighbourIndex
+
+    folder = save_matrix(matrix, tmp_path / "m")
+    mapped = load_matrix(folder, mapped=True)
+    assert mapped.mapped and not load_matrix(folder).mapped
+    np.testing.assert_array_equal(mapped.vectors, matrix.vectors)
+    with pytest.raises(ValueError, match="read-only"):
+        mapped.vectors[0, 0] = 1.0
+    word = matrix.vocab[0]
+    assert NeighbourIndex(mapped).top_k(word, k=3) == NeighbourIndex(matrix).top_k(word, k=3)
+    half = load_matrix(save_matrix(matrix, tmp_path / "h", dtype="float16"), mapped=True)
+    assert half.vectors.dtype == np.float32 and not half.mapped, "float16 is read, as float32"
+
+
 def test_save_rejects_other_dtypes_before_writing(matrix, tmp_path):
     with pytest.raises(BadConfig, match="float64"):
         save_matrix(matrix, tmp_path / "m", dtype="float64")

@@ -160,15 +160,20 @@ def saved_matrix(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
         return {}  # something is there, but not a readable matrix: still not to be lost
 
 
-def load_matrix(folder: str | os.PathLike[str], *, verify: bool = False) -> EmbeddingMatrix:
+def load_matrix(
+    folder: str | os.PathLike[str], *, verify: bool = False, mapped: bool = False
+) -> EmbeddingMatrix:
     """Read a matrix folder written by :func:`save_matrix`; vectors come back as float32.
 
-    With ``verify`` the files' sha256 sums are checked against the manifest.
+    With ``verify`` the files' sha256 sums are checked against the manifest. With ``mapped`` a
+    float32 matrix.npy is mapped read-only instead of read (``np.memmap``): its pages are the
+    file's, shared by every process that maps it and given back by the kernel when memory is
+    short, which is how the web server holds its visitors' matrices (a float16 one is read).
     """
     src = Path(folder)
     with using(src):
         try:
-            return _load_matrix(src, verify=verify)
+            return _load_matrix(src, verify=verify, mapped=mapped)
         except FileNotFoundError as exc:  # removed while it was read (by another process)
             raise BadRun(_not_there(src)) from exc
 
@@ -181,7 +186,7 @@ def _not_there(folder: Path) -> str:
     )
 
 
-def _load_matrix(src: Path, *, verify: bool) -> EmbeddingMatrix:
+def _load_matrix(src: Path, *, verify: bool, mapped: bool = False) -> EmbeddingMatrix:
     if not src.is_dir():
         raise BadRun(_not_there(src))
     if (src / "config.json").is_file() and not (src / MATRIX_FILE).exists():
@@ -210,7 +215,7 @@ def _load_matrix(src: Path, *, verify: bool) -> EmbeddingMatrix:
                     f"{MANIFEST_FILE}; the file was changed or only partly written. Rebuild "
                     "the matrix."
                 )
-    vectors = _read_vectors(matrix_path)
+    vectors = _read_vectors(matrix_path, mapped=mapped)
     lines = _read_vocab(vocab_path, escaped=manifest.get("vocab_escaping") == "backslash")
     if vectors.shape[0] != len(lines):
         raise BadRun(
@@ -221,7 +226,8 @@ def _load_matrix(src: Path, *, verify: bool) -> EmbeddingMatrix:
     columns = _read_rows_table(src, manifest, len(lines))
     try:
         return EmbeddingMatrix(
-            vectors=vectors.astype(np.float32, copy=False),
+            # A mapped float32 file stays mapped; anything else becomes a plain float32 array.
+            vectors=vectors if vectors.dtype == np.float32 else np.asarray(vectors, np.float32),
             vocab=tuple(lines),
             manifest=manifest,
             columns=columns,
@@ -266,9 +272,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_vectors(path: Path) -> np.ndarray:
+def _read_vectors(path: Path, *, mapped: bool = False) -> np.ndarray:
     try:
-        vectors = np.load(path, allow_pickle=False)
+        vectors = np.load(path, allow_pickle=False, mmap_mode="r" if mapped else None)
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as exc:

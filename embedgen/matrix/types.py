@@ -122,6 +122,11 @@ class EmbeddingMatrix:
             object.__setattr__(self, "manifest", {**self.manifest, "method": method})
 
     @property
+    def mapped(self) -> bool:
+        """Whether the vectors are mapped from a matrix.npy (``load_matrix(mapped=True)``)."""
+        return isinstance(self.vectors, np.memmap)
+
+    @property
     def shape(self) -> tuple[int, int]:
         """(rows, dims)."""
         return (int(self.vectors.shape[0]), int(self.vectors.shape[1]))

@@ -39,8 +39,9 @@ def new_key() -> str:
 
 
 def load_saved(folder: str) -> EmbeddingMatrix:
-    """The matrix saved in ``folder``, as a reloaded tab takes it up again."""
-    return load_matrix(folder)
+    """The matrix saved in ``folder``, mapped from its file (``load_matrix(mapped=True)``):
+    the server holds its visitors' matrices in the page cache, not in its own memory."""
+    return load_matrix(folder, mapped=True)
 
 
 def entry_of_job(record: JobRecord) -> MatrixEntry:
@@ -48,7 +49,7 @@ def entry_of_job(record: JobRecord) -> MatrixEntry:
     keep is taken out of its job folder (this session keeps it)."""
     result = record.result
     folder, kept_on_disk = Path(result["folder"]), result.get("kept", True)
-    matrix = load_matrix(folder)
+    matrix = load_matrix(folder, mapped=kept_on_disk)  # one to be removed is read
     if not kept_on_disk:
         shutil.rmtree(folder, ignore_errors=True)
     return MatrixEntry(result["name"], matrix, str(folder) if kept_on_disk else "", result["dtype"])
