@@ -80,6 +80,7 @@ def test_a_value_the_visitor_chose_finds_nothing_and_is_not_adopted(
     stranger.query_params = {"visit": chosen}
     stranger.run()
     assert stranger.session_state["model_loaded"] is None, "an unknown value restores nothing"
+    assert "visit" not in stranger.query_params, "and leaves the address"
     load_model(stranger, tiny_model_dir)
     stranger.run()
     assert stranger.query_params["visit"] not in (chosen, owner), "the server makes its own"

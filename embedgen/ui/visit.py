@@ -59,7 +59,9 @@ def restore() -> None:
         given = st.query_params.get(VISIT_PARAM)
         where = visits.visit_folder(None, given)
         if where is None or not (where / visits.VISIT_FILE).exists():
-            return  # a value no visit was made for: not this tab's, and not adopted
+            if VISIT_PARAM in st.query_params:  # a value no visit was made for: not adopted,
+                del st.query_params[VISIT_PARAM]  # and not left to look like this tab's
+            return
         st.session_state[_SECRET] = given
     else:
         where = visits.visit_folder(user, None)
