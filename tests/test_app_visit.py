@@ -53,6 +53,10 @@ def test_a_reload_brings_back_model_data_run_and_matrices(
     again = reopen(app, "4_Matrix")
     after = again.session_state
     assert after["model_loaded"] == before["model_loaded"]
+    go(again, "1_Model")  # its form shows the model taken up, not the default hub id
+    assert again.radio(key="model_source").value == "Folder on this machine"
+    assert again.text_input(key="model_folder").value == str(tiny_model_dir)
+    go(again, "4_Matrix")
     assert after["train_run"].folder == before["train_run"].folder
     assert len(after["data_labelled"]) == len(before["data_labelled"]) == 120
     assert list(after["matrices"]) == list(before["matrices"]) == ["projected-tuned-cjk"]

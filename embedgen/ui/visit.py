@@ -181,6 +181,7 @@ def _apply(kept: Visit, where: Path, user: str | None) -> None:
             ss[session.MODEL_LOADED] = None
         else:
             _try("warm a worker", lambda: jobpanel.warm_worker(spec, trust))
+            _model_form(spec)
     if kept.data:
         _try("read the data again", lambda: _restore_data(kept.data or {}, where))
     secrets = {f: s for f, s in kept.run_secrets.items() if visits.within(f, user)}
@@ -210,6 +211,19 @@ def _apply(kept: Visit, where: Path, user: str | None) -> None:
         folder = str(about.get("folder", ""))
         if slot in slots and visits.within(folder, user):
             ss[slots[slot]] = _job(slot, folder, _decode(about.get("tag")))
+
+
+def _model_form(spec: str) -> None:
+    """The Model page's form shows the model taken up, not its defaults (a reloaded tab's
+    form said "Hub id: bert-base-chinese" above the folder model that was loaded)."""
+    from embedgen.ui import widgets
+
+    folder = Path(spec).is_absolute() or Path(spec).is_dir()
+    source, box = (
+        ("Folder on this machine", "model_folder") if folder else ("Hub id", "model_hub_id")
+    )
+    st.session_state[widgets.kept("model_source")] = source
+    st.session_state[widgets.kept(box)] = spec
 
 
 def _job(slot: str, folder: str, tag: Any) -> Any:
