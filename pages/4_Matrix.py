@@ -4,6 +4,7 @@ The estimate and the build are queue tasks (:mod:`embedgen.tasks`) run by a work
 through their job folders: this server never reads the model for them.
 """
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -171,12 +172,12 @@ method = Method(
 )
 c2.info(method.description)
 # A layer chosen for one model means another layer of the next (4 of m3e-small's 4 layers is
-# not the last of e5-small's 12): the choice follows the model it was made for.
-model_key = (model_info.model_id, model_info.num_layers)
-if st.session_state.get("matrix_layer_model") != model_key:
-    for stale in ("matrix_layer", "matrix_layers"):
-        st.session_state.pop(stale, None)
-    st.session_state["matrix_layer_model"] = model_key
+# not the last of e5-small's 12): each model gets its own layer boxes, so a new model starts
+# at its own default and going back to a model finds the choice made for it. (Dropping the
+# kept value when the model changed held in AppTest, but the browser walk still offered e5's
+# matrix at layer 4 after going from m3e's run to e5 "as it is".)
+model_tag = hashlib.sha256(f"{model_info.model_id}\n{model_info.num_layers}".encode()).hexdigest()
+layer_key, layers_key = f"matrix_layer_{model_tag[:12]}", f"matrix_layers_{model_tag[:12]}"
 with st.form("matrix_form"):
     c1, c2, c3 = st.columns(3)
     layer, layers, through, label_weight = None, "", True, 0.0
@@ -186,12 +187,12 @@ with st.form("matrix_form"):
             0,
             model_info.num_layers,
             resolve_layer(None, model_info.num_layers),
-            key=kept("matrix_layer"),
+            key=kept(layer_key),
             help=spec(MatrixOptions, "layer").help,
         )
         layers = c1.text_input(
             "…or the mean of layers (A-B)",
-            key=kept("matrix_layers"),
+            key=kept(layers_key),
             placeholder=f"e.g. {max(0, model_info.num_layers - 3)}-{model_info.num_layers}",
             help=spec(MatrixOptions, "layers").help,
         )

@@ -151,6 +151,11 @@ def test_the_model_and_data_pages_keep_their_choices(app: AppTest) -> None:
     assert app.radio(key="data_header").value == "No"
 
 
+def layer_box(at: AppTest):
+    """The Matrix page's Layer box (each model has its own: its key names the model)."""
+    return next(n for n in at.number_input if n.label == "Layer")
+
+
 def test_a_layer_chosen_for_one_model_does_not_follow_to_a_deeper_one(
     app: AppTest, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -163,14 +168,17 @@ def test_a_layer_chosen_for_one_model_does_not_follow_to_a_deeper_one(
     load_model(app, tiny_model_dir)
     go(app, "4_Matrix")
     app.radio(key="matrix_method").set_value("contextual").run()
-    assert app.number_input(key="matrix_layer").value == 2
-    app.number_input(key="matrix_layer").set_value(1)
+    assert layer_box(app).value == 2
+    layer_box(app).set_value(1)
     click(app, "Build matrix")  # a form's values count once it is sent
     wait_for(app, "matrix_job")
     assert "contextual-L1-base" in app.session_state["matrices"]
     go(app, "6_Evaluate")
     go(app, "4_Matrix")
-    assert app.number_input(key="matrix_layer").value == 1, "kept while the model stays"
+    assert layer_box(app).value == 1, "kept while the model stays"
     load_model(app, deeper)
     go(app, "4_Matrix")
-    assert app.number_input(key="matrix_layer").value == 3, "the new model's last layer"
+    assert layer_box(app).value == 3, "the new model's last layer"
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    assert layer_box(app).value == 1, "back to the first model: the layer chosen for it"

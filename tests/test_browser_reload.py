@@ -84,3 +84,61 @@ def test_a_reload_mid_path_brings_back_model_data_run_and_matrix(
         expect(stranger.get_by_text("Matrices in this session")).to_have_count(0)
         assert visit_of(stranger.url) != "made-up-by-a-stranger-123"
         other.close()
+
+
+def test_a_layer_chosen_for_one_model_is_not_offered_for_a_deeper_one(
+    server: StreamlitServer,
+    page,  # noqa: F811 - test_browser's fixture, imported above
+    tmp_path: Path,
+) -> None:
+    """m3e-small (4 layers) then e5-small (12) in the browser: layer 4 chosen for the first
+    was offered, and built, for the second. Each model's box starts at its own last layer and
+    keeps the choice made for it."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=SHORT)
+    shallow = build_tiny_bert(tmp_path / "shallow")  # 2 layers
+    deeper = build_tiny_bert(tmp_path / "deeper", layers=3)
+    csv_path = write_csv(tmp_path / "reviews.csv", synthetic_rows(60))
+
+    def load(folder: Path) -> None:
+        goto(page, "Model")
+        page.get_by_text("Folder on this machine", exact=True).click()
+        box = page.get_by_label("Folder", exact=True)
+        box.fill(str(folder))
+        box.press("Enter")
+        idle(page)
+        page.get_by_role("button", name="Load model").click()
+        expect(page.get_by_role("heading", name=str(folder))).to_be_visible(timeout=LONG)
+
+    def layer_box():
+        goto(page, "Matrix")
+        page.get_by_role("radiogroup", name="Method").get_by_text("contextual", exact=True).click()
+        idle(page)
+        return page.get_by_label("Layer", exact=True)
+
+    with report_failure(page, server):
+        open_model_and_data(page, server, shallow, csv_path, "60")
+        box = layer_box()
+        expect(box).to_have_value("2")
+        box.fill("1")
+        box.press("Tab")
+        page.get_by_role("button", name="Build matrix").click()
+        expect(page.get_by_text("contextual-L1-base", exact=False).first).to_be_visible(
+            timeout=LONG
+        )
+        goto(page, "Train")  # a run of the shallow model: the Matrix page starts from it
+        for label, value in (("Epochs", "1"), ("Projection size d", "8")):
+            field = page.get_by_label(label, exact=True)
+            field.fill(value)
+            field.press("Tab")
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Best epoch")).to_be_visible(timeout=LONG)
+        load(deeper)
+        goto(page, "Matrix")  # the walk's path: from the shallow run, then the deeper model
+        page.get_by_text("Model as it is", exact=False).first.click()
+        idle(page)
+        expect(layer_box()).to_have_value("3")  # the deeper model's last layer, not 1
+        load(shallow)
+        expect(layer_box()).to_have_value("1")  # back: the layer chosen for this model
+        no_errors(page)
