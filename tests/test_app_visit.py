@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import cue_rows, shown, synthetic_rows
 from streamlit.testing.v1 import AppTest
-from test_app import click, csv_bytes, go, load_model, upload, wait_for
+from test_app import click, csv_bytes, go, load_model, start_long_training, upload, wait_for
 
 from embedgen import jobs
 
@@ -125,14 +125,7 @@ def test_a_reload_takes_up_a_queued_job_and_shows_its_result(
 
 
 def test_a_reload_takes_up_a_training_under_way(app: AppTest, tiny_model_dir: Path) -> None:
-    load_model(app, tiny_model_dir)
-    upload(app, "reviews.csv", csv_bytes(synthetic_rows(120)))
-    go(app, "3_Train")
-    app.selectbox(key="train_strategy").set_value("full")
-    app.number_input(key="train_epochs").set_value(200)
-    app.number_input(key="train_patience").set_value(0)
-    click(app, "Start training")
-    job = app.session_state["train_job"]
+    job = start_long_training(app, tiny_model_dir)
 
     again = reopen(app, "1_Model")  # not the Train page: the visit, not ?run=, brings it back
     taken = again.session_state["train_job"]

@@ -27,6 +27,19 @@ def server(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield srv
 
 
+def train(tab, epochs: int) -> None:
+    """Train a head on the Train page (d = 8) and wait for its result."""
+    from playwright.sync_api import expect
+
+    goto(tab, "Train")
+    for label, value in (("Epochs", str(epochs)), ("Projection size d", "8")):
+        box = tab.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Tab")
+    tab.get_by_role("button", name="Start training").click()
+    expect(tab.get_by_text("Best epoch")).to_be_visible(timeout=LONG)
+
+
 def visit_of(url: str) -> str | None:
     return (parse_qs(urlparse(url).query).get("visit") or [None])[0]
 
@@ -43,13 +56,7 @@ def test_a_reload_mid_path_brings_back_model_data_run_and_matrix(
     csv_path = write_csv(tmp_path / "酒店评论.csv", synthetic_rows(120))
     with report_failure(page, server):
         open_model_and_data(page, server, model_dir, csv_path, "120")
-        goto(page, "Train")
-        for label, value in (("Epochs", "2"), ("Projection size d", "8")):
-            box = page.get_by_label(label, exact=True)
-            box.fill(value)
-            box.press("Tab")
-        page.get_by_role("button", name="Start training").click()
-        expect(page.get_by_text("Best epoch")).to_be_visible(timeout=LONG)
+        train(page, epochs=2)
         goto(page, "Matrix")
         page.get_by_role("radiogroup", name="Method").get_by_text("projected", exact=True).click()
         page.get_by_role("button", name="Build matrix").click()
@@ -127,13 +134,7 @@ def test_a_layer_chosen_for_one_model_is_not_offered_for_a_deeper_one(
         expect(page.get_by_text("contextual-L1-base", exact=False).first).to_be_visible(
             timeout=LONG
         )
-        goto(page, "Train")  # a run of the shallow model: the Matrix page starts from it
-        for label, value in (("Epochs", "1"), ("Projection size d", "8")):
-            field = page.get_by_label(label, exact=True)
-            field.fill(value)
-            field.press("Tab")
-        page.get_by_role("button", name="Start training").click()
-        expect(page.get_by_text("Best epoch")).to_be_visible(timeout=LONG)
+        train(page, epochs=1)  # a run of the shallow model: the Matrix page starts from it
         load(deeper)
         goto(page, "Matrix")  # the walk's path: from the shallow run, then the deeper model
         page.get_by_text("Model as it is", exact=False).first.click()
