@@ -1,4 +1,4 @@
-"""Matrix builds, estimates, maps and trade-offs as queue tasks, run by workers, seen in folders.
+"""Matrix builds, estimates, maps, trade-offs and scores as queue tasks, run by workers, seen in folders.
 
 The Matrix page and ``embedgen matrix --queue`` write a job folder (:mod:`embedgen.jobrecord`:
 job.json with the request, the word list and the texts beside it) and enqueue its task; a
@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,14 @@ from typing import Any
 import numpy as np
 
 from embedgen.data import LabelledData
-from embedgen.errors import BadRun, Cancelled, EmbedgenError
-from embedgen.evaluate import SimilaritySet, WordPair
+from embedgen.errors import BadConfig, BadRun, Cancelled, EmbedgenError
+from embedgen.evaluate import (
+    SimilaritySet,
+    WordPair,
+    read_analogy,
+    read_label_words,
+    read_similarity,
+)
 from embedgen.heartbeat import beating
 from embedgen.jobrecord import (
     JobRecord,
@@ -53,6 +59,7 @@ from embedgen.matrix import (
     EmbeddingMatrix,
     IfSaved,
     MatrixOptions,
+    Rows,
     Target,
     build_and_save,
     describe,
@@ -73,7 +80,8 @@ from embedgen.runs import (
     load_run,
     read_run_record,
 )
-from embedgen.tokenstats import token_stats
+from embedgen.scores import Leaning, PurityAsk, score_matrices
+from embedgen.tokenstats import TokenStats, significant, token_stats
 from embedgen.words import Corpus, WordOptions, WordSplitter, WordVocab, words_from_corpus
 
 log = logging.getLogger(__name__)
@@ -82,10 +90,12 @@ MATRIX_TASK = "embedgen.matrix"
 ESTIMATE_TASK = "embedgen.estimate"
 MAP_TASK = "embedgen.map"
 TRADEOFF_TASK = "embedgen.tradeoff"
+EVALUATE_TASK = "embedgen.evaluate"
 MAP_FILE = "map.npz"
 WORDS_FILE = "words.json"
 CORPUS_FILE = "corpus.json"
 KEPT_HERE = "matrix"  # a matrix the disk budget could not keep, in the job folder
+LABEL_WORDS_FILE = "label-words.txt"
 
 
 @dataclass(frozen=True)
@@ -262,6 +272,129 @@ def _tradeoff(record: JobRecord, folder: Path, progress: ProgressFile, stop: Any
     return {"points": json.loads(json.dumps(points, default=_number))}
 
 
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark file as the user gave it: its name (shown, never a path) and bytes."""
+
+    name: str
+    raw: bytes
+
+
+def submit_evaluation(
+    matrices: dict[str, tuple[EmbeddingMatrix, str]],
+    *,
+    similarity: Sequence[Benchmark] = (),
+    analogy: Sequence[Benchmark] = (),
+    purity: dict[str, Any] | None = None,
+    data: LabelledData | None = None,
+    label_words: Benchmark | None = None,
+    model: Source | None = None,
+    pool: bool = True,
+    user: str | None = None,
+    owner: str | None = None,
+) -> JobRecord:
+    """Queue the scores of ``matrices`` (name -> (matrix, its folder, "" for one kept in no
+    folder)) on the ``similarity`` and ``analogy`` files and, with ``purity`` ({"per_label",
+    "k"}), on label purity: over ``label_words`` when given, else over ``data``'s significant
+    words (token rows counted with ``model``'s tokenizer). The files and data go into the job
+    folder under fixed names; the tables come back in job.json (:func:`scores_of`)."""
+    listed: list[dict[str, str]] = []
+
+    def write(folder: Path) -> None:
+        for n, (name, (matrix, where)) in enumerate(matrices.items()):
+            if not where:  # this session's only: the worker reads it from the job folder
+                where = str(folder / f"{KEPT_HERE}-{n}")
+                save_matrix(matrix, where)
+            listed.append({"name": name, "folder": where})
+        for kind, files in (("similarity", similarity), ("analogy", analogy)):
+            for n, bench in enumerate(files):
+                (folder / f"{kind}-{n}.txt").write_bytes(bench.raw)
+        if label_words is not None:
+            (folder / LABEL_WORDS_FILE).write_bytes(label_words.raw)
+        elif purity is not None and data is not None:
+            write_data(data, folder)
+
+    request = {
+        "matrices": listed,
+        "similarity": [b.name for b in similarity],
+        "analogy": [b.name for b in analogy],
+        "purity": purity,
+        "label_words": label_words.name if label_words is not None else None,
+        "model": asdict(model) if model is not None else None,
+        "pool": pool,
+    }
+    title = f"scores of {len(matrices)} matri{'x' if len(matrices) == 1 else 'ces'}"
+    return _submit("evaluate", request, title, write, user=user, owner=owner)
+
+
+def _evaluate(record: JobRecord, folder: Path, progress: ProgressFile, stop: Any) -> dict[str, Any]:
+    """The evaluate task's work: every matrix scored on every file and on label purity."""
+    req = record.request
+    progress.set_stage("reading the matrices and files", "")
+    matrices = {m["name"]: load_matrix(m["folder"], mapped=True) for m in req["matrices"]}
+    similarity_sets = [
+        read_similarity((folder / f"similarity-{n}.txt").read_bytes(), name=name)
+        for n, name in enumerate(req["similarity"])
+    ]
+    analogy_sets = [
+        read_analogy((folder / f"analogy-{n}.txt").read_bytes(), name=name)
+        for n, name in enumerate(req["analogy"])
+    ]
+    purity = None
+    if req.get("purity"):
+        ask = req["purity"]
+        purity = PurityAsk(_leaning(req, folder), per_label=int(ask["per_label"]), k=int(ask["k"]))
+    scores = score_matrices(
+        matrices,
+        similarity_sets=similarity_sets,
+        analogy_sets=analogy_sets,
+        purity=purity,
+        pool=bool(req.get("pool", True)),
+        progress=progress,
+        cancel=stop,
+    )
+    return {"scores": json.loads(json.dumps(scores, default=_number))}
+
+
+def _leaning(req: dict[str, Any], folder: Path) -> Callable[[EmbeddingMatrix], Leaning]:
+    """Where each matrix's label words come from: the user's list, else the data's words
+    that lean to a label beyond chance, counted as the matrix's rows are (jieba's words for
+    word rows, the model's tokens for token rows)."""
+    if req.get("label_words") is not None:
+        listed = read_label_words((folder / LABEL_WORDS_FILE).read_bytes(), name=req["label_words"])
+        return lambda matrix: listed.associations()
+    data = read_data(folder)
+    counted: dict[str, TokenStats] = {}
+
+    def leaning(matrix: EmbeddingMatrix) -> Leaning:
+        if matrix.rows_are is Rows.WORDS:
+            if "words" not in counted:
+                words = WordSplitter(Corpus.of(data.texts, data.source_name))
+                counted["words"] = token_stats(words, data.texts, data.labels, data.label_names)
+            return significant(counted["words"])
+        if not req.get("model"):
+            raise BadConfig("Load the model on the Model page to count its tokens in the data.")
+        encoder = _source(Source(**req["model"]))
+        if matrix.model_id and matrix.model_id != encoder.info.model_id:
+            raise BadConfig(
+                f"Its rows are the tokens of {matrix.model_id}, not of the model loaded "
+                f"({encoder.info.model_id}): load {matrix.model_id} on the Model page to count "
+                "its tokens in the data."
+            )
+        if "tokens" not in counted:
+            counted["tokens"] = token_stats(
+                encoder.tokenizer, data.texts, data.labels, data.label_names
+            )
+        return significant(counted["tokens"])
+
+    return leaning
+
+
+def scores_of(record: JobRecord) -> dict[str, list[dict[str, Any]]]:
+    """The tables of a finished evaluate job (:func:`embedgen.scores.score_matrices`)."""
+    return record.result["scores"]
+
+
 def _number(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -409,7 +542,13 @@ def projection_of(record: JobRecord) -> Projection:
     )
 
 
-_WORK = {"matrix": _build, "estimate": _estimate, "map": _map, "tradeoff": _tradeoff}
+_WORK = {
+    "matrix": _build,
+    "estimate": _estimate,
+    "map": _map,
+    "tradeoff": _tradeoff,
+    "evaluate": _evaluate,
+}
 
 
 def run_job(payload: dict[str, Any]) -> RunStatus:
@@ -463,6 +602,7 @@ _TASKS = {
     "estimate": ESTIMATE_TASK,
     "map": MAP_TASK,
     "tradeoff": TRADEOFF_TASK,
+    "evaluate": EVALUATE_TASK,
 }
 for _name in _TASKS.values():
     register_task(_name, run_job)

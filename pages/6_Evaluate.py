@@ -4,18 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from embedgen.errors import EmbedgenError
-from embedgen.evaluate import (
-    analogy,
-    label_purity,
-    read_analogy,
-    read_label_words,
-    read_similarity,
-    similarity,
-)
-from embedgen.matrix import Rows
+from embedgen.evaluate import read_analogy, read_label_words, read_similarity
 from embedgen.runs import RunStatus
-from embedgen.tokenstats import significant
-from embedgen.ui import datastats, feedback, jobpanel, matrices, models, pagestart, plots, session
+from embedgen.ui import feedback, jobpanel, matrices, pagestart, plots, session
 from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
@@ -52,18 +43,13 @@ if not chosen:
     st.stop()
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def analogy_of(key: str, file_id: str, pool: bool, _entry: matrices.MatrixEntry, _dataset):
-    """A matrix's answers to an analogy file, kept across reruns (CA8 takes seconds)."""
-    return analogy(matrices.neighbour_index(_entry), _dataset, pool=pool)
-
-
 def read_uploads(uploads, reader) -> list:
-    """Each uploaded file read by ``reader``; a file that cannot be read is shown, not used."""
+    """Each uploaded file read by ``reader`` (what it holds, its lines not read) as
+    (upload, read); a file that cannot be read at all is shown, not used."""
     read = []
     for upload in uploads or []:
         try:
-            read.append((upload.file_id, reader(upload.getvalue(), name=upload.name)))
+            read.append((upload, reader(upload.getvalue(), name=upload.name)))
         except EmbedgenError as exc:
             st.error(plain(exc))
     return read
@@ -76,111 +62,36 @@ pool = st.toggle(
     help="A word missing from a token matrix is the mean of its tokens; pooled words are "
     "counted and listed, never used silently. Off: they count as missing.",
 )
+panel_place = st.container()  # the scoring job's progress, above the tables it fills
 tab_sim, tab_analogy, tab_purity, tab_trade = st.tabs(
     ["Word similarity", "Analogies", "Label purity", "Trade-off"]
 )
 
 with tab_sim:
-    uploads = st.file_uploader(
-        "Word-similarity files (e.g. wordsim-240.txt: word1 word2 score)",
-        type=["txt", "tsv", "csv"],
-        accept_multiple_files=True,
-        key="evaluate_similarity_files",
+    similarity_files = read_uploads(
+        st.file_uploader(
+            "Word-similarity files (e.g. wordsim-240.txt: word1 word2 score)",
+            type=["txt", "tsv", "csv"],
+            accept_multiple_files=True,
+            key="evaluate_similarity_files",
+        ),
+        read_similarity,
     )
-    sets = [dataset for _, dataset in read_uploads(uploads, read_similarity)]
-    rows, details = [], []
-    for name in chosen:
-        index = matrices.neighbour_index(entries[name])
-        for dataset in sets:
-            result = similarity(index, dataset, pool=pool)
-            rows.append(
-                {
-                    "matrix": name,
-                    "file": result.name,
-                    "Spearman": result.spearman,
-                    "Pearson": result.pearson,
-                    "pairs": f"{result.pairs_found}/{result.pairs_total}",
-                    "pooled": len(result.pooled),
-                    "missing": len(result.missing),
-                }
-            )
-            details.append(result)
-    if rows:
-        st.dataframe(
-            pd.DataFrame(rows),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "Spearman": st.column_config.NumberColumn(format="%.3f"),
-                "Pearson": st.column_config.NumberColumn(format="%.3f"),
-            },
-        )
-        few = [d for d in details if d.pairs_found < MIN_PAIRS]
-        if few:
-            st.warning(
-                f"{len(few)} of these scores rest on fewer than {MIN_PAIRS} pairs and mean "
-                "little. Most of the file's words are no rows of the matrix: build word rows "
-                "from a word list that holds them (Matrix page, 'A word list')."
-            )
-        for name, result in zip([r["matrix"] for r in rows], details, strict=True):
-            if result.missing or result.pooled or result.malformed:
-                with st.expander(plain(f"{name} · {result.name}: words and lines")):
-                    if result.missing:
-                        missing = plain("、".join(result.missing))
-                        st.write(f"Missing ({len(result.missing)}):", missing)
-                    if result.pooled:
-                        st.write(f"Pooled ({len(result.pooled)}):", plain("、".join(result.pooled)))
-                    for bad in result.malformed:
-                        st.caption(plain(f"line {bad.line}: {bad.reason} ({bad.text!r})"))
-    elif not sets:
-        st.info("Upload one or more word-similarity files.")
+    sets = [dataset for _, dataset in similarity_files]
 
 with tab_analogy:
-    uploads = st.file_uploader(
-        "Analogy files (word2vec format, e.g. CA8: ': section' lines, then a b c d)",
-        type=["txt"],
-        accept_multiple_files=True,
-        key="evaluate_analogy_files",
+    analogy_files = read_uploads(
+        st.file_uploader(
+            "Analogy files (word2vec format, e.g. CA8: ': section' lines, then a b c d)",
+            type=["txt"],
+            accept_multiple_files=True,
+            key="evaluate_analogy_files",
+        ),
+        read_analogy,
     )
-    questions = read_uploads(uploads, read_analogy)
-    rows = []
-    for name in chosen:
-        entry = entries[name]
-        for file_id, dataset in questions:
-            with st.spinner(f"Answering {len(dataset):,} questions with {plain(name)}…"):
-                result = analogy_of(entry.key, file_id, pool, entry, dataset)
-            for score in (result.overall, *result.sections):
-                rows.append(
-                    {
-                        "matrix": name,
-                        "file": result.name,
-                        "section": "all" if score is result.overall else score.name,
-                        "3CosAdd": score.accuracy_3cosadd,
-                        "3CosMul": score.accuracy_3cosmul,
-                        "covered": f"{score.questions_found:,}/{score.questions_total:,}",
-                    }
-                )
-    if rows:
-        st.dataframe(
-            pd.DataFrame(rows),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "3CosAdd": st.column_config.NumberColumn(format="%.3f"),
-                "3CosMul": st.column_config.NumberColumn(format="%.3f"),
-            },
-        )
-        st.caption(
-            "Accuracy over the questions covered: a, b and c have vectors and d is a row. "
-            "Token matrices of Chinese models cover few multi-character answers; word "
-            "matrices built from a word list that holds the file's words cover them all."
-        )
-    elif not questions:
-        st.info("Upload one or more analogy files.")
 
 data = st.session_state[session.DATA_LABELLED]
 with tab_purity:
-    encoder = models.current_encoder()
     source = st.radio(
         "Label words",
         ["Significant words of your data", "A list of your own"],
@@ -199,53 +110,150 @@ with tab_purity:
     own = None
     if source == "A list of your own":
         listed = st.file_uploader("Label-word file (word<TAB>label)", type=["txt", "tsv"])
-        if listed is not None:
-            own = feedback.attempt(lambda: read_label_words(listed.getvalue(), name=listed.name))
-            if own.malformed:
+        read = read_uploads([listed] if listed is not None else [], read_label_words)
+        if read:
+            own = read[0]
+            if own[1].malformed:
                 st.caption(
                     plain(
-                        f"{own.name}: {len(own.malformed)} line(s) not read: "
-                        + ", ".join(f"line {m.line} ({m.reason})" for m in own.malformed[:5])
+                        f"{own[1].name}: {len(own[1].malformed)} line(s) not read: "
+                        + ", ".join(f"line {m.line} ({m.reason})" for m in own[1].malformed[:5])
                     )
                 )
     elif data is None:
         st.info("Choose labelled data (Data page) to find its label words.")
-    rows, labels = [], 0
-    for name in chosen if (own is not None or data is not None) else []:
-        entry = entries[name]
-        if own is not None:
-            leaning = own.associations()
-        else:
-            tokenizer = encoder.tokenizer if encoder is not None else None
-            if tokenizer is None and entry.matrix.rows_are is not Rows.WORDS:
-                st.warning(f"{plain(name)}: load the model to count its tokens in the data.")
-                continue
-            model_id = encoder.info.model_id if encoder is not None else ""
-            leaning = significant(datastats.label_stats(entry, data, tokenizer, model_id))
-        try:
-            result = label_purity(
-                matrices.neighbour_index(entry), leaning, per_label=per_label, k=k, resamples=1000
-            )
-        except EmbedgenError as exc:
-            st.warning(plain(f"{name}: {exc}"))
-            continue
-        assert result.interval is not None and result.qualified is not None
-        labels = len(result.per_label)
-        rows.append(
-            {
-                "matrix": name,
-                "purity": result.purity,
-                "95% interval": f"{result.interval.low:.3f}–{result.interval.high:.3f}",
-                **{f"purity · {label}": p for label, p in result.per_label.items()},
-                "words used": sum(len(t) for t in result.tokens.values()),
-                "qualified": ", ".join(f"{n} {lb}" for lb, n in result.qualified.items()),
-                "k": result.k,
-            }
-        )
-        if result.note:
-            st.caption(plain(f"{name}: {result.note}"))
+    purity_asked = own is not None or (source != "A list of your own" and data is not None)
+
+# One job scores every chosen matrix on every file and on label purity, in a worker; the
+# tables follow the choices above (a new choice queues a new job and cancels the old one).
+loaded = st.session_state[session.MODEL_LOADED]
+asked = (
+    tuple(entries[n].key for n in chosen),
+    tuple(u.file_id for u, _ in similarity_files),
+    tuple(u.file_id for u, _ in analogy_files),
+    bool(pool),
+    (source, int(per_label), int(k), own[0].file_id if own else None) if purity_asked else None,
+    data.source_sha256 if data is not None and purity_asked and own is None else None,
+    tuple(loaded) if loaded else None,
+)
+ejob: FolderJob | None = st.session_state[session.EVALUATE_JOB]
+if (similarity_files or analogy_files or purity_asked) and (ejob is None or ejob.tag != asked):
+    if ejob is not None and ejob.active:
+        ejob.request_cancel()  # its answers would be for choices no longer made
+    ejob = st.session_state[session.EVALUATE_JOB] = jobpanel.queue_evaluation(
+        {n: entries[n] for n in chosen},
+        similarity=[(u.name, u.getvalue()) for u, _ in similarity_files],
+        analogy=[(u.name, u.getvalue()) for u, _ in analogy_files],
+        purity={"per_label": int(per_label), "k": int(k)} if purity_asked else None,
+        data=data if purity_asked and own is None else None,
+        label_words=(own[0].name, own[0].getvalue()) if own else None,
+        pool=bool(pool),
+        tag=asked,
+    )
+scores = None
+if ejob is not None and ejob.tag == asked:
+    with panel_place:
+        jobpanel.job_panel(ejob, jobpanel.job_status_while_active, key="evaluate_job")
+    if ejob.state is RunStatus.FINISHED:
+        scores = ejob.result
+notes = [] if scores is None else scores["notes"]
+
+with tab_sim:
+    rows = [] if scores is None else scores["similarity"]
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        shown = pd.DataFrame(
+            {
+                "matrix": r["matrix"],
+                "file": r["file"],
+                "Spearman": r["Spearman"],
+                "Pearson": r["Pearson"],
+                "pairs": f"{r['pairs_found']}/{r['pairs_total']}",
+                "pooled": len(r["pooled"]),
+                "missing": len(r["missing"]),
+            }
+            for r in rows
+        )
+        st.dataframe(
+            shown,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "Spearman": st.column_config.NumberColumn(format="%.3f"),
+                "Pearson": st.column_config.NumberColumn(format="%.3f"),
+            },
+        )
+        few = [r for r in rows if r["pairs_found"] < MIN_PAIRS]
+        if few:
+            st.warning(
+                f"{len(few)} of these scores rest on fewer than {MIN_PAIRS} pairs and mean "
+                "little. Most of the file's words are no rows of the matrix: build word rows "
+                "from a word list that holds them (Matrix page, 'A word list')."
+            )
+        for r in rows:
+            if r["missing"] or r["pooled"] or r["malformed"]:
+                with st.expander(plain(f"{r['matrix']} · {r['file']}: words and lines")):
+                    if r["missing"]:
+                        st.write(f"Missing ({len(r['missing'])}):", plain("、".join(r["missing"])))
+                    if r["pooled"]:
+                        st.write(f"Pooled ({len(r['pooled'])}):", plain("、".join(r["pooled"])))
+                    for line, reason, text in r["malformed"]:
+                        st.caption(plain(f"line {line}: {reason} ({text!r})"))
+    elif not similarity_files:
+        st.info("Upload one or more word-similarity files.")
+
+with tab_analogy:
+    rows = [] if scores is None else scores["analogy"]
+    if rows:
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "matrix": r["matrix"],
+                    "file": r["file"],
+                    "section": r["section"],
+                    "3CosAdd": r["3CosAdd"],
+                    "3CosMul": r["3CosMul"],
+                    "covered": f"{r['found']:,}/{r['total']:,}",
+                }
+                for r in rows
+            ),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "3CosAdd": st.column_config.NumberColumn(format="%.3f"),
+                "3CosMul": st.column_config.NumberColumn(format="%.3f"),
+            },
+        )
+        st.caption(
+            "Accuracy over the questions covered: a, b and c have vectors and d is a row. "
+            "Token matrices of Chinese models cover few multi-character answers; word "
+            "matrices built from a word list that holds the file's words cover them all."
+        )
+    elif not analogy_files:
+        st.info("Upload one or more analogy files.")
+
+with tab_purity:
+    rows = [] if scores is None else scores["purity"]
+    for note in notes:
+        st.warning(plain(f"{note['matrix']}: {note['text']}"))
+    if rows:
+        labels = len(rows[0]["per_label"])
+        interval = "95% interval"
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "matrix": r["matrix"],
+                    "purity": r["purity"],
+                    interval: f"{r['low']:.3f}–{r['high']:.3f}" if r["low"] is not None else "",
+                    **{f"purity · {label}": p for label, p in r["per_label"].items()},
+                    "words used": r["words_used"],
+                    "qualified": ", ".join(f"{n} {lb}" for lb, n in r["qualified"].items()),
+                    "k": r["k"],
+                }
+                for r in rows
+            ),
+            hide_index=True,
+            width="stretch",
+        )
         st.caption(
             f"**What the number means**: for each label word, the share of its {k} nearest "
             "neighbours (among the label words) that have its label, averaged over the words. "

@@ -367,11 +367,45 @@ def test_word_rows_of_the_data_are_built_and_evaluated(app: AppTest, tiny_model_
     pairs = f"{first}\t{second}\t9\n{third}\t{first}\t1\nbad line\n"
     app.get("file_uploader")[0].upload("mine.txt", pairs.encode(), "text/plain").run()
     assert not app.exception, [e.value for e in app.exception]
+    wait_for(app, "evaluate_scores_job")  # scored by a worker, not by the server
     table = app.dataframe[0].value
     assert list(table["file"]) == ["mine.txt"] and table["pairs"][0] == "2/2"
     assert any("line 3" in c for c in texts(app.caption)), "the malformed line is reported"
     purity = app.dataframe[-1].value
     assert "purity" in purity.columns and 0.0 <= purity["purity"][0] <= 1.0
+
+
+def test_evaluate_scores_in_a_worker_and_a_new_choice_replaces_the_job(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    """The scores are a worker's job (its folder holds the file and the tables); changing a
+    choice queues a new job, whose tables are the ones shown."""
+    from embedgen.jobrecord import read_job
+
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    (entry,) = app.session_state["matrices"].values()
+    first, second = entry.matrix.vocab[:2]
+    word = "".join(t for t in entry.matrix.vocab if len(t) == 1 and "\u4e00" <= t <= "\u9fff")[:2]
+    pairs = f"{first}\t{second}\t9\n{word}\t{first}\t1\n"
+    go(app, "6_Evaluate")
+    app.get("file_uploader")[0].upload("mine.txt", pairs.encode(), "text/plain").run()
+    wait_for(app, "evaluate_scores_job")
+    pooled_job = app.session_state["evaluate_scores_job"]
+    table = app.dataframe[0].value
+    assert (table["pairs"][0], table["pooled"][0]) == ("2/2", 1), f"{word} pooled"
+
+    app.toggle(key="evaluate_pool").set_value(False).run()
+    wait_for(app, "evaluate_scores_job")
+    job = app.session_state["evaluate_scores_job"]
+    assert job.folder != pooled_job.folder, "a new job for the new choice"
+    table = app.dataframe[0].value
+    assert (table["pairs"][0], table["missing"][0]) == ("1/2", 1), f"{word} no longer pooled"
+    record = read_job(job.folder)
+    assert record.kind == "evaluate" and record.request["pool"] is False
+    assert (Path(job.folder) / "similarity-0.txt").read_bytes() == pairs.encode()
 
 
 def test_the_tradeoff_of_a_run_is_drawn(app: AppTest, tiny_model_dir: Path) -> None:

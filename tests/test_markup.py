@@ -106,6 +106,7 @@ def test_a_file_name_and_missing_words_show_as_typed(app: AppTest, tiny_model_di
     go(app, "6_Evaluate")
     pairs = "**坏**\t好\t3\n好\t不\t5\n"
     app.get("file_uploader")[0].upload("mine.txt", pairs.encode(), "text/plain").run()
+    wait_for(app, "evaluate_scores_job")
     shown = markdown_shown(app)
     assert not [s for s in shown if "**坏**" in s], "a missing word reached Markdown raw"
     assert any(plain("**坏**") in s for s in shown), "the missing word is listed"

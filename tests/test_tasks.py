@@ -232,6 +232,62 @@ def test_a_tradeoff_job_gives_the_points_tradeoff_of_data_gives(
     )
 
 
+def test_an_evaluate_job_scores_what_the_page_chose_in_the_worker(
+    home: Path, tiny_model_dir: Path, tiny_encoder, tmp_path: Path
+) -> None:
+    """Evaluate's tables come from a worker: the matrices are read from their folders (one
+    kept in no folder goes into the job's), the files from the job folder under fixed names
+    (the name a visitor gave is only shown), and the data's tokens are counted with the
+    loaded model, not with another model's tokenizer."""
+    from conftest import NEGATIVE, POSITIVE
+
+    from embedgen.data import prepare
+    from embedgen.evaluate import read_similarity, similarity
+    from embedgen.matrix import EmbeddingMatrix, save_matrix
+    from embedgen.table import read_table
+
+    rows = [(f"{POSITIVE[i % 8]}{POSITIVE[(i + 3) % 8]}好", "pos") for i in range(120)]
+    rows += [(f"{NEGATIVE[i % 8]}{NEGATIVE[(i + 5) % 8]}坏", "neg") for i in range(120)]
+    csv = tmp_path / "cues.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows), "utf-8")
+    data = prepare(read_table(csv), "text", "label")
+    matrix = build_matrix(tiny_encoder, MatrixOptions(method="input", cjk_only=True))
+    save_matrix(matrix, home / "saved")
+    other = EmbeddingMatrix(
+        vectors=matrix.vectors, vocab=matrix.vocab, manifest={"model": {"model_id": "m3e-small"}}
+    )
+    pairs = f"{POSITIVE[0]}\t{POSITIVE[1]}\t9\n{POSITIVE[0]}\t{NEGATIVE[0]}\t1\n"
+    pairs += f"{POSITIVE[2]}\t{NEGATIVE[2]}\t2\n"
+    name = "../../escape.txt"
+    record = tasks.submit_evaluation(
+        {"saved": (matrix, str(home / "saved")), "unsaved": (matrix, ""), "other": (other, "")},
+        similarity=[tasks.Benchmark(name, pairs.encode())],
+        purity={"per_label": 4, "k": 1},
+        data=data,
+        model=tasks.Source(model=str(tiny_model_dir), allow_download=False),
+    )
+    folder = Path(record.folder)
+    assert not (folder.parent.parent / "escape.txt").exists()
+    assert tasks.run_job({"folder": record.folder}) is RunStatus.FINISHED
+    scores = tasks.scores_of(read_job(folder))
+
+    direct = similarity(matrix, read_similarity(pairs.encode(), name=name))
+    assert [r["matrix"] for r in scores["similarity"]] == ["saved", "unsaved", "other"]
+    for row in scores["similarity"]:
+        assert row["file"] == name and row["Spearman"] == pytest.approx(direct.spearman)
+    assert (folder / "similarity-0.txt").read_bytes() == pairs.encode()
+    assert (folder / f"{tasks.KEPT_HERE}-1" / "matrix.npy").exists(), "the unsaved one, here"
+
+    purity = {r["matrix"]: r for r in scores["purity"]}
+    assert set(purity) == {"saved", "unsaved"} and 0.0 <= purity["saved"]["purity"] <= 1.0
+    assert purity["saved"]["qualified"] and purity["saved"] == {
+        **purity["unsaved"],
+        "matrix": "saved",
+    }
+    (note,) = scores["notes"]
+    assert note["matrix"] == "other" and "load m3e-small on the Model page" in note["text"]
+
+
 def test_a_job_whose_queue_entry_was_lost_is_queued_again(home: Path, tiny_model_dir: Path) -> None:
     from huey import SqliteHuey
 

@@ -25,7 +25,7 @@ from embedgen.errors import BadRun
 from embedgen.jobrecord import JobRecord, cancel_queued_job, read_job
 from embedgen.runs import RunRecord, RunStatus, load_run, read_run_record
 from embedgen.train import EpochMetrics, Run
-from embedgen.ui import feedback, visitor
+from embedgen.ui import feedback, session, visitor
 from embedgen.ui.markup import plain
 from embedgen.ui.models import current_encoder
 
@@ -397,6 +397,57 @@ def queue_tradeoff(run: Run, data: Any, sets: list[Any], *, tag: Any) -> FolderJ
     record = feedback.attempt(lambda: tasks.submit_tradeoff(str(run.folder), data, sets, user=user))
     jobs.ensure_worker()
     return FolderJob(record.folder, "Trade-off", take=tradeoff_points, tag=tag)
+
+
+def queue_evaluation(
+    entries: dict[str, Any],
+    *,
+    similarity: list[tuple[str, bytes]],
+    analogy: list[tuple[str, bytes]],
+    purity: dict[str, int] | None,
+    data: Any,
+    label_words: tuple[str, bytes] | None,
+    pool: bool,
+    tag: Any,
+) -> FolderJob:
+    """Queue the Evaluate page's scores of ``entries`` (name -> MatrixEntry) on the uploaded
+    files (name, bytes) and label purity, for a worker; its tables are the job's result. The
+    tokens of the data are counted with the model loaded on the Model page, as the operator
+    allows it to be loaded."""
+    user = visitor.current_user()
+    settings = visitor.operator()
+    spec, trust = st.session_state.get(session.MODEL_LOADED) or ("", False)
+    model = (
+        tasks.Source(
+            model=spec,
+            trust_remote_code=bool(trust) and settings.allow_remote_code,
+            allow_download=settings.allow_downloads,
+            allow_pickle=settings.allow_pickled_weights,
+        )
+        if spec
+        else None
+    )
+    record = feedback.attempt(
+        lambda: tasks.submit_evaluation(
+            {name: (e.matrix, e.folder) for name, e in entries.items()},
+            similarity=[tasks.Benchmark(n, raw) for n, raw in similarity],
+            analogy=[tasks.Benchmark(n, raw) for n, raw in analogy],
+            purity=purity,
+            data=data,
+            label_words=tasks.Benchmark(*label_words) if label_words else None,
+            model=model,
+            pool=pool,
+            user=user,
+        )
+    )
+    jobs.ensure_worker()
+    return FolderJob(record.folder, "Scores", take=tasks.scores_of, tag=tag)
+
+
+def job_status_while_active(job: QueuedJob | FolderJob) -> None:
+    """:func:`job_status` until the job finishes; then nothing (its result says enough)."""
+    if job.state is not RunStatus.FINISHED:
+        job_status(job)
 
 
 def tradeoff_points(record: JobRecord) -> Any:

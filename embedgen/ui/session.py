@@ -33,6 +33,7 @@ MATRICES = "matrices"  # name -> MatrixEntry
 PROJECTION_JOB = "explore_projection_job"
 PROJECTIONS = "explore_projections"  # (matrix key, ProjectionOptions) -> Projection
 TRADEOFF_JOB = "evaluate_tradeoff_job"
+EVALUATE_JOB = "evaluate_scores_job"
 
 # The Data page's widgets, which a reloaded tab sets to what was chosen before (ui.visit).
 DATA_SOURCE_KEY = "data_source"
@@ -57,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     MATRIX_JOB: None,
     PROJECTION_JOB: None,
     TRADEOFF_JOB: None,
+    EVALUATE_JOB: None,
 }
 
 

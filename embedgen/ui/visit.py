@@ -41,6 +41,7 @@ def _job_slots() -> dict[str, str]:
         "matrix": session.MATRIX_JOB,
         "map": session.PROJECTION_JOB,
         "tradeoff": session.TRADEOFF_JOB,
+        "evaluate": session.EVALUATE_JOB,
     }
 
 
@@ -235,6 +236,8 @@ def _job(slot: str, folder: str, tag: Any) -> Any:
         return FolderJob(folder, "Matrix", take=matrices.entry_of_job)
     if slot == "map":
         return FolderJob(folder, "Map", take=tasks.projection_of, tag=tag)
+    if slot == "evaluate":
+        return FolderJob(folder, "Scores", take=tasks.scores_of, tag=tag)
     return FolderJob(folder, "Trade-off", take=jobpanel.tradeoff_points, tag=tag)
 
 
