@@ -1,4 +1,4 @@
-"""Matrix builds, estimates, maps, trade-offs and scores as queue tasks, run by workers, seen in folders.
+"""Matrix builds, estimates, maps, trade-offs and scores as queue tasks, run by workers.
 
 The Matrix page and ``embedgen matrix --queue`` write a job folder (:mod:`embedgen.jobrecord`:
 job.json with the request, the word list and the texts beside it) and enqueue its task; a
