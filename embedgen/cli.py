@@ -739,9 +739,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "worker",
         parents=[common],
-        help="train the runs queued by the app (SQLite in $EMBEDGEN_HOME, or $EMBEDGEN_QUEUE_URL)",
+        help="run the jobs queued by the app and the CLI (SQLite in $EMBEDGEN_HOME, or "
+        "$EMBEDGEN_QUEUE_URL): trainings and matrix builds one at a time, and beside them, on "
+        "one more thread, the short jobs (estimates, maps, trade-offs, scores)",
     )
-    p.add_argument("--workers", type=int, default=1, help="runs trained at once (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="trainings and matrix builds run at once (default 1)",
+    )
     p.add_argument(
         "--worker-type",
         choices=("thread", "process"),

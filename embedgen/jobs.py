@@ -88,6 +88,9 @@ _queues_lock = threading.Lock()
 # name; each queue registers them as it is made, so a worker that imported them runs them.
 _more_tasks: dict[str, Any] = {}
 _wrappers: dict[int, dict[str, Any]] = {}  # id(huey) -> name -> its task of that name
+_quick: dict[str, Huey] = {}  # place -> its quick lane
+_quick_tasks: set[str] = set()  # names of the tasks that go into the quick lane
+QUICK_LANE = "embedgen-quick"
 
 
 def get_huey() -> Huey:
@@ -104,28 +107,59 @@ def _queue() -> tuple[Huey, Any]:
 
 def _queue_and_tasks() -> tuple[Huey, Any, Any]:
     """The queue of this place (Redis or the SQLite file) and its train and warm tasks."""
-    url = os.environ.get(QUEUE_URL_ENV, "").strip()
-    where = url or str(queue_dir() / "huey.db")
+    url, where = _place()
     with _queues_lock:
-        if where not in _queues:
-            huey = _new_huey(url)
-            tasks = huey.task(name="embedgen.train")(train), huey.task(name="embedgen.warm")(warm)
-            _wrappers[id(huey)] = {n: huey.task(name=n)(fn) for n, fn in _more_tasks.items()}
-            _queues[where] = (huey, *tasks)
+        _make_queues(url, where)
         if not url:
             _reopen_if_replaced(_queues[where][0], Path(where))
         return _queues[where]
 
 
-def register_task(name: str, fn: Any) -> None:
+def quick_huey() -> Huey:
+    """The quick lane of this place's queue: short jobs (estimates, maps, trade-offs,
+    scores) that a worker runs beside a training instead of after it (:func:`run_worker`).
+    The same SQLite file or Redis server, under a queue name of its own."""
+    url, where = _place()
+    with _queues_lock:
+        _make_queues(url, where)
+        if not url:
+            _reopen_if_replaced(_quick[where], Path(where))
+        return _quick[where]
+
+
+def _place() -> tuple[str, str]:
+    url = os.environ.get(QUEUE_URL_ENV, "").strip()
+    return url, url or str(queue_dir() / "huey.db")
+
+
+def _make_queues(url: str, where: str) -> None:
+    """Both lanes of the queue at ``where``, each with every task (called with the lock)."""
+    if where in _queues:
+        return
+    huey, quick = _new_huey(url), _new_huey(url, QUICK_LANE)
+    tasks = huey.task(name="embedgen.train")(train), huey.task(name="embedgen.warm")(warm)
+    for lane in (huey, quick):
+        _wrappers[id(lane)] = {n: lane.task(name=n)(fn) for n, fn in _more_tasks.items()}
+    _queues[where], _quick[where] = (huey, *tasks), quick
+
+
+def register_task(name: str, fn: Any, *, quick: bool = False) -> None:
     """Make ``fn(payload: dict)`` the queue's task ``name`` in this process (its queues made
-    before and after): what :func:`enqueue` asks a worker to run."""
+    before and after): what :func:`enqueue` asks a worker to run. ``quick``: a short job,
+    queued in the quick lane (:func:`quick_huey`)."""
     with _queues_lock:
         _more_tasks[name] = fn
-        for huey, *_ in _queues.values():
+        if quick:
+            _quick_tasks.add(name)
+        for huey in [q[0] for q in _queues.values()] + list(_quick.values()):
             known = _wrappers.setdefault(id(huey), {})
             if name not in known:
                 known[name] = huey.task(name=name)(fn)
+
+
+def _lane(name: str) -> Huey:
+    """The queue a task of ``name`` goes into."""
+    return quick_huey() if name in _quick_tasks else get_huey()
 
 
 def enqueue(
@@ -139,7 +173,7 @@ def enqueue(
     queue; return its id. ``prepare(task_id)`` runs first (the caller writes what the
     worker reads); when the queue cannot take the task, ``undo()`` runs and
     :class:`QueueUnreachable` says so."""
-    huey = get_huey()
+    huey = _lane(name)
     with _queues_lock:
         wrapper = _wrappers.get(id(huey), {}).get(name)
     if wrapper is None:
@@ -159,7 +193,7 @@ def enqueue(
     return task.id
 
 
-_opened: dict[Path, int] = {}  # SQLite queue file -> the inode this process opened
+_opened: dict[tuple[Path, str], int] = {}  # (SQLite file, lane) -> the inode opened here
 
 
 def _reopen_if_replaced(huey: Huey, path: Path) -> None:
@@ -173,21 +207,22 @@ def _reopen_if_replaced(huey: Huey, path: Path) -> None:
         inode: int | None = path.stat().st_ino
     except FileNotFoundError:
         inode = None
-    if inode is not None and _opened.get(path) == inode:
+    key = (path, huey.name)
+    if inode is not None and _opened.get(key) == inode:
         return
-    if path in _opened:  # replaced or removed since it was opened here
+    if key in _opened:  # replaced or removed since it was opened here
         log.warning("The queue file %s was replaced or removed: opening it again", path)
         huey.storage.close()
         huey.storage.initialize_schema()
         inode = path.stat().st_ino
     if inode is not None:
-        _opened[path] = inode
+        _opened[key] = inode
 
 
-def _new_huey(url: str) -> Huey:
+def _new_huey(url: str, name: str = "embedgen") -> Huey:
     if not url:
         queue_dir().mkdir(parents=True, exist_ok=True)
-        return SqliteHuey("embedgen", filename=str(queue_dir() / "huey.db"), results=False)
+        return SqliteHuey(name, filename=str(queue_dir() / "huey.db"), results=False)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise BadConfig(
             f"{QUEUE_URL_ENV}={url!r}: only Redis is supported (redis://host:6379/0). Unset it "
@@ -200,7 +235,7 @@ def _new_huey(url: str) -> Huey:
             f"{QUEUE_URL_ENV} points to Redis, but the redis package is not installed. Install "
             'it with `pip install "embedgen[redis]"`, or unset the variable.'
         ) from None
-    return RedisHuey("embedgen", url=url, results=False)
+    return RedisHuey(name, url=url, results=False)
 
 
 @dataclass(frozen=True)
@@ -293,7 +328,7 @@ def requeue_lost(min_age: float = LOST_AFTER_SECONDS) -> list[Path]:
 
     huey, task = _queue()
     try:
-        pending = {m.id for m in huey.pending()}
+        pending = {m.id for lane in (huey, quick_huey()) for m in lane.pending()}
     except Exception as exc:  # the queue is not back yet: try again later
         log.debug("Lost runs not looked for: %s", exc)
         return []
@@ -317,10 +352,10 @@ def requeue_lost(min_age: float = LOST_AFTER_SECONDS) -> list[Path]:
         huey.enqueue(message)
         log.warning("Queued %s again: its queue entry was lost", folder.name)
         found.append(folder)
-    return found + _requeue_lost_jobs(huey, pending, now, min_age)
+    return found + _requeue_lost_jobs(pending, now, min_age)
 
 
-def _requeue_lost_jobs(huey: Huey, pending: set[str], now: Any, min_age: float) -> list[Path]:
+def _requeue_lost_jobs(pending: set[str], now: Any, min_age: float) -> list[Path]:
     """The queued jobs of :mod:`embedgen.jobrecord` (matrix builds, maps...) whose task no
     queue holds, queued again under their task ``embedgen.<kind>``; a job whose kind no task
     of this process runs ends "failed", saying why."""
@@ -338,6 +373,7 @@ def _requeue_lost_jobs(huey: Huey, pending: set[str], now: Any, min_age: float) 
             or (now - datetime.fromisoformat(record.queued)).total_seconds() < min_age
         ):
             continue
+        huey = _lane(f"embedgen.{record.kind}")
         wrapper = _wrappers.get(id(huey), {}).get(f"embedgen.{record.kind}")
         if wrapper is None:  # no task of this process runs it: ended, saying why
             lost = "Its queue entry was lost; start it again."
@@ -666,8 +702,29 @@ def run_worker(workers: int = 1, worker_type: str = "thread", stop_with: int | N
         return True
 
     beat = queue_dir() / f"worker-{socket.gethostname()}-{os.getpid()}"
-    with beating(beat, WORKER_BEAT_SECONDS, create=True, on_beat=tend):
+    with beating(beat, WORKER_BEAT_SECONDS, create=True, on_beat=tend), _quick_lane():
         consumer.run()
+
+
+@contextlib.contextmanager
+def _quick_lane() -> Iterator[None]:
+    """One more worker thread, for the quick lane: an estimate, a map or the scores asked
+    while a training runs start at once instead of after it (they share the worker's loaded
+    models). Stopped, after the job under way, when the main consumer stops."""
+    from huey.consumer import Consumer
+
+    quick = Consumer(
+        quick_huey(), workers=1, worker_type="thread", periodic=False, max_delay=WORKER_POLL_SECONDS
+    )
+    # What Consumer.start does, without taking the signals: they are the main consumer's.
+    quick.scheduler.start()
+    for _, thread in quick.worker_threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        quick.stop(graceful=True)
+        quick.huey.notify_interrupted_tasks()
 
 
 def live_workers() -> list[Path]:

@@ -604,5 +604,6 @@ _TASKS = {
     "tradeoff": TRADEOFF_TASK,
     "evaluate": EVALUATE_TASK,
 }
-for _name in _TASKS.values():
-    register_task(_name, run_job)
+QUICK_KINDS = ("estimate", "map", "tradeoff", "evaluate")  # beside a training, not after it
+for _kind, _name in _TASKS.items():
+    register_task(_name, run_job, quick=_kind in QUICK_KINDS)

@@ -288,6 +288,31 @@ def test_an_evaluate_job_scores_what_the_page_chose_in_the_worker(
     assert note["matrix"] == "other" and "load m3e-small on the Model page" in note["text"]
 
 
+def test_a_quick_job_runs_beside_a_training_and_a_build_waits_for_it(
+    home: Path, tiny_model_dir: Path, synthetic_data, start_worker: Callable[[str], Path]
+) -> None:
+    """One worker: an estimate asked while a training runs finishes before the training
+    does (the quick lane); a matrix build waits for it (the main lane, one at a time)."""
+    training = test_jobs.request(tiny_model_dir, epochs=10_000)  # ends when cancelled
+    jobs.submit(training, synthetic_data)
+    log = start_worker("one")
+    wait_for("the training", lambda: jobs.run_status(training.folder) is RunStatus.RUNNING)
+    build = tasks.submit("matrix", _request(tiny_model_dir), words=words_from_list(["中国"]))
+    estimate = tasks.submit("estimate", _request(tiny_model_dir), words=words_from_list(["中国"]))
+    try:
+        wait_for(
+            "the estimate",
+            lambda: read_job(estimate.folder).status is RunStatus.FINISHED,
+        )
+        assert jobs.run_status(training.folder) is RunStatus.RUNNING, log.read_text()
+        assert read_job(build.folder).status is RunStatus.QUEUED, "a build waits its turn"
+    finally:
+        jobs.cancel(training.folder)
+    wait_for("the build", lambda: read_job(build.folder).status is RunStatus.FINISHED)
+    ended = jobs.run_status(training.folder)
+    assert ended is None or not ended.active, "the build ran after the training ended"
+
+
 def test_a_job_whose_queue_entry_was_lost_is_queued_again(home: Path, tiny_model_dir: Path) -> None:
     from huey import SqliteHuey
 
