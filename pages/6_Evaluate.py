@@ -238,6 +238,7 @@ with tab_purity:
     if rows:
         labels = len(rows[0]["per_label"])
         interval = "95% interval"
+        purity_columns = ["purity", *(f"purity · {lb}" for lb in rows[0]["per_label"])]
         st.dataframe(
             pd.DataFrame(
                 {
@@ -253,6 +254,7 @@ with tab_purity:
             ),
             hide_index=True,
             width="stretch",
+            column_config={c: st.column_config.NumberColumn(format="%.3f") for c in purity_columns},
         )
         st.caption(
             f"**What the number means**: for each label word, the share of its {k} nearest "
