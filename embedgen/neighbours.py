@@ -68,12 +68,31 @@ def _unit(vector: npt.NDArray[np.floating]) -> Vector:
 
 
 class NeighbourIndex:
-    """Cosine neighbours over ``matrix``; rows are normalised once, here."""
+    """Cosine neighbours over ``matrix``.
+
+    A float32 matrix is not copied: its rows' inverse lengths are kept (4 bytes a row) and
+    each question scales the products, so an index over a matrix mapped from its file
+    (``load_matrix(mapped=True)``) adds next to nothing to the process. The web server keeps
+    an index for each of its visitors' recent matrices; a normalised copy of each (25 MiB for
+    e5-small's CJK tokens) was most of what three visitors grew it by (BENCHMARKS.md). Other
+    dtypes are normalised into a float32 copy once, here. :attr:`unit` makes the normalised
+    rows when asked (analogies score in bulk with them).
+    """
 
     def __init__(self, matrix: EmbeddingMatrix) -> None:
         self.matrix = matrix
-        self._unit = l2_normalize(matrix.vectors)
-        self._unit.flags.writeable = False
+        vectors = matrix.vectors
+        self._unit_rows: Vector | None = None
+        if vectors.dtype == np.float32 and vectors.ndim == 2:
+            self._rows = vectors
+            norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
+            with np.errstate(divide="ignore"):
+                inverse = np.where(norms > 0, 1.0 / norms, 0.0)
+            self._inverse: Vector | None = inverse.astype(np.float32)
+        else:
+            self._rows = self._unit_rows = l2_normalize(vectors)
+            self._unit_rows.flags.writeable = False
+            self._inverse = None
         self._row: dict[str, int] = {}
         self._more_rows: dict[str, list[int]] = {}  # only for tokens listed more than once
         for i, token in enumerate(matrix.vocab):
@@ -97,8 +116,21 @@ class NeighbourIndex:
 
     @property
     def unit(self) -> Vector:
-        """The matrix rows scaled to length 1 (read-only; an all-zero row stays zero)."""
-        return self._unit
+        """The matrix rows scaled to length 1 (read-only; an all-zero row stays zero), made
+        on first use and kept."""
+        if self._unit_rows is None:
+            assert self._inverse is not None
+            self._unit_rows = np.multiply(self._rows, self._inverse[:, None], dtype=np.float32)
+            self._unit_rows.flags.writeable = False
+        return self._unit_rows
+
+    def _unit_of(self, rows: int | list[int]) -> Vector:
+        """Rows of :attr:`unit`, without making all of it."""
+        if self._inverse is None:
+            return np.array(self._rows[rows], dtype=np.float32)
+        scale = self._inverse[rows]
+        picked = np.asarray(self._rows[rows], dtype=np.float32)
+        return picked * (scale[:, None] if picked.ndim == 2 else scale)
 
     def row(self, token: str) -> int | None:
         """Return the row of ``token`` (the first, if it is listed twice), or None if none."""
@@ -118,7 +150,7 @@ class NeighbourIndex:
         if word:
             for token in (word, WORD_START + word):
                 if token in self._row:
-                    vector = self._unit[self._row[token]].copy()
+                    vector = self._unit_of(self._row[token])
                     return Lookup(query=word, vector=vector, pieces=(token,), pooled=False)
         pieces = self.split(word)
         if pieces is None:
@@ -132,7 +164,7 @@ class NeighbourIndex:
                 f"and cannot be pieced together from its {rows}."
             )
         rows = [self._row[p] for p in pieces]
-        vector = self._unit[rows].mean(axis=0, dtype=np.float32)
+        vector = self._unit_of(rows).mean(axis=0, dtype=np.float32)
         return Lookup(query=word, vector=vector, pieces=pieces, pooled=len(pieces) > 1)
 
     def split(self, word: str) -> tuple[str, ...] | None:
@@ -175,7 +207,7 @@ class NeighbourIndex:
             found = self.lookup(query)
             return _unit(found.vector), found.pieces
         vector = np.asarray(query, dtype=np.float32)
-        dims = self._unit.shape[1]
+        dims = self._rows.shape[1]
         if vector.shape != (dims,):
             raise BadConfig(
                 f"The query vector has shape {vector.shape}, but this matrix has {dims} dims; "
@@ -219,7 +251,9 @@ class NeighbourIndex:
         return [Neighbour(vocab[i], float(scores[i])) for i in rows]
 
     def _cosines(self, unit: Vector) -> Vector:
-        return np.clip(self._unit @ unit, -1.0, 1.0)
+        if self._inverse is None:
+            return np.clip(self._rows @ unit, -1.0, 1.0)
+        return np.clip((self._rows @ unit) * self._inverse, -1.0, 1.0)
 
     # -- questions ---------------------------------------------------------------------------
 

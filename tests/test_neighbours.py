@@ -196,3 +196,34 @@ def test_neighbours_can_be_kept_to_cjk_rows() -> None:
     assert everything == ["good", "▁kaasa", "棒"]
     cjk = [n.token for n in index.top_k("好", k=3, only=index.cjk_rows())]
     assert cjk == ["棒", "▁美", "坏"]
+
+
+def test_an_index_over_a_mapped_matrix_copies_none_of_it_and_answers_the_same(tmp_path) -> None:
+    """The web server keeps an index for each visitor's recent matrices: a normalised copy
+    of each was most of what three visitors grew it by. A float32 index keeps each row's
+    inverse length instead, and answers as an index over the normalised rows does."""
+    import tracemalloc
+
+    from embedgen.matrix import load_matrix, save_matrix
+
+    rng = np.random.default_rng(3)
+    vocab = tuple(chr(0x4E00 + i) for i in range(4000))
+    vectors = rng.standard_normal((len(vocab), 384)).astype(np.float32)  # e5-small's width
+    vectors[7] = 0.0  # an all-zero row stays zero, never NaN
+    save_matrix(EmbeddingMatrix(vectors=vectors, vocab=vocab, manifest={}), tmp_path / "m")
+    mapped = load_matrix(tmp_path / "m", mapped=True)
+
+    tracemalloc.start()
+    index = NeighbourIndex(mapped)
+    answers = [index.top_k(w, 5) for w in ("一", "丁", "一丁", vocab[7])]
+    held = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert held < vectors.nbytes / 10, f"{held:,} bytes held for a {vectors.nbytes:,}-byte matrix"
+
+    copied = NeighbourIndex(EmbeddingMatrix(vectors.astype(np.float64), vocab, {}))
+    for word, got in zip(("一", "丁", "一丁", vocab[7]), answers, strict=True):
+        want = copied.top_k(word, 5)
+        assert [n.token for n in got] == [n.token for n in want]
+        np.testing.assert_allclose([n.score for n in got], [n.score for n in want], atol=1e-6)
+    np.testing.assert_allclose(index.unit, copied.unit, atol=1e-6)
+    assert not np.isnan(index.unit).any() and not index.unit[7].any()
