@@ -175,6 +175,10 @@ def user(
             page.get_by_role("tab", name="Map").click()
             idle(page)
             compute = page.get_by_role("button", name="Compute map")
+            chart = page.get_by_role("tabpanel").get_by_test_id("stPlotlyChart")
+            # The tab draws one or the other; counting the button before either was drawn
+            # skipped the click and waited 300 s for a chart (one error in 68 requests).
+            expect(compute.or_(chart).first).to_be_visible()
             if compute.count():
                 before = finished_jobs("map")
                 compute.click()

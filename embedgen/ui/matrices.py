@@ -94,7 +94,8 @@ def neighbour_index(entry: MatrixEntry) -> NeighbourIndex:
 
     A server-wide cache of 8 indexes (each the matrix and its unit rows, 50 MiB for
     e5-small's 16,520 CJK tokens) held every matrix the visitors had rebuilt: three visitors
-    rebuilding theirs grew the server by 607 MiB in three minutes (bench/soak.py)."""
+    rebuilding theirs grew the server by 607 MiB in three minutes (bench/soak.py). An index
+    now keeps no copy of a float32 matrix (1 MiB over e5's mapped matrix)."""
     live = {e.key for e in st.session_state.get(MATRICES, {}).values()} | {entry.key}
     store = st.session_state.setdefault(INDEXES, {})
     for key in [k for k in store if k not in live]:  # rebuilt or dropped: its matrix too
