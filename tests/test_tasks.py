@@ -293,7 +293,7 @@ def test_a_quick_job_runs_beside_a_training_and_a_build_waits_for_it(
 ) -> None:
     """One worker: an estimate asked while a training runs finishes before the training
     does (the quick lane); a matrix build waits for it (the main lane, one at a time)."""
-    training = test_jobs.request(tiny_model_dir, epochs=10_000)  # ends when cancelled
+    training = test_jobs.request(tiny_model_dir, epochs=10_000, patience=0)  # till cancelled
     jobs.submit(training, synthetic_data)
     log = start_worker("one")
     wait_for("the training", lambda: jobs.run_status(training.folder) is RunStatus.RUNNING)
