@@ -732,37 +732,11 @@ def build_parser() -> argparse.ArgumentParser:
         _neighbours_parser,
         _evaluate_parser,
         _export_parser,
+        _worker_parser,
     ):
         add(sub, common)
     p = sub.add_parser("models", parents=[common], help="list models in the local HF cache")
     p.set_defaults(func=cmd_models)
-    p = sub.add_parser(
-        "worker",
-        parents=[common],
-        help="run the jobs queued by the app and the CLI (SQLite in $EMBEDGEN_HOME, or "
-        "$EMBEDGEN_QUEUE_URL): trainings and matrix builds one at a time, and beside them, on "
-        "one more thread, the short jobs (estimates, maps, trade-offs, scores)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="trainings and matrix builds run at once (default 1)",
-    )
-    p.add_argument(
-        "--worker-type",
-        choices=("thread", "process"),
-        default="thread",
-        help="threads in this process, or a process per worker (default thread)",
-    )
-    p.add_argument(
-        "--stop-with",
-        type=int,
-        metavar="PID",
-        help="stop, after the run under way, once process PID has ended (the app passes its "
-        "own, so a worker it started does not outlive it idle)",
-    )
-    p.set_defaults(func=cmd_worker)
     p = sub.add_parser(
         "runs",
         parents=[common],
@@ -885,6 +859,36 @@ def _neighbours_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_neighbors)
+
+
+def _worker_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="run the jobs queued by the app and the CLI (SQLite in $EMBEDGEN_HOME, or "
+        "$EMBEDGEN_QUEUE_URL): trainings and matrix builds one at a time, and beside them, on "
+        "one more thread, the short jobs (estimates, maps, trade-offs, scores)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="trainings and matrix builds run at once (default 1)",
+    )
+    p.add_argument(
+        "--worker-type",
+        choices=("thread", "process"),
+        default="thread",
+        help="threads in this process, or a process per worker (default thread)",
+    )
+    p.add_argument(
+        "--stop-with",
+        type=int,
+        metavar="PID",
+        help="stop, after the run under way, once process PID has ended (the app passes its "
+        "own, so a worker it started does not outlive it idle)",
+    )
+    p.set_defaults(func=cmd_worker)
 
 
 def _evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:

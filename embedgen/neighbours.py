@@ -67,32 +67,29 @@ def _unit(vector: npt.NDArray[np.floating]) -> Vector:
     return v / norm if norm > 0 else v.copy()
 
 
-class NeighbourIndex:
-    """Cosine neighbours over ``matrix``.
+def _rows_and_scales(vectors: np.ndarray) -> tuple[Vector, Vector, Vector | None]:
+    """What an index reads its cosines from: rows, the scale of each (1 / its length; 0 for
+    an all-zero row) and the unit rows when they were made. A float32 matrix is used as it
+    is (no copy: over a matrix mapped from its file, the index adds 4 bytes a row); others
+    are normalised once into a float32 copy."""
+    if vectors.dtype == np.float32 and vectors.ndim == 2:
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
+        with np.errstate(divide="ignore"):
+            return vectors, np.where(norms > 0, 1.0 / norms, 0.0).astype(np.float32), None
+    unit = l2_normalize(vectors)
+    unit.flags.writeable = False
+    return unit, np.ones(len(unit), dtype=np.float32), unit
 
-    A float32 matrix is not copied: its rows' inverse lengths are kept (4 bytes a row) and
-    each question scales the products, so an index over a matrix mapped from its file
-    (``load_matrix(mapped=True)``) adds next to nothing to the process. The web server keeps
-    an index for each of its visitors' recent matrices; a normalised copy of each (25 MiB for
-    e5-small's CJK tokens) was most of what three visitors grew it by (BENCHMARKS.md). Other
-    dtypes are normalised into a float32 copy once, here. :attr:`unit` makes the normalised
-    rows when asked (analogies score in bulk with them).
-    """
+
+class NeighbourIndex:
+    """Cosine neighbours over ``matrix``, without a normalised copy of a float32 matrix
+    (:func:`_rows_and_scales`): the web server keeps an index for each visitor's recent
+    matrices, and those copies (25 MiB for e5-small's CJK tokens) were most of what three
+    visitors grew it by (BENCHMARKS.md)."""
 
     def __init__(self, matrix: EmbeddingMatrix) -> None:
         self.matrix = matrix
-        vectors = matrix.vectors
-        self._unit_rows: Vector | None = None
-        if vectors.dtype == np.float32 and vectors.ndim == 2:
-            self._rows = vectors
-            norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
-            with np.errstate(divide="ignore"):
-                inverse = np.where(norms > 0, 1.0 / norms, 0.0)
-            self._inverse: Vector | None = inverse.astype(np.float32)
-        else:
-            self._rows = self._unit_rows = l2_normalize(vectors)
-            self._unit_rows.flags.writeable = False
-            self._inverse = None
+        self._rows, self._scale, self._unit_rows = _rows_and_scales(matrix.vectors)
         self._row: dict[str, int] = {}
         self._more_rows: dict[str, list[int]] = {}  # only for tokens listed more than once
         for i, token in enumerate(matrix.vocab):
@@ -117,19 +114,16 @@ class NeighbourIndex:
     @property
     def unit(self) -> Vector:
         """The matrix rows scaled to length 1 (read-only; an all-zero row stays zero), made
-        on first use and kept."""
+        on first use (analogies score in bulk with them) and kept."""
         if self._unit_rows is None:
-            assert self._inverse is not None
-            self._unit_rows = np.multiply(self._rows, self._inverse[:, None], dtype=np.float32)
+            self._unit_rows = np.multiply(self._rows, self._scale[:, None], dtype=np.float32)
             self._unit_rows.flags.writeable = False
         return self._unit_rows
 
     def _unit_of(self, rows: int | list[int]) -> Vector:
         """Rows of :attr:`unit`, without making all of it."""
-        if self._inverse is None:
-            return np.array(self._rows[rows], dtype=np.float32)
-        scale = self._inverse[rows]
         picked = np.asarray(self._rows[rows], dtype=np.float32)
+        scale = self._scale[rows]
         return picked * (scale[:, None] if picked.ndim == 2 else scale)
 
     def row(self, token: str) -> int | None:
@@ -251,9 +245,7 @@ class NeighbourIndex:
         return [Neighbour(vocab[i], float(scores[i])) for i in rows]
 
     def _cosines(self, unit: Vector) -> Vector:
-        if self._inverse is None:
-            return np.clip(self._rows @ unit, -1.0, 1.0)
-        return np.clip((self._rows @ unit) * self._inverse, -1.0, 1.0)
+        return np.clip((self._rows @ unit) * self._scale, -1.0, 1.0)
 
     # -- questions ---------------------------------------------------------------------------
 

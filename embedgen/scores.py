@@ -82,19 +82,7 @@ def score_matrices(
             done = _advance(progress, done, steps)
         for questions in analogy_sets:
             check_cancel(cancel, "Scoring")
-            result = analogy(index, questions, pool=pool)
-            for score in (result.overall, *result.sections):
-                out["analogy"].append(
-                    {
-                        "matrix": name,
-                        "file": result.name,
-                        "section": "all" if score is result.overall else score.name,
-                        "3CosAdd": score.accuracy_3cosadd,
-                        "3CosMul": score.accuracy_3cosmul,
-                        "found": score.questions_found,
-                        "total": score.questions_total,
-                    }
-                )
+            out["analogy"] += _analogy_records(name, analogy(index, questions, pool=pool))
             done = _advance(progress, done, steps)
         if purity is not None:
             check_cancel(cancel, "Scoring")
@@ -114,6 +102,22 @@ def _advance(progress: ProgressFn | None, done: int, steps: int) -> int:
     if progress is not None:
         progress(done + 1, steps)
     return done + 1
+
+
+def _analogy_records(name: str, result: Any) -> list[dict[str, Any]]:
+    """One record for the whole file ("all"), then one per section."""
+    return [
+        {
+            "matrix": name,
+            "file": result.name,
+            "section": "all" if score is result.overall else score.name,
+            "3CosAdd": score.accuracy_3cosadd,
+            "3CosMul": score.accuracy_3cosmul,
+            "found": score.questions_found,
+            "total": score.questions_total,
+        }
+        for score in (result.overall, *result.sections)
+    ]
 
 
 def _similarity_record(name: str, result: Any) -> dict[str, Any]:
