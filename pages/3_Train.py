@@ -36,6 +36,16 @@ def render(job: QueuedJob) -> None:
 def show_run(run: Run) -> None:
     best = run.best
     st.subheader("Result")
+    loaded = models.current_encoder()
+    trained_on = run.encoder.info.model_id
+    if loaded is not None and loaded.info.model_id != trained_on:
+        # Issue 21: the last model's result sat under the new model's form, as if it were its.
+        st.info(
+            plain(
+                f"This is the last run, trained on {trained_on}, not on the model loaded now "
+                f"({loaded.info.model_id}). Start training to make a run of this one."
+            )
+        )
     if run.message:
         st.caption(plain(run.message))
     if best is None:
@@ -66,8 +76,12 @@ def read_runs() -> tuple[dict[str, str], list[RunRecord]]:
     records read (every run.json) are not kept in this page's globals, which the job panel's
     fragment holds on to for the session (the soak saw them pile up as runs accumulated)."""
     records = list_runs(runs_dir(visitor.current_user()))
+
+    def model(r: RunRecord) -> str:  # its folder's or hub id's last part: "m3e-small"
+        return str(r.model.get("model_id") or "?").rstrip("/").rsplit("/", 1)[-1]
+
     saved = {
-        f"{r.name} · {r.status} · F1 {r.best_f1 or 0:.3f}": r.folder
+        f"{r.name} · {model(r)} · {r.status} · F1 {r.best_f1 or 0:.3f}": r.folder
         for r in records
         if r.has_trained_head
     }
@@ -254,6 +268,9 @@ if start:
     jobs.ensure_worker()  # `streamlit run app.py` stays the one command
     st.session_state[session.TRAIN_RUN] = None
     job = st.session_state[session.TRAIN_JOB] = QueuedJob(str(folder))
+    # The form above was drawn before the run existed, with Start enabled, and only the job
+    # panel reruns while it trains: drawn again, Start and the settings wait for the run.
+    st.rerun()
 
 if job is not None:
     show_job(job)

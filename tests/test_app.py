@@ -311,6 +311,49 @@ def test_a_folder_that_is_not_a_matrix_is_explained(app: AppTest, tmp_path: Path
     assert str(tmp_path.parent) not in message, "messages name a matrix, not the server's folders"
 
 
+def _page_with_a_long_job() -> None:
+    import time
+
+    import streamlit as st
+    from apps.quick_job import quick_job
+
+    from embedgen.runs import RunStatus
+    from embedgen.ui import jobpanel
+
+    if "long_job" not in st.session_state:
+        job = st.session_state["long_job"] = quick_job(60.0)  # runs on until its minute is up
+        while job.state is not RunStatus.RUNNING:  # claimed by its thread, as by a worker
+            time.sleep(0.05)
+    jobpanel.job_panel(st.session_state["long_job"], jobpanel.job_status, key="long")
+
+
+def test_cancel_says_cancelling_at_once_until_the_job_has_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: after Cancel the panel said "running" for ~9 s, then "nothing was kept"."""
+    monkeypatch.setenv("EMBEDGEN_HOME", str(tmp_path / "home"))
+    at = AppTest.from_function(_page_with_a_long_job, default_timeout=30)
+    at.run()
+    assert "Quick: running" in unmarked(at.get("progress")[0].proto.text)
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert not at.exception
+    assert "Quick: cancelling…" in unmarked(at.get("progress")[0].proto.text)
+    assert next(b for b in at.button if b.label == "Cancel").disabled, "asked once"
+
+
+def test_start_is_disabled_once_a_run_is_queued(app: AppTest, tiny_model_dir: Path) -> None:
+    """Issue 21: Start stayed enabled during a run (the form was drawn before the run
+    existed, and only the job panel reran), and a second click queued a second run."""
+    job = start_long_training(app, tiny_model_dir)
+    try:
+        start = next(b for b in app.button if b.label == "Start training")
+        assert start.disabled, "Start waits for the run"
+        assert app.selectbox(key="train_strategy").disabled, "and so does the strategy"
+    finally:
+        job.request_cancel()
+        job.wait(TIMEOUT)
+
+
 def _page_with_a_job_that_ends_before_its_panel() -> None:
     """A page that starts a job and, like a quick PCA map, sees it end before drawing the panel."""
     import streamlit as st

@@ -119,6 +119,7 @@ class QueuedJob(_Watched):
     _read_at: float = 0.0
     _result: Run | None = None
     _elapsed: float = 0.0
+    _encoding: bool = False  # seen running with the feature cache on (what a cancel keeps)
 
     def _read(self) -> RunRecord | None:
         if time.time() - self._read_at >= self.REFRESH_SECONDS:
@@ -127,6 +128,10 @@ class QueuedJob(_Watched):
             except BadRun:  # removed: cancelled before its first epoch
                 self._record = None
             status = self._record.status if self._record else None
+            if status is RunStatus.RUNNING and self._record is not None:
+                self._encoding = bool(self._record.config.get("cache_features", True)) and (
+                    self._record.config.get("strategy", "head") == "head"
+                )
             running, queued = status is RunStatus.RUNNING, status is RunStatus.QUEUED
             self._progress = jobs.read_progress(self.folder) if running else {}
             self._place = jobs.place(self.folder) if queued else None
@@ -179,6 +184,12 @@ class QueuedJob(_Watched):
     def error(self) -> str | None:
         record = self._read()
         if record is None:
+            if self._encoding:  # the texts encoded before the cancel stay in the cache
+                return (
+                    "Training was cancelled before its first epoch finished, so no run was "
+                    "kept. The texts it had already encoded stay in the feature cache: the "
+                    "next Start on this model and data skips them."
+                )
             return "Training was cancelled before its first epoch finished; nothing was kept."
         if record.status is RunStatus.INTERRUPTED:
             gone = "Training stopped without saying why: its worker is gone (stopped, or its "
@@ -331,9 +342,13 @@ def job_panel(job: QueuedJob | FolderJob, render: Callable[[Any], None], *, key:
         if polling and not job.active:
             job.end_shown = True
             st.rerun(scope="app")
-        if polling and st.button("Cancel", key=f"{key}_cancel", disabled=job.cancel.is_set()):
-            job.request_cancel()
-            st.toast("Stopping after the current batch…")
+        if polling:  # asked in a callback: the status above already says "cancelling…"
+
+            def cancel() -> None:
+                job.request_cancel()
+                st.toast("Stopping after the current batch…")
+
+            st.button("Cancel", key=f"{key}_cancel", disabled=job.cancel.is_set(), on_click=cancel)
 
     with st.container():  # see the docstring
         panel()
@@ -356,8 +371,10 @@ def warm_worker(spec: str, trust_remote_code: bool) -> None:
 
 
 def job_status(job: QueuedJob | FolderJob) -> None:
-    """A progress bar with the stage and elapsed time; messages when it ended badly."""
-    label = f"{job.name}: {job.state}"
+    """A progress bar with the stage and elapsed time; messages when it ended badly. Once
+    Cancel is clicked, "cancelling…" until the worker has stopped (after its current batch)."""
+    stopping = job.cancel.is_set() and job.active
+    label = f"{job.name}: {'cancelling…' if stopping else job.state}"
     if job.stage and job.active:
         label += f" · {job.stage}"
     label += f" · {job.elapsed:.0f} s"
