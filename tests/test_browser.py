@@ -184,7 +184,7 @@ def test_whole_app_in_a_real_browser(
         # -- Explore ---------------------------------------------------------------------------
         goto(page, "Explore")
         expect(page.get_by_label("Token or word")).to_have_value("好")
-        label = f"tuned · projected · CJK · {shown_rows:,} tokens"
+        label = f"{model_dir.name} · tuned · projected · CJK · {shown_rows:,} tokens"
         expect(page.get_by_text(label, exact=True)).to_be_visible()
         table = page.get_by_test_id("stDataFrame").first
         expect(table).to_be_visible()

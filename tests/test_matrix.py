@@ -486,7 +486,10 @@ def test_a_matrix_says_what_it_is(tiny_encoder) -> None:
         method="contextual", layer=1, cjk_only=True, postprocess=PostProcess(center=True)
     )
     matrix = build_matrix(tiny_encoder, options)
-    assert matrix.label == f"untuned · contextual · L1 · CJK · center · {matrix.shape[0]:,} tokens"
+    name = Path(tiny_encoder.info.model_id).name
+    assert matrix.label == (
+        f"{name} · untuned · contextual · L1 · CJK · center · {matrix.shape[0]:,} tokens"
+    )
 
 
 def test_tokens_with_line_breaks_are_logged_once_per_model(tmp_path, caplog) -> None:

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from embedgen.ui import plots
 from embedgen.ui.plots import label_ring, scatter_map
 
 
@@ -88,3 +89,10 @@ def test_a_note_above_the_map_says_which_rows_it_shows() -> None:
     assert fig.layout.title.text == note
     plain = scatter_map(coords, [str(i) for i in range(10)], [""] * 10, **kwargs)
     assert plain.layout.title.text is None
+
+
+def test_a_confusion_matrix_of_numbered_labels_ticks_the_labels() -> None:
+    """waimai's labels are "0" and "1": plotly read them as numbers and ticked -0.5 ... 1.5."""
+    fig = plots.confusion_figure([[40, 2], [3, 55]], ["0", "1"])
+    assert fig.layout.xaxis.type == "category" and fig.layout.yaxis.type == "category"
+    assert list(fig.data[0].x) == ["0", "1"] and list(fig.data[0].y) == ["0", "1"]

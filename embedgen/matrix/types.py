@@ -186,10 +186,13 @@ class EmbeddingMatrix:
 
     @property
     def label(self) -> str:
-        """What the matrix is, for people: "tuned · contextual · L12 · CJK · 17,134 tokens"."""
+        """What the matrix is, for people: "m3e-small · tuned · contextual · L4 · CJK · 17,134
+        tokens" (the model by its folder's or hub id's last part: matrices of two models
+        differed only by their layer)."""
         if self.method is None:
             return f"{self.shape[0]:,} rows"
-        parts = ["tuned" if self.reflects_tuning else "untuned", str(self.method)]
+        parts = [self.model_id.rstrip("/").rsplit("/", 1)[-1]] if self.model_id else []
+        parts += ["tuned" if self.reflects_tuning else "untuned", str(self.method)]
         if self.layers:
             first, last = self.layers
             parts.append(f"L{first}" if first == last else f"L{first}-{last}")

@@ -66,6 +66,9 @@ def confusion_figure(confusion: Sequence[Sequence[int]], labels: Sequence[str]) 
         margin={"t": 10, "b": 10},
         xaxis_title="predicted",
         yaxis_title="true",
+        # Labels "0" and "1" read as numbers made a numeric axis, ticked -0.5 ... 1.5.
+        xaxis_type="category",
+        yaxis_type="category",
         yaxis_autorange="reversed",
         font={"family": CJK_FONT},
     )
