@@ -43,7 +43,9 @@ class Visit:
     ``text_col``, ``label_col``, ``val_fraction``). ``run``: the run folder in use.
     ``training``: the run folder queued or training. ``run_secrets``: run folder -> the secret
     this visit holds for it. ``matrices``: name -> {folder, dtype, key}, in the order built.
-    ``jobs``: slot -> {folder, tag} of the matrix, map and trade-off jobs.
+    ``jobs``: slot -> {folder, tag} of the matrix, map and trade-off jobs. ``current``: the
+    name of the matrix Explore and Export work on. ``benchmarks``: kind -> [{name, sha256}]
+    of the Evaluate page's files, whose bytes are kept beside (:func:`keep_benchmark`).
     """
 
     model: list[Any] | None = None
@@ -53,6 +55,8 @@ class Visit:
     run_secrets: dict[str, str] = field(default_factory=dict)
     matrices: dict[str, dict[str, str]] = field(default_factory=dict)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    current: str | None = None
+    benchmarks: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -67,7 +71,7 @@ class Visit:
         from another version, or a damaged one, restores what it can)."""
         if not isinstance(raw, dict):
             return cls()
-        kinds = {"model": list, "data": dict, "run": str, "training": str}
+        kinds = {"model": list, "data": dict, "run": str, "training": str, "current": str}
         kept: dict[str, Any] = {}
         for f in fields(cls):
             value = raw.get(f.name)
@@ -124,6 +128,32 @@ def keep_upload(folder: Path, raw: bytes) -> None:
     path)."""
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes(folder / UPLOAD_FILE, raw)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def keep_benchmark(folder: Path, raw: bytes) -> str:
+    """Keep a benchmark file's bytes with the visit, named by their SHA-256 (never by the
+    name it was uploaded under); its SHA-256."""
+    sha = hashlib.sha256(raw).hexdigest()
+    path = folder / f"benchmark-{sha}.txt"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, raw)
+    return sha
+
+
+def kept_benchmark(folder: Path, sha256: str) -> bytes | None:
+    """The bytes kept by :func:`keep_benchmark` under ``sha256``; None when there are none
+    (or the record names something that is no SHA-256)."""
+    if not _SHA256.fullmatch(str(sha256)):
+        return None
+    try:
+        raw = (folder / f"benchmark-{sha256}.txt").read_bytes()
+    except OSError:
+        return None
+    return raw if hashlib.sha256(raw).hexdigest() == sha256 else None
 
 
 def kept_upload(folder: Path) -> bytes | None:

@@ -6,7 +6,7 @@ import streamlit as st
 from embedgen.errors import EmbedgenError
 from embedgen.evaluate import read_analogy, read_label_words, read_similarity
 from embedgen.runs import RunStatus
-from embedgen.ui import feedback, jobpanel, matrices, pagestart, plots, session
+from embedgen.ui import benchmarks, feedback, jobpanel, matrices, pagestart, plots, session
 from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
@@ -55,6 +55,34 @@ def read_uploads(uploads, reader) -> list:
     return read
 
 
+def benchmark_files(kind: str, label: str, types: list[str], reader) -> list:
+    """The files of ``kind`` this tab scores with: kept once uploaded (over page visits and
+    reloads, embedgen.ui.benchmarks) until removed here; read by ``reader`` as
+    (Benchmark, read). A file that cannot be read is shown and not kept."""
+    turn = st.session_state.setdefault(f"evaluate_{kind}_turn", 0)
+    uploads = st.file_uploader(
+        label, type=types, accept_multiple_files=True, key=f"evaluate_{kind}_files_{turn}"
+    )
+    if uploads:
+        readable = [u for u, _ in read_uploads(uploads, reader)]
+        benchmarks.take(kind, readable)
+        if len(readable) == len(uploads):  # kept: the uploader starts empty again
+            st.session_state[f"evaluate_{kind}_turn"] = turn + 1
+            st.rerun()
+    read = []
+    for bench in benchmarks.kept(kind):
+        left, right = st.columns([6, 1], vertical_alignment="center")
+        left.caption(plain(f"In use: {bench.name} ({len(bench.raw) / 1024:,.1f} KB)"))
+        if right.button("Remove", key=f"evaluate_drop_{kind}_{bench.sha256[:12]}"):
+            benchmarks.drop(kind, bench.sha256)
+            st.rerun()
+        try:
+            read.append((bench, reader(bench.raw, name=bench.name)))
+        except EmbedgenError as exc:
+            st.error(plain(exc))
+    return read
+
+
 pool = st.toggle(
     "Pool words that are not rows from their pieces",
     True,
@@ -68,25 +96,19 @@ tab_sim, tab_analogy, tab_purity, tab_trade = st.tabs(
 )
 
 with tab_sim:
-    similarity_files = read_uploads(
-        st.file_uploader(
-            "Word-similarity files (e.g. wordsim-240.txt: word1 word2 score)",
-            type=["txt", "tsv", "csv"],
-            accept_multiple_files=True,
-            key="evaluate_similarity_files",
-        ),
+    similarity_files = benchmark_files(
+        "similarity",
+        "Word-similarity files (e.g. wordsim-240.txt: word1 word2 score)",
+        ["txt", "tsv", "csv"],
         read_similarity,
     )
     sets = [dataset for _, dataset in similarity_files]
 
 with tab_analogy:
-    analogy_files = read_uploads(
-        st.file_uploader(
-            "Analogy files (word2vec format, e.g. CA8: ': section' lines, then a b c d)",
-            type=["txt"],
-            accept_multiple_files=True,
-            key="evaluate_analogy_files",
-        ),
+    analogy_files = benchmark_files(
+        "analogy",
+        "Analogy files (word2vec format, e.g. CA8: ': section' lines, then a b c d)",
+        ["txt"],
         read_analogy,
     )
 
@@ -129,8 +151,8 @@ with tab_purity:
 loaded = st.session_state[session.MODEL_LOADED]
 asked = (
     tuple(entries[n].key for n in chosen),
-    tuple(u.file_id for u, _ in similarity_files),
-    tuple(u.file_id for u, _ in analogy_files),
+    tuple(b.sha256 for b, _ in similarity_files),
+    tuple(b.sha256 for b, _ in analogy_files),
     bool(pool),
     (source, int(per_label), int(k), own[0].file_id if own else None) if purity_asked else None,
     data.source_sha256 if data is not None and purity_asked and own is None else None,
@@ -142,8 +164,8 @@ if (similarity_files or analogy_files or purity_asked) and (ejob is None or ejob
         ejob.request_cancel()  # its answers would be for choices no longer made
     ejob = st.session_state[session.EVALUATE_JOB] = jobpanel.queue_evaluation(
         {n: entries[n] for n in chosen},
-        similarity=[(u.name, u.getvalue()) for u, _ in similarity_files],
-        analogy=[(u.name, u.getvalue()) for u, _ in analogy_files],
+        similarity=[(b.name, b.raw) for b, _ in similarity_files],
+        analogy=[(b.name, b.raw) for b, _ in analogy_files],
         purity={"per_label": int(per_label), "k": int(k)} if purity_asked else None,
         data=data if purity_asked and own is None else None,
         label_words=(own[0].name, own[0].getvalue()) if own else None,

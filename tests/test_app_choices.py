@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import synthetic_rows
+from conftest import cue_rows, synthetic_rows, unmarked
 from streamlit.testing.v1 import AppTest
 from test_app import click, csv_bytes, go, load_model, texts, upload, wait_for
 
@@ -48,6 +48,7 @@ def test_choices_survive_a_visit_to_other_pages(app: AppTest, tiny_model_dir: Pa
     app.selectbox(key="explore_a").set_value(names[0]).run()
     app.text_input(key="explore_word").input("美").run()
     go(app, "7_Export")
+    assert app.selectbox(key="export_matrix").value == names[0], "Export offers what is explored"
     go(app, "1_Model")
     go(app, "5_Explore")
     assert app.selectbox(key="explore_a").value == names[0]
@@ -114,7 +115,7 @@ def test_explore_and_export_offer_the_runs_tuned_matrix_first(
     go(app, "5_Explore")
     assert app.selectbox(key="explore_a").value == "projected-tuned-cjk"
     shown = app.selectbox(key="explore_a").format_func("projected-tuned-cjk")
-    assert shown.startswith("tuned · projected · ")
+    assert shown.startswith(f"{tiny_model_dir.name} · tuned · projected · "), "model first"
     go(app, "7_Export")
     assert app.selectbox(key="export_matrix").value == "projected-tuned-cjk"
 
@@ -182,3 +183,46 @@ def test_a_layer_chosen_for_one_model_does_not_follow_to_a_deeper_one(
     load_model(app, tiny_model_dir)
     go(app, "4_Matrix")
     assert layer_box(app).value == 1, "back to the first model: the layer chosen for it"
+
+
+def test_the_last_run_under_another_models_form_says_whose_it_is(
+    app: AppTest, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 21: Train showed the previous model's result under the new model's form."""
+    from conftest import build_tiny_bert
+
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(cue_rows(200)))
+    go(app, "3_Train")
+    app.number_input(key="train_epochs").set_value(2)
+    click(app, "Start training")
+    wait_for(app, "train_job")
+    assert not [i for i in app.info if "not on the model loaded now" in i.value]
+    load_model(app, build_tiny_bert(tmp_path / "other", layers=3))
+    go(app, "3_Train")
+    (note,) = [unmarked(i.value) for i in app.info if "not on the model loaded now" in i.value]
+    assert str(tiny_model_dir) in note and str(tmp_path / "other") in note
+
+
+def test_a_matrix_chosen_on_export_is_the_one_explored_and_kept_over_a_reload(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    """Issue 21: Export kept its own choice, so the download was not the matrix explored."""
+    from test_app_visit import reopen
+
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    go(app, "4_Matrix")
+    app.checkbox(key="matrix_center").check()
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    first, second = list(app.session_state["matrices"])
+    go(app, "7_Export")
+    assert app.selectbox(key="export_matrix").value == second, "the newest first"
+    app.selectbox(key="export_matrix").set_value(first).run()
+    go(app, "5_Explore")
+    assert app.selectbox(key="explore_a").value == first
+    again = reopen(app, "5_Explore")
+    assert again.selectbox(key="explore_a").value == first, "the same after a reload"

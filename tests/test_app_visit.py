@@ -136,3 +136,35 @@ def test_a_reload_takes_up_a_training_under_way(app: AppTest, tiny_model_dir: Pa
     again.run()
     wait_for(again, "train_job")
     assert not job.active
+
+
+def test_benchmark_files_stay_in_use_over_other_pages_and_a_reload(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    """Issue 21: the similarity files vanished after a visit to another page."""
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    (entry,) = app.session_state["matrices"].values()
+    first, second, third = entry.matrix.vocab[:3]
+    pairs = f"{first}\t{second}\t9\n{third}\t{first}\t1\n".encode()
+    go(app, "6_Evaluate")
+    app.get("file_uploader")[0].upload("mine.txt", pairs, "text/plain").run()
+    wait_for(app, "evaluate_scores_job")
+    assert list(app.dataframe[0].value["file"]) == ["mine.txt"]
+
+    go(app, "5_Explore")
+    go(app, "6_Evaluate")
+    in_use = [shown(c) for c in app.caption if "In use:" in shown(c)]
+    assert len(in_use) == 1 and "mine.txt" in in_use[0], "still in use after another page"
+    assert list(app.dataframe[0].value["file"]) == ["mine.txt"], "and still scored"
+
+    again = reopen(app, "6_Evaluate")
+    wait_for(again, "evaluate_scores_job")
+    assert any("mine.txt" in shown(c) for c in again.caption if "In use:" in shown(c))
+    assert list(again.dataframe[0].value["file"]) == ["mine.txt"], "scored after the reload"
+
+    next(b for b in again.button if b.label == "Remove").click().run()
+    assert not [c for c in again.caption if "In use:" in shown(c)]
+    assert any("Upload one or more" in shown(i) for i in again.info)

@@ -87,3 +87,16 @@ def test_old_visits_are_removed_and_recent_ones_kept() -> None:
     os.utime(old / visits.VISIT_FILE, (long_ago, long_ago))
     assert visits.remove_old_visits() == 1
     assert not old.exists() and new.exists()
+
+
+def test_a_benchmark_file_is_kept_by_its_hash_and_read_back_only_whole(tmp_path: Path) -> None:
+    folder = tmp_path / "visit"
+    raw = "好\t坏\t1\n".encode()
+    sha = visits.keep_benchmark(folder, raw)
+    assert [p.name for p in folder.iterdir()] == [f"benchmark-{sha}.txt"], "named by its hash"
+    assert visits.kept_benchmark(folder, sha) == raw
+    assert visits.kept_benchmark(folder, "../visit.json") is None, "a record names no path"
+    (folder / f"benchmark-{sha}.txt").write_bytes(b"changed")
+    assert visits.kept_benchmark(folder, sha) is None, "bytes that are not the ones kept"
+    record = visits.Visit(benchmarks={"similarity": [{"name": "mine.txt", "sha256": sha}]})
+    assert visits.Visit.from_dict(record.as_dict()) == record

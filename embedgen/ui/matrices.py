@@ -14,8 +14,7 @@ import streamlit as st
 from embedgen.jobrecord import JobRecord
 from embedgen.matrix import EmbeddingMatrix, load_matrix
 from embedgen.neighbours import NeighbourIndex
-from embedgen.ui.session import MATRICES, TRAIN_RUN, session_cached
-from embedgen.ui.widgets import kept
+from embedgen.ui.session import CURRENT_MATRIX, MATRICES, TRAIN_RUN, session_cached
 
 
 @dataclass(frozen=True)
@@ -67,18 +66,31 @@ def default_matrix(entries: dict[str, MatrixEntry], run: Any) -> str:
     return names[-1]
 
 
+CURRENT = CURRENT_MATRIX  # session state: the name of the matrix Explore and Export show
+
+
+def current_matrix(entries: dict[str, MatrixEntry]) -> str:
+    """The matrix the pages work on: the one last chosen on Explore or Export while the
+    session still has it, else :func:`default_matrix`."""
+    chosen = st.session_state.get(CURRENT)
+    return chosen if chosen in entries else default_matrix(entries, st.session_state[TRAIN_RUN])
+
+
 def matrix_choice(label: str, entries: dict[str, MatrixEntry], *, key: str, where: Any = st) -> str:
-    """A select box of this session's matrices, each shown by what it is, starting at
-    :func:`default_matrix` and keeping the user's choice across pages."""
+    """A select box of this session's matrices, each shown by what it is, at the current
+    matrix (:func:`current_matrix`); choosing another makes it current on every page, so
+    the matrix downloaded on Export is the one explored (issue 21: each page kept its own)."""
     names = list(entries)
-    if st.session_state.get(key) not in names:
-        st.session_state.pop(key, None)  # a choice from before a rebuild or a new session
-    first = default_matrix(entries, st.session_state[TRAIN_RUN])
+    st.session_state[key] = current_matrix(entries)
+
+    def chosen() -> None:
+        st.session_state[CURRENT] = st.session_state[key]
+
     return where.selectbox(
         label,
         names,
-        index=names.index(first),
-        key=kept(key),
+        key=key,
+        on_change=chosen,
         format_func=lambda n: f"{entries[n].matrix.label}  ({n})",
     )
 

@@ -30,6 +30,7 @@ TRAIN_JOB = "train_job"
 TRAIN_RUN = "train_run"
 MATRIX_JOB = "matrix_job"
 MATRICES = "matrices"  # name -> MatrixEntry
+CURRENT_MATRIX = "current_matrix"  # the name of the matrix Explore and Export work on
 PROJECTION_JOB = "explore_projection_job"
 PROJECTIONS = "explore_projections"  # (matrix key, ProjectionOptions) -> Projection
 TRADEOFF_JOB = "evaluate_tradeoff_job"

@@ -19,7 +19,7 @@ from typing import Any
 import streamlit as st
 
 from embedgen import visits
-from embedgen.ui import visitor
+from embedgen.ui import benchmarks, visitor
 
 # Light at the top: app.py imports this for every page, the start page too. What restoring
 # needs (torch, the run and matrix readers) is imported when there is something to restore.
@@ -92,6 +92,9 @@ def remember() -> None:
     if where is None:
         return
     try:
+        for files in benchmarks.all_kept().values():  # their bytes first, then the record
+            for bench in files:
+                visits.keep_benchmark(where, bench.raw)
         visits.write_visit(where, visit)
         st.session_state[_WRITTEN] = visit
     except OSError as exc:  # the work goes on; only a reload would lose it
@@ -160,6 +163,11 @@ def current() -> Visit:
             if e.folder  # one the disk budget did not keep lives only in its session
         },
         jobs=jobs,
+        current=ss.get(session.CURRENT_MATRIX),
+        benchmarks={
+            kind: [{"name": b.name, "sha256": b.sha256} for b in files]
+            for kind, files in benchmarks.all_kept().items()
+        },
     )
 
 
@@ -207,11 +215,29 @@ def _apply(kept: Visit, where: Path, user: str | None) -> None:
                 str(about.get("dtype", "float32")),
                 key=str(about.get("key") or matrices.new_key()),
             )
+    if kept.current in entries:
+        ss[session.CURRENT_MATRIX] = kept.current
+    benchmarks.restore(_benchmarks(kept, where))
     slots = _job_slots()
     for slot, about in kept.jobs.items():
         folder = str(about.get("folder", ""))
         if slot in slots and visits.within(folder, user):
             ss[slots[slot]] = _job(slot, folder, _decode(about.get("tag")))
+
+
+def _benchmarks(kept: Visit, where: Path) -> dict[str, list[benchmarks.Benchmark]]:
+    """The Evaluate page's files the visit names, read back from beside it (those whose
+    bytes are gone or changed are left out)."""
+    files: dict[str, list[benchmarks.Benchmark]] = {}
+    for kind, listed in kept.benchmarks.items():
+        for about in listed if kind in benchmarks.KINDS and isinstance(listed, list) else []:
+            if not isinstance(about, dict):
+                continue
+            raw = visits.kept_benchmark(where, str(about.get("sha256", "")))
+            if raw is not None:
+                name = str(about.get("name", "file.txt"))
+                files.setdefault(kind, []).append(benchmarks.Benchmark(name, raw))
+    return files
 
 
 def _model_form(spec: str) -> None:
