@@ -96,3 +96,15 @@ def test_a_confusion_matrix_of_numbered_labels_ticks_the_labels() -> None:
     fig = plots.confusion_figure([[40, 2], [3, 55]], ["0", "1"])
     assert fig.layout.xaxis.type == "category" and fig.layout.yaxis.type == "category"
     assert list(fig.data[0].x) == ["0", "1"] and list(fig.data[0].y) == ["0", "1"]
+
+
+def test_a_flat_map_is_drawn_lower_than_a_tall_one_on_one_scale() -> None:
+    """A fixed 640 px box around a flat cloud left wide empty bands (the axes keep one scale)."""
+    rng = np.random.default_rng(0)
+    flat = rng.normal(size=(500, 2)) * [10.0, 2.0]
+    tall = rng.normal(size=(500, 2)) * [2.0, 10.0]
+    kw = {"colour_name": "cluster", "categorical": True}
+    flat_fig = scatter_map(flat, ["t"] * 500, ["a"] * 500, **kw)
+    tall_fig = scatter_map(tall, ["t"] * 500, ["a"] * 500, **kw)
+    assert flat_fig.layout.height < 640 <= tall_fig.layout.height
+    assert flat_fig.layout.yaxis.scaleanchor == "x", "one scale on both axes still"

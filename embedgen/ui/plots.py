@@ -144,7 +144,7 @@ def scatter_map(
     if note:
         fig.update_layout(title={"text": note, "font": {"size": 13}, "x": 0.01})
     fig.update_layout(
-        height=640,
+        height=640 if three_d else map_height(coords),
         margin={"t": 40 if note else 10, "b": 10, "l": 10, "r": 10},
         legend={"itemsizing": "constant", "title": colour_name if categorical else None},
         font={"family": CJK_FONT},
@@ -153,6 +153,20 @@ def scatter_map(
         fig.update_xaxes(showticklabels=False)
         fig.update_yaxes(showticklabels=False, scaleanchor="x")
     return fig
+
+
+MAP_WIDTH = 900  # pixels a 2D map's plot area is about wide on the page (the column's width)
+
+
+def map_height(coords: np.ndarray, lowest: int = 380, highest: int = 760) -> int:
+    """The height of a 2D map whose axes keep one scale: the points' height-to-width ratio
+    at :data:`MAP_WIDTH`, within ``lowest`` and ``highest``. A fixed 640 px left wide empty
+    bands above and below a flat cloud (issue 21)."""
+    if len(coords) < 2:
+        return highest
+    span = np.ptp(coords[:, :2], axis=0)
+    ratio = float(span[1] / span[0]) if span[0] > 0 else 1.0
+    return int(np.clip(MAP_WIDTH * ratio * 1.05 + 60, lowest, highest))
 
 
 def _add_highlight(fig: go.Figure, coords: np.ndarray, highlight: dict[int, str]) -> None:
