@@ -226,3 +226,21 @@ def test_a_matrix_chosen_on_export_is_the_one_explored_and_kept_over_a_reload(
     assert app.selectbox(key="explore_a").value == first
     again = reopen(app, "5_Explore")
     assert again.selectbox(key="explore_a").value == first, "the same after a reload"
+
+
+def test_max_length_follows_new_data_over_a_value_set_for_the_old(
+    app: AppTest, tiny_model_dir: Path, tiny_encoder
+) -> None:
+    """Issue 21, item 2: a setting whose default comes from the data follows the data."""
+    from embedgen.tokens import text_lengths
+
+    load_model(app, tiny_model_dir)
+    upload(app, "short.csv", csv_bytes(synthetic_rows(60)))
+    go(app, "3_Train")
+    app.number_input(key="train_max_length").set_value(9).run()
+    longer = [(text * 3, label) for text, label in synthetic_rows(60, seed=1)]
+    upload(app, "long.csv", csv_bytes(longer))
+    go(app, "3_Train")
+    data = app.session_state["data_labelled"]
+    expected = text_lengths(tiny_encoder.tokenizer, data.texts).suggested
+    assert expected != 9 and app.number_input(key="train_max_length").value == expected

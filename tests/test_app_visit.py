@@ -168,3 +168,20 @@ def test_benchmark_files_stay_in_use_over_other_pages_and_a_reload(
     next(b for b in again.button if b.label == "Remove").click().run()
     assert not [c for c in again.caption if "In use:" in shown(c)]
     assert any("Upload one or more" in shown(i) for i in again.info)
+
+
+def test_a_finished_map_is_drawn_again_after_a_reload(app: AppTest, tiny_model_dir: Path) -> None:
+    """Issue 21: after a reload the map was one "Compute map" click away."""
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    go(app, "5_Explore")
+    app.selectbox(key="explore_reducer").set_value("pca").run()
+    click(app, "Compute map")
+    wait_for(app, "explore_projection_job")
+    assert app.get("plotly_chart"), "the map is drawn"
+
+    again = reopen(app, "5_Explore")
+    assert again.get("plotly_chart"), "drawn again after the reload, without a click"
+    assert "Compute map" not in [b.label for b in again.button]

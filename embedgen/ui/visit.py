@@ -149,7 +149,12 @@ def current() -> Visit:
     jobs = {}
     for slot, key in _job_slots().items():
         fjob = ss.get(key)
-        if fjob is not None and fjob.active:
+        if fjob is None:
+            continue
+        from embedgen.runs import RunStatus  # imported already: the job's panel did
+
+        # A finished map too: a reloaded Explore draws it again from its job folder.
+        if fjob.active or (slot == "map" and fjob.state is RunStatus.FINISHED):
             jobs[slot] = {"folder": fjob.folder, "tag": _encode(fjob.tag)}
     return visits.Visit(
         model=list(loaded) if loaded else None,
@@ -261,10 +266,31 @@ def _job(slot: str, folder: str, tag: Any) -> Any:
     if slot == "matrix":
         return FolderJob(folder, "Matrix", take=matrices.entry_of_job)
     if slot == "map":
+        _map_form(tag)
         return FolderJob(folder, "Map", take=tasks.projection_of, tag=tag)
     if slot == "evaluate":
         return FolderJob(folder, "Scores", take=tasks.scores_of, tag=tag)
     return FolderJob(folder, "Trade-off", take=jobpanel.tradeoff_points, tag=tag)
+
+
+def _map_form(tag: Any) -> None:
+    """Explore's map settings as the map taken up was made (its tag: the matrix's key and
+    the map's options), so the reloaded page asks for that map and draws it."""
+    from embedgen.projection import DEFAULT_MAX_ROWS, ProjectionOptions
+    from embedgen.ui import session, widgets
+
+    if not (isinstance(tag, tuple) and len(tag) == 2 and isinstance(tag[1], ProjectionOptions)):
+        return
+    key, options = tag
+    ss = st.session_state
+    ss[widgets.kept("explore_reducer")] = str(options.reducer.value)
+    ss[widgets.kept("explore_dims")] = int(options.dims)
+    if options.max_rows is not None:
+        ss[widgets.kept("explore_map_rows")] = int(options.max_rows)
+    else:
+        rows = [e.matrix.shape[0] for e in ss.get(session.MATRICES, {}).values() if e.key == key]
+        if rows and rows[0] > DEFAULT_MAX_ROWS:  # all rows, asked for with the box
+            ss[widgets.kept("explore_map_all")] = True
 
 
 def _restore_data(kept: dict[str, Any], where: Path) -> None:
