@@ -268,6 +268,7 @@ def tradeoff(
                 "purity": purity.purity,
                 "similarity": kept,
                 "similarity_measure": measure,
+                "rows": raw.label,  # every point's rows: these words, read this way
             }
         )
         if progress is not None:

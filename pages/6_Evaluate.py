@@ -315,5 +315,14 @@ with tab_trade:
             records = tjob.result
             st.plotly_chart(plots.tradeoff_figure(records), width="stretch", key="tradeoff_plot")
             st.caption(f"Similarity: {plain(records[0]['similarity_measure'])}.")
-            shown = pd.DataFrame(records).drop(columns=["similarity_measure"])
+            st.caption(
+                f"Rows of every point: {plain(records[0].get('rows', 'the same words'))}, "
+                "the words of your data that lean to a label and the similarity files' words, "
+                "read once and then scored each way. Evaluate's Word similarity tab scores "
+                "each saved matrix's own rows (other words, or tokens pooled into words), so "
+                "its figures differ from these."
+            )
+            shown = pd.DataFrame(records).drop(
+                columns=["similarity_measure", "rows"], errors="ignore"
+            )
             st.dataframe(shown, hide_index=True, width="stretch")

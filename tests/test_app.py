@@ -468,6 +468,8 @@ def test_the_tradeoff_of_a_run_is_drawn(app: AppTest, tiny_model_dir: Path) -> N
     click(app, "Compute the trade-off")
     wait_for(app, "evaluate_tradeoff_job")
     assert app.get("plotly_chart"), "the trade-off plot is drawn"
+    (rows,) = [shown(c) for c in app.caption if "Rows of every point:" in shown(c)]
+    assert "aggregated" in rows and " words" in rows, "says which rows the points build"
     points = app.dataframe[-1].value
     assert "label weight" in set(points["kind"]) and "untuned" in set(points["kind"])
     assert points["purity"].between(0, 1).all()
