@@ -395,15 +395,7 @@ def show_tradeoff(run: Run, weight: float) -> None:
         if tjob.state is RunStatus.FINISHED and tjob.result:
             figure = plots.tradeoff_figure(tjob.result, chosen=weight)
             st.plotly_chart(figure, width="stretch", key="matrix_tradeoff_plot")
-            records = tjob.result
-            st.caption(f"Similarity: {plain(records[0]['similarity_measure'])}.")
-            st.caption(
-                f"Rows of every point: {plain(records[0].get('rows', 'the same words'))}, "
-                "the words of your data that lean to a label and the similarity files' words, "
-                "read once and then scored each way. Evaluate's Word similarity tab scores "
-                "each saved matrix's own rows (other words, or tokens pooled into words), so "
-                "its figures differ from these."
-            )
+            jobpanel.tradeoff_notes(tjob.result)
 
 
 if from_run and method.reads_context:

@@ -76,8 +76,14 @@ def benchmark_files(kind: str, label: str, types: list[str], reader) -> list:
         if right.button("Remove", key=f"evaluate_drop_{kind}_{bench.sha256[:12]}"):
             benchmarks.drop(kind, bench.sha256)
             st.rerun()
-        try:
-            read.append((bench, reader(bench.raw, name=bench.name)))
+        try:  # read once per file for the session, not at every rerun (CA8: 10,177 lines)
+            dataset = session.session_cached(
+                "evaluate_read_benchmarks",
+                (kind, bench.sha256, bench.name),
+                lambda b=bench: reader(b.raw, name=b.name),
+                keep=8,
+            )
+            read.append((bench, dataset))
         except EmbedgenError as exc:
             st.error(plain(exc))
     return read
@@ -314,14 +320,7 @@ with tab_trade:
         if tjob.state is RunStatus.FINISHED and tjob.result:
             records = tjob.result
             st.plotly_chart(plots.tradeoff_figure(records), width="stretch", key="tradeoff_plot")
-            st.caption(f"Similarity: {plain(records[0]['similarity_measure'])}.")
-            st.caption(
-                f"Rows of every point: {plain(records[0].get('rows', 'the same words'))}, "
-                "the words of your data that lean to a label and the similarity files' words, "
-                "read once and then scored each way. Evaluate's Word similarity tab scores "
-                "each saved matrix's own rows (other words, or tokens pooled into words), so "
-                "its figures differ from these."
-            )
+            jobpanel.tradeoff_notes(records)
             shown = pd.DataFrame(records).drop(
                 columns=["similarity_measure", "rows"], errors="ignore"
             )

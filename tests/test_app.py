@@ -32,6 +32,13 @@ def click(at: AppTest, label: str) -> AppTest:
     return at
 
 
+def build_default_matrix(at: AppTest) -> AppTest:
+    """The Matrix page's default matrix, built (its estimate, then the build)."""
+    go(at, "4_Matrix")
+    click(at, "Build matrix")
+    return wait_for(at, "matrix_job")
+
+
 def texts(elements) -> list[str]:
     return [shown(e) for e in elements]
 
@@ -426,9 +433,7 @@ def test_evaluate_scores_in_a_worker_and_a_new_choice_replaces_the_job(
     from embedgen.jobrecord import read_job
 
     load_model(app, tiny_model_dir)
-    go(app, "4_Matrix")
-    click(app, "Build matrix")
-    wait_for(app, "matrix_job")
+    build_default_matrix(app)
     (entry,) = app.session_state["matrices"].values()
     first, second = entry.matrix.vocab[:2]
     word = "".join(t for t in entry.matrix.vocab if len(t) == 1 and "\u4e00" <= t <= "\u9fff")[:2]

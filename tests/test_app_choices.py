@@ -211,9 +211,7 @@ def test_a_matrix_chosen_on_export_is_the_one_explored_and_kept_over_a_reload(
     from test_app_visit import reopen
 
     load_model(app, tiny_model_dir)
-    go(app, "4_Matrix")
-    click(app, "Build matrix")
-    wait_for(app, "matrix_job")
+    build(app)
     go(app, "4_Matrix")
     app.checkbox(key="matrix_center").check()
     click(app, "Build matrix")

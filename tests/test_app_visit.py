@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from conftest import cue_rows, shown, synthetic_rows
 from streamlit.testing.v1 import AppTest
-from test_app import click, csv_bytes, go, load_model, start_long_training, upload, wait_for
+from test_app import (
+    build_default_matrix,
+    click,
+    csv_bytes,
+    go,
+    load_model,
+    start_long_training,
+    upload,
+    wait_for,
+)
 
 from embedgen import jobs
 
@@ -143,9 +152,7 @@ def test_benchmark_files_stay_in_use_over_other_pages_and_a_reload(
 ) -> None:
     """Issue 21: the similarity files vanished after a visit to another page."""
     load_model(app, tiny_model_dir)
-    go(app, "4_Matrix")
-    click(app, "Build matrix")
-    wait_for(app, "matrix_job")
+    build_default_matrix(app)
     (entry,) = app.session_state["matrices"].values()
     first, second, third = entry.matrix.vocab[:3]
     pairs = f"{first}\t{second}\t9\n{third}\t{first}\t1\n".encode()
@@ -173,9 +180,7 @@ def test_benchmark_files_stay_in_use_over_other_pages_and_a_reload(
 def test_a_finished_map_is_drawn_again_after_a_reload(app: AppTest, tiny_model_dir: Path) -> None:
     """Issue 21: after a reload the map was one "Compute map" click away."""
     load_model(app, tiny_model_dir)
-    go(app, "4_Matrix")
-    click(app, "Build matrix")
-    wait_for(app, "matrix_job")
+    build_default_matrix(app)
     go(app, "5_Explore")
     app.selectbox(key="explore_reducer").set_value("pca").run()
     click(app, "Compute map")

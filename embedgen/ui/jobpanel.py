@@ -467,6 +467,18 @@ def job_status_while_active(job: QueuedJob | FolderJob) -> None:
         job_status(job)
 
 
+def tradeoff_notes(records: list[dict[str, Any]]) -> None:
+    """What a drawn trade-off measured and over which rows (the Matrix and Evaluate pages)."""
+    st.caption(f"Similarity: {plain(records[0]['similarity_measure'])}.")
+    st.caption(
+        f"Rows of every point: {plain(records[0].get('rows', 'the same words'))}, "
+        "the words of your data that lean to a label and the similarity files' words, "
+        "read once and then scored each way. Evaluate's Word similarity tab scores "
+        "each saved matrix's own rows (other words, or tokens pooled into words), so "
+        "its figures differ from these."
+    )
+
+
 def tradeoff_points(record: JobRecord) -> Any:
     """The points of a finished trade-off job."""
     return record.result["points"]
