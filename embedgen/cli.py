@@ -286,10 +286,11 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from embedgen.postprocess import PostProcess
     from embedgen.runs import is_run_folder, load_run
 
-    options = MatrixOptions(
-        **_settings(args, MatrixOptions), postprocess=PostProcess(**_settings(args, PostProcess))
-    )
+    settings, defaults_taken = _matrix_defaults(args)
+    options = MatrixOptions(**settings, postprocess=PostProcess(**_settings(args, PostProcess)))
     if args.queue:
+        for note in defaults_taken:
+            _say(args, note)
         return _queue_matrix(args, options)
     words, corpus = _words_and_corpus(args)
     source: Any
@@ -332,7 +333,32 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         )
     print(describe(saved.matrix))
     print(f"  written to {saved.folder} ({saved.dtype})")
+    for note in defaults_taken:
+        _say(args, note)
     return 0
+
+
+def _matrix_defaults(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """The matrix settings as given, the method and the CJK filter left out following the
+    source as on the Matrix page: from a run, contextual (tuned) token rows, CJK only when the
+    run's data was mostly Chinese; word rows (--words, --corpus), aggregated; a plain model,
+    its embedding table. With them, a line for each default taken, to say once built."""
+    from embedgen.matrix import MatrixOptions, default_method
+    from embedgen.runs import is_run_folder, read_run_record
+
+    settings, notes = _settings(args, MatrixOptions), []
+    from_run = is_run_folder(args.source)
+    if settings["method"] is None:
+        word_rows = bool(args.words or args.corpus)
+        settings["method"] = default_method(from_run, word_rows)
+        why = "for word rows" if word_rows else "from a run" if from_run else "from a model"
+        notes.append(f"Method: {settings['method']} (the default {why}; --method to choose)")
+    if settings["cjk_only"] is None:
+        chinese = from_run and bool(read_run_record(args.source).dataset.get("mostly_cjk"))
+        settings["cjk_only"] = chinese
+        if chinese:
+            notes.append("CJK tokens only: the run's data is mostly Chinese (--all-tokens for all)")
+    return settings, notes
 
 
 def _queue_matrix(args: argparse.Namespace, options: Any) -> int:
@@ -675,15 +701,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 HEADER = {"auto": None, "yes": True, "no": False}  # --header: guess, or say
 
 
-def _add_settings(parser: Any, cls: Any) -> None:
+def _add_settings(parser: Any, cls: Any, follows: dict[str, str] | None = None) -> None:
     """A flag for each setting of the config dataclass ``cls``: its default, limits-aware help,
-    type and choices all come from the field (``embedgen.fields``)."""
+    type and choices all come from the field (``embedgen.fields``). ``follows`` names settings
+    whose default follows the source instead (None until the command decides), with what the
+    help says of it."""
     from embedgen.fields import specs
 
+    follows = follows or {}
     for spec in specs(cls).values():
         if spec.flag == "":
             continue
         kwargs: dict[str, Any] = {"dest": spec.name, "help": spec.describe()}
+        if spec.name in follows:
+            kwargs["help"] += f" (default: {follows[spec.name]})"
         if isinstance(spec.default, bool):
             kwargs["action"] = "store_false" if spec.negated_flag else "store_true"
             kwargs["default"] = spec.default
@@ -703,6 +734,8 @@ def _add_settings(parser: Any, cls: Any) -> None:
             )
             default = "" if spec.default is None else "; default %(default)s"
             kwargs["help"] += f" ({spec.range_text()}{default})"
+        if spec.name in follows:
+            kwargs["default"] = None
         parser.add_argument(spec.cli_flag, **kwargs)
 
 
@@ -809,7 +842,21 @@ def _matrix_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="when a matrix is already saved in the output folder, keep it and save the new one "
         "beside it as NAME-2 (NAME-3, ...)",
     )
-    _add_settings(p, MatrixOptions)
+    _add_settings(
+        p,
+        MatrixOptions,
+        follows={  # as on the Matrix page (_matrix_defaults)
+            "method": "aggregated for word rows, contextual from a run, input from a model",
+            "cjk_only": "on from a run trained on mostly Chinese data",
+        },
+    )
+    p.add_argument(
+        "--all-tokens",
+        dest="cjk_only",
+        action="store_false",
+        help="keep every token, not only the CJK ones (the default from a run trained on "
+        "mostly Chinese data is --cjk-only)",
+    )
     _add_settings(p, PostProcess)
     rows = p.add_argument_group("word rows (instead of the model's tokens)")
     rows.add_argument("--words", metavar="LIST.txt", help="one word per line: the rows")

@@ -27,6 +27,7 @@ from embedgen.table import (
     resolve_column,
     rows_text,
 )
+from embedgen.tokens import mostly_cjk
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,8 @@ class LabelledData:
             "dropped_reasons": dict(Counter(d.reason for d in self.dropped)),
             "label_map": {str(i): name for i, name in enumerate(self.label_names)},
             "class_counts": self.class_counts(),
+            # what a matrix from a run trained on it keeps by default (CJK tokens only or all)
+            "mostly_cjk": mostly_cjk(self.texts),
         }
 
     def subset(self, indices: Iterable[int]) -> LabelledData:

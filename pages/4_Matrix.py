@@ -158,7 +158,7 @@ if rows_are == ROW_CHOICES[2]:
 
 methods = [str(m) for m in methods_for(from_run) if word_rows or not Method(m).needs_words]
 c1, c2 = st.columns([1, 2])
-default = Method.AGGREGATED if word_rows else default_method(from_run)
+default = default_method(from_run, word_rows)
 method = Method(
     c1.radio(
         "Method",

@@ -479,7 +479,16 @@ def test_contextual_matrix_of_a_tuned_run_differs_from_the_untuned_model(
     capsys, tuned_run, tiny_model_dir, tmp_path
 ):
     # top-k 1 tunes only the last layer, so read the last layer (2 of the tiny model).
-    same = ("--method", "contextual", "--layer", 2, "--no-projection", "--label-weight", 0)
+    same = (
+        "--method",
+        "contextual",
+        "--layer",
+        2,
+        "--no-projection",
+        "--label-weight",
+        0,
+        "--cjk-only",
+    )
     tuned = cli(capsys, "matrix", tuned_run, *same, "--out", tmp_path / "tuned")
     untuned = cli(capsys, "matrix", tiny_model_dir, *same, "--out", tmp_path / "untuned")
     assert (tuned.code, untuned.code) == (0, 0), f"{succeeded(tuned)}\n{succeeded(untuned)}"
@@ -797,6 +806,57 @@ def test_matrix_without_out_goes_where_the_naming_rule_puts_it(
 # --------------------------------------------------------------------------------------------
 
 
+# Settings whose default the command decides from what it is given, as the Matrix page does.
+FOLLOW_THE_SOURCE = {("matrix", "method"), ("matrix", "cjk_only")}
+
+
+def test_a_matrix_from_a_run_by_default_carries_the_tuning(capsys, head_run, tmp_path):
+    # The Matrix page's default from a run: contextual through the tuned encoder and the
+    # projection, CJK tokens only for Chinese data. The CLI once wrote the untouched embedding
+    # table (input) here, the matrix the training never touched.
+    result = cli(capsys, "matrix", head_run, "--out", tmp_path / "M")
+    assert result.code == 0, succeeded(result)
+    manifest = read_json(tmp_path / "M" / "manifest.json")
+    assert manifest["method"] == "contextual", manifest["method"]
+    assert manifest["reflects_tuning"] is True
+    assert manifest["selection"]["cjk_only"] is True
+    assert "Method: contextual (the default from a run" in result.err
+    assert "CJK tokens only: the run's data is mostly Chinese" in result.err
+
+
+def test_a_matrix_from_a_run_keeps_every_token_when_asked(capsys, head_run, tmp_path):
+    result = cli(
+        capsys, "matrix", head_run, "--all-tokens", "--method", "projected", "--out", tmp_path / "M"
+    )
+    assert result.code == 0, succeeded(result)
+    manifest = read_json(tmp_path / "M" / "manifest.json")
+    assert (manifest["method"], manifest["selection"]["cjk_only"]) == ("projected", False)
+    assert "Method:" not in result.err, "a method given is not announced as a default"
+
+
+def test_a_matrix_from_a_model_is_its_table_and_word_rows_are_aggregated(
+    capsys, tiny_model_dir, reviews_csv, tmp_path
+):
+    table = cli(capsys, "matrix", tiny_model_dir, "--out", tmp_path / "T")
+    assert table.code == 0, succeeded(table)
+    manifest = read_json(tmp_path / "T" / "manifest.json")
+    assert (manifest["method"], manifest["selection"]["cjk_only"]) == ("input", False)
+    words = cli(
+        capsys,
+        "matrix",
+        tiny_model_dir,
+        "--corpus",
+        reviews_csv,
+        "--text-col",
+        "text",
+        "--out",
+        tmp_path / "W",
+    )
+    assert words.code == 0, succeeded(words)
+    assert read_json(tmp_path / "W" / "manifest.json")["method"] == "aggregated"
+    assert "Method: aggregated (the default for word rows" in words.err
+
+
 @pytest.mark.parametrize(
     ("argv", "config_classes"),
     [
@@ -821,6 +881,9 @@ def test_every_flag_default_is_the_config_fields_default(argv, config_classes):
         for field_name, field in fields.items():
             assert field_name in parsed, f"{name}.{field_name} has no flag"
             value = parsed[field_name]
+            if (argv[0], field_name) in FOLLOW_THE_SOURCE:
+                assert value is None, f"--{field_name} should wait for the source, not {value!r}"
+                continue
             assert value == field.default and cls(**{field_name: value}) == cls(), (
                 f"--{field_name}: the flag's default {value!r} is not {name}'s {field.default!r}"
             )

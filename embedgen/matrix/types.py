@@ -88,9 +88,13 @@ def methods_for(from_run: bool) -> list[Method]:
     return [m for m in Method if from_run or not m.needs_run]
 
 
-def default_method(from_run: bool) -> Method:
-    """From a run, the method that carries the tuning and gave sensible neighbours on a real
-    model (contextual); from a plain model, the embedding table itself."""
+def default_method(from_run: bool, word_rows: bool = False) -> Method:
+    """Word rows: aggregated (the only method that reads whole words). Token rows from a run:
+    the method that carries the tuning and gave sensible neighbours on a real model
+    (contextual); from a plain model, the embedding table itself. The app and the CLI both
+    start from this."""
+    if word_rows:
+        return Method.AGGREGATED
     return Method.CONTEXTUAL if from_run else Method.INPUT
 
 
