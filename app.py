@@ -69,6 +69,7 @@ def _where() -> list[str]:
         "word similarity, analogies, label purity"
         + (f" · trade-off: {tradeoff}" if tradeoff else ""),
         ".npy + vocab.txt, word2vec, projector, zip",
+        "your saved runs and matrices: open, rename, delete, compare",
     ]
 
 

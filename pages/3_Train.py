@@ -9,10 +9,10 @@ import streamlit as st
 
 from embedgen import jobs
 from embedgen.paths import new_run_folder, runs_dir
-from embedgen.runs import RunRecord, RunStatus, list_runs, load_run, owner_tag, status_of
+from embedgen.runs import RunRecord, RunStatus, list_runs, owner_tag, status_of
 from embedgen.tokens import max_positions, text_lengths
 from embedgen.train import FinetuneConfig, Run, Strategy
-from embedgen.ui import feedback, jobpanel, models, pagestart, plots, session, visitor
+from embedgen.ui import feedback, jobpanel, library, models, pagestart, plots, session, visitor
 from embedgen.ui.jobpanel import QueuedJob
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept, setting_input
@@ -95,11 +95,11 @@ with st.expander("Open a saved run"):
     else:
         picked = st.selectbox("Saved runs", list(saved_runs), key=kept("train_saved_pick"))
         if st.button("Open run"):
-            with st.spinner("Loading run…"):
-                st.session_state[session.TRAIN_RUN] = feedback.attempt(
-                    lambda: load_run(saved_runs[picked])
-                )
-            st.session_state[session.TRAIN_JOB] = None
+            with st.spinner("Loading run…"):  # with its matrices (issue 21: they stayed behind)
+                found = feedback.attempt(lambda: library.open_run(saved_runs[picked]))
+            if found:
+                st.caption(f"{found} matrices saved with it are open too.")
+        st.page_link("pages/8_Library.py", label="All runs and matrices: the Library")
 
 
 def show_job(job: QueuedJob) -> None:

@@ -31,7 +31,17 @@ from embedgen.postprocess import PostProcess
 from embedgen.runs import RunStatus
 from embedgen.tokens import mostly_cjk
 from embedgen.train import Run
-from embedgen.ui import feedback, jobpanel, matrices, models, pagestart, plots, session, visitor
+from embedgen.ui import (
+    feedback,
+    jobpanel,
+    library,
+    matrices,
+    models,
+    pagestart,
+    plots,
+    session,
+    visitor,
+)
 from embedgen.ui.jobpanel import FolderJob
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept, setting_input
@@ -347,16 +357,21 @@ if pending is not None:
             st.warning(
                 f"A matrix named **{plain(target.name)}** is already saved"
                 + (f" (built {target.built})" if target.built else "")
-                + f" in {code(target.folder)}. Replace it, or keep both?"
+                + f" in {code(target.folder)}. Open it, replace it, or keep both?"
             )
         if estimate is not None and estimate.seconds > SLOW_SECONDS:
             tip = ""
             if not pending["request"].options.cjk_only and pending["words"] is None:
                 tip = " Ticking **CJK tokens only** keeps the Chinese rows and is much faster."
             st.warning(f"This matrix will take {estimate.describe()} on this machine.{tip}")
-        c1, c2, c3 = st.columns(3)
+        c0, c1, c2, c3 = st.columns(4)
         if target.existing is not None:
-            if c1.button("Replace it", type="primary"):
+            # The saved one is what these settings build: opening it costs nothing.
+            if c0.button("Open the saved one", type="primary"):
+                del st.session_state[PENDING]
+                feedback.attempt(lambda: library.open_matrix(str(target.folder)))
+                st.rerun()
+            if c1.button("Replace it"):
                 del st.session_state[PENDING]
                 job = start_build(pending, IfSaved.REPLACE)
             if c2.button(f"Keep both (save as {plain(target.beside().name)})"):

@@ -5,6 +5,7 @@ import streamlit as st
 
 from embedgen import jobs, tasks
 from embedgen.errors import EmbedgenError
+from embedgen.library import list_items
 from embedgen.neighbours import NeighbourIndex
 from embedgen.projection import (
     DEFAULT_MAX_ROWS,
@@ -19,6 +20,7 @@ from embedgen.ui import (
     colours,
     feedback,
     jobpanel,
+    library,
     matrices,
     models,
     pagestart,
@@ -38,19 +40,30 @@ st.title("5 · Explore")
 
 
 entries: dict[str, matrices.MatrixEntry] = st.session_state[session.MATRICES]
-with st.expander("Open a saved matrix folder"):
+with st.expander("Open a saved matrix"):
+    saved = {
+        f"{i.title} · {i.what} · {i.when}": i.folder
+        for i in feedback.attempt(lambda: list_items(visitor.current_user()))
+        if i.kind == "matrix"
+    }
+    if not saved:
+        st.caption("No saved matrix yet: build one on the Matrix page.")
+    else:
+        picked = st.selectbox("Saved matrices, newest first", list(saved), key="explore_saved")
+        if st.button("Open matrix", type="primary"):
+            feedback.attempt(lambda: library.open_matrix(saved[picked]))
+            st.rerun()
+    st.page_link("pages/8_Library.py", label="All runs and matrices: the Library")
+    # A folder elsewhere among the operator's allowed folders (matrices made by the CLI).
     folder = st.text_input(
-        "Folder (holds matrix.npy, vocab.txt, manifest.json)", key=kept("explore_open")
+        "…or a folder on the server (holds matrix.npy, vocab.txt, manifest.json)",
+        key=kept("explore_open"),
     )
     if st.button("Open", disabled=not folder.strip()):
-        matrix = feedback.attempt(
-            lambda: matrices.load_saved(
-                str(visitor.allowed_folder(folder.strip(), "matrix folder"))
-            )
+        where = feedback.attempt(
+            lambda: str(visitor.allowed_folder(folder.strip(), "matrix folder"))
         )
-        name = f"{matrix.method or 'matrix'} ({folder.strip().rstrip('/').rsplit('/', 1)[-1]})"
-        dtype = matrix.dtype
-        entries[name] = matrices.MatrixEntry(name, matrix, folder.strip(), dtype)
+        feedback.attempt(lambda: library.open_matrix(where))
         st.rerun()
 
 if not entries:

@@ -14,6 +14,7 @@ PAGES = [
     ("pages/5_Explore.py", "Explore", ":material/travel_explore:", "5 · Explore"),
     ("pages/6_Evaluate.py", "Evaluate", ":material/fact_check:", "6 · Evaluate"),
     ("pages/7_Export.py", "Export", ":material/download:", "7 · Export"),
+    ("pages/8_Library.py", "Library", ":material/library_books:", "8 · Library"),
 ]
 
 # True while app.py runs a page through st.navigation; a page run without it was started by
