@@ -242,3 +242,46 @@ def test_max_length_follows_new_data_over_a_value_set_for_the_old(
     data = app.session_state["data_labelled"]
     expected = text_lengths(tiny_encoder.tokenizer, data.texts).suggested
     assert expected != 9 and app.number_input(key="train_max_length").value == expected
+
+
+def test_the_cjk_filter_follows_new_data_over_a_box_unticked_for_the_old(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    """Issue 21, item 2: unticked for one Chinese file, the box starts from the next file's
+    own default (ticked for Chinese data, unticked for English)."""
+    load_model(app, tiny_model_dir)
+    upload(app, "first.csv", csv_bytes(synthetic_rows(60)))
+    go(app, "4_Matrix")
+    app.checkbox(key="matrix_cjk_only").uncheck()
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    upload(app, "english.csv", csv_bytes([("the food was good", "a"), ("bad food", "b")] * 3))
+    go(app, "4_Matrix")
+    assert app.checkbox(key="matrix_cjk_only").value is False
+    upload(app, "second.csv", csv_bytes(synthetic_rows(60, seed=1)))
+    go(app, "4_Matrix")
+    assert app.checkbox(key="matrix_cjk_only").value is True, "kept from the first file"
+
+
+def test_text_and_label_columns_follow_a_new_file_with_the_same_columns(app: AppTest) -> None:
+    """Issue 21, item 2: the columns chosen for one file are that file's; the next file, even
+    with the same header, starts from what its own columns hold."""
+
+    def table(seed: int) -> bytes:
+        rows = [
+            f"{i},{text},{label},n{i % 2}"
+            for i, (text, label) in enumerate(synthetic_rows(40, seed=seed))
+        ]
+        return ("id,text,label,note\n" + "\n".join(rows) + "\n").encode()
+
+    upload(app, "a.csv", table(0))
+    text_box = next(b for b in app.selectbox if b.label == "Text column")
+    assert text_box.value == "text", "the guess for a file of reviews"
+    text_box.set_value("note").run()
+    label_box = next(b for b in app.selectbox if b.label == "Label column")
+    label_box.set_value("id").run()
+    upload(app, "b.csv", table(1))
+    boxes = {b.label: b.value for b in app.selectbox}
+    assert (boxes["Text column"], boxes["Label column"]) == ("text", "label"), boxes
+    labelled = app.session_state["data_labelled"]
+    assert labelled.text_column == "text" and labelled.label_column == "label"
