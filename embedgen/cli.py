@@ -276,7 +276,6 @@ def _trained(run: Any, out: Path, config: Any, stopped: _Stop) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     from embedgen.errors import AlreadySaved, BadConfig, NotKept
     from embedgen.matrix import (
-        IfSaved,
         MatrixCache,
         MatrixOptions,
         build_and_save,
@@ -304,9 +303,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             "Matrices built from a model are not kept on this server (matrix_cache_mb / "
             "EMBEDGEN_MATRIX_CACHE_MB is 0). Pass --out FOLDER to save this one where you choose."
         )
-    if_saved = IfSaved.REPLACE if args.overwrite else IfSaved.REFUSE
-    if args.keep_both:
-        if_saved = IfSaved.KEEP_BOTH
+    if_saved = _if_saved(args)
     try:
         with _cancel_on_ctrl_c() as cancel, _progress("matrix", args, unit="batch") as bar:
             saved = build_and_save(
@@ -338,6 +335,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _if_saved(args: argparse.Namespace) -> Any:
+    """What to do with a matrix already saved where this one goes: --overwrite, --keep-both,
+    else refuse."""
+    from embedgen.matrix import IfSaved
+
+    if args.keep_both:
+        return IfSaved.KEEP_BOTH
+    return IfSaved.REPLACE if args.overwrite else IfSaved.REFUSE
+
+
 def _matrix_defaults(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     """The matrix settings as given, the method and the CJK filter left out following the
     source as on the Matrix page: from a run, contextual (tuned) token rows, CJK only when the
@@ -365,7 +372,6 @@ def _queue_matrix(args: argparse.Namespace, options: Any) -> int:
     """``embedgen matrix --queue``: the build queued for the workers, its job folder printed
     at once (the worker loads the model, finds the data's words and the matrix's folder)."""
     from embedgen import jobs, tasks
-    from embedgen.matrix import IfSaved
     from embedgen.runs import is_run_folder
     from embedgen.words import WordOptions, words_from_list
 
@@ -380,9 +386,7 @@ def _queue_matrix(args: argparse.Namespace, options: Any) -> int:
             trust_remote_code=args.trust_remote_code,
             allow_pickle=_pickles(args),
         )
-    if_saved = IfSaved.REPLACE if args.overwrite else IfSaved.REFUSE
-    if args.keep_both:
-        if_saved = IfSaved.KEEP_BOTH
+    if_saved = _if_saved(args)
     request = tasks.MatrixRequest(
         source,
         options,
@@ -597,9 +601,16 @@ def _all_folders(kind: str = "runs") -> list[Path]:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from embedgen.errors import BadConfig
     from embedgen.jobrecord import list_jobs
     from embedgen.runs import list_runs
 
+    if args.compare is not None:
+        return _compare_runs(args)
+    extras = {"--words": args.words, "--k": args.k, "--matrix": args.matrix}
+    given = [flag for flag, value in extras.items() if value is not None]
+    if given:
+        raise BadConfig(f"{', '.join(given)} go with --compare RUN RUN: name the runs to compare.")
     records = [r for root in _all_folders() for r in list_runs(root)]
     found = [j for root in _all_folders("jobs") for j in list_jobs(root)]
     if args.active:
@@ -620,6 +631,161 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for _, line in sorted(lines, reverse=True):
         print(line)
     return 0
+
+
+def _compare_runs(args: argparse.Namespace) -> int:
+    """``embedgen runs --compare RUN RUN ...``: the settings that differ, the metrics and, with
+    --words, each word's neighbours in a matrix of each run, side by side."""
+    from embedgen import compare
+    from embedgen.errors import BadConfig
+    from embedgen.runs import read_run_record
+
+    if args.active:
+        raise BadConfig("--compare lists the runs it is given; leave out --active.")
+    if len(args.compare) < 2:
+        raise BadConfig("--compare needs at least two runs: --compare RUN RUN [RUN ...].")
+    words = _word_list(args.words)
+    if not words and (args.k is not None or args.matrix is not None):
+        raise BadConfig("--k and --matrix go with --words: the words whose neighbours to show.")
+    k = 5 if args.k is None else args.k
+    if k < 1:
+        raise BadConfig(f"--k {k}: ask for at least 1 neighbour.")
+    folders = [_run_named(spec).resolve() for spec in args.compare]
+    twice = [f.name for i, f in enumerate(folders) if f in folders[:i]]
+    if twice:
+        raise BadConfig(f"Run '{twice[0]}' is given twice; give each run once.")
+    records = [read_run_record(f) for f in folders]
+    names = [r.name for r in records]
+    differ = compare.settings_diff(records)
+    print("Settings that differ")
+    if differ:
+        _print_table(["setting", *names], [[name, *values] for name, values in differ])
+    else:
+        print("  (none)")
+    same = len(compare.same_settings(records))
+    print(f"{same} other setting{'s are' if same != 1 else ' is'} the same.\n")
+    print("Metrics (validation, at the best epoch)")
+    _print_table(_METRIC_COLUMNS, [_metric_cells(m) for m in compare.metrics_table(records)])
+    if words:
+        _print_neighbours(records, words, k, args.matrix)
+    return 0
+
+
+_METRIC_COLUMNS = [
+    "run",
+    "model",
+    "status",
+    "epochs",
+    "best epoch",
+    "macro-F1",
+    "accuracy",
+    "val loss",
+    "seconds",
+]
+
+
+def _metric_cells(m: Any) -> list[str]:
+    def num(value: float | None, digits: int = 3) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    best = "—" if m.best_epoch is None else str(m.best_epoch)
+    return [
+        m.run,
+        m.model,
+        m.status,
+        str(m.epochs),
+        best,
+        num(m.val_macro_f1),
+        num(m.val_accuracy),
+        num(m.val_loss),
+        num(m.seconds, 1),
+    ]
+
+
+def _print_neighbours(records: list[Any], words: list[str], k: int, name: str | None) -> None:
+    """The matrices compared, then each word's neighbours, one column a run, then the notes."""
+    from embedgen import compare
+
+    opened = compare.open_matrices(compare.matrices_to_compare(records, name))
+    print("\nMatrices")
+    for matrix, choice in opened:
+        what = f"{choice.name}  ({matrix.label})" if matrix is not None else "none"
+        print(f"  {choice.run}: {what}")
+    names = [choice.run for _, choice in opened]
+    for found in compare.neighbours_side_by_side([m for m, _ in opened], words, k=k):
+        print(f"\nNeighbours of {found.word}")
+        rows: list[list[str]] = []
+        if any(len(a.pieces) > 1 for a in found.answers):
+            rows.append(
+                [f"({' + '.join(a.pieces)})" if len(a.pieces) > 1 else "" for a in found.answers]
+            )
+        for i in range(max(max(len(a.neighbours), bool(a.note)) for a in found.answers)):
+            rows.append([_neighbour_cell(a, i) for a in found.answers])
+        _print_table(names, rows)
+    notes = list(dict.fromkeys(choice.note for _, choice in opened if choice.note))
+    if notes:
+        print("\nNotes")
+        for note in notes:
+            print(f"  - {note}")
+
+
+def _neighbour_cell(answer: Any, i: int) -> str:
+    if i < len(answer.neighbours):
+        token, cosine = answer.neighbours[i]
+        return f"{i + 1}. {token} {cosine:.3f}"
+    return f"({answer.note})" if answer.note and i == 0 else ""
+
+
+def _word_list(text: str | None) -> list[str]:
+    """--words as a list: split at commas, ASCII or full-width (干净，服务), blanks left out."""
+    if not text:
+        return []
+    return [w.strip() for w in text.replace("，", ",").split(",") if w.strip()]
+
+
+def _run_named(spec: str) -> Path:
+    """The run folder ``spec`` names: a run folder's path, or the folder name of one run in
+    the folders `embedgen runs` lists; BadRun when it names none, or several."""
+    from embedgen.errors import BadRun
+    from embedgen.paths import embedgen_home
+    from embedgen.runs import is_run_folder, read_run_record
+
+    path = Path(spec)
+    if is_run_folder(path):
+        return path
+    found = [
+        root / spec for root in _all_folders() if path.name == spec and is_run_folder(root / spec)
+    ]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        where = ", ".join(str(f) for f in found)
+        raise BadRun(
+            f"'{spec}' names {len(found)} runs ({where}): give the folder of the one you mean."
+        )
+    if path.exists():
+        read_run_record(path)  # says why it is no run folder
+    raise BadRun(
+        f"No run '{spec}': it is neither a run folder nor the name of a run in "
+        f"{embedgen_home() / 'runs'} or a workspace. Give a run folder's path, or a name "
+        "that `embedgen runs` lists."
+    )
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns padded by their width on screen (a Chinese character takes two columns)."""
+    table = [header, *rows]
+    widths = [max(_width(row[c]) for row in table) for c in range(len(header))]
+    for row in table:
+        cells = [cell + " " * (w - _width(cell)) for cell, w in zip(row, widths, strict=True)]
+        print("  " + "  ".join(cells).rstrip())
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: two for wide (East Asian) characters."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -773,9 +939,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "runs",
         parents=[common],
-        help="list the runs in $EMBEDGEN_HOME and in every workspace",
+        help="list the runs in $EMBEDGEN_HOME and in every workspace, or compare some",
     )
     p.add_argument("--active", action="store_true", help="only those queued or training")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="compare two or more runs (run folders, or names that `embedgen runs` lists): "
+        "the settings that differ, the metrics, and with --words the neighbours",
+    )
+    p.add_argument(
+        "--words",
+        metavar="WORD,WORD",
+        help="with --compare: words whose neighbours to show side by side (干净,服务)",
+    )
+    p.add_argument("--k", type=int, help="with --compare --words: neighbours a word (default 5)")
+    p.add_argument(
+        "--matrix",
+        metavar="NAME",
+        help="with --compare --words: the matrix of each run to use, by its folder name in "
+        "RUN/matrices (default: the newest that all the runs have)",
+    )
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser(
         "cancel",
