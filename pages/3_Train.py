@@ -5,6 +5,8 @@ a worker process trains it, and this page watches the folder. A reloaded tab fin
 user's queued and running runs in their runs folder.
 """
 
+import json
+
 import streamlit as st
 
 from embedgen import jobs
@@ -102,6 +104,30 @@ with st.expander("Open a saved run"):
         st.page_link("pages/8_Library.py", label="All runs and matrices: the Library")
 
 
+def same_run(
+    active: list[RunRecord], model: dict[str, object], data_sha256: str, config: dict[str, object]
+) -> RunRecord | None:
+    """This visitor's run queued or training on ``model``, the same data and ``config`` (as
+    run.json keeps them, so compared after the same trip through JSON)."""
+    model, config = json.loads(json.dumps(model)), json.loads(json.dumps(config))
+    for r in active:
+        if r.config == config and r.model == model and r.dataset.get("sha256") == data_sha256:
+            return r
+    return None
+
+
+def other_runs(folder: str) -> None:
+    """This visitor's other runs queued or training, each to follow instead."""
+    for r in mine:
+        if r.folder == folder:
+            continue
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.caption(f"Also {r.status}: {code(r.name)} · {plain(str(r.config.get('strategy')))}")
+        if c2.button("Follow it", key=f"train_follow_{r.name}"):
+            st.session_state[session.TRAIN_JOB] = QueuedJob(r.folder)
+            st.rerun()
+
+
 def show_job(job: QueuedJob) -> None:
     """The run's panel while it waits or trains; its result (or why there is none) after."""
     if visitor.current_user() is None:  # no workspaces: the address is what owns the run
@@ -123,16 +149,18 @@ def show_job(job: QueuedJob) -> None:
 
 runs_root = runs_dir(visitor.current_user())
 job: QueuedJob | None = st.session_state[session.TRAIN_JOB]
+# The user's own (workspaces on), else those whose secret this tab holds or its address
+# carries; an address's value finds only the run it was made for, and lends nothing else.
+given = visitor.address_secret()
+
+
+def is_mine(r: RunRecord) -> bool:
+    held = visitor.run_secret(r.folder)
+    return visitor.current_user() is not None or r.owned_by(held) or r.owned_by(given)
+
+
+mine = [r for r in active_runs if is_mine(r)]
 if job is None:  # a new tab: the runs still queued or training, newest first
-    # The user's own (workspaces on), else those whose secret this tab holds or its address
-    # carries; an address's value finds only the run it was made for, and lends nothing else.
-    given = visitor.address_secret()
-
-    def is_mine(r: RunRecord) -> bool:
-        held = visitor.run_secret(r.folder)
-        return visitor.current_user() is not None or r.owned_by(held) or r.owned_by(given)
-
-    mine = [r for r in active_runs if is_mine(r)]
     if mine:  # the tab takes up the newest
         job = st.session_state[session.TRAIN_JOB] = QueuedJob(mine[0].folder)
         if given is not None and mine[0].owned_by(given):
@@ -171,7 +199,6 @@ strategy = setting_input(
     "strategy",
     key="train_strategy",
     help="\n\n".join(f"**{s}**: {s.description}" for s in Strategy),
-    disabled=busy,
 )
 tuned = strategy != Strategy.HEAD
 st.caption(Strategy(strategy).description)
@@ -231,7 +258,10 @@ with st.form("train_form"):
         )
         if encoder.device.type == "cpu":  # a GPU reads in bf16 already
             extra["int8"] = setting_input(c2, FinetuneConfig, "int8", key="train_int8")
-    start = st.form_submit_button("Start training", type="primary", disabled=busy)
+    # While a run goes on, another may be queued beside it, of other settings only.
+    start = st.form_submit_button(
+        "Queue another run" if busy else "Start training", type="secondary" if busy else "primary"
+    )
 st.caption(
     f"Token lengths of {plain(data.source_name)}: median {lengths.p50}, 95th percentile "
     f"{lengths.p95}, longest {lengths.longest} ({lengths.texts:,} texts measured)."
@@ -252,8 +282,15 @@ if start:
         )
     )
 
-    folder = new_run_folder(data.source_name, str(config.strategy), runs_root)
     spec, trust_remote_code = st.session_state[session.MODEL_LOADED]
+    twin = same_run(mine, encoder.info.as_dict(), data.source_sha256, config.as_dict())
+    if twin is not None:  # a second click, or the same settings again: not a second run
+        st.warning(
+            f"A run of exactly these settings is already {twin.status}: "
+            f"{code(twin.name)}. Change a setting to queue another run beside it."
+        )
+        st.stop()
+    folder = new_run_folder(data.source_name, str(config.strategy), runs_root)
     settings = visitor.operator()
     request = jobs.TrainRequest(
         model=spec,
@@ -274,6 +311,7 @@ if start:
 
 if job is not None:
     show_job(job)
+    other_runs(job.folder)
 
 run = st.session_state[session.TRAIN_RUN]
 if run is not None and (job is None or not job.active):

@@ -348,17 +348,37 @@ def test_cancel_says_cancelling_at_once_until_the_job_has_stopped(
     assert next(b for b in at.button if b.label == "Cancel").disabled, "asked once"
 
 
-def test_start_is_disabled_once_a_run_is_queued(app: AppTest, tiny_model_dir: Path) -> None:
-    """Issue 21: Start stayed enabled during a run (the form was drawn before the run
-    existed, and only the job panel reran), and a second click queued a second run."""
+def test_the_same_run_is_not_queued_twice_but_another_may_be(
+    app: AppTest, tiny_model_dir: Path
+) -> None:
+    """Issue 21: a second click on Start queued a duplicate run 3 s later. Now a run of the
+    same settings is refused while the first waits or trains; a run of other settings is
+    queued beside it on purpose, and the tab can follow either."""
+    from embedgen.runs import list_runs
+
     job = start_long_training(app, tiny_model_dir)
+    second = None
     try:
-        start = next(b for b in app.button if b.label == "Start training")
-        assert start.disabled, "Start waits for the run"
-        assert app.selectbox(key="train_strategy").disabled, "and so does the strategy"
+        assert "Start training" not in [b.label for b in app.button], "no plain Start now"
+        click(app, "Queue another run")  # the same settings: a double click
+        assert app.session_state["train_job"] is job
+        assert any("exactly these settings" in t for t in texts(app.warning))
+        assert len(list_runs(Path(job.folder).parent)) == 1, "no second run folder"
+        app.number_input(key="train_dim").set_value(16)
+        click(app, "Queue another run")
+        second = app.session_state["train_job"]
+        assert second is not job and second.folder != job.folder
+        assert len(list_runs(Path(job.folder).parent)) == 2
+        follow = next(b for b in app.button if b.label == "Follow it")
+        follow.click().run()
+        assert app.session_state["train_job"].folder == job.folder, "the first run, followed"
     finally:
-        job.request_cancel()
-        job.wait(TIMEOUT)
+        for running in (job, second):
+            if running is not None:
+                running.request_cancel()
+        for running in (job, second):
+            if running is not None:
+                running.wait(TIMEOUT)
 
 
 def _page_with_a_job_that_ends_before_its_panel() -> None:
