@@ -737,10 +737,10 @@ def _neighbour_cell(answer: Any, i: int) -> str:
 
 
 def _word_list(text: str | None) -> list[str]:
-    """--words as a list: split at commas, ASCII or full-width (干净，服务), blanks left out."""
-    if not text:
-        return []
-    return [w.strip() for w in text.replace("，", ",").split(",") if w.strip()]
+    """--words as a list (``compare.word_list``: 干净，服务 too)."""
+    from embedgen.compare import word_list
+
+    return word_list(text or "")
 
 
 def _run_named(spec: str) -> Path:

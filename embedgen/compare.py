@@ -329,6 +329,14 @@ def _answer(index: NeighbourIndex | None, word: str, k: int) -> Answer:
     return Answer(tuple((n.token, n.score) for n in neighbours), found.pieces)
 
 
+def word_list(text: str) -> list[str]:
+    """Words typed in one line: split at commas, ASCII or full-width (干净，服务), or at the
+    ideographic comma (、), blanks left out, each once."""
+    for comma in "，、":
+        text = text.replace(comma, ",")
+    return list(dict.fromkeys(w.strip() for w in text.split(",") if w.strip()))
+
+
 def neighbours_side_by_side(
     matrices: Sequence[EmbeddingMatrix | NeighbourIndex | None],
     words: Sequence[str],

@@ -1,11 +1,24 @@
 """Library: every run and saved matrix this visitor may see, newest first; open one (it becomes
 current on every page), rename it, delete it; compare runs side by side."""
 
+from dataclasses import replace
+
 import streamlit as st
 
 from embedgen.budget import human_size
-from embedgen.library import TITLE_CHARS, Item, delete, list_items, rename
-from embedgen.ui import feedback, library, pagestart, visitor
+from embedgen.compare import (
+    curves,
+    matrices_to_compare,
+    metrics_table,
+    neighbours_side_by_side,
+    open_matrices,
+    same_settings,
+    settings_diff,
+    word_list,
+)
+from embedgen.library import TITLE_CHARS, Item, delete, list_items, rename, title_of
+from embedgen.runs import RunRecord, read_run_record
+from embedgen.ui import feedback, library, pagestart, plots, session, visitor
 from embedgen.ui.markup import code, plain
 from embedgen.ui.widgets import kept
 
@@ -119,5 +132,102 @@ with library_tab:
                     open_item(picked)
                 change_item(picked)
 
+
+def titled(records: list[RunRecord]) -> list[str]:
+    """Each run's name as the library shows it, made unique (two runs may share a title)."""
+    names: list[str] = []
+    for r in records:
+        name = title_of(r.folder) or r.name
+        names.append(name if name not in names else f"{name} ({r.name})")
+    return names
+
+
+def compare_neighbours(records: list[RunRecord], names: list[str]) -> None:
+    """The same words' neighbours in one matrix of each run, side by side."""
+    choices = matrices_to_compare(records)
+    used = {c.name for c in choices if c.name is not None}
+    if len(used) == 1:
+        st.caption(f"In the matrix each run has as {code(used.pop())}.")
+    for choice in choices:
+        if choice.note:
+            st.caption(plain(choice.note))
+    c1, c2 = st.columns([3, 1])
+    words = c1.text_input(
+        "Words (commas between them)", key=kept("library_compare_words"), placeholder="干净，服务"
+    )
+    k = int(c2.number_input("Neighbours", 1, 50, 5, key=kept("library_compare_k")))
+    if not word_list(words):
+        return
+    key = tuple(
+        (str(c.folder), c.folder and (c.folder / "manifest.json").stat().st_mtime_ns)
+        for c in choices
+    )
+    opened = session.session_cached("library_compare_matrices", key, lambda: open_matrices(choices))
+    found = feedback.attempt(
+        lambda: neighbours_side_by_side([m for m, _ in opened], word_list(words), k)
+    )
+    for word in found:
+        st.markdown(f"**{plain(word.word)}**")
+        for column, name, answer in zip(st.columns(len(names)), names, word.answers, strict=True):
+            column.caption(
+                plain(name)
+                + (f" · read as {' + '.join(answer.pieces)}" if len(answer.pieces) > 1 else "")
+            )
+            if answer.note:
+                column.caption(plain(answer.note))
+            else:
+                column.dataframe(
+                    [{"neighbour": t, "cosine": round(c, 3)} for t, c in answer.neighbours],
+                    hide_index=True,
+                    width="stretch",
+                )
+
+
 with compare_tab:
-    st.caption("Pick two or more runs.")
+    by_label = {label(i): i.folder for i in runs}
+    chosen = st.multiselect(
+        "Runs to compare", list(by_label), key=kept("library_compare"), max_selections=6
+    )
+    if len(chosen) < 2:
+        st.info(
+            "Pick two or more runs: their settings, metrics, curves and neighbours side by side."
+        )
+    else:
+        records = feedback.attempt(lambda: [read_run_record(by_label[c]) for c in chosen])
+        names = titled(records)
+        diff = settings_diff(records)
+        st.markdown("**Settings that differ**")
+        if diff:
+            st.dataframe(
+                [{"setting": n, **dict(zip(names, v, strict=True))} for n, v in diff],
+                hide_index=True,
+                width="stretch",
+            )
+        st.caption(f"{len(same_settings(records))} other settings are the same.")
+        st.markdown("**Metrics** (validation, at each run's best epoch)")
+        st.dataframe(
+            [
+                {
+                    "run": name,
+                    "model": m.model,
+                    "status": m.status,
+                    "epochs": m.epochs,
+                    "best epoch": m.best_epoch,
+                    "macro-F1": m.val_macro_f1,
+                    "accuracy": m.val_accuracy,
+                    "val loss": m.val_loss,
+                    "seconds": round(m.seconds, 1),
+                }
+                for name, m in zip(names, metrics_table(records), strict=True)
+            ],
+            hide_index=True,
+            width="stretch",
+            column_config={
+                c: st.column_config.NumberColumn(format="%.3f")
+                for c in ("macro-F1", "accuracy", "val loss")
+            },
+        )
+        shown = [replace(c, run=n) for c, n in zip(curves(records), names, strict=True)]
+        st.plotly_chart(plots.compared_curves(shown), width="stretch", key="library_curves")
+        st.markdown("**Neighbours of the same words**")
+        compare_neighbours(records, names)

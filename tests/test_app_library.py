@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import unmarked
 from streamlit.testing.v1 import AppTest
-from test_app import build_default_matrix, click, go, load_model, texts
+from test_app import build_default_matrix, click, go, load_model, texts, wait_for
 from test_app_choices import build, train
 
 
@@ -97,3 +97,35 @@ def test_a_build_that_repeats_a_saved_matrix_offers_to_open_it(
     assert opened.folder == first.folder and other.session_state["matrix_job"] is None
     assert other.session_state["current_matrix"] == Path(first.folder).name
     assert (Path(first.folder) / "manifest.json").stat().st_mtime_ns == stamp, "not rebuilt"
+
+
+def test_two_runs_compared_side_by_side(app: AppTest, tiny_model_dir: Path) -> None:
+    train(app, tiny_model_dir)  # dim 8
+    build_default_matrix(app)
+    go(app, "3_Train")
+    app.number_input(key="train_dim").set_value(16)
+    click(app, "Start training")
+    wait_for(app, "train_job")
+    build_default_matrix(app)
+    first, second = sorted(
+        p.name for p in (Path(app.session_state["train_run"].folder).parent).iterdir()
+    )
+
+    go(app, "8_Library")
+    box = app.multiselect(key="library_compare")
+    box.set_value([o for o in box.options if o.split(" · ")[1] == "run"]).run()
+    assert not app.exception, [e.value for e in app.exception]
+    tables = [t.value for t in app.dataframe]
+    diff = next(t for t in tables if "setting" in t.columns)
+    assert list(diff["setting"]) == ["projection size d (dim)"], "only the dim differs"
+    assert {tuple(diff[first]), tuple(diff[second])} == {("8",), ("16",)}
+    metrics = next(t for t in tables if "macro-F1" in t.columns)
+    assert set(metrics["run"]) == {first, second} and metrics["epochs"].tolist() == [1, 1]
+    assert any(c.proto.spec for c in app.get("plotly_chart")), "the curves are drawn"
+    assert any("contextual" in t for t in texts(app.caption)), "which matrix is compared"
+
+    app.text_input(key="library_compare_words").input("好，坏").run()
+    assert not app.exception, [e.value for e in app.exception]
+    lists = [t.value for t in app.dataframe if "neighbour" in t.value.columns]
+    assert len(lists) == 4, "two words, a list from each run"
+    assert all(len(t) == 5 for t in lists)

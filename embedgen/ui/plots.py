@@ -16,6 +16,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from embedgen.compare import Curve
 from embedgen.train import EpochMetrics
 
 CJK_FONT = "Noto Sans CJK SC, Noto Sans SC, Microsoft YaHei, PingFang SC, sans-serif"
@@ -338,5 +339,38 @@ def label_counts_figure(counts: dict[str, int], label_column: str) -> go.Figure:
         height=320,
         margin={"t": 40, "b": 0},
         font={"family": CJK_FONT},
+    )
+    return fig
+
+
+def compared_curves(curves: Sequence[Curve]) -> go.Figure:
+    """Several runs' validation loss (left) and macro-F1 (right) per epoch, one colour a run
+    in both, each run named once in the legend."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Validation loss", "Validation macro-F1"))
+    colours = px.colors.qualitative.Plotly
+    for n, curve in enumerate(curves):
+        line = {"color": colours[n % len(colours)]}
+        name = _text(curve.run)
+        fig.add_scatter(
+            x=curve.epoch, y=curve.val_loss, name=name, legendgroup=name, line=line, row=1, col=1
+        )
+        fig.add_scatter(
+            x=curve.epoch,
+            y=curve.val_macro_f1,
+            name=name,
+            legendgroup=name,
+            line=line,
+            showlegend=False,
+            row=1,
+            col=2,
+        )
+    longest = max((len(c.epoch) for c in curves), default=0)
+    fig.update_xaxes(title_text="epoch", dtick=1 if longest <= 20 else None)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(
+        height=340,
+        margin={"t": 30, "b": 10},
+        font={"family": CJK_FONT},
+        legend={"orientation": "h", "y": -0.25},
     )
     return fig
