@@ -146,10 +146,15 @@ def compare_neighbours(records: list[RunRecord], names: list[str]) -> None:
     """The same words' neighbours in one matrix of each run, side by side."""
     choices = matrices_to_compare(records)
     used = {c.name for c in choices if c.name is not None}
-    if len(used) == 1:
+    if len(used) == 1 and all(c.folder is not None for c in choices):
         st.caption(f"In the matrix each run has as {code(used.pop())}.")
-    for choice in choices:
-        if choice.note:
+    for choice, name in zip(choices, names, strict=True):
+        if choice.folder is None:  # the note names the CLI; here the page is the way
+            st.caption(
+                f"**{plain(name)}** has no saved matrix to compare: open it (Runs and matrices) "
+                "and build one on the Matrix page."
+            )
+        elif choice.note:
             st.caption(plain(choice.note))
     c1, c2 = st.columns([3, 1])
     words = c1.text_input(
