@@ -430,6 +430,20 @@ def words_of(folder: str | os.PathLike[str]) -> WordVocab | None:
     return WordVocab(tuple(raw["words"]), tuple(raw["counts"]), raw.get("record") or {})
 
 
+def estimate_asked(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What the Matrix page asked an estimate job for (its request and texts), read back from
+    the job folder: a reloaded page takes the estimate up and builds when it ends. None when
+    the folder is gone or holds no matrix request."""
+    record = reread(folder)
+    if record is None:
+        return None
+    try:
+        request = MatrixRequest.from_dict(record.request)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return {"request": request, "corpus": _corpus_of(Path(folder))}
+
+
 def _corpus_of(folder: Path) -> Corpus | None:
     path = folder / CORPUS_FILE
     if not path.exists():

@@ -57,7 +57,7 @@ RUN_LABELS = {
 SLOW_SECONDS = 120  # builds estimated to take longer are confirmed first
 
 
-ESTIMATE_JOB = "matrix_estimate_job"  # the estimate a build waits for: a FolderJob
+ESTIMATE_JOB = session.MATRIX_ESTIMATE_JOB  # the estimate a build waits for (kept by the visit)
 
 
 def job_source(source: Encoder | Run) -> tasks.Source:

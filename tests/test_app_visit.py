@@ -133,6 +133,31 @@ def test_a_reload_takes_up_a_queued_job_and_shows_its_result(
     assert again.get("plotly_chart"), "the reloaded tab draws the job's result"
 
 
+def test_a_reload_during_an_estimate_still_builds_the_matrix(
+    app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: Build matrix first queues an estimate; a reload before it ended dropped the
+    build (the visit kept no estimate), and the user had to press Build again."""
+    load_model(app, tiny_model_dir)
+    upload(app, "reviews.csv", csv_bytes(synthetic_rows(60)))
+    jobs.stop_started_worker()
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "0")  # the estimate waits in the queue
+    go(app, "4_Matrix")
+    click(app, "Build matrix")
+    estimate = app.session_state["matrix_estimate_job"]
+    assert estimate is not None and estimate.active and app.session_state["matrix_job"] is None
+
+    again = reopen(app, "4_Matrix")
+    taken = again.session_state["matrix_estimate_job"]
+    assert taken is not None and taken.folder == estimate.folder
+    assert taken.tag["request"].options == estimate.tag["request"].options
+    monkeypatch.setenv(jobs.AUTOSTART_ENV, "1")
+    jobs.ensure_worker()
+    wait_for(again, "matrix_job")
+    (entry,) = again.session_state["matrices"].values()
+    assert entry.name == "input-base-cjk", "the matrix asked for before the reload"
+
+
 def test_a_reload_takes_up_a_training_under_way(app: AppTest, tiny_model_dir: Path) -> None:
     job = start_long_training(app, tiny_model_dir)
 

@@ -29,6 +29,7 @@ DATA_VAL_FRACTION = "data_val_fraction"
 TRAIN_JOB = "train_job"
 TRAIN_RUN = "train_run"
 MATRIX_JOB = "matrix_job"
+MATRIX_ESTIMATE_JOB = "matrix_estimate_job"  # the estimate a build waits for: a FolderJob
 MATRICES = "matrices"  # name -> MatrixEntry
 CURRENT_MATRIX = "current_matrix"  # the name of the matrix Explore and Export work on
 PROJECTION_JOB = "explore_projection_job"

@@ -38,6 +38,7 @@ def _job_slots() -> dict[str, str]:
     from embedgen.ui import session
 
     return {
+        "estimate": session.MATRIX_ESTIMATE_JOB,  # a reload mid-estimate still builds after
         "matrix": session.MATRIX_JOB,
         "map": session.PROJECTION_JOB,
         "tradeoff": session.TRADEOFF_JOB,
@@ -155,7 +156,9 @@ def current() -> Visit:
 
         # A finished map too: a reloaded Explore draws it again from its job folder.
         if fjob.active or (slot == "map" and fjob.state is RunStatus.FINISHED):
-            jobs[slot] = {"folder": fjob.folder, "tag": _encode(fjob.tag)}
+            # An estimate's tag (the request and texts) is read back from its job folder.
+            tag = None if slot == "estimate" else _encode(fjob.tag)
+            jobs[slot] = {"folder": fjob.folder, "tag": tag}
     return visits.Visit(
         model=list(loaded) if loaded else None,
         data=ss.get(_DATA),
@@ -265,6 +268,9 @@ def _job(slot: str, folder: str, tag: Any) -> Any:
 
     if slot == "matrix":
         return FolderJob(folder, "Matrix", take=matrices.entry_of_job)
+    if slot == "estimate":
+        asked = tasks.estimate_asked(folder)
+        return None if asked is None else FolderJob(folder, "Estimate", tag=asked)
     if slot == "map":
         _map_form(tag)
         return FolderJob(folder, "Map", take=tasks.projection_of, tag=tag)
