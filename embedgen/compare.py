@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -259,6 +260,9 @@ def matrices_to_compare(
     if common:
         chosen = max(common, key=lambda n: (max(s[n] for s in having), n))
         return [_named(r, chosen, s) for r, s in zip(records, saved, strict=True)]
+    alike = _built_alike(records, saved)
+    if alike is not None:
+        return alike
     choices = []
     for r, s in zip(records, saved, strict=True):
         if not s:
@@ -273,6 +277,34 @@ def matrices_to_compare(
         )
         choices.append(MatrixChoice(r.name, Path(r.folder) / MATRICES_DIR / newest, note))
     return choices
+
+
+_LAYER = re.compile(r"-L\d+(?:-\d+)?(?=-|$)")
+
+
+def _way(name: str) -> str:
+    """A matrix's name without its layer: how it was built, whatever the model's depth
+    ("contextual-L4-tuned-cjk" of a 4-layer model and "-L12-" of a 12-layer one alike)."""
+    return _LAYER.sub("-L*", name)
+
+
+def _built_alike(
+    records: Sequence[RunRecord], saved: list[dict[str, float]]
+) -> list[MatrixChoice] | None:
+    """Runs of models of different depths: the newest matrices built the same way but at
+    each model's own layer (the default builds the last), or None when they share none."""
+    if not all(saved):
+        return None
+    ways = [{_way(n): n for n in reversed(list(s))} for s in saved]  # newest kept per way
+    common = set(ways[0]).intersection(*ways[1:])
+    if not common:
+        return None
+    way = max(common, key=lambda w: (max(s[ws[w]] for s, ws in zip(saved, ways, strict=True)), w))
+    note = f"Built the same way in every run ({way}), each at its own model's layer."
+    return [
+        MatrixChoice(r.name, Path(r.folder) / MATRICES_DIR / ws[way], note)
+        for r, ws in zip(records, ways, strict=True)
+    ]
 
 
 def open_matrices(

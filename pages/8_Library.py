@@ -48,11 +48,11 @@ def show_table(shown: list[Item]) -> None:
                 "Name": i.title,
                 "Kind": i.kind,
                 "Model": i.model,
-                "Data": i.data,
-                "What": i.what,
-                "Size": human_size(i.size),
                 "Date": i.when,
                 "Status": i.status,
+                "Size": human_size(i.size),
+                "What": i.what,
+                "Data": i.data,
             }
             for i in shown
         ],
@@ -148,13 +148,15 @@ def compare_neighbours(records: list[RunRecord], names: list[str]) -> None:
     used = {c.name for c in choices if c.name is not None}
     if len(used) == 1 and all(c.folder is not None for c in choices):
         st.caption(f"In the matrix each run has as {code(used.pop())}.")
+    said = set()
     for choice, name in zip(choices, names, strict=True):
         if choice.folder is None:  # the note names the CLI; here the page is the way
             st.caption(
                 f"**{plain(name)}** has no saved matrix to compare: open it (Runs and matrices) "
                 "and build one on the Matrix page."
             )
-        elif choice.note:
+        elif choice.note and choice.note not in said:  # one note may stand for every run
+            said.add(choice.note)
             st.caption(plain(choice.note))
     c1, c2 = st.columns([3, 1])
     words = c1.text_input(

@@ -207,6 +207,26 @@ def test_without_a_common_matrix_each_run_shows_its_newest_and_says_they_differ(
     assert all("built" in c.note for c in choices), [c.note for c in choices]
 
 
+def test_runs_of_models_of_other_depths_compare_matrices_built_alike(narrow, wide, names, tmp_path):
+    """m3e-small's default is contextual-L4-…, e5-small's contextual-L12-…: no name in
+    common, but built the same way, each at its model's last layer. Those are compared, not
+    each run's newest (a word matrix against a token one, in the walk of issue 21)."""
+    common, only_narrow = names
+    shallow = copy_run(narrow, tmp_path / "shallow", matrices={common: "contextual-L4-tuned-cjk"})
+    deep = copy_run(
+        narrow,
+        tmp_path / "deep",
+        matrices={common: "contextual-L12-tuned-cjk", only_narrow: "aggregated-L12-tuned-words"},
+    )
+    newest = Path(deep.folder) / "matrices" / "aggregated-L12-tuned-words" / "manifest.json"
+    manifest = json.loads(newest.read_text("utf-8"))
+    newest.write_text(json.dumps({**manifest, "created": "2099-01-01T00:00:00+00:00"}), "utf-8")
+    assert next(iter(saved_matrices(deep.folder))) == "aggregated-L12-tuned-words"
+    choices = matrices_to_compare([shallow, deep])
+    assert [c.name for c in choices] == ["contextual-L4-tuned-cjk", "contextual-L12-tuned-cjk"]
+    assert all("each at its own model's layer" in c.note for c in choices)
+
+
 def test_a_run_with_no_matrix_is_told_how_to_build_one(narrow, wide, names, tmp_path):
     bare = copy_run(wide, tmp_path / "bare")
     choices = matrices_to_compare([narrow, bare])

@@ -44,7 +44,14 @@ def training_curves(history: Sequence[EpochMetrics]) -> go.Figure:
     fig.add_scatter(x=epochs, y=[m.val_macro_f1 for m in history], name="macro-F1", row=1, col=2)
     fig.update_xaxes(title_text="epoch", dtick=1 if len(epochs) <= 20 else None)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=320, margin={"t": 30, "b": 10}, font={"family": CJK_FONT})
+    # The legend below both charts: on the right it stood beside the Validation chart, the
+    # losses' names too (issue 21).
+    fig.update_layout(
+        height=340,
+        margin={"t": 30, "b": 10},
+        font={"family": CJK_FONT},
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 
