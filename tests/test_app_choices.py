@@ -157,6 +157,34 @@ def layer_box(at: AppTest):
     return next(n for n in at.number_input if n.label == "Layer")
 
 
+def range_box(at: AppTest):
+    """The Matrix page's layer range box (each model has its own, as the Layer box)."""
+    return next(t for t in at.text_input if t.label.startswith("…or the mean of layers"))
+
+
+def test_a_layer_range_chosen_for_one_model_does_not_follow_to_another(
+    app: AppTest, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 21, item 2: the layer range too (1-2 of a 2-layer model is not the top of a
+    3-layer one); the new model's box starts empty, and the first model's keeps its range."""
+    from conftest import build_tiny_bert
+
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    app.radio(key="matrix_method").set_value("contextual").run()
+    range_box(app).input("1-2")
+    click(app, "Build matrix")
+    wait_for(app, "matrix_job")
+    assert any("L1-2" in name for name in app.session_state["matrices"])
+    load_model(app, build_tiny_bert(tmp_path / "deeper", layers=3))
+    go(app, "4_Matrix")
+    assert range_box(app).value == "", "the new model's range starts empty"
+    assert range_box(app).placeholder == "e.g. 0-3", "and suggests its own top layers"
+    load_model(app, tiny_model_dir)
+    go(app, "4_Matrix")
+    assert range_box(app).value == "1-2", "back to the first model: its range"
+
+
 def test_a_layer_chosen_for_one_model_does_not_follow_to_a_deeper_one(
     app: AppTest, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
