@@ -146,6 +146,23 @@ def test_each_user_sees_only_their_own_runs(visit: Visit, tiny_model_dir: Path) 
     assert saved_runs(bob) == [bobs_run.name]
 
 
+def test_the_library_lists_and_changes_only_the_users_own_work(
+    visit: Visit, tiny_model_dir: Path
+) -> None:
+    """Issue 21, item 3: the Library of a user with a workspace holds their runs only, every
+    one theirs to rename or delete; nobody else's is listed, so none can be opened."""
+    alice, bob = visit(signed_in(ALICE)), visit(signed_in(BOB))
+    alices_run = train(alice, tiny_model_dir, "alice.csv")
+    bobs_run = train(bob, tiny_model_dir, "bob.csv")
+    go(alice, "8_Library")
+    (only,) = alice.selectbox(key="library_pick").options
+    assert only.startswith(alices_run.name + " · run")
+    assert any(b.label == "Rename" for b in alice.button), "her own: she may rename it"
+    go(bob, "8_Library")
+    assert [o.split(" · ")[0] for o in bob.selectbox(key="library_pick").options] == [bobs_run.name]
+    assert "your workspace" in " ".join(shown(c) for c in bob.caption)
+
+
 def test_another_users_run_folder_reads_as_one_that_is_not_there(
     visit: Visit, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
