@@ -171,7 +171,7 @@ def test_another_users_run_folder_reads_as_one_that_is_not_there(
     alice, bob = visit(signed_in(ALICE)), visit(signed_in(BOB))
     missing = str(tmp_path / "home" / "no-such-folder")
 
-    # Explore's "Open a saved matrix folder": the owner gets as far as the folder's files.
+    # Explore's typed matrix folder: the owner gets as far as the folder's files.
     args = ("5_Explore", "explore_open", "Open")
     assert "matrix.npy" in open_folder(alice, *args, str(alices_run))
     refused = open_folder(bob, *args, str(alices_run))

@@ -380,8 +380,10 @@ def test_progress_cancel_choices_and_overwrites_in_a_real_browser(
         expect(page.get_by_label("How many")).to_have_value("5")
 
         # -- a map cancelled mid-stage -------------------------------------------------------
-        page.get_by_text("Open a saved matrix folder").click()
-        opened = page.get_by_label("Folder (holds matrix.npy, vocab.txt, manifest.json)")
+        page.get_by_text("Open a saved matrix").click()
+        opened = page.get_by_label(
+            "…or a folder on the server (holds matrix.npy, vocab.txt, manifest.json)"
+        )
         opened.fill(str(big_folder))
         opened.press("Enter")
         idle(page)
