@@ -6,7 +6,7 @@ import logging
 import os
 import pickle
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
 from embedgen.atomic import sha256_file
 from embedgen.errors import ModelNotAvailable, NotAllowed
-from embedgen.paths import hub_cache_dir
+from embedgen.paths import hub_cache_dir, users_dir
 from embedgen.settings import in_other_workspace, resolve_quietly, under_any
 
 log = logging.getLogger(__name__)
@@ -328,6 +328,48 @@ class CachedModel:
     revision: str
     size_bytes: int
     path: str
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+MODEL_FOLDER_DEPTH = 2  # a root's models/m3e-small, not a run's runs/<run>/encoder
+
+
+def _is_model_folder(folder: Path) -> bool:
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return False
+    return "config.json" in names and any(n.endswith(WEIGHT_SUFFIXES) for n in names)
+
+
+def list_model_folders(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Model folders (a config.json beside weights) at most :data:`MODEL_FOLDER_DEPTH` below
+    each of ``roots`` (the operator's allowed folders), so a visitor picks one instead of
+    typing its path. The Hugging Face cache is left to :func:`list_cached_models`, and the
+    users' workspaces, links and hidden folders are never looked into."""
+    skip = {p for p in (resolve_quietly(hub_cache_dir()), resolve_quietly(users_dir())) if p}
+    found: set[Path] = set()
+
+    def walk(folder: Path, depth: int) -> None:
+        if folder in skip or folder.name.startswith("."):
+            return
+        if _is_model_folder(folder):
+            found.add(folder)
+            return
+        if depth == 0:
+            return
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError:
+            return
+        for child in children:
+            walk(child, depth - 1)
+
+    for root in roots:
+        resolved = resolve_quietly(root)
+        if resolved is not None and resolved.is_dir():
+            walk(resolved, MODEL_FOLDER_DEPTH)
+    return sorted(found)
 
 
 def list_cached_models(cache_dir: str | os.PathLike[str] | None = None) -> list[CachedModel]:

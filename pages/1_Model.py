@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from embedgen.models import DEFAULT_MODEL, ModelInfo, list_cached_models
+from embedgen.models import DEFAULT_MODEL, ModelInfo, list_cached_models, list_model_folders
 from embedgen.ui import feedback, jobpanel, models, pagestart, session, visitor
 from embedgen.ui.markup import plain
 from embedgen.ui.widgets import kept
@@ -40,30 +40,46 @@ def vocabulary_note(info: ModelInfo) -> str:
     )
 
 
+@st.cache_data(ttl=30, show_spinner=False)  # a folder copied in shows within 30 s
+def local_model_folders(roots: tuple) -> list:
+    return list_model_folders(roots)
+
+
 st.set_page_config(page_title="Model · embedgen", layout="wide")
 pagestart.begin()
 st.title("1 · Model")
 st.caption(
     "Any Hugging Face encoder with a token-embedding layer: BERT, RoBERTa, MacBERT, XLM-R… "
-    "Give a hub id, pick one from this machine's cache, or point to a folder."
+    "Give a hub id, pick one kept on this machine, or point to a folder."
 )
 
-cached = list_cached_models()
 choice = st.radio(
     "Where is the model?",
-    ["Hub id", "Local cache", "Folder on this machine"],
+    ["Hub id", "Local models", "Folder on this machine"],
     horizontal=True,
     key=kept("model_source"),
 )
 if choice == "Hub id":
     spec = st.text_input("Hub id", value=DEFAULT_MODEL, key=kept("model_hub_id"))
-elif choice == "Local cache":
-    if not cached:
-        st.info("The local Hugging Face cache holds no models. Use a hub id or a folder.")
+elif choice == "Local models":
+    # The hub cache's models, then the model folders among the operator's allowed folders
+    # (e.g. $EMBEDGEN_HOME/models/m3e-small): picked, not typed.
+    labels = {
+        f"{m.model_id} ({m.size_bytes / 1e6:.0f} MB)": m.model_id for m in list_cached_models()
+    }
+    labels.update(
+        {f"{f.name} ({f})": str(f) for f in local_model_folders(visitor.operator().allowed_roots)}
+    )
+    if not labels:
+        st.info(
+            "No model is kept on this machine: no Hugging Face cache, and no model folder "
+            "among the folders the operator allows. Use a hub id or a folder."
+        )
         spec = ""
     else:
-        labels = {f"{m.model_id} ({m.size_bytes / 1e6:.0f} MB)": m.model_id for m in cached}
-        spec = labels[st.selectbox("Cached models", list(labels), key=kept("model_cached"))]
+        spec = labels[
+            st.selectbox("Models on this machine", list(labels), key=kept("model_cached"))
+        ]
 else:
     spec = st.text_input(
         "Folder", placeholder="/path/to/model (holds config.json)", key=kept("model_folder")

@@ -51,6 +51,25 @@ def csv_bytes(rows: list[tuple[str, str]], encoding: str = "utf-8") -> bytes:
     return buf.getvalue().encode(encoding)
 
 
+def test_a_model_folder_among_the_allowed_ones_is_picked_not_typed(
+    app: AppTest, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21, item 3: no path typed by hand in the normal path. An offline model kept in
+    $EMBEDGEN_HOME/models (among the default allowed folders) is offered on the Model page."""
+    import os
+    import shutil
+
+    monkeypatch.delenv("EMBEDGEN_ALLOWED_ROOTS")  # the defaults: the hub cache and the home
+    kept = shutil.copytree(tiny_model_dir, Path(os.environ["EMBEDGEN_HOME"]) / "models" / "mine")
+    go(app, "1_Model")
+    app.radio(key="model_source").set_value("Local models").run()
+    box = app.selectbox(key="model_cached")
+    (offered,) = [o for o in box.options if o.startswith("mine (")]
+    box.set_value(offered).run()
+    click(app, "Load model")
+    assert app.session_state["model_loaded"] == (str(kept.resolve()), False)
+
+
 def load_model(at: AppTest, folder: Path) -> AppTest:
     go(at, "1_Model")
     at.radio(key="model_source").set_value("Folder on this machine").run()

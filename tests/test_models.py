@@ -169,3 +169,27 @@ def test_a_pickle_that_runs_code_never_runs(tiny_model_dir: Path, tmp_path: Path
         load_encoder(str(folder), allow_download=False, allow_pickle=True)
     assert "\n" not in str(err.value)
     assert not marker.exists(), "the pickle's code must not run"
+
+
+def test_model_folders_among_the_allowed_roots_are_found_and_nothing_else(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Model page lists these, so an offline model is picked, not typed (issue 21)."""
+    import os
+    import shutil
+
+    from embedgen.models import list_model_folders
+    from embedgen.paths import users_dir, workspace
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("EMBEDGEN_HOME", str(home))
+    mine = shutil.copytree(tiny_model_dir, home / "models" / "m3e-small")
+    top = shutil.copytree(tiny_model_dir, tmp_path / "srv" / "e5-small")
+    shutil.copytree(tiny_model_dir, home / "runs" / "r1" / "encoder")  # a run's: too deep
+    shutil.copytree(tiny_model_dir, workspace("alice@example.com") / "models" / "hers")
+    (home / "models" / "configs-only").mkdir()
+    (home / "models" / "configs-only" / "config.json").write_text("{}", "utf-8")
+    os.symlink(top, home / "models" / "link")
+    found = list_model_folders([home, tmp_path / "srv", tmp_path / "nowhere"])
+    assert found == sorted([mine.resolve(), top.resolve()]), found
+    assert users_dir().is_dir(), "the workspaces were there to be skipped"
