@@ -31,10 +31,14 @@ if "evaluate_matrices" in st.session_state:  # drop matrices this session no lon
     st.session_state["evaluate_matrices"] = [
         n for n in st.session_state["evaluate_matrices"] if n in entries
     ]
+# The current matrix (the one Explore and Export show) first, with the newest other one
+# beside it; the visitor's own choice here stands once made.
+current = matrices.current_matrix(entries)
+newest_other = [n for n in reversed(list(entries)) if n != current][:1]
 chosen = st.multiselect(
     "Matrices",
     list(entries),
-    default=list(entries)[-2:],
+    default=[current, *newest_other],
     key=kept("evaluate_matrices"),
     format_func=lambda n: f"{entries[n].matrix.label}  ({n})",
 )

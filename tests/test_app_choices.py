@@ -313,3 +313,23 @@ def test_text_and_label_columns_follow_a_new_file_with_the_same_columns(app: App
     assert (boxes["Text column"], boxes["Label column"]) == ("text", "label"), boxes
     labelled = app.session_state["data_labelled"]
     assert labelled.text_column == "text" and labelled.label_column == "label"
+
+
+def test_evaluate_starts_from_the_matrix_being_explored(app: AppTest, tiny_model_dir: Path) -> None:
+    """Issue 21, item 1: Explore, Evaluate and Export agree on the current matrix; Evaluate
+    offered the two built last, which left out the one being explored."""
+    load_model(app, tiny_model_dir)
+    for method in ("input", "contextual", "input"):
+        go(app, "4_Matrix")
+        app.radio(key="matrix_method").set_value(method).run()
+        if method == "input" and app.session_state["matrices"]:
+            app.checkbox(key="matrix_center").check()  # a third, other name
+        click(app, "Build matrix")
+        wait_for(app, "matrix_job")
+    first, *_ = names = list(app.session_state["matrices"])
+    assert len(names) == 3
+    go(app, "5_Explore")
+    app.selectbox(key="explore_a").set_value(first)
+    app.selectbox(key="explore_a").run()
+    go(app, "6_Evaluate")
+    assert app.multiselect(key="evaluate_matrices").value == [first, names[-1]]
