@@ -27,6 +27,7 @@ pagestart.begin()
 st.title("8 · Library")
 
 CONFIRM = "library_confirm_delete"  # the folder whose deletion waits for a yes
+PICK_NEXT = "library_pick_next"  # the choice's value after a rename (the item's new label)
 user = visitor.current_user()
 items = feedback.attempt(lambda: list_items(user))
 runs = [i for i in items if i.kind == "run"]
@@ -87,7 +88,9 @@ def change_item(item: Item) -> None:
         "Name", value=item.title, max_chars=TITLE_CHARS, key=f"library_title_{item.folder}"
     )
     if c2.button("Rename", disabled=title.strip() == item.title):
-        feedback.attempt(lambda: rename(item.folder, title, user))
+        shown = feedback.attempt(lambda: rename(item.folder, title, user))
+        # The choice follows the item under its new name (its label was the choice's value).
+        st.session_state[PICK_NEXT] = label(replace(item, title=shown))
         st.rerun()
     if st.session_state.get(CONFIRM) != item.folder:
         what = "the run, with its saved matrices" if item.kind == "run" else "the matrix"
@@ -122,6 +125,8 @@ with library_tab:
         show_table(shown)
         if shown:
             by_label = {label(i): i for i in shown}
+            if st.session_state.get(PICK_NEXT) in by_label:  # set before the box is drawn
+                st.session_state["library_pick"] = st.session_state.pop(PICK_NEXT)
             picked = by_label[st.selectbox("Choose one", list(by_label), key="library_pick")]
             with st.container(border=True):
                 st.markdown(f"**{plain(picked.title)}** · {plain(picked.what)}")

@@ -65,8 +65,16 @@ def test_rename_then_delete_after_a_confirmation(app: AppTest, tiny_model_dir: P
     pick(app, folder.name)
     app.text_input(key=f"library_title_{folder}").input("酒店 第一版").run()
     click(app, "Rename")
-    assert app.selectbox(key="library_pick").value.startswith("酒店 第一版 · matrix")
+    assert app.selectbox(key="library_pick").value.startswith("酒店 第一版 · matrix"), (
+        "the renamed item stays chosen"
+    )
     assert (folder / "title.txt").read_text("utf-8").strip() == "酒店 第一版"
+    run = Path(app.session_state["train_run"].folder)
+    pick(app, run.name)  # not the first in the list: it stays chosen after its rename
+    app.text_input(key=f"library_title_{run}").input("第一次训练").run()
+    click(app, "Rename")
+    assert app.selectbox(key="library_pick").value.startswith("第一次训练 · run")
+    pick(app, "酒店 第一版")
 
     click(app, "Delete the matrix…")
     assert any("for good" in t for t in texts(app.warning))
