@@ -27,6 +27,7 @@ pagestart.begin()
 st.title("8 · Library")
 
 CONFIRM = "library_confirm_delete"  # the folder whose deletion waits for a yes
+SHOW = {"All": None, "Runs": "run", "Matrices": "matrix"}  # the filter: its kind of item
 PICK_NEXT = "library_pick_next"  # the choice's value after a rename (the item's new label)
 user = visitor.current_user()
 items = feedback.attempt(lambda: list_items(user))
@@ -118,10 +119,8 @@ with library_tab:
     if not items:
         st.info("Nothing saved yet: runs appear here once trained, matrices once built.")
     else:
-        kinds = st.segmented_control(
-            "Show", ["All", "Runs", "Matrices"], default="All", key=kept("library_kinds")
-        )
-        shown = [i for i in items if kinds in (None, "All") or i.kind == kinds.lower()[:-1]]
+        kinds = st.segmented_control("Show", list(SHOW), default="All", key=kept("library_kinds"))
+        shown = [i for i in items if SHOW.get(kinds or "All") in (None, i.kind)]
         show_table(shown)
         if shown:
             by_label = {label(i): i for i in shown}

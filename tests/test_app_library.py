@@ -62,6 +62,10 @@ def test_rename_then_delete_after_a_confirmation(app: AppTest, tiny_model_dir: P
     (entry,) = app.session_state["matrices"].values()
     folder = Path(entry.folder)
     go(app, "8_Library")
+    for show, kinds in (("Matrices", ["matrix"]), ("Runs", ["run"]), ("All", ["matrix", "run"])):
+        app.get("button_group")[0].set_value(show).run()  # "Show": All / Runs / Matrices
+        listed = app.selectbox(key="library_pick").options
+        assert [o.split(" · ")[1] for o in listed] == kinds, (show, listed)
     pick(app, folder.name)
     app.text_input(key=f"library_title_{folder}").input("酒店 第一版").run()
     click(app, "Rename")
