@@ -14,25 +14,23 @@ instead of copying them.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from embedgen.errors import BadConfig, BadRun, NotInVocabulary
 from embedgen.fields import specs
-from embedgen.matrix import MANIFEST_FILE, MATRIX_FILE, VOCAB_FILE, EmbeddingMatrix, load_matrix
+from embedgen.library import MATRICES_DIR, saved_matrices
+from embedgen.matrix import EmbeddingMatrix, load_matrix
 from embedgen.neighbours import NeighbourIndex
 from embedgen.runs import RunRecord
 from embedgen.train import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
-MATRICES_DIR = "matrices"  # a run's matrices: RUN/matrices/<name>/
 NONE = "—"  # a setting with no value (max length taken from the data, a key an old run lacks)
 BUILD_HINT = "build one with `embedgen matrix {folder}` or on the Matrix page"
 
@@ -191,35 +189,6 @@ class MatrixChoice:
     def name(self) -> str | None:
         """The matrix's folder name ("contextual-L4-labels0.1-tuned-cjk"), or None."""
         return self.folder.name if self.folder is not None else None
-
-
-def _created(folder: Path) -> float:
-    """When the matrix in ``folder`` was built: its manifest's "created", else the manifest
-    file's time (a matrix saved by an older version)."""
-    try:
-        created = json.loads((folder / MANIFEST_FILE).read_text("utf-8")).get("created")
-        return datetime.fromisoformat(str(created)).timestamp()
-    except (OSError, ValueError, TypeError, AttributeError):
-        try:
-            return (folder / MANIFEST_FILE).stat().st_mtime
-        except OSError:
-            return 0.0
-
-
-def saved_matrices(run_folder: str | Path) -> dict[str, float]:
-    """The complete matrices saved in a run's ``matrices/`` (name -> when built, as a
-    timestamp), newest first; a half-written or hidden folder is not one."""
-    root = Path(run_folder) / MATRICES_DIR
-    if not root.is_dir():
-        return {}
-    found = {
-        f.name: _created(f)
-        for f in root.iterdir()
-        if f.is_dir()
-        and not f.name.startswith(".")
-        and all((f / n).is_file() for n in (MATRIX_FILE, VOCAB_FILE, MANIFEST_FILE))
-    }
-    return dict(sorted(found.items(), key=lambda item: (item[1], item[0]), reverse=True))
 
 
 def _no_matrix(record: RunRecord) -> MatrixChoice:

@@ -14,20 +14,23 @@ matrices, job records and visits refer to folders by path.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from embedgen.atomic import write_text
 from embedgen.budget import folder_size
 from embedgen.errors import BadConfig, EmbedgenError
-from embedgen.matrix import CACHE_FILE, MANIFEST_FILE, saved_matrix
+from embedgen.matrix import CACHE_FILE, MANIFEST_FILE, MATRIX_FILE, VOCAB_FILE, saved_matrix
 from embedgen.paths import matrices_dir, runs_dir, workspace
 from embedgen.runs import RunRecord, is_run_folder, list_runs
 from embedgen.visits import within
 
+MATRICES_DIR = "matrices"  # a run's matrices: RUN/matrices/<name>/
 TITLE_FILE = "title.txt"
 TITLE_CHARS = 80
 
@@ -136,13 +139,42 @@ def _subfolders(folder: Path) -> list[Path]:
         return []
 
 
+def _created(folder: Path) -> float:
+    """When the matrix in ``folder`` was built: its manifest's "created", else the manifest
+    file's time (a matrix saved by an older version)."""
+    try:
+        created = json.loads((folder / MANIFEST_FILE).read_text("utf-8")).get("created")
+        return datetime.fromisoformat(str(created)).timestamp()
+    except (OSError, ValueError, TypeError, AttributeError):
+        try:
+            return (folder / MANIFEST_FILE).stat().st_mtime
+        except OSError:
+            return 0.0
+
+
+def saved_matrices(run_folder: str | Path) -> dict[str, float]:
+    """The complete matrices saved in a run's ``matrices/`` (name -> when built, as a
+    timestamp), newest first; a half-written or hidden folder is not one."""
+    root = Path(run_folder) / MATRICES_DIR
+    if not root.is_dir():
+        return {}
+    found = {
+        f.name: _created(f)
+        for f in root.iterdir()
+        if f.is_dir()
+        and not f.name.startswith(".")
+        and all((f / n).is_file() for n in (MATRIX_FILE, VOCAB_FILE, MANIFEST_FILE))
+    }
+    return dict(sorted(found.items(), key=lambda item: (item[1], item[0]), reverse=True))
+
+
 def list_items(user: str | None = None) -> list[Item]:
     """Every run in ``user``'s workspace with its matrices, and every matrix of a plain model
     kept there, newest first."""
     items: list[Item] = []
     for record in list_runs(runs_dir(user)):
         items.append(_run_item(record))
-        for folder in _subfolders(Path(record.folder) / "matrices"):
+        for folder in _subfolders(Path(record.folder) / MATRICES_DIR):
             items += [i for i in [_matrix_item(folder, record)] if i is not None]
     for model in _subfolders(matrices_dir(user)):
         for folder in _subfolders(model):

@@ -8,25 +8,24 @@ Marked ``browser``: ``python -m pytest tests/test_browser_library.py -m browser`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
-from browser_support import BROWSER_TEST, StreamlitServer, app_server, report_failure
+from browser_support import BROWSER_TEST, StreamlitServer, report_failure
 from conftest import build_tiny_bert, synthetic_rows, write_csv
-from test_browser import LONG, SHORT, goto, idle, no_errors, open_model_and_data, page  # noqa: F401
+from test_browser import (  # noqa: F401 - page and server: test_browser's fixtures
+    LONG,
+    SHORT,
+    goto,
+    idle,
+    no_errors,
+    open_model_and_data,
+    page,
+    server,
+)
 from test_browser_reload import train
 
 pytestmark = BROWSER_TEST
-
-
-@pytest.fixture()
-def server(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamlitServer]:
-    with app_server(
-        tmp_path / "home", tmp_path_factory.getbasetemp(), tmp_path / "library.log"
-    ) as srv:
-        yield srv
 
 
 def build(tab, method: str | None = None) -> None:
@@ -62,7 +61,7 @@ def choose(tab, box: str, option: str) -> None:
 
 
 def test_export_opens_compares_and_deletes_in_a_real_browser(
-    server: StreamlitServer,
+    server: StreamlitServer,  # noqa: F811 - test_browser's fixture, imported above
     page,  # noqa: F811 - test_browser's fixture, imported above
     tmp_path: Path,
 ) -> None:

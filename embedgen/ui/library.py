@@ -13,8 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from embedgen.library import Item, title_of
-from embedgen.matrix import MANIFEST_FILE
+from embedgen.library import MATRICES_DIR, Item, saved_matrices, title_of
 from embedgen.runs import load_run, owner_tag
 from embedgen.ui import matrices, session, visitor
 from embedgen.ui.models import current_encoder
@@ -58,13 +57,9 @@ def open_run(folder: str) -> int:
     run = load_run(folder, loaded=current_encoder())
     st.session_state[session.TRAIN_RUN] = run
     st.session_state[session.TRAIN_JOB] = None
-    saved = Path(folder) / "matrices"
-    found = sorted(
-        (p for p in saved.iterdir() if (p / MANIFEST_FILE).is_file()) if saved.is_dir() else [],
-        key=lambda p: (p / MANIFEST_FILE).stat().st_mtime,
-    )
-    for path in found:
-        open_matrix(str(path))
+    found = list(saved_matrices(folder))  # newest first: opened oldest first
+    for name in reversed(found):
+        open_matrix(str(Path(folder) / MATRICES_DIR / name))
     entries = st.session_state[session.MATRICES]
     if entries:
         st.session_state[session.CURRENT_MATRIX] = matrices.default_matrix(entries, run)
@@ -91,9 +86,7 @@ def forget(folder: str) -> None:
     """Take what lies in the deleted ``folder`` out of this session: its matrices, its run."""
     entries: dict[str, matrices.MatrixEntry] = st.session_state[session.MATRICES]
     gone = Path(folder).resolve()
-    for name in [
-        n for n, e in entries.items() if e.folder and Path(e.folder).resolve().is_relative_to(gone)
-    ]:
+    for name in [n for n, e in entries.items() if e.folder and _under(e.folder, gone)]:
         del entries[name]
     if st.session_state.get(session.CURRENT_MATRIX) not in entries:
         st.session_state.pop(session.CURRENT_MATRIX, None)

@@ -42,10 +42,14 @@ def training_curves(history: Sequence[EpochMetrics]) -> go.Figure:
     fig.add_scatter(x=epochs, y=[m.val_loss for m in history], name="val loss", row=1, col=1)
     fig.add_scatter(x=epochs, y=[m.val_accuracy for m in history], name="accuracy", row=1, col=2)
     fig.add_scatter(x=epochs, y=[m.val_macro_f1 for m in history], name="macro-F1", row=1, col=2)
-    fig.update_xaxes(title_text="epoch", dtick=1 if len(epochs) <= 20 else None)
+    return _epoch_charts(fig, len(epochs))
+
+
+def _epoch_charts(fig: go.Figure, epochs: int) -> go.Figure:
+    """The look of two charts per epoch side by side, a share (0 to 1) on the right. The legend
+    below both: on the right it stood beside the right-hand chart only (issue 21)."""
+    fig.update_xaxes(title_text="epoch", dtick=1 if epochs <= 20 else None)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    # The legend below both charts: on the right it stood beside the Validation chart, the
-    # losses' names too (issue 21).
     fig.update_layout(
         height=340,
         margin={"t": 30, "b": 10},
@@ -371,13 +375,4 @@ def compared_curves(curves: Sequence[Curve]) -> go.Figure:
             row=1,
             col=2,
         )
-    longest = max((len(c.epoch) for c in curves), default=0)
-    fig.update_xaxes(title_text="epoch", dtick=1 if longest <= 20 else None)
-    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(
-        height=340,
-        margin={"t": 30, "b": 10},
-        font={"family": CJK_FONT},
-        legend={"orientation": "h", "y": -0.25},
-    )
-    return fig
+    return _epoch_charts(fig, max((len(c.epoch) for c in curves), default=0))
